@@ -1,0 +1,121 @@
+#include "worker/spec/job_spec.h"
+
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace compress::spec {
+namespace {
+
+constexpr char kMinimal[] = R"({
+  "dataset": {"format": "fashion_mnist", "path": "/data/fmnist"},
+  "teacher": {"train": {"epochs": 3}}
+})";
+
+TEST(JobSpecTest, MinimalSpecTakesDefaults) {
+  auto spec = ParseJobSpec(kMinimal);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->model.preset, "swin_micro");
+  EXPECT_EQ(spec->teacher.train.epochs, 3);
+  EXPECT_EQ(spec->teacher.train.batch_size, 64);
+  EXPECT_DOUBLE_EQ(spec->teacher.train.weight_decay, 0.05);
+  EXPECT_DOUBLE_EQ(spec->prune.target_macs_reduction, 0.32);
+  EXPECT_EQ(spec->prune.importance, "taylor");
+  EXPECT_TRUE(spec->share.attention_transform);
+  EXPECT_EQ(spec->resources.device, "auto");
+}
+
+TEST(JobSpecTest, ProtobufJsonFormIsAccepted) {
+  // What protobuf's JSON printer writes: int64 as strings, lowerCamelCase when names are not
+  // preserved, zero values omitted, explicit zeros for `optional` fields.
+  auto spec = ParseJobSpec(R"({
+    "dataset": {"format": "synthetic", "syntheticTrain": 64},
+    "teacher": {"train": {"maxSteps": 10, "weightDecay": 0, "clipGradNorm": 0}},
+    "distill": {"enabled": true, "train": {"epochs": 1}, "alpha": 0},
+    "share": {"attentionTransform": false},
+    "resources": {"time_limit_seconds": "3600", "seed": "-7"}
+  })");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->dataset.synthetic_train, 64);
+  EXPECT_EQ(spec->teacher.train.max_steps, 10);
+  EXPECT_DOUBLE_EQ(spec->teacher.train.weight_decay, 0.0);
+  EXPECT_DOUBLE_EQ(spec->teacher.train.clip_grad_norm, 0.0);
+  EXPECT_DOUBLE_EQ(spec->distill.alpha, 0.0);
+  EXPECT_FALSE(spec->share.attention_transform);
+  EXPECT_EQ(spec->resources.time_limit_seconds, 3600);
+  EXPECT_EQ(spec->resources.seed, -7);
+}
+
+TEST(JobSpecTest, ToJsonRoundTrips) {
+  auto spec = ParseJobSpec(R"({
+    "model": {"config": {"image_size": 32, "in_channels": 3, "num_classes": 5, "patch_size": 4,
+              "embed_dim": 24, "depths": [2, 2], "num_heads": [2, 4], "window_size": 4}},
+    "dataset": {"format": "synthetic"},
+    "teacher": {"train": {"max_steps": 5, "label_smoothing": 0}},
+    "prune": {"enabled": true, "target_macs_reduction": 0.4, "importance": "l2"}
+  })");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  nlohmann::json first = ToJson(*spec);
+  auto again = ParseJobSpecJson(first);
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << first.dump(2);
+  EXPECT_EQ(ToJson(*again), first);
+  EXPECT_TRUE(again->model.has_config);
+  EXPECT_EQ(again->model.config.depths, (std::vector<int>{2, 2}));
+  EXPECT_DOUBLE_EQ(again->teacher.train.label_smoothing, 0.0);
+}
+
+TEST(JobSpecTest, ErrorsNameTheField) {
+  struct Case {
+    const char* json;
+    const char* expected;
+  } cases[] = {
+      {R"({"teacher": {"train": {"epochs": 1}}})", "spec.dataset.format: required"},
+      {R"({"dataset": {"format": "mnist"}, "teacher": {"train": {"epochs": 1}}})",
+       "spec.dataset.format: unknown value 'mnist'"},
+      {R"({"dataset": {"format": "cifar10"}, "teacher": {"train": {"epochs": 1}}})",
+       "spec.dataset.path: required for format 'cifar10'"},
+      {R"({"dataset": {"format": "synthetic"}})", "spec.teacher: give checkpoint_path"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": -1}}})",
+       "spec.teacher.train.epochs: must be in [0, 100000], got -1"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
+           "prune": {"target_macs_reduction": 1.5}})",
+       "spec.prune.target_macs_reduction: must be in"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
+           "prune": {"importance": "random"}})",
+       "spec.prune.importance: unknown value 'random'"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
+           "distill": {"enabled": true}})",
+       "spec.distill.train.epochs: required"},
+      {R"({"dataset": {"format": "synthetic", "colour": true}, "teacher": {"train": {"epochs": 1}}})",
+       "spec.dataset.colour: unknown field"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": "three"}}})",
+       "spec.teacher.train.epochs: expected an integer"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"lr": "fast"}}})",
+       "spec.teacher.train.lr: expected a number"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"blob_sha256": "abc"}})",
+       "spec.teacher.blob_sha256: must be 64 lowercase hex digits"},
+      {R"({"dataset": "synthetic"})", "spec.dataset: expected a JSON object"},
+      {R"({"model": {"config": {"image_size": 30, "in_channels": 1, "patch_size": 4,
+           "embed_dim": 8, "depths": [2], "num_heads": [1], "window_size": 4}},
+           "dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}}})",
+       "spec.model.config.image_size: must be a multiple of patch_size 4"},
+      {R"({"model": {"config": {"image_size": 32, "in_channels": 1, "patch_size": 4,
+           "embed_dim": 8, "depths": [2, 2], "num_heads": [1], "window_size": 4}},
+           "dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}}})",
+       "spec.model.config.num_heads: must have one entry per stage"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
+           "resources": {"device": "tpu"}})",
+       "spec.resources.device: unknown device 'tpu'"},
+      {"{not json", "spec: not valid JSON"},
+  };
+  for (const Case& c : cases) {
+    auto spec = ParseJobSpec(c.json);
+    ASSERT_FALSE(spec.ok()) << c.json;
+    EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(spec.status().message().find(c.expected), absl::string_view::npos)
+        << "got: " << spec.status().message() << "\nwanted: " << c.expected;
+  }
+}
+
+}  // namespace
+}  // namespace compress::spec

@@ -1,0 +1,1 @@
+// Anchors the precompiled LibTorch header that every pipeline library reuses.
