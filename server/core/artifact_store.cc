@@ -1,0 +1,261 @@
+#include "server/core/artifact_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+
+namespace compress::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr size_t kMaxNameLength = 128;
+
+absl::Status ErrnoError(int error, absl::string_view what, absl::string_view path) {
+  std::string message =
+      absl::StrCat("artifact store: ", what, " ", path, ": ", std::strerror(error));
+  switch (error) {
+    case ENOENT:
+      return absl::NotFoundError(message);
+    case ENOSPC:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(message);
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+// Makes a rename durable by syncing the directory that holds it.
+absl::Status SyncDirectory(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(errno, "open directory", dir);
+  int rc = ::fsync(fd);
+  int error = errno;
+  ::close(fd);
+  if (rc != 0) return ErrnoError(error, "fsync directory", dir);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> FileSize(const std::string& path, absl::string_view what) {
+  std::error_code ec;
+  uintmax_t size = fs::file_size(path, ec);
+  if (ec) {
+    if (ec == std::errc::no_such_file_or_directory) {
+      return absl::NotFoundError(absl::StrCat(what, " not found"));
+    }
+    return ErrnoError(ec.value(), "stat", path);
+  }
+  return static_cast<int64_t>(size);
+}
+
+absl::StatusOr<std::string> ReadRange(const std::string& path, absl::string_view what,
+                                      int64_t offset, int64_t max_bytes) {
+  if (offset < 0) return absl::InvalidArgumentError("offset: must not be negative");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(what, " not found"));
+    return ErrnoError(errno, "open", path);
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int error = errno;
+    ::close(fd);
+    return ErrnoError(error, "stat", path);
+  }
+  if (offset > st.st_size) {
+    ::close(fd);
+    return absl::OutOfRangeError(absl::StrCat("offset: ", offset, " is past the end of ", what,
+                                              " (", st.st_size, " bytes)"));
+  }
+  int64_t want = std::min<int64_t>(max_bytes, st.st_size - offset);
+  std::string data(static_cast<size_t>(want), '\0');
+  int64_t done = 0;
+  while (done < want) {
+    ssize_t n = ::pread(fd, data.data() + done, static_cast<size_t>(want - done), offset + done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int error = errno;
+      ::close(fd);
+      return ErrnoError(error, "read", path);
+    }
+    if (n == 0) break;
+    done += n;
+  }
+  ::close(fd);
+  data.resize(static_cast<size_t>(done));
+  return data;
+}
+
+}  // namespace
+
+PendingFile::~PendingFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(temp_path_.c_str());
+}
+
+absl::Status PendingFile::Append(absl::string_view data) {
+  if (committed_ || fd_ < 0) return absl::FailedPreconditionError("file already committed");
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd_, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, "write", temp_path_);
+    done += static_cast<size_t>(n);
+  }
+  hasher_.Update(data);
+  size_ += static_cast<int64_t>(data.size());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Artifact> PendingFile::Commit(const std::string& expected_sha256,
+                                             int64_t expected_size) {
+  if (committed_ || fd_ < 0) return absl::FailedPreconditionError("file already committed");
+  Artifact artifact{name_, size_, hasher_.HexDigest()};
+  if (expected_size >= 0 && expected_size != size_) {
+    return absl::DataLossError(absl::StrCat("size_bytes: ", name_, " announced ", expected_size,
+                                            " bytes, received ", size_));
+  }
+  if (!expected_sha256.empty() && expected_sha256 != artifact.sha256) {
+    return absl::DataLossError(absl::StrCat("sha256: ", name_, " announced ", expected_sha256,
+                                            ", received data hashes to ", artifact.sha256));
+  }
+  if (::fsync(fd_) != 0) return ErrnoError(errno, "fsync", temp_path_);
+  ::close(fd_);
+  fd_ = -1;
+  std::string final_path = final_path_;
+  if (final_path.empty()) {
+    final_path = absl::StrCat(blob_dir_, "/", artifact.sha256);
+    artifact.name = artifact.sha256;
+  }
+  if (::rename(temp_path_.c_str(), final_path.c_str()) != 0) {
+    return ErrnoError(errno, "rename to", final_path);
+  }
+  committed_ = true;
+  if (absl::Status s = SyncDirectory(fs::path(final_path).parent_path().string()); !s.ok()) {
+    return s;
+  }
+  return artifact;
+}
+
+absl::StatusOr<std::unique_ptr<ArtifactStore>> ArtifactStore::Open(const Options& options) {
+  if (options.root.empty()) return absl::InvalidArgumentError("root: required");
+  std::error_code ec;
+  for (const char* dir : {"artifacts", "blobs", "tmp"}) {
+    fs::create_directories(fs::path(options.root) / dir, ec);
+    if (ec) return ErrnoError(ec.value(), "create directory", options.root + "/" + dir);
+  }
+  // Files left by writes a crash interrupted.
+  for (const fs::directory_entry& entry :
+       fs::directory_iterator(fs::path(options.root) / "tmp", ec)) {
+    fs::remove(entry.path(), ec);
+  }
+  return std::unique_ptr<ArtifactStore>(new ArtifactStore(options.root));
+}
+
+absl::Status ArtifactStore::ValidateName(absl::string_view field, absl::string_view name) {
+  if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
+  if (name.size() > kMaxNameLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": at most ", kMaxNameLength, " characters, got ", name.size()));
+  }
+  if (name[0] == '.' || name.find("..") != absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": must not start with '.' or contain '..', got '", name, "'"));
+  }
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": only letters, digits, '.', '_' and '-' are allowed, got '", name, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ArtifactStore::ValidateSha256(absl::string_view field, absl::string_view sha256) {
+  bool ok = sha256.size() == 64;
+  for (char c : sha256) ok = ok && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": expected 64 lowercase hex digits, got '", sha256, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ArtifactStore::ArtifactPath(const std::string& job_id,
+                                                        const std::string& name) {
+  if (absl::Status s = ValidateName("job", job_id); !s.ok()) return s;
+  if (absl::Status s = ValidateName("artifact_name", name); !s.ok()) return s;
+  return absl::StrCat(root_, "/artifacts/", job_id, "/", name);
+}
+
+absl::StatusOr<std::unique_ptr<PendingFile>> ArtifactStore::Begin(std::string final_path,
+                                                                  std::string name) {
+  std::string temp_path = absl::StrCat(root_, "/tmp/", ::getpid(), "-", next_temp_++, ".part");
+  int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError(errno, "create", temp_path);
+  return std::unique_ptr<PendingFile>(new PendingFile(
+      fd, std::move(temp_path), std::move(final_path), root_ + "/blobs", std::move(name)));
+}
+
+absl::StatusOr<std::unique_ptr<PendingFile>> ArtifactStore::BeginArtifact(const std::string& job_id,
+                                                                          const std::string& name) {
+  absl::StatusOr<std::string> path = ArtifactPath(job_id, name);
+  if (!path.ok()) return path.status();
+  std::error_code ec;
+  std::string dir = absl::StrCat(root_, "/artifacts/", job_id);
+  if (fs::create_directories(dir, ec); ec) return ErrnoError(ec.value(), "create directory", dir);
+  return Begin(*std::move(path), name);
+}
+
+absl::StatusOr<std::unique_ptr<PendingFile>> ArtifactStore::BeginBlob() { return Begin("", ""); }
+
+absl::StatusOr<int64_t> ArtifactStore::ArtifactSize(const std::string& job_id,
+                                                    const std::string& name) {
+  absl::StatusOr<std::string> path = ArtifactPath(job_id, name);
+  if (!path.ok()) return path.status();
+  return FileSize(*path, absl::StrCat("artifact ", name, " of job ", job_id));
+}
+
+absl::StatusOr<int64_t> ArtifactStore::BlobSize(const std::string& sha256) {
+  if (absl::Status s = ValidateSha256("sha256", sha256); !s.ok()) return s;
+  return FileSize(absl::StrCat(root_, "/blobs/", sha256), absl::StrCat("blob ", sha256));
+}
+
+absl::StatusOr<std::string> ArtifactStore::ReadArtifact(const std::string& job_id,
+                                                        const std::string& name, int64_t offset,
+                                                        int64_t max_bytes) {
+  absl::StatusOr<std::string> path = ArtifactPath(job_id, name);
+  if (!path.ok()) return path.status();
+  return ReadRange(*path, absl::StrCat("artifact ", name, " of job ", job_id), offset, max_bytes);
+}
+
+absl::StatusOr<std::string> ArtifactStore::ReadBlob(const std::string& sha256, int64_t offset,
+                                                    int64_t max_bytes) {
+  if (absl::Status s = ValidateSha256("sha256", sha256); !s.ok()) return s;
+  return ReadRange(absl::StrCat(root_, "/blobs/", sha256), absl::StrCat("blob ", sha256), offset,
+                   max_bytes);
+}
+
+absl::Status ArtifactStore::RemoveJob(const std::string& job_id) {
+  if (absl::Status s = ValidateName("job", job_id); !s.ok()) return s;
+  std::error_code ec;
+  std::string dir = absl::StrCat(root_, "/artifacts/", job_id);
+  fs::remove_all(dir, ec);
+  if (ec) return ErrnoError(ec.value(), "remove", dir);
+  return absl::OkStatus();
+}
+
+}  // namespace compress::server

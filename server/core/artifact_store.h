@@ -1,0 +1,111 @@
+// ArtifactStore: artifacts of jobs and uploaded blobs, as files on local disk.
+//
+// Layout under the root directory:
+//   artifacts/<job_id>/<name>   artifacts of a job (a model checkpoint, its config, a report)
+//   blobs/<sha256>              content-addressed uploads (teacher checkpoints)
+//   tmp/                        files being written; emptied when the store opens
+// Every file is written to tmp/, checked against its expected sha256 and size, fsync'ed and
+// renamed into place, so a reader never sees a partial file, and a crash leaves only debris in
+// tmp/. Names are validated so that no request can address a file outside the store.
+#ifndef COMPRESS_SERVER_CORE_ARTIFACT_STORE_H_
+#define COMPRESS_SERVER_CORE_ARTIFACT_STORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/core/job.h"
+#include "worker/events/sha256.h"
+
+namespace compress::server {
+
+// A file being written. Not thread-safe. Destroying it before Commit discards the file.
+class PendingFile {
+ public:
+  ~PendingFile();
+  PendingFile(const PendingFile&) = delete;
+  PendingFile& operator=(const PendingFile&) = delete;
+
+  absl::Status Append(absl::string_view data);
+  int64_t size() const { return size_; }
+
+  // Finishes the file: checks it against `expected_sha256` and `expected_size` (each skipped
+  // when empty / negative; DATA_LOSS on a mismatch), syncs it and moves it to its final path
+  // (for a blob: blobs/<its sha256>), replacing any file there. Returns what was stored.
+  absl::StatusOr<Artifact> Commit(const std::string& expected_sha256, int64_t expected_size);
+
+ private:
+  friend class ArtifactStore;
+  PendingFile(int fd, std::string temp_path, std::string final_path, std::string blob_dir,
+              std::string name)
+      : fd_(fd),
+        temp_path_(std::move(temp_path)),
+        final_path_(std::move(final_path)),
+        blob_dir_(std::move(blob_dir)),
+        name_(std::move(name)) {}
+
+  int fd_;
+  const std::string temp_path_;
+  // Empty for a blob: its path is known once its digest is.
+  const std::string final_path_;
+  const std::string blob_dir_;
+  const std::string name_;
+  Sha256 hasher_;
+  int64_t size_ = 0;
+  bool committed_ = false;
+};
+
+// Thread-safe: files are written under unique temporary names and renamed atomically.
+class ArtifactStore {
+ public:
+  struct Options {
+    // The root directory (data_dir of compressd); created when missing.
+    std::string root;
+  };
+
+  static absl::StatusOr<std::unique_ptr<ArtifactStore>> Open(const Options& options);
+
+  // OK when `name` is 1-128 characters of [A-Za-z0-9._-], does not start with '.', and holds no
+  // "..": so it can never name a path outside its directory. INVALID_ARGUMENT naming `field`.
+  static absl::Status ValidateName(absl::string_view field, absl::string_view name);
+  // OK for 64 lowercase hex digits.
+  static absl::Status ValidateSha256(absl::string_view field, absl::string_view sha256);
+
+  // Starts writing artifact `name` of job `job_id`.
+  absl::StatusOr<std::unique_ptr<PendingFile>> BeginArtifact(const std::string& job_id,
+                                                             const std::string& name);
+  // Starts writing a blob; its name is its sha256, known at Commit.
+  absl::StatusOr<std::unique_ptr<PendingFile>> BeginBlob();
+
+  // Size of a stored file. NOT_FOUND naming it when absent.
+  absl::StatusOr<int64_t> ArtifactSize(const std::string& job_id, const std::string& name);
+  absl::StatusOr<int64_t> BlobSize(const std::string& sha256);
+
+  // Up to `max_bytes` from `offset`; fewer (possibly none) at the end of the file.
+  // OUT_OF_RANGE when offset is past the end.
+  absl::StatusOr<std::string> ReadArtifact(const std::string& job_id, const std::string& name,
+                                           int64_t offset, int64_t max_bytes);
+  absl::StatusOr<std::string> ReadBlob(const std::string& sha256, int64_t offset,
+                                       int64_t max_bytes);
+
+  // Removes every artifact of the job (nothing to do when it has none).
+  absl::Status RemoveJob(const std::string& job_id);
+
+ private:
+  explicit ArtifactStore(std::string root) : root_(std::move(root)) {}
+
+  absl::StatusOr<std::unique_ptr<PendingFile>> Begin(std::string final_path, std::string name);
+  absl::StatusOr<std::string> ArtifactPath(const std::string& job_id, const std::string& name);
+
+  // Constant after construction.
+  const std::string root_;
+  std::atomic<int64_t> next_temp_{0};
+};
+
+}  // namespace compress::server
+
+#endif  // COMPRESS_SERVER_CORE_ARTIFACT_STORE_H_

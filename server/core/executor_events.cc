@@ -1,0 +1,91 @@
+#include "server/core/executor_events.h"
+
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "worker/events/event.h"
+
+namespace compress::server {
+namespace {
+
+// Non-finite values have no JSON form; they are left out.
+nlohmann::json FiniteValues(const std::map<std::string, double>& values) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [name, value] : values) {
+    if (std::isfinite(value)) out[name] = value;
+  }
+  return out;
+}
+
+double Finite(double value) { return std::isfinite(value) ? value : 0.0; }
+
+}  // namespace
+
+ExecutorUpdate TranslateExecutorLines(const std::vector<std::string>& lines, int attempt,
+                                      absl::Time now) {
+  ExecutorUpdate update;
+  for (const std::string& line : lines) {
+    JobEvent event;
+    event.attempt = attempt;
+    event.time = now;
+    absl::StatusOr<events::Event> parsed = events::Parse(line);
+    if (!parsed.ok()) {
+      event.kind = EventKind::kLog;
+      event.payload_json = DumpJson({{"level", "warning"},
+                                     {"message", absl::StrCat("unreadable executor event (",
+                                                              parsed.status().message(), ")")}});
+      update.events.push_back(std::move(event));
+      continue;
+    }
+    const events::Event& e = *parsed;
+    if (e.time > 0 && std::isfinite(e.time)) {
+      event.time = absl::FromUnixMicros(static_cast<int64_t>(e.time * 1e6));
+    }
+    nlohmann::json payload;
+    switch (e.type) {
+      case events::EventType::kPhaseStarted:
+        event.kind = EventKind::kPhaseStarted;
+        payload = {{"phase", e.phase}};
+        update.current_phase = e.phase;
+        break;
+      case events::EventType::kPhaseFinished:
+        event.kind = EventKind::kPhaseFinished;
+        payload = {{"phase", e.phase},
+                   {"wall_seconds", Finite(e.wall_seconds)},
+                   {"values", FiniteValues(e.values)}};
+        break;
+      case events::EventType::kMetric:
+        event.kind = EventKind::kMetric;
+        payload = {{"phase", e.phase},
+                   {"step", e.step},
+                   {"epoch", Finite(e.epoch)},
+                   {"values", FiniteValues(e.values)}};
+        if (e.progress >= 0 && std::isfinite(e.progress)) payload["progress"] = e.progress;
+        break;
+      case events::EventType::kLog:
+        event.kind = EventKind::kLog;
+        payload = {{"level", e.level.empty() ? "info" : e.level}, {"message", e.message}};
+        break;
+      case events::EventType::kArtifact:
+        event.kind = EventKind::kLog;
+        payload = {{"level", "info"},
+                   {"message", absl::StrCat("artifact ", e.name, " written (", e.size_bytes,
+                                            " bytes, sha256 ", e.sha256, ")")}};
+        break;
+      case events::EventType::kReport:
+        update.report_json = DumpJson(e.report);
+        continue;
+      case events::EventType::kError:
+        event.kind = EventKind::kLog;
+        payload = {{"level", "error"}, {"message", absl::StrCat(e.code, ": ", e.message)}};
+        break;
+    }
+    event.payload_json = DumpJson(payload);
+    update.events.push_back(std::move(event));
+  }
+  return update;
+}
+
+}  // namespace compress::server

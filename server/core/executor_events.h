@@ -1,0 +1,33 @@
+// Translation of executor event lines (worker/events, relayed by workers) into job events.
+#ifndef COMPRESS_SERVER_CORE_EXECUTOR_EVENTS_H_
+#define COMPRESS_SERVER_CORE_EXECUTOR_EVENTS_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "server/core/job.h"
+
+namespace compress::server {
+
+// What a batch of executor lines changes about a job.
+struct ExecutorUpdate {
+  // phase_started, phase_finished, metric and log lines become events of the same kind; an
+  // `error` line becomes an error log; an `artifact` line an info log (the artifact event itself
+  // is recorded when the worker has uploaded it and it can be read). A line that does not parse
+  // becomes a warning log quoting it, so a misbehaving executor cannot stall its job.
+  std::vector<JobEvent> events;
+  // The phase of the last phase_started line, if any.
+  std::optional<std::string> current_phase;
+  // The report of the last `report` line, if any (a JSON object).
+  std::optional<std::string> report_json;
+};
+
+// Translates `lines` written by attempt `attempt`. Events without a time get `now`.
+ExecutorUpdate TranslateExecutorLines(const std::vector<std::string>& lines, int attempt,
+                                      absl::Time now);
+
+}  // namespace compress::server
+
+#endif  // COMPRESS_SERVER_CORE_EXECUTOR_EVENTS_H_

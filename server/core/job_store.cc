@@ -1,0 +1,506 @@
+#include "server/core/job_store.h"
+
+#include <sqlite3.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+
+namespace compress::server {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  spec_json TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  labels_json TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  request_id TEXT UNIQUE,
+  create_us INTEGER NOT NULL,
+  queue_us INTEGER NOT NULL,
+  start_us INTEGER,
+  end_us INTEGER,
+  attempt_count INTEGER NOT NULL,
+  max_attempts INTEGER NOT NULL,
+  current_phase TEXT NOT NULL,
+  error_code TEXT NOT NULL,
+  error_message TEXT NOT NULL,
+  report_json TEXT NOT NULL,
+  lease_owner TEXT NOT NULL,
+  last_event_sequence INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
+CREATE TABLE IF NOT EXISTS job_labels (
+  job_id TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (job_id, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS job_labels_by_value ON job_labels (key, value);
+CREATE TABLE IF NOT EXISTS events (
+  job_id TEXT NOT NULL,
+  sequence INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  time_us INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  payload_json TEXT NOT NULL,
+  PRIMARY KEY (job_id, sequence)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS artifacts (
+  job_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  sha256 TEXT NOT NULL,
+  PRIMARY KEY (job_id, name)) WITHOUT ROWID;
+)sql";
+
+constexpr char kJobColumns[] =
+    "seq, id, spec_json, state, labels_json, priority, request_id, create_us, queue_us, "
+    "start_us, end_us, attempt_count, max_attempts, current_phase, error_code, error_message, "
+    "report_json, lease_owner, last_event_sequence";
+
+std::optional<int64_t> ToMicros(const std::optional<absl::Time>& time) {
+  if (!time.has_value()) return std::nullopt;
+  return absl::ToUnixMicros(*time);
+}
+
+std::optional<absl::Time> FromMicros(std::optional<int64_t> micros) {
+  if (!micros.has_value()) return std::nullopt;
+  return absl::FromUnixMicros(*micros);
+}
+
+// Reads a row selected with kJobColumns; returns its seq.
+int64_t ReadJobRow(const Statement& row, Job& job) {
+  job.id = row.ColumnText(1);
+  job.spec_json = row.ColumnText(2);
+  job.state = static_cast<JobState>(row.ColumnInt(3));
+  nlohmann::json labels = nlohmann::json::parse(row.ColumnText(4), nullptr, false);
+  job.labels.clear();
+  if (labels.is_object()) {
+    for (const auto& [key, value] : labels.items()) {
+      if (value.is_string()) job.labels[key] = value.get<std::string>();
+    }
+  }
+  job.priority = static_cast<int>(row.ColumnInt(5));
+  job.request_id = row.ColumnText(6);
+  job.create_time = absl::FromUnixMicros(row.ColumnInt(7));
+  job.queue_time = absl::FromUnixMicros(row.ColumnInt(8));
+  job.start_time = FromMicros(row.ColumnOptionalInt(9));
+  job.end_time = FromMicros(row.ColumnOptionalInt(10));
+  job.attempt_count = static_cast<int>(row.ColumnInt(11));
+  job.max_attempts = static_cast<int>(row.ColumnInt(12));
+  job.current_phase = row.ColumnText(13);
+  job.error_code = row.ColumnText(14);
+  job.error_message = row.ColumnText(15);
+  job.report_json = row.ColumnText(16);
+  job.lease_owner = row.ColumnText(17);
+  job.last_event_sequence = row.ColumnInt(18);
+  return row.ColumnInt(0);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const Options& options) {
+  sqlite3* db = nullptr;
+  int rc =
+      sqlite3_open_v2(options.path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status status = SqliteError(db, rc, absl::StrCat("open ", options.path));
+    sqlite3_close(db);
+    return status;
+  }
+  std::unique_ptr<JobStore> store(new JobStore(db));
+  absl::MutexLock lock(&store->mu_);
+  if (absl::Status s = store->Init(options); !s.ok()) return s;
+  return store;
+}
+
+JobStore::~JobStore() {
+  {
+    absl::MutexLock lock(&mu_);
+    statements_.clear();
+  }
+  sqlite3_close(db_);
+}
+
+absl::Status JobStore::Init(const Options& options) {
+  sqlite3_busy_timeout(db_, 5000);
+  if (absl::Status s = SqliteExec(db_, "PRAGMA journal_mode=WAL"); !s.ok()) return s;
+  if (absl::Status s = SqliteExec(
+          db_, options.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = SqliteExec(db_, "PRAGMA foreign_keys=ON"); !s.ok()) return s;
+  return InTransactionLocked([&]() -> absl::Status {
+    if (absl::Status s = SqliteExec(db_, kSchema); !s.ok()) return s;
+    absl::StatusOr<Statement*> select = StatementLocked("SELECT MAX(version) FROM schema_version");
+    if (!select.ok()) return select.status();
+    absl::StatusOr<bool> row = (*select)->Step();
+    if (!row.ok()) return row.status();
+    std::optional<int64_t> version = (*select)->ColumnOptionalInt(0);
+    (*select)->Reset();
+    if (!version.has_value()) {
+      absl::StatusOr<Statement*> insert =
+          StatementLocked("INSERT INTO schema_version (version) VALUES (?)");
+      if (!insert.ok()) return insert.status();
+      (*insert)->BindInt(1, kSchemaVersion);
+      return (*insert)->Run();
+    }
+    if (*version > kSchemaVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job store ", options.path, ": schema version ", *version,
+                       " is newer than this compressd's (", kSchemaVersion, ")"));
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<Statement*> JobStore::StatementLocked(const std::string& sql) {
+  auto it = statements_.find(sql);
+  if (it == statements_.end()) {
+    absl::StatusOr<Statement> statement = Statement::Prepare(db_, sql);
+    if (!statement.ok()) return statement.status();
+    it = statements_.emplace(sql, *std::move(statement)).first;
+  }
+  it->second.Reset();
+  return &it->second;
+}
+
+template <typename Body>
+auto JobStore::InTransactionLocked(Body body) -> decltype(body()) {
+  if (absl::Status s = SqliteExec(db_, "BEGIN IMMEDIATE"); !s.ok()) return s;
+  auto result = body();
+  if (!result.ok()) {
+    SqliteExec(db_, "ROLLBACK").IgnoreError();
+    return result;
+  }
+  if (absl::Status s = SqliteExec(db_, "COMMIT"); !s.ok()) {
+    SqliteExec(db_, "ROLLBACK").IgnoreError();
+    return s;
+  }
+  return result;
+}
+
+absl::Status JobStore::InsertJobLocked(const Job& job) {
+  absl::StatusOr<Statement*> insert = StatementLocked(
+      "INSERT INTO jobs (id, spec_json, state, labels_json, priority, request_id, create_us, "
+      "queue_us, start_us, end_us, attempt_count, max_attempts, current_phase, error_code, "
+      "error_message, report_json, lease_owner, last_event_sequence) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)");
+  if (!insert.ok()) return insert.status();
+  Statement& s = **insert;
+  nlohmann::json labels = job.labels;
+  s.BindText(1, job.id);
+  s.BindText(2, job.spec_json);
+  s.BindInt(3, static_cast<int>(job.state));
+  s.BindText(4, DumpJson(labels));
+  s.BindInt(5, job.priority);
+  s.BindTextOrNull(6, job.request_id);
+  s.BindInt(7, absl::ToUnixMicros(job.create_time));
+  s.BindInt(8, absl::ToUnixMicros(job.queue_time));
+  s.BindOptionalInt(9, ToMicros(job.start_time));
+  s.BindOptionalInt(10, ToMicros(job.end_time));
+  s.BindInt(11, job.attempt_count);
+  s.BindInt(12, job.max_attempts);
+  s.BindText(13, job.current_phase);
+  s.BindText(14, job.error_code);
+  s.BindText(15, job.error_message);
+  s.BindText(16, job.report_json);
+  s.BindText(17, job.lease_owner);
+  if (absl::Status st = s.Run(); !st.ok()) return st;
+  absl::StatusOr<Statement*> label =
+      StatementLocked("INSERT INTO job_labels (job_id, key, value) VALUES (?, ?, ?)");
+  if (!label.ok()) return label.status();
+  for (const auto& [key, value] : job.labels) {
+    (*label)->Reset();
+    (*label)->BindText(1, job.id);
+    (*label)->BindText(2, key);
+    (*label)->BindText(3, value);
+    if (absl::Status st = (*label)->Run(); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CreatedJob> JobStore::CreateJob(const Job& job, std::vector<JobEvent> events) {
+  absl::MutexLock lock(&mu_);
+  return InTransactionLocked([&]() -> absl::StatusOr<CreatedJob> {
+    if (!job.request_id.empty()) {
+      absl::StatusOr<Statement*> find = StatementLocked("SELECT id FROM jobs WHERE request_id = ?");
+      if (!find.ok()) return find.status();
+      (*find)->BindText(1, job.request_id);
+      absl::StatusOr<bool> row = (*find)->Step();
+      if (!row.ok()) return row.status();
+      if (*row) {
+        std::string existing = (*find)->ColumnText(0);
+        (*find)->Reset();
+        absl::StatusOr<Job> earlier = GetJobLocked(existing);
+        if (!earlier.ok()) return earlier.status();
+        return CreatedJob{*std::move(earlier), /*created=*/false};
+      }
+    }
+    if (absl::Status s = InsertJobLocked(job); !s.ok()) return s;
+    if (absl::StatusOr<std::vector<JobEvent>> appended =
+            AppendEventsLocked(job.id, std::move(events));
+        !appended.ok()) {
+      return appended.status();
+    }
+    absl::StatusOr<Job> stored = GetJobLocked(job.id);
+    if (!stored.ok()) return stored.status();
+    return CreatedJob{*std::move(stored), /*created=*/true};
+  });
+}
+
+absl::StatusOr<Job> JobStore::GetJob(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  return GetJobLocked(id);
+}
+
+absl::StatusOr<Job> JobStore::GetJobLocked(const std::string& id) {
+  absl::StatusOr<Statement*> select =
+      StatementLocked(absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?"));
+  if (!select.ok()) return select.status();
+  (*select)->BindText(1, id);
+  absl::StatusOr<bool> row = (*select)->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return absl::NotFoundError(absl::StrCat("job '", id, "' not found"));
+  Job job;
+  ReadJobRow(**select, job);
+  (*select)->Reset();
+  if (absl::Status s = LoadArtifactsLocked(job); !s.ok()) return s;
+  return job;
+}
+
+absl::Status JobStore::LoadArtifactsLocked(Job& job) {
+  absl::StatusOr<Statement*> select = StatementLocked(
+      "SELECT name, size_bytes, sha256 FROM artifacts WHERE job_id = ? ORDER BY name");
+  if (!select.ok()) return select.status();
+  (*select)->BindText(1, job.id);
+  job.artifacts.clear();
+  while (true) {
+    absl::StatusOr<bool> row = (*select)->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    job.artifacts.push_back(
+        {(*select)->ColumnText(0), (*select)->ColumnInt(1), (*select)->ColumnText(2)});
+  }
+  (*select)->Reset();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobPage> JobStore::ListJobs(const JobFilter& filter, int page_size,
+                                           int64_t after_cursor) {
+  absl::MutexLock lock(&mu_);
+  std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE seq > ?");
+  if (filter.state.has_value()) absl::StrAppend(&sql, " AND state = ?");
+  for (size_t i = 0; i < filter.labels.size(); ++i) {
+    absl::StrAppend(&sql,
+                    " AND EXISTS (SELECT 1 FROM job_labels l WHERE l.job_id = jobs.id AND "
+                    "l.key = ? AND l.value = ?)");
+  }
+  absl::StrAppend(&sql, " ORDER BY seq LIMIT ?");
+  absl::StatusOr<Statement*> select = StatementLocked(sql);
+  if (!select.ok()) return select.status();
+  Statement& s = **select;
+  int index = 1;
+  s.BindInt(index++, after_cursor);
+  if (filter.state.has_value()) s.BindInt(index++, static_cast<int>(*filter.state));
+  for (const auto& [key, value] : filter.labels) {
+    s.BindText(index++, key);
+    s.BindText(index++, value);
+  }
+  // One more than asked, to know whether another page follows.
+  s.BindInt(index++, page_size + 1);
+  JobPage page;
+  std::vector<int64_t> seqs;
+  while (true) {
+    absl::StatusOr<bool> row = s.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    Job job;
+    seqs.push_back(ReadJobRow(s, job));
+    page.jobs.push_back(std::move(job));
+  }
+  s.Reset();
+  if (static_cast<int>(page.jobs.size()) > page_size) {
+    page.jobs.pop_back();
+    page.next_cursor = seqs[page.jobs.size() - 1];
+  }
+  for (Job& job : page.jobs) {
+    if (absl::Status st = LoadArtifactsLocked(job); !st.ok()) return st;
+  }
+  return page;
+}
+
+absl::StatusOr<std::vector<Job>> JobStore::JobsInStates(const std::vector<JobState>& states) {
+  absl::MutexLock lock(&mu_);
+  std::vector<Job> jobs;
+  if (states.empty()) return jobs;
+  std::vector<std::string> numbers;
+  for (JobState state : states) numbers.push_back(absl::StrCat(static_cast<int>(state)));
+  absl::StatusOr<Statement*> select =
+      StatementLocked(absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE state IN (",
+                                   absl::StrJoin(numbers, ", "), ") ORDER BY seq"));
+  if (!select.ok()) return select.status();
+  while (true) {
+    absl::StatusOr<bool> row = (*select)->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    Job job;
+    ReadJobRow(**select, job);
+    jobs.push_back(std::move(job));
+  }
+  (*select)->Reset();
+  return jobs;
+}
+
+absl::StatusOr<std::vector<JobEvent>> JobStore::AppendEventsLocked(const std::string& job_id,
+                                                                   std::vector<JobEvent> events) {
+  if (events.empty()) return events;
+  absl::StatusOr<Statement*> last =
+      StatementLocked("SELECT last_event_sequence FROM jobs WHERE id = ?");
+  if (!last.ok()) return last.status();
+  (*last)->BindText(1, job_id);
+  absl::StatusOr<bool> row = (*last)->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
+  int64_t sequence = (*last)->ColumnInt(0);
+  (*last)->Reset();
+  absl::StatusOr<Statement*> insert = StatementLocked(
+      "INSERT INTO events (job_id, sequence, attempt, time_us, kind, payload_json) "
+      "VALUES (?, ?, ?, ?, ?, ?)");
+  if (!insert.ok()) return insert.status();
+  for (JobEvent& event : events) {
+    event.job_id = job_id;
+    event.sequence = ++sequence;
+    Statement& s = **insert;
+    s.Reset();
+    s.BindText(1, job_id);
+    s.BindInt(2, event.sequence);
+    s.BindInt(3, event.attempt);
+    s.BindInt(4, absl::ToUnixMicros(event.time));
+    s.BindText(5, EventKindName(event.kind));
+    s.BindText(6, event.payload_json);
+    if (absl::Status st = s.Run(); !st.ok()) return st;
+  }
+  absl::StatusOr<Statement*> update =
+      StatementLocked("UPDATE jobs SET last_event_sequence = ? WHERE id = ?");
+  if (!update.ok()) return update.status();
+  (*update)->BindInt(1, sequence);
+  (*update)->BindText(2, job_id);
+  if (absl::Status st = (*update)->Run(); !st.ok()) return st;
+  return events;
+}
+
+absl::StatusOr<std::vector<JobEvent>> JobStore::Write(const std::string& job_id, const Job* job,
+                                                      std::vector<JobEvent> events,
+                                                      const Artifact* artifact) {
+  absl::MutexLock lock(&mu_);
+  return InTransactionLocked([&]() -> absl::StatusOr<std::vector<JobEvent>> {
+    if (job != nullptr) {
+      absl::StatusOr<Statement*> update = StatementLocked(
+          "UPDATE jobs SET state = ?, queue_us = ?, start_us = ?, end_us = ?, attempt_count = ?, "
+          "current_phase = ?, error_code = ?, error_message = ?, report_json = ?, "
+          "lease_owner = ? WHERE id = ?");
+      if (!update.ok()) return update.status();
+      Statement& s = **update;
+      s.BindInt(1, static_cast<int>(job->state));
+      s.BindInt(2, absl::ToUnixMicros(job->queue_time));
+      s.BindOptionalInt(3, ToMicros(job->start_time));
+      s.BindOptionalInt(4, ToMicros(job->end_time));
+      s.BindInt(5, job->attempt_count);
+      s.BindText(6, job->current_phase);
+      s.BindText(7, job->error_code);
+      s.BindText(8, job->error_message);
+      s.BindText(9, job->report_json);
+      s.BindText(10, job->lease_owner);
+      s.BindText(11, job_id);
+      if (absl::Status st = s.Run(); !st.ok()) return st;
+      if (sqlite3_changes(db_) == 0) {
+        return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
+      }
+    }
+    if (artifact != nullptr) {
+      absl::StatusOr<Statement*> put = StatementLocked(
+          "INSERT OR REPLACE INTO artifacts (job_id, name, size_bytes, sha256) "
+          "VALUES (?, ?, ?, ?)");
+      if (!put.ok()) return put.status();
+      (*put)->BindText(1, job_id);
+      (*put)->BindText(2, artifact->name);
+      (*put)->BindInt(3, artifact->size_bytes);
+      (*put)->BindText(4, artifact->sha256);
+      if (absl::Status st = (*put)->Run(); !st.ok()) return st;
+    }
+    return AppendEventsLocked(job_id, std::move(events));
+  });
+}
+
+absl::StatusOr<std::vector<JobEvent>> JobStore::ListEvents(const std::string& job_id,
+                                                           int64_t after_sequence, int limit) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> select = StatementLocked(
+      "SELECT sequence, attempt, time_us, kind, payload_json FROM events "
+      "WHERE job_id = ? AND sequence > ? ORDER BY sequence LIMIT ?");
+  if (!select.ok()) return select.status();
+  Statement& s = **select;
+  s.BindText(1, job_id);
+  s.BindInt(2, after_sequence);
+  s.BindInt(3, limit);
+  std::vector<JobEvent> events;
+  while (true) {
+    absl::StatusOr<bool> row = s.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    JobEvent event;
+    event.job_id = job_id;
+    event.sequence = s.ColumnInt(0);
+    event.attempt = static_cast<int>(s.ColumnInt(1));
+    event.time = absl::FromUnixMicros(s.ColumnInt(2));
+    event.kind = EventKindFromName(s.ColumnText(3)).value_or(EventKind::kLog);
+    event.payload_json = s.ColumnText(4);
+    events.push_back(std::move(event));
+  }
+  s.Reset();
+  return events;
+}
+
+absl::Status JobStore::DeleteJob(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  return InTransactionLocked([&]() -> absl::Status {
+    for (const char* sql :
+         {"DELETE FROM events WHERE job_id = ?", "DELETE FROM artifacts WHERE job_id = ?",
+          "DELETE FROM job_labels WHERE job_id = ?", "DELETE FROM jobs WHERE id = ?"}) {
+      absl::StatusOr<Statement*> del = StatementLocked(sql);
+      if (!del.ok()) return del.status();
+      (*del)->BindText(1, id);
+      if (absl::Status s = (*del)->Run(); !s.ok()) return s;
+    }
+    if (sqlite3_changes(db_) == 0) {
+      return absl::NotFoundError(absl::StrCat("job '", id, "' not found"));
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::map<JobState, int64_t>> JobStore::CountByState() {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> select =
+      StatementLocked("SELECT state, COUNT(*) FROM jobs GROUP BY state");
+  if (!select.ok()) return select.status();
+  std::map<JobState, int64_t> counts;
+  while (true) {
+    absl::StatusOr<bool> row = (*select)->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    counts[static_cast<JobState>((*select)->ColumnInt(0))] = (*select)->ColumnInt(1);
+  }
+  (*select)->Reset();
+  return counts;
+}
+
+}  // namespace compress::server

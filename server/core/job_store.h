@@ -1,0 +1,116 @@
+// JobStore: the durable record of jobs, their events and artifacts, on SQLite.
+//
+// The database runs in WAL mode with synchronous=FULL: a call that returned OK has reached the
+// disk, so every accepted job and every event survives a crash of the process or the machine
+// (NORMAL would only protect against a process crash; a job is worth one fsync). The schema
+// carries a version (table schema_version); opening a database of a newer version is
+// FAILED_PRECONDITION.
+#ifndef COMPRESS_SERVER_CORE_JOB_STORE_H_
+#define COMPRESS_SERVER_CORE_JOB_STORE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/core/job.h"
+#include "server/core/job_filter.h"
+#include "server/core/sqlite_statement.h"
+
+struct sqlite3;
+
+namespace compress::server {
+
+// A page of ListJobs.
+struct JobPage {
+  std::vector<Job> jobs;
+  // Pass as `after_cursor` for the next page; 0 when this page is the last.
+  int64_t next_cursor = 0;
+};
+
+// The outcome of CreateJob.
+struct CreatedJob {
+  Job job;
+  // False when a job with the same request_id existed: `job` is that earlier job.
+  bool created = false;
+};
+
+// Thread-safe: one connection, serialised by a mutex. Every write is one transaction.
+class JobStore {
+ public:
+  struct Options {
+    // The database file; created with its schema when missing.
+    std::string path;
+    // synchronous=FULL (true) or NORMAL (false, faster, durable across process crashes only).
+    bool synchronous_full = true;
+  };
+
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const Options& options);
+  ~JobStore();
+
+  JobStore(const JobStore&) = delete;
+  JobStore& operator=(const JobStore&) = delete;
+
+  // Inserts `job` (whose id must be new) and appends `events` to it. When job.request_id is
+  // non-empty and already used, nothing is written and the earlier job is returned.
+  absl::StatusOr<CreatedJob> CreateJob(const Job& job, std::vector<JobEvent> events);
+
+  // NOT_FOUND when no job has this id. Artifacts are filled in.
+  absl::StatusOr<Job> GetJob(const std::string& id);
+
+  // Jobs matching `filter` in creation order, starting after `after_cursor` (0 = from the first).
+  absl::StatusOr<JobPage> ListJobs(const JobFilter& filter, int page_size, int64_t after_cursor);
+
+  // Every job in one of `states`, in creation order, without artifacts.
+  absl::StatusOr<std::vector<Job>> JobsInStates(const std::vector<JobState>& states);
+
+  // In one transaction: writes the mutable fields of `job` when non-null (state, times, attempt
+  // count, phase, error, report, lease owner), records `artifact` when non-null (replacing one of
+  // the same name), and appends `events` with the next sequence numbers. Returns the events as
+  // stored. NOT_FOUND when the job does not exist.
+  absl::StatusOr<std::vector<JobEvent>> Write(const std::string& job_id, const Job* job,
+                                              std::vector<JobEvent> events,
+                                              const Artifact* artifact = nullptr);
+
+  // Up to `limit` events of the job with sequence > after_sequence, in order. An unknown job has
+  // no events.
+  absl::StatusOr<std::vector<JobEvent>> ListEvents(const std::string& job_id,
+                                                   int64_t after_sequence, int limit);
+
+  // Removes the job with its labels, events and artifact records. NOT_FOUND when absent.
+  absl::Status DeleteJob(const std::string& id);
+
+  // Number of jobs in each state (states without jobs are absent).
+  absl::StatusOr<std::map<JobState, int64_t>> CountByState();
+
+ private:
+  explicit JobStore(sqlite3* db) : db_(db) {}
+
+  absl::Status Init(const Options& options) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Job> GetJobLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status LoadArtifactsLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<JobEvent>> AppendEventsLocked(const std::string& job_id,
+                                                           std::vector<JobEvent> events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status InsertJobLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `body` inside BEGIN IMMEDIATE ... COMMIT, rolling back when it fails.
+  template <typename Body>
+  auto InTransactionLocked(Body body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> decltype(body());
+
+  absl::Mutex mu_;
+  sqlite3* const db_;  // owned; closed by the destructor
+  // Prepared statements, keyed by their SQL text, prepared on first use and reused.
+  std::map<std::string, Statement> statements_ ABSL_GUARDED_BY(mu_);
+  // The prepared statement for `sql`, reset and with no bindings.
+  absl::StatusOr<Statement*> StatementLocked(const std::string& sql)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+};
+
+}  // namespace compress::server
+
+#endif  // COMPRESS_SERVER_CORE_JOB_STORE_H_

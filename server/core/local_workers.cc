@@ -1,0 +1,141 @@
+#include "server/core/local_workers.h"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+
+namespace compress::server {
+namespace {
+
+// How often the supervisor looks for exited processes.
+constexpr absl::Duration kPollInterval = absl::Milliseconds(200);
+
+std::string DescribeExit(int status) {
+  if (WIFEXITED(status)) return absl::StrCat("exit status ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return absl::StrCat("signal ", WTERMSIG(status));
+  return "unknown status";
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LocalWorkers>> LocalWorkers::Start(const Options& options) {
+  if (::access(options.binary.c_str(), X_OK) != 0) {
+    return absl::NotFoundError(
+        absl::StrCat("worker binary '", options.binary,
+                     "' is not an executable file (build compress-worker or pass "
+                     "--worker_binary)"));
+  }
+  std::unique_ptr<LocalWorkers> workers(new LocalWorkers(options));
+  workers->thread_ = std::thread([w = workers.get()] { w->Supervise(); });
+  return workers;
+}
+
+LocalWorkers::~LocalWorkers() { Stop(); }
+
+pid_t LocalWorkers::Spawn(int index) {
+  // Everything the child needs is built before fork: after it, only async-signal-safe calls.
+  std::vector<std::string> args;
+  args.push_back(options_.binary);
+  args.insert(args.end(), options_.args.begin(), options_.args.end());
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(1);  // the parent died before prctl took effect
+    sigset_t all;
+    sigemptyset(&all);
+    ::sigprocmask(SIG_SETMASK, &all, nullptr);
+    ::signal(SIGPIPE, SIG_DFL);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  if (pid < 0) {
+    std::fprintf(stderr, "compressd: cannot start local worker %d: fork failed\n", index);
+    return 0;
+  }
+  std::fprintf(stderr, "compressd: started local worker %d (pid %d)\n", index,
+               static_cast<int>(pid));
+  return pid;
+}
+
+void LocalWorkers::Supervise() {
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    absl::Time now = absl::Now();
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      Slot& slot = slots_[i];
+      if (slot.pid > 0) {
+        int status = 0;
+        pid_t done = ::waitpid(slot.pid, &status, WNOHANG);
+        if (done == slot.pid) {
+          std::fprintf(stderr, "compressd: local worker %zu (pid %d) ended with %s; restarting\n",
+                       i, static_cast<int>(slot.pid), DescribeExit(status).c_str());
+          slot.pid = 0;
+          slot.restart_at = now + options_.restart_delay;
+        }
+      }
+      if (slot.pid == 0 && now >= slot.restart_at) {
+        slot.pid = Spawn(static_cast<int>(i));
+        if (slot.pid > 0) {
+          ++starts_;
+        } else {
+          slot.restart_at = now + options_.restart_delay;
+        }
+      }
+    }
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), kPollInterval);
+  }
+}
+
+void LocalWorkers::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  absl::MutexLock lock(&mu_);
+  for (Slot& slot : slots_) {
+    if (slot.pid > 0) ::kill(slot.pid, SIGTERM);
+  }
+  absl::Time deadline = absl::Now() + options_.stop_grace;
+  for (Slot& slot : slots_) {
+    while (slot.pid > 0) {
+      int status = 0;
+      pid_t done = ::waitpid(slot.pid, &status, WNOHANG);
+      if (done == slot.pid || (done < 0 && errno != EINTR)) {
+        slot.pid = 0;
+      } else if (absl::Now() >= deadline) {
+        ::kill(slot.pid, SIGKILL);
+        ::waitpid(slot.pid, &status, 0);
+        slot.pid = 0;
+      } else {
+        absl::SleepFor(absl::Milliseconds(20));
+      }
+    }
+  }
+}
+
+std::vector<pid_t> LocalWorkers::Pids() {
+  absl::MutexLock lock(&mu_);
+  std::vector<pid_t> pids;
+  for (const Slot& slot : slots_) pids.push_back(slot.pid);
+  return pids;
+}
+
+int LocalWorkers::Starts() {
+  absl::MutexLock lock(&mu_);
+  return starts_;
+}
+
+}  // namespace compress::server

@@ -1,0 +1,547 @@
+#include "server/core/scheduler.h"
+
+#include <algorithm>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/core/executor_events.h"
+
+namespace compress::server {
+namespace {
+
+absl::Status NotCurrent(const std::string& job_id, int attempt, absl::string_view why) {
+  return absl::AbortedError(
+      absl::StrCat("job ", job_id, " attempt ", attempt, " is no longer current: ", why));
+}
+
+}  // namespace
+
+Scheduler::Scheduler(JobStore* store, const Options& options)
+    : store_(store),
+      options_(options),
+      clock_(options.clock != nullptr ? options.clock : Clock::Real()) {}
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(JobStore* store,
+                                                             const Options& options) {
+  if (options.lease_duration <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("lease_duration: must be positive");
+  }
+  if (options.default_max_attempts < 1) {
+    return absl::InvalidArgumentError("default_max_attempts: must be at least 1");
+  }
+  std::unique_ptr<Scheduler> scheduler(new Scheduler(store, options));
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&scheduler->mu_);
+    if (absl::Status s = scheduler->RecoverLocked(deferred); !s.ok()) return s;
+  }
+  RunDeferred(deferred);
+  return scheduler;
+}
+
+Scheduler::~Scheduler() { Shutdown(); }
+
+absl::Status Scheduler::RecoverLocked(Deferred& deferred) {
+  absl::StatusOr<std::vector<Job>> jobs =
+      store_->JobsInStates({JobState::kQueued, JobState::kRunning, JobState::kCancelling});
+  if (!jobs.ok()) return jobs.status();
+  for (Job& job : *jobs) {
+    switch (job.state) {
+      case JobState::kQueued:
+        EnqueueLocked(job);
+        break;
+      case JobState::kRunning: {
+        std::string message =
+            absl::StrCat("compressd restarted during attempt ", job.attempt_count, " of ",
+                         job.max_attempts, " (worker ", job.lease_owner, ")");
+        if (absl::Status s =
+                RetryOrFailLocked(job, /*retryable=*/true, "UNAVAILABLE", message, {}, deferred);
+            !s.ok()) {
+          return s;
+        }
+        break;
+      }
+      case JobState::kCancelling: {
+        const std::string message =
+            "cancelled (compressd restarted while the job was being cancelled)";
+        if (absl::Status s =
+                FinishLocked(job, JobState::kCancelled, "CANCELLED", message, message, deferred);
+            !s.ok()) {
+          return s;
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  if (options_.observer != nullptr) {
+    absl::StatusOr<std::map<JobState, int64_t>> counts = store_->CountByState();
+    if (!counts.ok()) return counts.status();
+    options_.observer->JobCounts(*counts);
+  }
+  return absl::OkStatus();
+}
+
+void Scheduler::StartBackgroundThread() {
+  absl::MutexLock lock(&mu_);
+  if (background_.joinable() || shut_down_) return;
+  background_ = std::thread([this] { BackgroundLoop(); });
+}
+
+void Scheduler::Shutdown() {
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    shut_down_ = true;
+    wake_ = true;
+    for (Waiter& waiter : waiters_) {
+      deferred.push_back([done = std::move(waiter.done)] { done(std::nullopt); });
+    }
+    waiters_.clear();
+  }
+  RunDeferred(deferred);
+  if (background_.joinable() && background_.get_id() != std::this_thread::get_id()) {
+    background_.join();
+  }
+}
+
+void Scheduler::RunDeferred(Deferred& deferred) {
+  for (auto& work : deferred) work();
+  deferred.clear();
+}
+
+void Scheduler::EnqueueLocked(const Job& job) {
+  QueueKey key{-static_cast<int64_t>(job.priority), absl::ToUnixMicros(job.create_time), job.id};
+  queue_.insert(key);
+  queued_[job.id] = key;
+}
+
+absl::Status Scheduler::CommitLocked(Job& job, JobState from, std::vector<JobEvent> events,
+                                     Deferred& deferred, const Artifact* artifact) {
+  absl::StatusOr<std::vector<JobEvent>> stored =
+      store_->Write(job.id, &job, std::move(events), artifact);
+  if (!stored.ok()) return stored.status();
+  if (!stored->empty()) job.last_event_sequence = stored->back().sequence;
+  if (from != job.state) {
+    if (options_.observer != nullptr) {
+      options_.observer->JobStateChanged(from, job.state);
+      if (IsFinished(job.state)) {
+        std::optional<absl::Duration> duration;
+        if (job.start_time.has_value() && job.end_time.has_value()) {
+          duration = *job.end_time - *job.start_time;
+        }
+        options_.observer->JobFinished(job.state, duration);
+      }
+    }
+    if (from == JobState::kQueued) {
+      if (auto it = queued_.find(job.id); it != queued_.end()) {
+        queue_.erase(it->second);
+        queued_.erase(it);
+      }
+    }
+    if (!IsLeased(job.state)) leases_.erase(job.id);
+  }
+  deferred.push_back([this, id = job.id] { notifier_.Notify(id); });
+  if (job.state == JobState::kQueued && from != JobState::kQueued) {
+    EnqueueLocked(job);
+    DispatchLocked(deferred);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::RetryOrFailLocked(Job& job, bool retryable, const std::string& code,
+                                          const std::string& message, std::vector<JobEvent> events,
+                                          Deferred& deferred) {
+  JobState from = job.state;
+  absl::Time now = clock_->Now();
+  job.lease_owner.clear();
+  job.error_code = code.empty() ? "UNKNOWN" : code;
+  job.error_message = message;
+  if (retryable && job.attempt_count < job.max_attempts) {
+    job.state = JobState::kQueued;
+    job.queue_time = now;
+    events.push_back(StateChangeEvent(job.state, absl::StrCat(message, "; requeued"), now));
+  } else {
+    job.state = JobState::kFailed;
+    job.end_time = now;
+    events.push_back(StateChangeEvent(job.state, message, now));
+  }
+  return CommitLocked(job, from, std::move(events), deferred);
+}
+
+absl::Status Scheduler::FinishLocked(Job& job, JobState state, const std::string& code,
+                                     const std::string& message, const std::string& reason,
+                                     Deferred& deferred) {
+  JobState from = job.state;
+  absl::Time now = clock_->Now();
+  job.state = state;
+  job.end_time = now;
+  job.lease_owner.clear();
+  job.error_code = code;
+  job.error_message = message;
+  return CommitLocked(job, from, {StateChangeEvent(state, reason, now)}, deferred);
+}
+
+absl::StatusOr<CreatedJob> Scheduler::CreateJob(const JobRequest& request) {
+  Deferred deferred;
+  absl::StatusOr<CreatedJob> result;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::Time now = clock_->Now();
+    Job job;
+    job.id = NewJobId(now);
+    job.spec_json = request.spec_json;
+    job.state = JobState::kQueued;
+    job.labels = request.labels;
+    job.priority = request.priority;
+    job.request_id = request.request_id;
+    job.create_time = now;
+    job.queue_time = now;
+    job.max_attempts =
+        request.max_attempts > 0 ? request.max_attempts : options_.default_max_attempts;
+    result = store_->CreateJob(job, {StateChangeEvent(JobState::kQueued, "created", now)});
+    if (result.ok() && result->created) {
+      if (options_.observer != nullptr) {
+        options_.observer->JobStateChanged(std::nullopt, JobState::kQueued);
+      }
+      EnqueueLocked(result->job);
+      deferred.push_back([this, id = result->job.id] { notifier_.Notify(id); });
+      DispatchLocked(deferred);
+    }
+  }
+  RunDeferred(deferred);
+  return result;
+}
+
+absl::StatusOr<Job> Scheduler::CancelJob(const std::string& job_id) {
+  Deferred deferred;
+  absl::StatusOr<Job> result;
+  {
+    absl::MutexLock lock(&mu_);
+    result = store_->GetJob(job_id);
+    if (!result.ok()) return result.status();
+    Job& job = *result;
+    JobState from = job.state;
+    absl::Time now = clock_->Now();
+    absl::Status status;
+    switch (job.state) {
+      case JobState::kQueued:
+        status = FinishLocked(job, JobState::kCancelled, "CANCELLED", "cancelled before it ran",
+                              "cancelled before it ran", deferred);
+        break;
+      case JobState::kRunning:
+        job.state = JobState::kCancelling;
+        if (auto it = leases_.find(job_id); it != leases_.end()) it->second.cancel_requested = true;
+        status = CommitLocked(
+            job, from,
+            {StateChangeEvent(job.state, "cancellation requested; waiting for the worker", now)},
+            deferred);
+        break;
+      case JobState::kCancelling:
+        break;
+      default:
+        return absl::FailedPreconditionError(
+            absl::StrCat("job ", job_id, " has already finished (", JobStateName(job.state), ")"));
+    }
+    if (!status.ok()) return status;
+  }
+  RunDeferred(deferred);
+  return result;
+}
+
+absl::StatusOr<Job> Scheduler::DeleteJob(const std::string& job_id) {
+  Deferred deferred;
+  absl::StatusOr<Job> job;
+  {
+    absl::MutexLock lock(&mu_);
+    job = store_->GetJob(job_id);
+    if (!job.ok()) return job.status();
+    if (!IsFinished(job->state)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job ", job_id, " is ", JobStateName(job->state), "; cancel it before deleting it"));
+    }
+    if (absl::Status s = store_->DeleteJob(job_id); !s.ok()) return s;
+    if (options_.observer != nullptr) {
+      options_.observer->JobStateChanged(job->state, std::nullopt);
+    }
+    deferred.push_back([this, job_id] { notifier_.Notify(job_id); });
+  }
+  RunDeferred(deferred);
+  return job;
+}
+
+absl::StatusOr<std::optional<Lease>> Scheduler::LeaseNextLocked(const std::string& worker_id,
+                                                                const std::string& device,
+                                                                Deferred& deferred) {
+  while (!queue_.empty()) {
+    QueueKey key = *queue_.begin();
+    const std::string id = std::get<2>(key);
+    queue_.erase(queue_.begin());
+    queued_.erase(id);
+    absl::StatusOr<Job> job = store_->GetJob(id);
+    if (absl::IsNotFound(job.status())) continue;
+    if (!job.ok()) {
+      queue_.insert(key);
+      queued_[id] = key;
+      return job.status();
+    }
+    if (job->state != JobState::kQueued) continue;
+    absl::Time now = clock_->Now();
+    Job& j = *job;
+    j.attempt_count++;
+    j.state = JobState::kRunning;
+    if (!j.start_time.has_value()) j.start_time = now;
+    j.lease_owner = worker_id;
+    absl::Duration queue_wait = now - j.queue_time;
+    if (absl::Status s = CommitLocked(
+            j, JobState::kQueued,
+            {StateChangeEvent(j.state,
+                              absl::StrCat("attempt ", j.attempt_count, " of ", j.max_attempts,
+                                           " leased to worker ", worker_id, " (", device, ")"),
+                              now)},
+            deferred);
+        !s.ok()) {
+      queue_.insert(key);
+      queued_[id] = key;
+      return s;
+    }
+    leases_[id] = ActiveLease{worker_id, device, j.attempt_count, now + options_.lease_duration};
+    wake_ = true;
+    if (options_.observer != nullptr) options_.observer->JobLeased(queue_wait);
+    return Lease{id, j.attempt_count, j.spec_json, options_.lease_duration, j.last_event_sequence};
+  }
+  return std::nullopt;
+}
+
+void Scheduler::DispatchLocked(Deferred& deferred) {
+  while (!waiters_.empty() && !queue_.empty()) {
+    Waiter waiter = std::move(waiters_.front());
+    waiters_.pop_front();
+    absl::StatusOr<std::optional<Lease>> lease =
+        LeaseNextLocked(waiter.worker_id, waiter.device, deferred);
+    deferred.push_back(
+        [done = std::move(waiter.done), lease = std::move(lease)] { done(std::move(lease)); });
+  }
+}
+
+absl::StatusOr<std::optional<Lease>> Scheduler::LeaseNext(const std::string& worker_id,
+                                                          const std::string& device) {
+  Deferred deferred;
+  absl::StatusOr<std::optional<Lease>> lease;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return absl::UnavailableError("compressd is shutting down");
+    SeenLocked(worker_id);
+    lease = LeaseNextLocked(worker_id, device, deferred);
+  }
+  RunDeferred(deferred);
+  return lease;
+}
+
+int64_t Scheduler::WaitForLease(const std::string& worker_id, const std::string& device,
+                                absl::Time deadline, LeaseCallback done) {
+  Deferred deferred;
+  int64_t id = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    id = next_waiter_id_++;
+    if (shut_down_) {
+      deferred.push_back(
+          [done = std::move(done)] { done(absl::UnavailableError("compressd is shutting down")); });
+    } else {
+      SeenLocked(worker_id);
+      absl::StatusOr<std::optional<Lease>> lease = LeaseNextLocked(worker_id, device, deferred);
+      if (!lease.ok() || lease->has_value() || deadline <= clock_->Now()) {
+        deferred.push_back(
+            [done = std::move(done), lease = std::move(lease)] { done(std::move(lease)); });
+      } else {
+        waiters_.push_back(Waiter{id, worker_id, device, deadline, std::move(done)});
+        wake_ = true;
+      }
+    }
+  }
+  RunDeferred(deferred);
+  return id;
+}
+
+bool Scheduler::CancelWait(int64_t waiter_id) {
+  absl::MutexLock lock(&mu_);
+  for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+    if (it->id == waiter_id) {
+      waiters_.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+absl::Status Scheduler::ReturnLease(const std::string& job_id, int attempt,
+                                    const std::string& worker_id) {
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, worker_id);
+    if (!lease.ok()) return lease.status();
+    absl::StatusOr<Job> job = store_->GetJob(job_id);
+    if (!job.ok()) return job.status();
+    JobState from = job->state;
+    absl::Time now = clock_->Now();
+    job->attempt_count--;
+    if (job->attempt_count == 0) job->start_time.reset();
+    job->lease_owner.clear();
+    if (from == JobState::kCancelling) {
+      if (absl::Status s = FinishLocked(*job, JobState::kCancelled, "CANCELLED",
+                                        "cancelled by request", "cancelled by request", deferred);
+          !s.ok()) {
+        return s;
+      }
+    } else {
+      job->state = JobState::kQueued;
+      job->queue_time = now;
+      if (absl::Status s = CommitLocked(
+              *job, from,
+              {StateChangeEvent(JobState::kQueued,
+                                absl::StrCat("attempt ", attempt, " never reached worker ",
+                                             worker_id, " (its LeaseJob call ended); requeued"),
+                                now)},
+              deferred);
+          !s.ok()) {
+        return s;
+      }
+    }
+  }
+  RunDeferred(deferred);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Scheduler::ActiveLease*> Scheduler::CurrentLeaseLocked(
+    const std::string& job_id, int attempt, const std::string& worker_id) {
+  auto it = leases_.find(job_id);
+  if (it == leases_.end()) {
+    absl::StatusOr<Job> job = store_->GetJob(job_id);
+    if (!job.ok()) return job.status();
+    return NotCurrent(job_id, attempt,
+                      absl::StrCat("the job is ", JobStateName(job->state), " after ",
+                                   job->attempt_count, " attempt(s)"));
+  }
+  if (it->second.attempt != attempt) {
+    return NotCurrent(job_id, attempt,
+                      absl::StrCat("attempt ", it->second.attempt, " replaced it"));
+  }
+  if (it->second.worker_id != worker_id) {
+    return NotCurrent(
+        job_id, attempt,
+        absl::StrCat("it is leased to worker ", it->second.worker_id, ", not ", worker_id));
+  }
+  return &it->second;
+}
+
+absl::StatusOr<bool> Scheduler::Heartbeat(const std::string& job_id, int attempt,
+                                          const std::string& worker_id) {
+  absl::MutexLock lock(&mu_);
+  SeenLocked(worker_id);
+  absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, worker_id);
+  if (!lease.ok()) return lease.status();
+  (*lease)->expiry = clock_->Now() + options_.lease_duration;
+  return (*lease)->cancel_requested;
+}
+
+absl::StatusOr<bool> Scheduler::ReportEvents(const std::string& job_id, int attempt,
+                                             const std::string& worker_id,
+                                             const std::vector<std::string>& lines) {
+  Deferred deferred;
+  bool cancel_requested = false;
+  {
+    absl::MutexLock lock(&mu_);
+    SeenLocked(worker_id);
+    absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, worker_id);
+    if (!lease.ok()) return lease.status();
+    absl::Time now = clock_->Now();
+    (*lease)->expiry = now + options_.lease_duration;
+    cancel_requested = (*lease)->cancel_requested;
+    ExecutorUpdate update = TranslateExecutorLines(lines, attempt, now);
+    if (update.current_phase.has_value() || update.report_json.has_value()) {
+      absl::StatusOr<Job> job = store_->GetJob(job_id);
+      if (!job.ok()) return job.status();
+      if (update.current_phase.has_value()) job->current_phase = *update.current_phase;
+      if (update.report_json.has_value()) job->report_json = *update.report_json;
+      if (absl::Status s = CommitLocked(*job, job->state, std::move(update.events), deferred);
+          !s.ok()) {
+        return s;
+      }
+    } else if (!update.events.empty()) {
+      absl::StatusOr<std::vector<JobEvent>> stored =
+          store_->Write(job_id, nullptr, std::move(update.events));
+      if (!stored.ok()) return stored.status();
+      deferred.push_back([this, job_id] { notifier_.Notify(job_id); });
+    }
+  }
+  RunDeferred(deferred);
+  return cancel_requested;
+}
+
+absl::Status Scheduler::CheckAttempt(const std::string& job_id, int attempt,
+                                     const std::string& worker_id) {
+  absl::MutexLock lock(&mu_);
+  return CurrentLeaseLocked(job_id, attempt, worker_id).status();
+}
+
+absl::Status Scheduler::RecordArtifact(const std::string& job_id, int attempt,
+                                       const std::string& worker_id, const Artifact& artifact) {
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, worker_id);
+    if (!lease.ok()) return lease.status();
+    absl::StatusOr<std::vector<JobEvent>> stored = store_->Write(
+        job_id, nullptr, {ArtifactEvent(attempt, artifact, clock_->Now())}, &artifact);
+    if (!stored.ok()) return stored.status();
+  }
+  notifier_.Notify(job_id);
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::CompleteAttempt(const std::string& job_id, int attempt,
+                                        const std::string& worker_id, const AttemptResult& result) {
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    SeenLocked(worker_id);
+    absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, worker_id);
+    if (!lease.ok()) return lease.status();
+    absl::StatusOr<Job> job = store_->GetJob(job_id);
+    if (!job.ok()) return job.status();
+    JobState from = job->state;
+    absl::Time now = clock_->Now();
+    absl::Status status;
+    if (from == JobState::kCancelling || result.outcome == AttemptResult::Outcome::kCancelled) {
+      std::string message =
+          from == JobState::kCancelling
+              ? "cancelled by request"
+              : absl::StrCat("worker ", worker_id, " cancelled attempt ", attempt);
+      status = FinishLocked(*job, JobState::kCancelled, "CANCELLED", message, message, deferred);
+    } else if (result.outcome == AttemptResult::Outcome::kSucceeded) {
+      if (!result.report_json.empty()) job->report_json = result.report_json;
+      status = FinishLocked(*job, JobState::kSucceeded, "", "",
+                            absl::StrCat("attempt ", attempt, " succeeded"), deferred);
+    } else {
+      std::vector<JobEvent> events;
+      if (!result.stderr_tail.empty()) {
+        events.push_back(LogEvent(
+            attempt, "error", absl::StrCat("executor stderr (tail):\n", result.stderr_tail), now));
+      }
+      std::string message = absl::StrCat(
+          "attempt ", attempt, " of ", job->max_attempts, " failed",
+          result.exit_status != 0 ? absl::StrCat(" (exit status ", result.exit_status, ")") : "",
+          ": ", result.error_message.empty() ? "no reason given" : result.error_message);
+      status = RetryOrFailLocked(*job, result.retryable, result.error_code, message,
+                                 std::move(events), deferred);
+    }
+    if (!status.ok()) return status;
+  }
+  RunDeferred(deferred);
+  return absl::OkStatus();
+}
+
+}  // namespace compress::server

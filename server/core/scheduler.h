@@ -1,0 +1,240 @@
+// Scheduler: the job queue, worker leases, retries and cancellation.
+//
+// Every change of a job's state goes through here, is written to the JobStore (with its events)
+// before the call returns, and is announced through the JobNotifier. The queue runs by priority
+// (higher first), then in order of creation. A worker leases one job per device; the lease names
+// an attempt number, which every later call of the worker must carry: a call of an attempt that
+// is no longer current is ABORTED (fencing), so a worker that lost its lease cannot touch the
+// attempt that replaced it.
+//
+// Leases are renewed by heartbeats and kept in memory only: when the server restarts, jobs that
+// were RUNNING go back to the queue (their attempt count kept) and CANCELLING ones become
+// CANCELLED, so that every job resumes or ends.
+#ifndef COMPRESS_SERVER_CORE_SCHEDULER_H_
+#define COMPRESS_SERVER_CORE_SCHEDULER_H_
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/core/clock.h"
+#include "server/core/job.h"
+#include "server/core/job_notifier.h"
+#include "server/core/job_store.h"
+#include "server/core/scheduler_observer.h"
+
+namespace compress::server {
+
+// What a client asks for in CreateJob (validated by the caller).
+struct JobRequest {
+  std::string spec_json;
+  std::map<std::string, std::string> labels;
+  int priority = 0;
+  std::string request_id;
+  // 0 = Options::default_max_attempts.
+  int max_attempts = 0;
+};
+
+// A job handed to a worker.
+struct Lease {
+  std::string job_id;
+  int attempt = 0;
+  std::string spec_json;
+  absl::Duration lease_duration;
+  int64_t last_event_sequence = 0;
+};
+
+// How a worker ended an attempt.
+struct AttemptResult {
+  enum class Outcome { kSucceeded, kFailed, kCancelled };
+  Outcome outcome = Outcome::kFailed;
+  // For failures: canonical code name and message, exit status, tail of stderr, and whether
+  // another attempt may succeed.
+  std::string error_code;
+  std::string error_message;
+  int exit_status = 0;
+  std::string stderr_tail;
+  bool retryable = false;
+  // The executor's report (JSON), on success; empty keeps the one its events carried.
+  std::string report_json;
+};
+
+// Thread-safe. Callbacks (lease waiters, notifier subscribers) never run with the scheduler's
+// mutex held.
+class Scheduler {
+ public:
+  struct Options {
+    // How long a lease lasts without a heartbeat.
+    absl::Duration lease_duration = absl::Seconds(30);
+    // Attempts of a job whose request gives none.
+    int default_max_attempts = 3;
+    // Source of time; nullptr = the system clock. Not owned; must outlive the scheduler.
+    Clock* clock = nullptr;
+    // Told about jobs and workers (metrics); may be nullptr. Not owned; must outlive the
+    // scheduler.
+    SchedulerObserver* observer = nullptr;
+  };
+
+  using LeaseCallback = std::function<void(absl::StatusOr<std::optional<Lease>>)>;
+
+  // Loads the queue from `store` (not owned; must outlive the scheduler), requeueing jobs that
+  // were RUNNING and cancelling those that were CANCELLING.
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(JobStore* store, const Options& options);
+  // Stops the background thread and answers every waiter with no lease.
+  ~Scheduler();
+
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Starts a thread that expires leases and times out waiters as the clock passes their
+  // deadlines. Without it, ProcessTimeouts() must be called (as tests do with a ManualClock).
+  void StartBackgroundThread();
+  // Answers every lease waiter with no lease and refuses new waits (UNAVAILABLE); stops the
+  // background thread. Idempotent.
+  void Shutdown();
+
+  JobNotifier& notifier() { return notifier_; }
+  JobStore& store() { return *store_; }
+
+  // Creates a QUEUED job, or returns the earlier job with the same request_id.
+  absl::StatusOr<CreatedJob> CreateJob(const JobRequest& request);
+  // QUEUED -> CANCELLED; RUNNING -> CANCELLING (the worker learns it on its next heartbeat);
+  // CANCELLING stays. A finished job is FAILED_PRECONDITION.
+  absl::StatusOr<Job> CancelJob(const std::string& job_id);
+  // Deletes a finished job (FAILED_PRECONDITION otherwise) from the store. Returns it as it was.
+  absl::StatusOr<Job> DeleteJob(const std::string& job_id);
+
+  // Leases the next job to `worker_id` for `device`, or nullopt when the queue is empty.
+  absl::StatusOr<std::optional<Lease>> LeaseNext(const std::string& worker_id,
+                                                 const std::string& device);
+  // Like LeaseNext, but when the queue is empty waits until a job arrives or `deadline` passes,
+  // then calls `done` (with nullopt on timeout). `done` may run before this returns. Returns a
+  // waiter id for CancelWait.
+  int64_t WaitForLease(const std::string& worker_id, const std::string& device, absl::Time deadline,
+                       LeaseCallback done);
+  // Withdraws a waiter. True when it was still waiting: its callback will then never run.
+  bool CancelWait(int64_t waiter_id);
+  // Takes back a lease that never reached its worker (the LeaseJob call ended before the answer
+  // could be sent): the job returns to the queue and the attempt is not counted, so its number
+  // is given again. Does nothing unless the attempt is current and held by `worker_id`.
+  absl::Status ReturnLease(const std::string& job_id, int attempt, const std::string& worker_id);
+
+  // Renews the lease of the attempt. Returns whether cancellation was requested. ABORTED when the
+  // attempt is not the job's current one, NOT_FOUND for an unknown job.
+  absl::StatusOr<bool> Heartbeat(const std::string& job_id, int attempt,
+                                 const std::string& worker_id);
+  // Records executor event lines of the attempt (see executor_events.h) and renews its lease.
+  // Returns whether cancellation was requested.
+  absl::StatusOr<bool> ReportEvents(const std::string& job_id, int attempt,
+                                    const std::string& worker_id,
+                                    const std::vector<std::string>& lines);
+  // OK when the attempt is current and held by `worker_id`; ABORTED or NOT_FOUND otherwise.
+  absl::Status CheckAttempt(const std::string& job_id, int attempt, const std::string& worker_id);
+  // Records an uploaded artifact of the attempt, with its event.
+  absl::Status RecordArtifact(const std::string& job_id, int attempt, const std::string& worker_id,
+                              const Artifact& artifact);
+  // Ends the attempt: SUCCEEDED; FAILED and retryable -> QUEUED again while attempts remain;
+  // otherwise FAILED; a job being cancelled (or an attempt reporting CANCELLED) -> CANCELLED.
+  absl::Status CompleteAttempt(const std::string& job_id, int attempt, const std::string& worker_id,
+                               const AttemptResult& result);
+
+  // Expires leases past their deadline (requeue or fail) and answers waiters whose deadline
+  // passed. Called by the background thread, or by tests.
+  void ProcessTimeouts();
+
+  // Workers that leased, waited or heartbeat within the last lease window, or are waiting now.
+  int WorkersConnected();
+
+ private:
+  struct ActiveLease {
+    std::string worker_id;
+    std::string device;
+    int attempt = 0;
+    absl::Time expiry;
+    bool cancel_requested = false;
+  };
+  struct Waiter {
+    int64_t id = 0;
+    std::string worker_id;
+    std::string device;
+    absl::Time deadline;
+    LeaseCallback done;
+  };
+  // Higher priority first (hence the negation), then older first, then by id.
+  using QueueKey = std::tuple<int64_t, int64_t, std::string>;
+  // Work to do once the mutex is released.
+  using Deferred = std::vector<std::function<void()>>;
+
+  Scheduler(JobStore* store, const Options& options);
+
+  absl::Status RecoverLocked(Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EnqueueLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::optional<Lease>> LeaseNextLocked(const std::string& worker_id,
+                                                       const std::string& device,
+                                                       Deferred& deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands queued jobs to waiting workers.
+  void DispatchLocked(Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The current lease of the attempt, or ABORTED / NOT_FOUND.
+  absl::StatusOr<ActiveLease*> CurrentLeaseLocked(const std::string& job_id, int attempt,
+                                                  const std::string& worker_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes `job` (moved from `from`) with `events` to the store, tells the observer, and
+  // schedules the notification. Requeues, finishes or drops leases as the new state requires.
+  absl::Status CommitLocked(Job& job, JobState from, std::vector<JobEvent> events,
+                            Deferred& deferred, const Artifact* artifact = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves `job` to the final `state` with the error `code` and `message` (empty on success) and
+  // a state_change event giving `reason`.
+  absl::Status FinishLocked(Job& job, JobState state, const std::string& code,
+                            const std::string& message, const std::string& reason,
+                            Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves a job whose attempt ended without success: back to the queue while attempts remain
+  // and `retryable`, else to FAILED with `code` and `message`.
+  absl::Status RetryOrFailLocked(Job& job, bool retryable, const std::string& code,
+                                 const std::string& message, std::vector<JobEvent> events,
+                                 Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SeenLocked(const std::string& worker_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int WorkersConnectedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void BackgroundLoop();
+  static void RunDeferred(Deferred& deferred);
+
+  // Constant after construction.
+  JobStore* const store_;
+  const Options options_;
+  Clock* const clock_;
+  JobNotifier notifier_;
+
+  absl::Mutex mu_;
+  std::set<QueueKey> queue_ ABSL_GUARDED_BY(mu_);
+  // Queue key of each QUEUED job.
+  std::map<std::string, QueueKey> queued_ ABSL_GUARDED_BY(mu_);
+  // Lease of each RUNNING or CANCELLING job.
+  std::map<std::string, ActiveLease> leases_ ABSL_GUARDED_BY(mu_);
+  // Waiting workers, oldest first.
+  std::list<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  int64_t next_waiter_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // When each worker was last heard from.
+  std::map<std::string, absl::Time> last_seen_ ABSL_GUARDED_BY(mu_);
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  // Set to wake the background thread (a new deadline, or shutdown).
+  bool wake_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread background_;
+};
+
+}  // namespace compress::server
+
+#endif  // COMPRESS_SERVER_CORE_SCHEDULER_H_

@@ -1,0 +1,34 @@
+// SchedulerObserver: what the scheduler reports about jobs and workers (implemented by Metrics).
+#ifndef COMPRESS_SERVER_CORE_SCHEDULER_OBSERVER_H_
+#define COMPRESS_SERVER_CORE_SCHEDULER_OBSERVER_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+
+#include "absl/time/time.h"
+#include "server/core/job.h"
+
+namespace compress::server {
+
+// Called with the scheduler's mutex held: implementations must be quick and must not call the
+// scheduler. Thread-safe implementations required.
+class SchedulerObserver {
+ public:
+  virtual ~SchedulerObserver() = default;
+
+  // The number of jobs in each state when the scheduler starts (after recovery).
+  virtual void JobCounts(const std::map<JobState, int64_t>& counts) {}
+  // A job was created (from = nullopt), moved between states, or deleted (to = nullopt).
+  virtual void JobStateChanged(std::optional<JobState> from, std::optional<JobState> to) {}
+  // A job left the queue for a worker after waiting `queue_wait`.
+  virtual void JobLeased(absl::Duration queue_wait) {}
+  // A job finished; `duration` runs from its first lease to now (nullopt if it never ran).
+  virtual void JobFinished(JobState state, std::optional<absl::Duration> duration) {}
+  // Workers seen in the last lease window.
+  virtual void WorkersConnected(int count) {}
+};
+
+}  // namespace compress::server
+
+#endif  // COMPRESS_SERVER_CORE_SCHEDULER_OBSERVER_H_

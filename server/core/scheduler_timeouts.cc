@@ -1,0 +1,102 @@
+// Scheduler, continued: what happens as time passes (lease expiry, waiter deadlines, the
+// workers gauge) and the thread that drives it.
+#include <algorithm>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/core/scheduler.h"  // the class implemented here
+
+namespace compress::server {
+
+void Scheduler::ProcessTimeouts() {
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::Time now = clock_->Now();
+    std::vector<std::pair<std::string, ActiveLease>> expired;
+    for (const auto& [id, lease] : leases_) {
+      if (lease.expiry <= now) expired.emplace_back(id, lease);
+    }
+    for (const auto& [id, lease] : expired) {
+      leases_.erase(id);
+      absl::StatusOr<Job> job = store_->GetJob(id);
+      if (!job.ok()) continue;
+      JobState from = job->state;
+      if (from == JobState::kCancelling) {
+        std::string message =
+            absl::StrCat("cancelled (worker ", lease.worker_id, " lost: lease expired)");
+        FinishLocked(*job, JobState::kCancelled, "CANCELLED", message, message, deferred)
+            .IgnoreError();
+        continue;
+      }
+      if (from != JobState::kRunning) continue;
+      std::string message =
+          job->attempt_count < job->max_attempts
+              ? absl::StrCat("worker ", lease.worker_id, " lost: lease expired during attempt ",
+                             job->attempt_count, " of ", job->max_attempts)
+              : absl::StrCat("worker ", lease.worker_id, " lost: lease expired after ",
+                             job->attempt_count, " attempts");
+      // A failed write leaves the job RUNNING without a lease until the next restart requeues it.
+      RetryOrFailLocked(*job, /*retryable=*/true, "UNAVAILABLE", message, {}, deferred)
+          .IgnoreError();
+    }
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (it->deadline <= now) {
+        deferred.push_back([done = std::move(it->done)] { done(std::nullopt); });
+        it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (options_.observer != nullptr) {
+      options_.observer->WorkersConnected(WorkersConnectedLocked());
+    }
+  }
+  RunDeferred(deferred);
+}
+
+void Scheduler::SeenLocked(const std::string& worker_id) {
+  last_seen_[worker_id] = clock_->Now();
+  if (options_.observer != nullptr) {
+    options_.observer->WorkersConnected(WorkersConnectedLocked());
+  }
+}
+
+int Scheduler::WorkersConnectedLocked() {
+  absl::Time now = clock_->Now();
+  std::set<std::string> workers;
+  for (auto it = last_seen_.begin(); it != last_seen_.end();) {
+    absl::Duration age = now - it->second;
+    if (age <= options_.lease_duration) workers.insert(it->first);
+    // Forget workers long gone, so the map stays small.
+    it = age > 10 * options_.lease_duration ? last_seen_.erase(it) : std::next(it);
+  }
+  for (const Waiter& waiter : waiters_) workers.insert(waiter.worker_id);
+  return static_cast<int>(workers.size());
+}
+
+int Scheduler::WorkersConnected() {
+  absl::MutexLock lock(&mu_);
+  return WorkersConnectedLocked();
+}
+
+void Scheduler::BackgroundLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (shut_down_) return;
+      absl::Time now = clock_->Now();
+      // Wake at least once a second, so the workers gauge follows workers that went quiet.
+      absl::Time next = now + absl::Seconds(1);
+      for (const auto& [id, lease] : leases_) next = std::min(next, lease.expiry);
+      for (const Waiter& waiter : waiters_) next = std::min(next, waiter.deadline);
+      wake_ = false;
+      if (next > now) mu_.AwaitWithTimeout(absl::Condition(&wake_), next - now);
+      if (shut_down_) return;
+    }
+    ProcessTimeouts();
+  }
+}
+
+}  // namespace compress::server

@@ -1,0 +1,64 @@
+#include "server/rpc/chunk_stream_reactor.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/rpc/status_util.h"
+
+namespace compress::server {
+
+ChunkStreamReactor::ChunkStreamReactor(ThreadPool* pool, ChunkSource source, int64_t offset,
+                                       int64_t chunk_size)
+    : pool_(pool), source_(std::move(source)), chunk_size_(chunk_size), offset_(offset) {
+  pool_->Schedule([this] { Next(); });
+}
+
+void ChunkStreamReactor::Next() {
+  if (!described_) {
+    absl::StatusOr<Artifact> file = source_.describe();
+    if (!file.ok()) {
+      Finish(ToGrpcStatus(file.status()));
+      return;
+    }
+    file_ = *std::move(file);
+    described_ = true;
+    if (offset_ > file_.size_bytes) {
+      Finish(ToGrpcStatus(
+          absl::OutOfRangeError(absl::StrCat("offset: ", offset_, " is past the end of ",
+                                             file_.name, " (", file_.size_bytes, " bytes)"))));
+      return;
+    }
+  }
+  absl::StatusOr<std::string> data = source_.read(offset_, chunk_size_);
+  if (!data.ok()) {
+    Finish(ToGrpcStatus(data.status()));
+    return;
+  }
+  message_.Clear();
+  message_.set_offset(offset_);
+  offset_ += static_cast<int64_t>(data->size());
+  if (offset_ >= file_.size_bytes) {
+    last_ = true;
+    message_.set_size_bytes(file_.size_bytes);
+    message_.set_sha256(file_.sha256);
+  } else if (data->empty()) {
+    // The file is shorter than its record says: it changed under us.
+    Finish(ToGrpcStatus(absl::DataLossError(absl::StrCat(
+        file_.name, " ended at ", offset_, " bytes, ", file_.size_bytes, " were recorded"))));
+    return;
+  }
+  message_.set_data(*std::move(data));
+  StartWrite(&message_);
+}
+
+void ChunkStreamReactor::OnWriteDone(bool ok) {
+  if (!ok) {
+    Finish(grpc::Status::CANCELLED);
+  } else if (last_) {
+    Finish(grpc::Status::OK);
+  } else {
+    pool_->Schedule([this] { Next(); });
+  }
+}
+
+}  // namespace compress::server

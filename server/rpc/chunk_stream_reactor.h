@@ -1,0 +1,55 @@
+// ChunkStreamReactor: streams a stored file (an artifact or a blob) in chunks from an offset.
+#ifndef COMPRESS_SERVER_RPC_CHUNK_STREAM_REACTOR_H_
+#define COMPRESS_SERVER_RPC_CHUNK_STREAM_REACTOR_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "compress/v1/compression_service.pb.h"
+#include "server/core/job.h"
+#include "server/rpc/thread_pool.h"
+
+namespace compress::server {
+
+// Where the bytes come from. Both functions run on the thread pool.
+struct ChunkSource {
+  // The file's size and sha256 (NOT_FOUND, ... when it is not there).
+  std::function<absl::StatusOr<Artifact>()> describe;
+  // Up to `max_bytes` from `offset`.
+  std::function<absl::StatusOr<std::string>(int64_t offset, int64_t max_bytes)> read;
+};
+
+// Each chunk is read on the pool, then written; one chunk is in flight at a time. The last
+// message carries the whole file's size and sha256; an offset at the end of the file gives one
+// message with no data and both. Deletes itself in OnDone.
+class ChunkStreamReactor : public grpc::ServerWriteReactor<v1::ReadArtifactResponse> {
+ public:
+  // `pool` must outlive the call.
+  ChunkStreamReactor(ThreadPool* pool, ChunkSource source, int64_t offset, int64_t chunk_size);
+
+  void OnWriteDone(bool ok) override;
+  void OnDone() override { delete this; }
+
+ private:
+  // Runs on the pool: reads the next chunk and starts its write, or finishes the call.
+  void Next();
+
+  // Constant after construction.
+  ThreadPool* const pool_;
+  const ChunkSource source_;
+  const int64_t chunk_size_;
+  // Only touched by the single task or write in flight, one after the other.
+  bool described_ = false;
+  Artifact file_;
+  int64_t offset_;
+  bool last_ = false;
+  v1::ReadArtifactResponse message_;
+};
+
+}  // namespace compress::server
+
+#endif  // COMPRESS_SERVER_RPC_CHUNK_STREAM_REACTOR_H_

@@ -1,0 +1,189 @@
+#include "server/rpc/compression_service.h"
+
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/rpc/chunk_stream_reactor.h"
+#include "server/rpc/failed_stream.h"
+#include "server/rpc/proto_convert.h"
+#include "server/rpc/request_validation.h"
+#include "server/rpc/status_util.h"
+#include "server/rpc/unary_call.h"
+#include "server/rpc/upload_reactor.h"
+#include "server/rpc/watch_job_reactor.h"
+
+namespace compress::server {
+namespace {
+
+// UploadBlob: the first message may state the sha256 and size, which Complete() verifies.
+class BlobUploadReactor : public UploadReactor<v1::UploadBlobRequest> {
+ public:
+  BlobUploadReactor(grpc::CallbackServerContext* context, ThreadPool* pool,
+                    ArtifactStore* artifacts, v1::Blob* response)
+      : UploadReactor(context, pool), artifacts_(artifacts), response_(response) {}
+
+ private:
+  absl::Status HandleMessage(const v1::UploadBlobRequest& request) override {
+    if (file_ == nullptr) {
+      if (!request.sha256().empty()) {
+        if (absl::Status s = ArtifactStore::ValidateSha256("sha256", request.sha256()); !s.ok()) {
+          return s;
+        }
+        expected_sha256_ = request.sha256();
+      }
+      if (request.size_bytes() < 0) {
+        return absl::InvalidArgumentError("size_bytes: must not be negative");
+      }
+      if (request.size_bytes() > 0) expected_size_ = request.size_bytes();
+      absl::StatusOr<std::unique_ptr<PendingFile>> file = artifacts_->BeginBlob();
+      if (!file.ok()) return file.status();
+      file_ = *std::move(file);
+    }
+    return file_->Append(request.data());
+  }
+
+  absl::Status Complete() override {
+    if (file_ == nullptr) return absl::InvalidArgumentError("data: the upload sent no message");
+    absl::StatusOr<Artifact> blob = file_->Commit(expected_sha256_, expected_size_);
+    if (!blob.ok()) return blob.status();
+    response_->set_sha256(blob->sha256);
+    response_->set_size_bytes(blob->size_bytes);
+    return absl::OkStatus();
+  }
+
+  ArtifactStore* const artifacts_;
+  v1::Blob* const response_;
+  std::unique_ptr<PendingFile> file_;
+  std::string expected_sha256_;
+  int64_t expected_size_ = -1;
+};
+
+}  // namespace
+
+CompressionServiceImpl::CompressionServiceImpl(Scheduler* scheduler, ArtifactStore* artifacts,
+                                               ThreadPool* pool, const Options& options)
+    : scheduler_(scheduler), artifacts_(artifacts), pool_(pool), options_(options) {}
+
+grpc::ServerUnaryReactor* CompressionServiceImpl::CreateJob(grpc::CallbackServerContext* context,
+                                                            const v1::CreateJobRequest* request,
+                                                            v1::Job* response) {
+  return RunUnaryOnPool(context, pool_, [this, request, response]() -> absl::Status {
+    absl::StatusOr<JobRequest> job_request = ValidateCreateJobRequest(*request);
+    if (!job_request.ok()) return job_request.status();
+    absl::StatusOr<CreatedJob> created = scheduler_->CreateJob(*job_request);
+    if (!created.ok()) return created.status();
+    JobToProto(created->job, response);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* CompressionServiceImpl::GetJob(grpc::CallbackServerContext* context,
+                                                         const v1::GetJobRequest* request,
+                                                         v1::Job* response) {
+  return RunUnaryOnPool(context, pool_, [this, request, response]() -> absl::Status {
+    absl::StatusOr<std::string> id = ParseJobName("name", request->name());
+    if (!id.ok()) return id.status();
+    absl::StatusOr<Job> job = scheduler_->store().GetJob(*id);
+    if (!job.ok()) return job.status();
+    JobToProto(*job, response);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* CompressionServiceImpl::ListJobs(grpc::CallbackServerContext* context,
+                                                           const v1::ListJobsRequest* request,
+                                                           v1::ListJobsResponse* response) {
+  return RunUnaryOnPool(context, pool_, [this, request, response]() -> absl::Status {
+    absl::StatusOr<ListJobsQuery> query = ValidateListJobsRequest(*request);
+    if (!query.ok()) return query.status();
+    absl::StatusOr<JobPage> page =
+        scheduler_->store().ListJobs(query->filter, query->page_size, query->after_cursor);
+    if (!page.ok()) return page.status();
+    for (const Job& job : page->jobs) JobToProto(job, response->add_jobs());
+    if (page->next_cursor > 0) {
+      response->set_next_page_token(EncodePageToken(page->next_cursor, request->filter()));
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* CompressionServiceImpl::CancelJob(grpc::CallbackServerContext* context,
+                                                            const v1::CancelJobRequest* request,
+                                                            v1::Job* response) {
+  return RunUnaryOnPool(context, pool_, [this, request, response]() -> absl::Status {
+    absl::StatusOr<std::string> id = ParseJobName("name", request->name());
+    if (!id.ok()) return id.status();
+    absl::StatusOr<Job> job = scheduler_->CancelJob(*id);
+    if (!job.ok()) return job.status();
+    JobToProto(*job, response);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* CompressionServiceImpl::DeleteJob(grpc::CallbackServerContext* context,
+                                                            const v1::DeleteJobRequest* request,
+                                                            google::protobuf::Empty* response) {
+  return RunUnaryOnPool(context, pool_, [this, request]() -> absl::Status {
+    absl::StatusOr<std::string> id = ParseJobName("name", request->name());
+    if (!id.ok()) return id.status();
+    absl::StatusOr<Job> job = scheduler_->DeleteJob(*id);
+    if (!job.ok()) return job.status();
+    return artifacts_->RemoveJob(*id);
+  });
+}
+
+grpc::ServerWriteReactor<v1::JobEvent>* CompressionServiceImpl::WatchJob(
+    grpc::CallbackServerContext* context, const v1::WatchJobRequest* request) {
+  absl::StatusOr<std::string> id = ParseJobName("name", request->name());
+  if (!id.ok()) return new FailedStream<grpc::ServerWriteReactor<v1::JobEvent>>(id.status());
+  if (request->after_sequence() < 0) {
+    return new FailedStream<grpc::ServerWriteReactor<v1::JobEvent>>(
+        absl::InvalidArgumentError("after_sequence: must not be negative"));
+  }
+  return new WatchJobReactor(scheduler_, pool_, *std::move(id), request->after_sequence());
+}
+
+grpc::ServerWriteReactor<v1::ReadArtifactResponse>* CompressionServiceImpl::ReadArtifact(
+    grpc::CallbackServerContext* context, const v1::ReadArtifactRequest* request) {
+  using Failed = FailedStream<grpc::ServerWriteReactor<v1::ReadArtifactResponse>>;
+  absl::StatusOr<std::pair<std::string, std::string>> name =
+      ParseArtifactName("name", request->name());
+  if (!name.ok()) return new Failed(name.status());
+  if (request->offset() < 0) {
+    return new Failed(absl::InvalidArgumentError("offset: must not be negative"));
+  }
+  if (request->chunk_size() < 0) {
+    return new Failed(absl::InvalidArgumentError("chunk_size: must not be negative"));
+  }
+  int64_t chunk = request->chunk_size() == 0
+                      ? options_.default_chunk_bytes
+                      : std::min<int64_t>(request->chunk_size(), options_.max_chunk_bytes);
+  auto [job_id, artifact_name] = *std::move(name);
+  ChunkSource source;
+  source.describe = [this, job_id = job_id,
+                     artifact_name = artifact_name]() -> absl::StatusOr<Artifact> {
+    absl::StatusOr<Job> job = scheduler_->store().GetJob(job_id);
+    if (!job.ok()) return job.status();
+    for (const Artifact& artifact : job->artifacts) {
+      if (artifact.name == artifact_name) return artifact;
+    }
+    return absl::NotFoundError(
+        absl::StrCat("job ", job_id, " has no artifact '", artifact_name, "'"));
+  };
+  source.read = [this, job_id = job_id, artifact_name = artifact_name](int64_t offset,
+                                                                       int64_t max_bytes) {
+    return artifacts_->ReadArtifact(job_id, artifact_name, offset, max_bytes);
+  };
+  return new ChunkStreamReactor(pool_, std::move(source), request->offset(), chunk);
+}
+
+grpc::ServerReadReactor<v1::UploadBlobRequest>* CompressionServiceImpl::UploadBlob(
+    grpc::CallbackServerContext* context, v1::Blob* response) {
+  auto* reactor = new BlobUploadReactor(context, pool_, artifacts_, response);
+  reactor->Start();
+  return reactor;
+}
+
+}  // namespace compress::server

@@ -1,0 +1,61 @@
+// CompressionServiceImpl: compress.v1.CompressionService on gRPC's callback API.
+//
+// This layer only translates: it validates requests, calls the core (Scheduler, JobStore,
+// ArtifactStore) on the thread pool, and turns results into messages and absl::Status into
+// grpc::Status.
+#ifndef COMPRESS_SERVER_RPC_COMPRESSION_SERVICE_H_
+#define COMPRESS_SERVER_RPC_COMPRESSION_SERVICE_H_
+
+#include <cstdint>
+
+#include "compress/v1/compression_service.grpc.pb.h"
+#include "server/core/artifact_store.h"
+#include "server/core/scheduler.h"
+#include "server/rpc/thread_pool.h"
+
+namespace compress::server {
+
+class CompressionServiceImpl final : public v1::CompressionService::CallbackService {
+ public:
+  struct Options {
+    // Chunks of ReadArtifact: the default, and the most a client may ask for (kept under gRPC's
+    // default 4 MiB message limit).
+    int64_t default_chunk_bytes = 1 << 20;
+    int64_t max_chunk_bytes = 3 << 20;
+  };
+
+  // None is owned; all must outlive the service.
+  CompressionServiceImpl(Scheduler* scheduler, ArtifactStore* artifacts, ThreadPool* pool,
+                         const Options& options);
+
+  grpc::ServerUnaryReactor* CreateJob(grpc::CallbackServerContext* context,
+                                      const v1::CreateJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
+                                   const v1::GetJobRequest* request, v1::Job* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
+                                     const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* context,
+                                      const v1::CancelJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerUnaryReactor* DeleteJob(grpc::CallbackServerContext* context,
+                                      const v1::DeleteJobRequest* request,
+                                      google::protobuf::Empty* response) override;
+  grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* context,
+                                                   const v1::WatchJobRequest* request) override;
+  grpc::ServerWriteReactor<v1::ReadArtifactResponse>* ReadArtifact(
+      grpc::CallbackServerContext* context, const v1::ReadArtifactRequest* request) override;
+  grpc::ServerReadReactor<v1::UploadBlobRequest>* UploadBlob(grpc::CallbackServerContext* context,
+                                                             v1::Blob* response) override;
+
+ private:
+  Scheduler* const scheduler_;
+  ArtifactStore* const artifacts_;
+  ThreadPool* const pool_;
+  const Options options_;
+};
+
+}  // namespace compress::server
+
+#endif  // COMPRESS_SERVER_RPC_COMPRESSION_SERVICE_H_

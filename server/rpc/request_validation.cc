@@ -1,0 +1,102 @@
+#include "server/rpc/request_validation.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "server/rpc/proto_convert.h"
+#include "worker/spec/job_spec.h"
+
+namespace compress::server {
+namespace {
+
+constexpr char kTokenVersion[] = "v1";
+
+absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string>& labels) {
+  if (static_cast<int>(labels.size()) > kMaxLabels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("labels: at most ", kMaxLabels, " labels, got ", labels.size()));
+  }
+  for (const auto& [key, value] : labels) {
+    bool ok = !key.empty() && static_cast<int>(key.size()) <= kMaxLabelKeyLength && key[0] >= 'a' &&
+              key[0] <= 'z';
+    for (char c : key) {
+      ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+                  c == '.' || c == '/');
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("labels: key '", key, "' must be 1-", kMaxLabelKeyLength,
+                       " characters of [a-z0-9_.-/] starting with a lowercase letter"));
+    }
+    if (static_cast<int>(value.size()) > kMaxLabelValueLength) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("labels.", key, ": at most ", kMaxLabelValueLength, " characters"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<JobRequest> ValidateCreateJobRequest(const v1::CreateJobRequest& request) {
+  if (static_cast<int>(request.request_id().size()) > kMaxRequestIdLength) {
+    return absl::InvalidArgumentError(absl::StrCat("request_id: at most ", kMaxRequestIdLength,
+                                                   " characters, got ",
+                                                   request.request_id().size()));
+  }
+  if (request.max_attempts() < 0 || request.max_attempts() > kMaxAttemptsLimit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_attempts: must be in [0, ", kMaxAttemptsLimit, "], got ", request.max_attempts()));
+  }
+  if (absl::Status s = ValidateLabels(request.labels()); !s.ok()) return s;
+  absl::StatusOr<std::string> spec_json = SpecToJson(request.spec());
+  if (!spec_json.ok()) return spec_json.status();
+  if (absl::StatusOr<spec::JobSpec> spec = spec::ParseJobSpec(*spec_json); !spec.ok()) {
+    return spec.status();
+  }
+  JobRequest job;
+  job.spec_json = *std::move(spec_json);
+  job.labels.insert(request.labels().begin(), request.labels().end());
+  job.priority = request.priority();
+  job.request_id = request.request_id();
+  job.max_attempts = request.max_attempts();
+  return job;
+}
+
+std::string EncodePageToken(int64_t cursor, const std::string& filter) {
+  return absl::WebSafeBase64Escape(absl::StrCat(kTokenVersion, "\n", cursor, "\n", filter));
+}
+
+absl::StatusOr<ListJobsQuery> ValidateListJobsRequest(const v1::ListJobsRequest& request) {
+  ListJobsQuery query;
+  if (request.page_size() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: must not be negative, got ", request.page_size()));
+  }
+  if (request.page_size() > 0) query.page_size = std::min(request.page_size(), kMaxPageSize);
+  absl::StatusOr<JobFilter> filter = ParseJobFilter(request.filter());
+  if (!filter.ok()) return filter.status();
+  query.filter = *std::move(filter);
+  if (!request.page_token().empty()) {
+    std::string decoded;
+    std::vector<std::string> parts;
+    if (absl::WebSafeBase64Unescape(request.page_token(), &decoded)) {
+      parts = absl::StrSplit(decoded, absl::MaxSplits('\n', 2));
+    }
+    if (parts.size() != 3 || parts[0] != kTokenVersion ||
+        !absl::SimpleAtoi(parts[1], &query.after_cursor) || query.after_cursor < 0) {
+      return absl::InvalidArgumentError("page_token: not a token from ListJobs");
+    }
+    if (parts[2] != request.filter()) {
+      return absl::InvalidArgumentError(
+          "page_token: it was issued for another filter; keep the filter while paging");
+    }
+  }
+  return query;
+}
+
+}  // namespace compress::server

@@ -1,0 +1,43 @@
+// Validation of CompressionService requests, with errors that name the offending field.
+#ifndef COMPRESS_SERVER_RPC_REQUEST_VALIDATION_H_
+#define COMPRESS_SERVER_RPC_REQUEST_VALIDATION_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "compress/v1/compression_service.pb.h"
+#include "server/core/job_filter.h"
+#include "server/core/scheduler.h"
+
+namespace compress::server {
+
+// Limits of CreateJob.
+inline constexpr int kMaxRequestIdLength = 128;
+inline constexpr int kMaxLabels = 64;
+inline constexpr int kMaxLabelKeyLength = 63;
+inline constexpr int kMaxLabelValueLength = 256;
+inline constexpr int kMaxAttemptsLimit = 100;
+
+// ListJobs page sizes.
+inline constexpr int kDefaultPageSize = 50;
+inline constexpr int kMaxPageSize = 1000;
+
+// Checks the request and the spec (worker/spec's ParseJobSpec: "spec.prune.round_to: ...") and
+// returns what the scheduler needs, the spec as JSON with proto field names.
+absl::StatusOr<JobRequest> ValidateCreateJobRequest(const v1::CreateJobRequest& request);
+
+// A parsed ListJobs request.
+struct ListJobsQuery {
+  JobFilter filter;
+  int page_size = kDefaultPageSize;
+  int64_t after_cursor = 0;
+};
+absl::StatusOr<ListJobsQuery> ValidateListJobsRequest(const v1::ListJobsRequest& request);
+
+// The opaque page token for a cursor under a filter (a token only works with its filter).
+std::string EncodePageToken(int64_t cursor, const std::string& filter);
+
+}  // namespace compress::server
+
+#endif  // COMPRESS_SERVER_RPC_REQUEST_VALIDATION_H_

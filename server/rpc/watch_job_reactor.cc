@@ -1,0 +1,127 @@
+#include "server/rpc/watch_job_reactor.h"
+
+#include <utility>
+
+#include "server/rpc/proto_convert.h"
+#include "server/rpc/status_util.h"
+
+namespace compress::server {
+
+WatchJobReactor::WatchJobReactor(Scheduler* scheduler, ThreadPool* pool, std::string job_id,
+                                 int64_t after_sequence)
+    : scheduler_(scheduler), pool_(pool), job_id_(std::move(job_id)), last_read_(after_sequence) {
+  // Busy from the start: a notification that arrives before the first read only marks the
+  // reactor dirty. Subscribe before the first read, so no event committed after it goes unseen.
+  {
+    absl::MutexLock lock(&mu_);
+    busy_ = true;
+  }
+  token_ = scheduler_->notifier().Subscribe(job_id_, [this] { OnNotify(); });
+  pool_->Schedule([this] { Fetch(); });
+}
+
+bool WatchJobReactor::ClaimFinishLocked() {
+  if (finished_) return false;
+  finished_ = true;
+  return true;
+}
+
+void WatchJobReactor::OnNotify() {
+  absl::MutexLock lock(&mu_);
+  if (finished_) return;
+  if (busy_) {
+    dirty_ = true;
+    return;
+  }
+  busy_ = true;
+  pool_->Schedule([this] { Fetch(); });
+}
+
+void WatchJobReactor::Fetch() {
+  int64_t after = 0;
+  bool cancelled = false;
+  bool finish = false;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled = cancelled_;
+    if (cancelled) {
+      finish = ClaimFinishLocked();
+    } else {
+      dirty_ = false;
+      after = last_read_;
+    }
+  }
+  if (cancelled) {
+    if (finish) Finish(grpc::Status::CANCELLED);
+    return;
+  }
+  // The job's state is read before its events: its final state change is committed with the
+  // state, so a finished job with no events after `after` has had every event sent.
+  absl::StatusOr<Job> job = scheduler_->store().GetJob(job_id_);
+  absl::StatusOr<std::vector<JobEvent>> events =
+      job.ok() ? scheduler_->store().ListEvents(job_id_, after, kBatch) : job.status();
+  grpc::Status finish_status;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!events.ok()) {
+      finish_status = ToGrpcStatus(events.status());
+    } else if (!events->empty()) {
+      last_read_ = events->back().sequence;
+      for (JobEvent& event : *events) pending_.push_back(std::move(event));
+      WriteNextLocked();
+      return;
+    } else if (IsFinished(job->state)) {
+      finish_status = grpc::Status::OK;
+    } else if (dirty_ && !cancelled_) {
+      dirty_ = false;
+      pool_->Schedule([this] { Fetch(); });
+      return;
+    } else if (cancelled_) {
+      finish_status = grpc::Status::CANCELLED;
+    } else {
+      busy_ = false;
+      return;
+    }
+    if (!ClaimFinishLocked()) return;
+  }
+  Finish(finish_status);
+}
+
+void WatchJobReactor::WriteNextLocked() {
+  EventToProto(pending_.front(), &message_);
+  pending_.pop_front();
+  StartWrite(&message_);
+}
+
+void WatchJobReactor::OnWriteDone(bool ok) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (ok && !cancelled_) {
+      if (!pending_.empty()) {
+        WriteNextLocked();
+      } else {
+        pool_->Schedule([this] { Fetch(); });
+      }
+      return;
+    }
+    if (!ClaimFinishLocked()) return;
+  }
+  Finish(grpc::Status::CANCELLED);
+}
+
+void WatchJobReactor::OnCancel() {
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    // A busy reactor finishes when its read or write completes.
+    if (busy_ || !ClaimFinishLocked()) return;
+  }
+  Finish(grpc::Status::CANCELLED);
+}
+
+void WatchJobReactor::OnDone() {
+  scheduler_->notifier().Unsubscribe(token_);
+  delete this;
+}
+
+}  // namespace compress::server

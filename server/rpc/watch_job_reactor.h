@@ -1,0 +1,70 @@
+// WatchJobReactor: the server stream of WatchJob.
+#ifndef COMPRESS_SERVER_RPC_WATCH_JOB_REACTOR_H_
+#define COMPRESS_SERVER_RPC_WATCH_JOB_REACTOR_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <deque>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "compress/v1/compression_service.pb.h"
+#include "server/core/job.h"
+#include "server/core/scheduler.h"
+#include "server/rpc/thread_pool.h"
+
+namespace compress::server {
+
+// Streams the stored events of a job after a sequence number, then follows new ones as the
+// scheduler announces them (JobNotifier), and finishes OK once the job has finished and every
+// event was sent. Reads from the store run on the thread pool; gRPC's threads only start writes.
+// At most one store read or one write is in flight at a time ("busy"); a notification that
+// arrives meanwhile is remembered ("dirty") and read afterwards, so no event is missed and no
+// thread waits. Deletes itself in OnDone, after unsubscribing.
+class WatchJobReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
+ public:
+  // `scheduler` and `pool` must outlive the call.
+  WatchJobReactor(Scheduler* scheduler, ThreadPool* pool, std::string job_id,
+                  int64_t after_sequence);
+
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  // Events read per store query.
+  static constexpr int kBatch = 256;
+
+  void OnNotify();
+  // Runs on the pool while busy_: reads the next events and writes the first, or goes idle, or
+  // finishes the call.
+  void Fetch();
+  // Writes pending_.front(). Requires busy_ and a non-empty pending_.
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the call finished; true when it was not already (the caller then calls Finish,
+  // without holding mu_).
+  bool ClaimFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Constant after construction.
+  Scheduler* const scheduler_;
+  ThreadPool* const pool_;
+  const std::string job_id_;
+  int64_t token_ = 0;  // set in the constructor, read in OnDone
+
+  absl::Mutex mu_;
+  // Sequence of the newest event read from the store.
+  int64_t last_read_ ABSL_GUARDED_BY(mu_);
+  std::deque<JobEvent> pending_ ABSL_GUARDED_BY(mu_);
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  bool dirty_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // The message being written; only touched by whoever holds busy_.
+  v1::JobEvent message_;
+};
+
+}  // namespace compress::server
+
+#endif  // COMPRESS_SERVER_RPC_WATCH_JOB_REACTOR_H_

@@ -1,0 +1,324 @@
+#include "server/rpc/worker_service.h"
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/rpc/chunk_stream_reactor.h"
+#include "server/rpc/failed_stream.h"
+#include "server/rpc/proto_convert.h"
+#include "server/rpc/status_util.h"
+#include "server/rpc/unary_call.h"
+#include "server/rpc/upload_reactor.h"
+
+namespace compress::server {
+namespace {
+
+absl::Status RequireWorkerId(const std::string& worker_id) {
+  if (worker_id.empty()) return absl::InvalidArgumentError("worker_id: required");
+  return absl::OkStatus();
+}
+
+// The job id of an attempt-scoped request, with the worker id checked.
+absl::StatusOr<std::string> AttemptJob(const std::string& worker_id, const std::string& job,
+                                       int attempt, const char* job_field = "job") {
+  if (absl::Status s = RequireWorkerId(worker_id); !s.ok()) return s;
+  if (attempt <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("attempt: must be positive, got ", attempt));
+  }
+  return ParseJobName(job_field, job);
+}
+
+// LeaseJob's long poll. The scheduler calls back exactly once unless CancelWait withdraws the
+// waiter; the reactor lives until OnDone, the pool task and that callback (or its withdrawal)
+// have all released it.
+class LeaseReactor : public grpc::ServerUnaryReactor {
+ public:
+  LeaseReactor(grpc::CallbackServerContext* context, Scheduler* scheduler, ThreadPool* pool,
+               const v1::LeaseJobRequest* request, v1::LeaseJobResponse* response,
+               absl::Time deadline)
+      : context_(context), scheduler_(scheduler), response_(response) {
+    std::string device =
+        request->device().name().empty() ? "unspecified" : request->device().name();
+    worker_id_ = request->worker_id();
+    pool->Schedule([this, device, deadline] {
+      int64_t id = scheduler_->WaitForLease(
+          worker_id_, device, deadline,
+          [this](absl::StatusOr<std::optional<Lease>> lease) { OnLease(std::move(lease)); });
+      bool cancelled = false;
+      {
+        absl::MutexLock lock(&mu_);
+        waiter_id_ = id;
+        cancelled = cancelled_;
+      }
+      if (cancelled) Withdraw(id);
+      Unref();
+    });
+  }
+
+  void OnCancel() override {
+    int64_t id = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      id = waiter_id_;
+    }
+    if (id != 0) Withdraw(id);
+  }
+
+  void OnDone() override { Unref(); }
+
+ private:
+  void Withdraw(int64_t waiter_id) {
+    if (!scheduler_->CancelWait(waiter_id)) return;  // the callback ran or will run
+    if (Claim()) Finish(grpc::Status::CANCELLED);
+    Unref();  // the callback's reference: it will never run
+  }
+
+  void OnLease(absl::StatusOr<std::optional<Lease>> lease) {
+    if (lease.ok() && lease->has_value() && context_->IsCancelled()) {
+      // Nobody would receive this lease: give it back rather than let it expire and cost the
+      // job an attempt.
+      const Lease& l = **lease;
+      (void)scheduler_->ReturnLease(l.job_id, l.attempt, worker_id_);
+      if (Claim()) Finish(grpc::Status::CANCELLED);
+    } else if (Claim()) {
+      if (lease.ok() && lease->has_value()) {
+        const Lease& l = **lease;
+        v1::Lease* out = response_->mutable_lease();
+        out->set_job(JobName(l.job_id));
+        out->set_attempt(l.attempt);
+        out->set_spec_json(l.spec_json);
+        out->set_lease_seconds(static_cast<int32_t>(absl::ToInt64Seconds(l.lease_duration)));
+        out->set_last_event_sequence(l.last_event_sequence);
+      }
+      Finish(ToGrpcStatus(lease.status()));
+    }
+    Unref();
+  }
+
+  bool Claim() {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return false;
+    finished_ = true;
+    return true;
+  }
+
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  grpc::CallbackServerContext* const context_;
+  Scheduler* const scheduler_;
+  v1::LeaseJobResponse* const response_;
+  std::string worker_id_;  // set in the constructor
+  // OnDone, the pool task, and the scheduler's callback.
+  std::atomic<int> refs_{3};
+  absl::Mutex mu_;
+  int64_t waiter_id_ ABSL_GUARDED_BY(mu_) = 0;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// UploadArtifact: a header, then data chunks; the attempt is checked at the start and again
+// when the artifact is recorded.
+class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
+ public:
+  ArtifactUploadReactor(grpc::CallbackServerContext* context, ThreadPool* pool,
+                        Scheduler* scheduler, ArtifactStore* artifacts, v1::Artifact* response)
+      : UploadReactor(context, pool),
+        scheduler_(scheduler),
+        artifacts_(artifacts),
+        response_(response) {}
+
+ private:
+  absl::Status HandleMessage(const v1::UploadArtifactRequest& request) override {
+    if (file_ == nullptr) {
+      if (!request.has_header()) {
+        return absl::InvalidArgumentError("header: the first message must be the header");
+      }
+      header_ = request.header();
+      absl::StatusOr<std::string> job_id =
+          AttemptJob(header_.worker_id(), header_.job(), header_.attempt(), "header.job");
+      if (!job_id.ok()) return job_id.status();
+      job_id_ = *std::move(job_id);
+      if (absl::Status s =
+              ArtifactStore::ValidateName("header.artifact_name", header_.artifact_name());
+          !s.ok()) {
+        return s;
+      }
+      if (!header_.sha256().empty()) {
+        if (absl::Status s = ArtifactStore::ValidateSha256("header.sha256", header_.sha256());
+            !s.ok()) {
+          return s;
+        }
+      }
+      if (header_.size_bytes() < 0) {
+        return absl::InvalidArgumentError("header.size_bytes: must not be negative");
+      }
+      if (absl::Status s =
+              scheduler_->CheckAttempt(job_id_, header_.attempt(), header_.worker_id());
+          !s.ok()) {
+        return s;
+      }
+      absl::StatusOr<std::unique_ptr<PendingFile>> file =
+          artifacts_->BeginArtifact(job_id_, header_.artifact_name());
+      if (!file.ok()) return file.status();
+      file_ = *std::move(file);
+      return absl::OkStatus();
+    }
+    if (request.has_header()) return absl::InvalidArgumentError("header: sent twice");
+    return file_->Append(request.data());
+  }
+
+  absl::Status Complete() override {
+    if (file_ == nullptr) return absl::InvalidArgumentError("header: required");
+    // Checked again before the file replaces an earlier one of the same name.
+    if (absl::Status s = scheduler_->CheckAttempt(job_id_, header_.attempt(), header_.worker_id());
+        !s.ok()) {
+      return s;
+    }
+    int64_t expected_size =
+        header_.size_bytes() > 0 || !header_.sha256().empty() ? header_.size_bytes() : -1;
+    absl::StatusOr<Artifact> artifact = file_->Commit(header_.sha256(), expected_size);
+    if (!artifact.ok()) return artifact.status();
+    if (absl::Status s =
+            scheduler_->RecordArtifact(job_id_, header_.attempt(), header_.worker_id(), *artifact);
+        !s.ok()) {
+      return s;
+    }
+    response_->set_name(artifact->name);
+    response_->set_size_bytes(artifact->size_bytes);
+    response_->set_sha256(artifact->sha256);
+    return absl::OkStatus();
+  }
+
+  Scheduler* const scheduler_;
+  ArtifactStore* const artifacts_;
+  v1::Artifact* const response_;
+  v1::UploadArtifactRequest::Header header_;
+  std::string job_id_;
+  std::unique_ptr<PendingFile> file_;
+};
+
+}  // namespace
+
+WorkerServiceImpl::WorkerServiceImpl(Scheduler* scheduler, ArtifactStore* artifacts,
+                                     ThreadPool* pool, const Options& options)
+    : scheduler_(scheduler), artifacts_(artifacts), pool_(pool), options_(options) {}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseJob(grpc::CallbackServerContext* context,
+                                                      const v1::LeaseJobRequest* request,
+                                                      v1::LeaseJobResponse* response) {
+  absl::Status invalid = RequireWorkerId(request->worker_id());
+  if (invalid.ok() && request->wait_seconds() < 0) {
+    invalid = absl::InvalidArgumentError("wait_seconds: must not be negative");
+  }
+  if (!invalid.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(invalid));
+    return reactor;
+  }
+  // Answer (with no lease) a little before the client's own deadline, so that it hears "no job"
+  // rather than DEADLINE_EXCEEDED, and no job is handed to a call that is about to end.
+  absl::Time deadline =
+      absl::Now() + absl::Seconds(std::min(request->wait_seconds(), options_.max_wait_seconds));
+  if (context->deadline() < absl::ToChronoTime(deadline + options_.deadline_margin)) {
+    deadline = absl::FromChrono(context->deadline()) - options_.deadline_margin;
+  }
+  return new LeaseReactor(context, scheduler_, pool_, request, response, deadline);
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* context,
+                                                       const v1::HeartbeatRequest* request,
+                                                       v1::HeartbeatResponse* response) {
+  return RunUnaryOnPool(context, pool_, [this, request, response]() -> absl::Status {
+    absl::StatusOr<std::string> job_id =
+        AttemptJob(request->worker_id(), request->job(), request->attempt());
+    if (!job_id.ok()) return job_id.status();
+    absl::StatusOr<bool> cancel =
+        scheduler_->Heartbeat(*job_id, request->attempt(), request->worker_id());
+    if (!cancel.ok()) return cancel.status();
+    response->set_cancel_requested(*cancel);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::ReportEvents(grpc::CallbackServerContext* context,
+                                                          const v1::ReportEventsRequest* request,
+                                                          v1::ReportEventsResponse* response) {
+  return RunUnaryOnPool(context, pool_, [this, request, response]() -> absl::Status {
+    absl::StatusOr<std::string> job_id =
+        AttemptJob(request->worker_id(), request->job(), request->attempt());
+    if (!job_id.ok()) return job_id.status();
+    std::vector<std::string> lines(request->event_json().begin(), request->event_json().end());
+    absl::StatusOr<bool> cancel =
+        scheduler_->ReportEvents(*job_id, request->attempt(), request->worker_id(), lines);
+    if (!cancel.ok()) return cancel.status();
+    response->set_cancel_requested(*cancel);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArtifact(
+    grpc::CallbackServerContext* context, v1::Artifact* response) {
+  auto* reactor = new ArtifactUploadReactor(context, pool_, scheduler_, artifacts_, response);
+  reactor->Start();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteAttempt(
+    grpc::CallbackServerContext* context, const v1::CompleteAttemptRequest* request,
+    v1::CompleteAttemptResponse* response) {
+  return RunUnaryOnPool(context, pool_, [this, request]() -> absl::Status {
+    absl::StatusOr<std::string> job_id =
+        AttemptJob(request->worker_id(), request->job(), request->attempt());
+    if (!job_id.ok()) return job_id.status();
+    AttemptResult result;
+    switch (request->outcome()) {
+      case v1::ATTEMPT_SUCCEEDED:
+        result.outcome = AttemptResult::Outcome::kSucceeded;
+        break;
+      case v1::ATTEMPT_FAILED:
+        result.outcome = AttemptResult::Outcome::kFailed;
+        break;
+      case v1::ATTEMPT_CANCELLED:
+        result.outcome = AttemptResult::Outcome::kCancelled;
+        break;
+      default:
+        return absl::InvalidArgumentError("outcome: required");
+    }
+    result.error_code = request->error_code();
+    result.error_message = request->error_message();
+    result.exit_status = request->exit_status();
+    result.stderr_tail = request->stderr_tail();
+    result.retryable = request->retryable();
+    result.report_json = request->report_json();
+    return scheduler_->CompleteAttempt(*job_id, request->attempt(), request->worker_id(), result);
+  });
+}
+
+grpc::ServerWriteReactor<v1::ReadArtifactResponse>* WorkerServiceImpl::ReadBlob(
+    grpc::CallbackServerContext* context, const v1::ReadBlobRequest* request) {
+  if (request->offset() < 0) {
+    auto* reactor = new FailedStream<grpc::ServerWriteReactor<v1::ReadArtifactResponse>>(
+        absl::InvalidArgumentError("offset: must not be negative"));
+    return reactor;
+  }
+  ChunkSource source;
+  source.describe = [this, sha = request->sha256()]() -> absl::StatusOr<Artifact> {
+    if (absl::Status s = ArtifactStore::ValidateSha256("sha256", sha); !s.ok()) return s;
+    absl::StatusOr<int64_t> size = artifacts_->BlobSize(sha);
+    if (!size.ok()) return size.status();
+    return Artifact{sha, *size, sha};
+  };
+  source.read = [this, sha = request->sha256()](int64_t offset, int64_t max_bytes) {
+    return artifacts_->ReadBlob(sha, offset, max_bytes);
+  };
+  return new ChunkStreamReactor(pool_, std::move(source), request->offset(), options_.chunk_bytes);
+}
+
+}  // namespace compress::server

@@ -1,0 +1,146 @@
+#include "server/core/artifact_store.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/server/core/test_dir.h"
+
+namespace compress::server {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int CountFiles(const std::string& dir) {
+  int n = 0;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator(dir)) ++n;
+  return n;
+}
+
+class ArtifactStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<ArtifactStore>> store = ArtifactStore::Open({dir_.path()});
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+
+  TestDir dir_;
+  std::unique_ptr<ArtifactStore> store_;
+};
+
+TEST_F(ArtifactStoreTest, WritesAtomicallyAndVerifiesSha) {
+  const std::string data = "hello, artifact";
+  absl::StatusOr<std::unique_ptr<PendingFile>> file = store_->BeginArtifact("job1", "model.bin");
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_TRUE((*file)->Append(data.substr(0, 5)).ok());
+  ASSERT_TRUE((*file)->Append(data.substr(5)).ok());
+  // Nothing is visible under the final name before the commit.
+  EXPECT_FALSE(fs::exists(dir_.File("artifacts/job1/model.bin")));
+  EXPECT_EQ(CountFiles(dir_.File("tmp")), 1);
+  absl::StatusOr<Artifact> artifact = (*file)->Commit(Sha256Hex(data), data.size());
+  ASSERT_TRUE(artifact.ok()) << artifact.status();
+  EXPECT_EQ(artifact->name, "model.bin");
+  EXPECT_EQ(artifact->size_bytes, static_cast<int64_t>(data.size()));
+  EXPECT_EQ(artifact->sha256, Sha256Hex(data));
+  EXPECT_EQ(ReadAll(dir_.File("artifacts/job1/model.bin")), data);
+  EXPECT_EQ(CountFiles(dir_.File("tmp")), 0);
+}
+
+TEST_F(ArtifactStoreTest, ShaOrSizeMismatchIsRejectedAndLeavesNothing) {
+  absl::StatusOr<std::unique_ptr<PendingFile>> file = store_->BeginArtifact("job1", "a.bin");
+  ASSERT_TRUE(file.ok());
+  ASSERT_TRUE((*file)->Append("abc").ok());
+  absl::StatusOr<Artifact> bad = (*file)->Commit(Sha256Hex("abd"), -1);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(bad.status().message(), HasSubstr("sha256"));
+  file->reset();
+  EXPECT_FALSE(fs::exists(dir_.File("artifacts/job1/a.bin")));
+  EXPECT_EQ(CountFiles(dir_.File("tmp")), 0);
+
+  absl::StatusOr<std::unique_ptr<PendingFile>> blob = store_->BeginBlob();
+  ASSERT_TRUE(blob.ok());
+  ASSERT_TRUE((*blob)->Append("abc").ok());
+  EXPECT_EQ((*blob)->Commit("", 4).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(ArtifactStoreTest, BlobsAreContentAddressed) {
+  absl::StatusOr<std::unique_ptr<PendingFile>> blob = store_->BeginBlob();
+  ASSERT_TRUE(blob.ok());
+  ASSERT_TRUE((*blob)->Append("teacher weights").ok());
+  absl::StatusOr<Artifact> stored = (*blob)->Commit("", -1);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->sha256, Sha256Hex("teacher weights"));
+  EXPECT_EQ(ReadAll(dir_.File("blobs/" + stored->sha256)), "teacher weights");
+  absl::StatusOr<int64_t> size = store_->BlobSize(stored->sha256);
+  ASSERT_TRUE(size.ok());
+  EXPECT_EQ(*size, 15);
+  absl::StatusOr<std::string> tail = store_->ReadBlob(stored->sha256, 8, 100);
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(*tail, "weights");
+  EXPECT_EQ(store_->BlobSize(Sha256Hex("other")).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ArtifactStoreTest, NamesThatEscapeAreRejected) {
+  for (const char* name :
+       {"../x", "..", ".", "a/b", "/etc/passwd", "", ".hidden", "a..b", "sp ace", "new\nline"}) {
+    EXPECT_EQ(store_->BeginArtifact("job1", name).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << name;
+    EXPECT_EQ(store_->ReadArtifact("job1", name, 0, 10).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << name;
+  }
+  EXPECT_EQ(store_->BeginArtifact("../job", "a").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->BeginArtifact("job1", std::string(129, 'a')).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(store_->BeginArtifact("job1", std::string(128, 'a')).ok());
+  EXPECT_EQ(store_->ReadBlob("../../jobs.db", 0, 10).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ArtifactStoreTest, ReadsByOffset) {
+  std::string data;
+  for (int i = 0; i < 1000; ++i) data.push_back(static_cast<char>(i % 251));
+  absl::StatusOr<std::unique_ptr<PendingFile>> file = store_->BeginArtifact("job2", "x.bin");
+  ASSERT_TRUE(file.ok());
+  ASSERT_TRUE((*file)->Append(data).ok());
+  ASSERT_TRUE((*file)->Commit("", -1).ok());
+  std::string assembled;
+  for (int64_t offset = 0; offset < 1000; offset += 300) {
+    absl::StatusOr<std::string> chunk = store_->ReadArtifact("job2", "x.bin", offset, 300);
+    ASSERT_TRUE(chunk.ok()) << chunk.status();
+    assembled += *chunk;
+  }
+  EXPECT_EQ(assembled, data);
+  absl::StatusOr<std::string> end = store_->ReadArtifact("job2", "x.bin", 1000, 300);
+  ASSERT_TRUE(end.ok());
+  EXPECT_TRUE(end->empty());
+  EXPECT_EQ(store_->ReadArtifact("job2", "x.bin", 1001, 300).status().code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(store_->ReadArtifact("job2", "y.bin", 0, 300).status().code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store_->RemoveJob("job2").ok());
+  EXPECT_FALSE(fs::exists(dir_.File("artifacts/job2")));
+}
+
+TEST_F(ArtifactStoreTest, OpenClearsLeftoverTemporaryFiles) {
+  std::ofstream(dir_.File("tmp/crashed.part")) << "partial";
+  absl::StatusOr<std::unique_ptr<ArtifactStore>> reopened = ArtifactStore::Open({dir_.path()});
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_EQ(CountFiles(dir_.File("tmp")), 0);
+}
+
+}  // namespace
+}  // namespace compress::server

@@ -1,0 +1,44 @@
+#include "server/core/job_filter.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace compress::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(JobFilterTest, EmptyMatchesEverything) {
+  absl::StatusOr<JobFilter> filter = ParseJobFilter("  ");
+  ASSERT_TRUE(filter.ok()) << filter.status();
+  EXPECT_FALSE(filter->state.has_value());
+  EXPECT_TRUE(filter->labels.empty());
+}
+
+TEST(JobFilterTest, ParsesStateAndLabels) {
+  absl::StatusOr<JobFilter> filter =
+      ParseJobFilter(R"(state = RUNNING AND labels.team = "vision" AND labels.x=" a\"b ")");
+  ASSERT_TRUE(filter.ok()) << filter.status();
+  EXPECT_EQ(filter->state, JobState::kRunning);
+  EXPECT_EQ(filter->labels.at("team"), "vision");
+  EXPECT_EQ(filter->labels.at("x"), " a\"b ");
+  Job job;
+  job.state = JobState::kRunning;
+  job.labels = {{"team", "vision"}, {"x", " a\"b "}, {"other", "1"}};
+  EXPECT_TRUE(filter->Matches(job));
+  job.labels["team"] = "nlp";
+  EXPECT_FALSE(filter->Matches(job));
+}
+
+TEST(JobFilterTest, RejectsWhatItDoesNotSupport) {
+  for (const char* text : {"state = SLEEPING", "priority = 3", "state = RUNNING OR state = QUEUED",
+                           "labels.team = vision", "labels.team = \"open", "state RUNNING",
+                           "state = QUEUED AND state = RUNNING"}) {
+    absl::StatusOr<JobFilter> filter = ParseJobFilter(text);
+    EXPECT_EQ(filter.status().code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_THAT(filter.status().message(), HasSubstr("filter: ")) << text;
+  }
+}
+
+}  // namespace
+}  // namespace compress::server

@@ -1,0 +1,432 @@
+#include "server/core/scheduler.h"
+
+#include <optional>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "prometheus/registry.h"
+#include "server/core/metrics.h"
+#include "tests/server/core/test_dir.h"
+#include "worker/events/event.h"
+
+namespace compress::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kLease = absl::Seconds(30);
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    OpenStore();
+    StartScheduler();
+  }
+
+  void OpenStore() {
+    absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open({dir_.File("jobs.db")});
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+
+  void StartScheduler(int max_attempts = 3) {
+    Scheduler::Options options;
+    options.lease_duration = kLease;
+    options.default_max_attempts = max_attempts;
+    options.clock = &clock_;
+    options.observer = &metrics_;
+    absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = Scheduler::Create(store_.get(), options);
+    ASSERT_TRUE(scheduler.ok()) << scheduler.status();
+    scheduler_ = *std::move(scheduler);
+  }
+
+  // Simulates a restart: the scheduler and the store go away and come back from disk.
+  void Restart() {
+    scheduler_.reset();
+    store_.reset();
+    OpenStore();
+    StartScheduler();
+  }
+
+  std::string Create(int priority = 0, int max_attempts = 0) {
+    JobRequest request;
+    request.spec_json = "{}";
+    request.priority = priority;
+    request.max_attempts = max_attempts;
+    absl::StatusOr<CreatedJob> created = scheduler_->CreateJob(request);
+    EXPECT_TRUE(created.ok()) << created.status();
+    clock_.Advance(absl::Milliseconds(1));
+    return created->job.id;
+  }
+
+  Lease LeaseOne(const std::string& worker = "w1") {
+    absl::StatusOr<std::optional<Lease>> lease = scheduler_->LeaseNext(worker, "cpu");
+    EXPECT_TRUE(lease.ok()) << lease.status();
+    EXPECT_TRUE(lease->has_value());
+    return lease->value_or(Lease{});
+  }
+
+  Job Get(const std::string& id) {
+    absl::StatusOr<Job> job = store_->GetJob(id);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return *job;
+  }
+
+  std::vector<JobEvent> Events(const std::string& id) { return *store_->ListEvents(id, 0, 1000); }
+
+  double MetricValue(const std::string& name, const std::string& state = "") {
+    for (const auto& family : metrics_.registry()->Collect()) {
+      if (family.name != name) continue;
+      for (const auto& metric : family.metric) {
+        bool match = state.empty();
+        for (const auto& label : metric.label) match = match || label.value == state;
+        if (!match) continue;
+        if (family.type == prometheus::MetricType::Counter) return metric.counter.value;
+        if (family.type == prometheus::MetricType::Gauge) return metric.gauge.value;
+        if (family.type == prometheus::MetricType::Histogram) {
+          return static_cast<double>(metric.histogram.sample_count);
+        }
+      }
+    }
+    return -1;
+  }
+
+  TestDir dir_;
+  ManualClock clock_;
+  Metrics metrics_;
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<Scheduler> scheduler_;
+};
+
+TEST_F(SchedulerTest, LeasesByPriorityThenInOrderOfCreation) {
+  std::string a = Create(0), b = Create(5), c = Create(0), d = Create(5), e = Create(-1);
+  EXPECT_EQ(LeaseOne().job_id, b);
+  EXPECT_EQ(LeaseOne().job_id, d);
+  EXPECT_EQ(LeaseOne().job_id, a);
+  EXPECT_EQ(LeaseOne().job_id, c);
+  EXPECT_EQ(LeaseOne().job_id, e);
+  absl::StatusOr<std::optional<Lease>> none = scheduler_->LeaseNext("w1", "cpu");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_F(SchedulerTest, LeaseStartsAnAttempt) {
+  std::string id = Create();
+  clock_.Advance(absl::Seconds(4));
+  Lease lease = LeaseOne("w1");
+  EXPECT_EQ(lease.attempt, 1);
+  EXPECT_EQ(lease.spec_json, "{}");
+  EXPECT_EQ(lease.lease_duration, kLease);
+  Job job = Get(id);
+  EXPECT_EQ(job.state, JobState::kRunning);
+  EXPECT_EQ(job.attempt_count, 1);
+  EXPECT_EQ(job.lease_owner, "w1");
+  EXPECT_EQ(job.start_time, clock_.Now());
+  EXPECT_EQ(lease.last_event_sequence, job.last_event_sequence);
+  EXPECT_EQ(MetricValue("compressd_job_queue_wait_seconds"), 1);
+  EXPECT_EQ(MetricValue("compressd_jobs", "RUNNING"), 1);
+  EXPECT_EQ(MetricValue("compressd_jobs", "QUEUED"), 0);
+  EXPECT_EQ(MetricValue("compressd_workers_connected"), 1);
+}
+
+TEST_F(SchedulerTest, ExpiredLeaseRequeuesKeepingTheAttemptCount) {
+  std::string id = Create();
+  LeaseOne("w1");
+  clock_.Advance(kLease - absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  EXPECT_EQ(Get(id).state, JobState::kRunning);
+  clock_.Advance(absl::Seconds(2));
+  scheduler_->ProcessTimeouts();
+  Job job = Get(id);
+  EXPECT_EQ(job.state, JobState::kQueued);
+  EXPECT_EQ(job.attempt_count, 1);
+  EXPECT_THAT(job.error_message, HasSubstr("worker w1 lost: lease expired"));
+  Lease second = LeaseOne("w2");
+  EXPECT_EQ(second.attempt, 2);
+  EXPECT_EQ(Get(id).attempt_count, 2);
+}
+
+TEST_F(SchedulerTest, HeartbeatsRenewTheLease) {
+  std::string id = Create();
+  Lease lease = LeaseOne("w1");
+  for (int i = 0; i < 5; ++i) {
+    clock_.Advance(absl::Seconds(20));
+    absl::StatusOr<bool> cancel = scheduler_->Heartbeat(id, lease.attempt, "w1");
+    ASSERT_TRUE(cancel.ok()) << cancel.status();
+    EXPECT_FALSE(*cancel);
+    scheduler_->ProcessTimeouts();
+  }
+  EXPECT_EQ(Get(id).state, JobState::kRunning);
+}
+
+TEST_F(SchedulerTest, MaxAttemptsThenFailedWithTheReason) {
+  std::string id = Create(0, /*max_attempts=*/2);
+  LeaseOne("w1");
+  clock_.Advance(kLease + absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  LeaseOne("w2");
+  clock_.Advance(kLease + absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  Job job = Get(id);
+  EXPECT_EQ(job.state, JobState::kFailed);
+  EXPECT_EQ(job.attempt_count, 2);
+  EXPECT_EQ(job.error_code, "UNAVAILABLE");
+  EXPECT_EQ(job.error_message, "worker w2 lost: lease expired after 2 attempts");
+  EXPECT_TRUE(job.end_time.has_value());
+  EXPECT_EQ(MetricValue("compressd_jobs_finished_total", "FAILED"), 1);
+  EXPECT_EQ(MetricValue("compressd_job_duration_seconds"), 1);
+  absl::StatusOr<std::optional<Lease>> none = scheduler_->LeaseNext("w3", "cpu");
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_F(SchedulerTest, StaleAttemptsAreFenced) {
+  std::string id = Create();
+  Lease first = LeaseOne("w1");
+  clock_.Advance(kLease + absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  Lease second = LeaseOne("w2");
+  ASSERT_EQ(second.attempt, 2);
+  EXPECT_EQ(scheduler_->Heartbeat(id, first.attempt, "w1").status().code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(scheduler_->ReportEvents(id, first.attempt, "w1", {}).status().code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(scheduler_->RecordArtifact(id, first.attempt, "w1", {"a", 1, ""}).code(),
+            absl::StatusCode::kAborted);
+  AttemptResult success;
+  success.outcome = AttemptResult::Outcome::kSucceeded;
+  absl::Status stale = scheduler_->CompleteAttempt(id, first.attempt, "w1", success);
+  EXPECT_EQ(stale.code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(stale.message(), HasSubstr("attempt 2 replaced it"));
+  // The right attempt from the wrong worker is refused too.
+  EXPECT_EQ(scheduler_->Heartbeat(id, second.attempt, "w1").status().code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(Get(id).state, JobState::kRunning);
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, second.attempt, "w2", success).ok());
+  EXPECT_EQ(Get(id).state, JobState::kSucceeded);
+  EXPECT_EQ(scheduler_->Heartbeat(id, second.attempt, "w2").status().code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(scheduler_->Heartbeat("unknown", 1, "w2").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SchedulerTest, CancelInEachState) {
+  std::string queued = Create();
+  absl::StatusOr<Job> cancelled = scheduler_->CancelJob(queued);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state, JobState::kCancelled);
+  EXPECT_EQ(Get(queued).state, JobState::kCancelled);
+  // A cancelled queued job is never leased.
+  EXPECT_FALSE(scheduler_->LeaseNext("w1", "cpu")->has_value());
+  EXPECT_EQ(scheduler_->CancelJob(queued).status().code(), absl::StatusCode::kFailedPrecondition);
+
+  std::string running = Create();
+  Lease lease = LeaseOne("w1");
+  cancelled = scheduler_->CancelJob(running);
+  EXPECT_EQ(cancelled->state, JobState::kCancelling);
+  EXPECT_EQ(scheduler_->CancelJob(running)->state, JobState::kCancelling);
+  EXPECT_TRUE(*scheduler_->Heartbeat(running, lease.attempt, "w1"));
+  EXPECT_TRUE(*scheduler_->ReportEvents(running, lease.attempt, "w1", {}));
+  AttemptResult failed;
+  failed.outcome = AttemptResult::Outcome::kFailed;
+  failed.retryable = true;
+  ASSERT_TRUE(scheduler_->CompleteAttempt(running, lease.attempt, "w1", failed).ok());
+  Job job = Get(running);
+  EXPECT_EQ(job.state, JobState::kCancelled);
+  EXPECT_EQ(job.error_code, "CANCELLED");
+  EXPECT_EQ(MetricValue("compressd_jobs_finished_total", "CANCELLED"), 2);
+
+  EXPECT_EQ(scheduler_->CancelJob("missing").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SchedulerTest, CancellingJobWhoseWorkerVanishesIsCancelled) {
+  std::string id = Create();
+  LeaseOne("w1");
+  ASSERT_TRUE(scheduler_->CancelJob(id).ok());
+  clock_.Advance(kLease + absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  EXPECT_EQ(Get(id).state, JobState::kCancelled);
+}
+
+TEST_F(SchedulerTest, CompleteAttemptOutcomes) {
+  std::string ok = Create();
+  Lease lease = LeaseOne();
+  AttemptResult success;
+  success.outcome = AttemptResult::Outcome::kSucceeded;
+  success.report_json = R"({"top1":0.91})";
+  ASSERT_TRUE(scheduler_->CompleteAttempt(ok, lease.attempt, "w1", success).ok());
+  Job job = Get(ok);
+  EXPECT_EQ(job.state, JobState::kSucceeded);
+  EXPECT_EQ(job.report_json, R"({"top1":0.91})");
+  EXPECT_EQ(MetricValue("compressd_jobs_finished_total", "SUCCEEDED"), 1);
+
+  std::string retry = Create();
+  lease = LeaseOne();
+  AttemptResult crash;
+  crash.outcome = AttemptResult::Outcome::kFailed;
+  crash.retryable = true;
+  crash.error_code = "INTERNAL";
+  crash.error_message = "executor killed by signal 9";
+  crash.exit_status = 137;
+  crash.stderr_tail = "Killed";
+  ASSERT_TRUE(scheduler_->CompleteAttempt(retry, lease.attempt, "w1", crash).ok());
+  job = Get(retry);
+  EXPECT_EQ(job.state, JobState::kQueued);
+  EXPECT_EQ(job.attempt_count, 1);
+  EXPECT_THAT(job.error_message, HasSubstr("exit status 137"));
+  std::vector<JobEvent> events = Events(retry);
+  EXPECT_THAT(events[events.size() - 2].payload_json, HasSubstr("Killed"));
+  EXPECT_EQ(LeaseOne().attempt, 2);
+
+  std::string final = Create();
+  lease = LeaseOne();
+  AttemptResult bad_spec;
+  bad_spec.outcome = AttemptResult::Outcome::kFailed;
+  bad_spec.retryable = false;
+  bad_spec.error_code = "NOT_FOUND";
+  bad_spec.error_message = "data set not found";
+  ASSERT_TRUE(scheduler_->CompleteAttempt(final, lease.attempt, "w1", bad_spec).ok());
+  job = Get(final);
+  EXPECT_EQ(job.state, JobState::kFailed);
+  EXPECT_EQ(job.error_code, "NOT_FOUND");
+  EXPECT_THAT(job.error_message, HasSubstr("data set not found"));
+}
+
+TEST_F(SchedulerTest, RestartRequeuesRunningJobsAndFinishesCancellingOnes) {
+  std::string running = Create();
+  std::string cancelling = Create();
+  std::string queued = Create();
+  LeaseOne("w1");
+  LeaseOne("w1");
+  ASSERT_TRUE(scheduler_->CancelJob(cancelling).ok());
+  std::vector<JobEvent> before = Events(running);
+
+  Restart();
+
+  Job job = Get(running);
+  EXPECT_EQ(job.state, JobState::kQueued);
+  EXPECT_EQ(job.attempt_count, 1);
+  EXPECT_THAT(job.error_message, HasSubstr("compressd restarted"));
+  std::vector<JobEvent> after = Events(running);
+  ASSERT_EQ(after.size(), before.size() + 1);
+  for (size_t i = 0; i < before.size(); ++i) {
+    EXPECT_EQ(after[i].payload_json, before[i].payload_json);
+  }
+  EXPECT_EQ(Get(cancelling).state, JobState::kCancelled);
+  EXPECT_EQ(MetricValue("compressd_jobs", "QUEUED"), 2);
+  EXPECT_EQ(MetricValue("compressd_jobs", "CANCELLED"), 1);
+  // The old worker's attempt is fenced; the job resumes as attempt 2.
+  EXPECT_EQ(scheduler_->Heartbeat(running, 1, "w1").status().code(), absl::StatusCode::kAborted);
+  Lease resumed = LeaseOne("w2");
+  EXPECT_EQ(resumed.job_id, running);
+  EXPECT_EQ(resumed.attempt, 2);
+  EXPECT_EQ(LeaseOne("w2").job_id, queued);
+}
+
+TEST_F(SchedulerTest, WaitersGetNewJobsOrTimeOut) {
+  std::optional<absl::StatusOr<std::optional<Lease>>> got;
+  scheduler_->WaitForLease("w1", "cpu", clock_.Now() + absl::Seconds(10),
+                           [&](absl::StatusOr<std::optional<Lease>> lease) { got = lease; });
+  EXPECT_FALSE(got.has_value());
+  EXPECT_EQ(scheduler_->WorkersConnected(), 1);
+  std::string id = Create();
+  ASSERT_TRUE(got.has_value());
+  ASSERT_TRUE(got->ok());
+  ASSERT_TRUE((*got)->has_value());
+  EXPECT_EQ((**got)->job_id, id);
+  EXPECT_EQ(Get(id).state, JobState::kRunning);
+
+  got.reset();
+  scheduler_->WaitForLease("w2", "cpu", clock_.Now() + absl::Seconds(10),
+                           [&](absl::StatusOr<std::optional<Lease>> lease) { got = lease; });
+  clock_.Advance(absl::Seconds(5));
+  scheduler_->ProcessTimeouts();
+  EXPECT_FALSE(got.has_value());
+  clock_.Advance(absl::Seconds(6));
+  scheduler_->ProcessTimeouts();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_FALSE((*got)->has_value());
+
+  bool called = false;
+  int64_t waiter = scheduler_->WaitForLease("w3", "cpu", clock_.Now() + absl::Seconds(10),
+                                            [&](auto) { called = true; });
+  EXPECT_TRUE(scheduler_->CancelWait(waiter));
+  EXPECT_FALSE(scheduler_->CancelWait(waiter));
+  Create();
+  EXPECT_FALSE(called);
+}
+
+TEST_F(SchedulerTest, ShutdownAnswersWaiters) {
+  bool answered = false;
+  scheduler_->WaitForLease("w1", "cpu", clock_.Now() + absl::Seconds(10),
+                           [&](absl::StatusOr<std::optional<Lease>> lease) {
+                             answered = lease.ok() && !lease->has_value();
+                           });
+  scheduler_->Shutdown();
+  EXPECT_TRUE(answered);
+  EXPECT_EQ(scheduler_->LeaseNext("w1", "cpu").status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(SchedulerTest, ReportEventsTranslatesExecutorLines) {
+  std::string id = Create();
+  Lease lease = LeaseOne();
+  int notified = 0;
+  int64_t token = scheduler_->notifier().Subscribe(id, [&] { ++notified; });
+  std::vector<std::string> lines = {
+      events::Serialize(events::PhaseStarted("share")),
+      events::Serialize(events::Metric("share", 10, 0.5, 0.25, {{"loss", 1.5}})),
+      events::Serialize(events::Log("info", "hello")),
+      "not json",
+      events::Serialize(events::PhaseFinished("share", 12.5, {{"top1", 0.8}})),
+      events::Serialize(events::Report({{"top1", 0.8}})),
+  };
+  absl::StatusOr<bool> cancel = scheduler_->ReportEvents(id, lease.attempt, "w1", lines);
+  ASSERT_TRUE(cancel.ok()) << cancel.status();
+  EXPECT_FALSE(*cancel);
+  EXPECT_EQ(notified, 1);
+  scheduler_->notifier().Unsubscribe(token);
+  Job job = Get(id);
+  EXPECT_EQ(job.current_phase, "share");
+  EXPECT_EQ(nlohmann::json::parse(job.report_json)["top1"], 0.8);
+  std::vector<JobEvent> events = Events(id);
+  ASSERT_EQ(events.size(), 2u + 5u);  // created, leased, then five from the executor
+  EXPECT_EQ(events[2].kind, EventKind::kPhaseStarted);
+  EXPECT_EQ(events[2].attempt, 1);
+  EXPECT_EQ(events[3].kind, EventKind::kMetric);
+  nlohmann::json metric = nlohmann::json::parse(events[3].payload_json);
+  EXPECT_EQ(metric["step"], 10);
+  EXPECT_EQ(metric["values"]["loss"], 1.5);
+  EXPECT_EQ(metric["progress"], 0.25);
+  EXPECT_EQ(events[4].kind, EventKind::kLog);
+  EXPECT_THAT(events[5].payload_json, HasSubstr("unreadable executor event"));
+  EXPECT_EQ(events[6].kind, EventKind::kPhaseFinished);
+}
+
+TEST_F(SchedulerTest, ReturnedLeaseRequeuesWithoutCountingTheAttempt) {
+  std::string id = Create();
+  Lease lease = LeaseOne("w1");
+  EXPECT_EQ(scheduler_->ReturnLease(id, lease.attempt, "w2").code(), absl::StatusCode::kAborted);
+  ASSERT_TRUE(scheduler_->ReturnLease(id, lease.attempt, "w1").ok());
+  Job job = Get(id);
+  EXPECT_EQ(job.state, JobState::kQueued);
+  EXPECT_EQ(job.attempt_count, 0);
+  EXPECT_FALSE(job.start_time.has_value());
+  EXPECT_EQ(scheduler_->Heartbeat(id, lease.attempt, "w1").status().code(),
+            absl::StatusCode::kAborted);
+  Lease again = LeaseOne("w2");
+  EXPECT_EQ(again.job_id, id);
+  EXPECT_EQ(again.attempt, 1);
+}
+
+TEST_F(SchedulerTest, DeleteOnlyFinishedJobs) {
+  std::string id = Create();
+  EXPECT_EQ(scheduler_->DeleteJob(id).status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(scheduler_->CancelJob(id).ok());
+  ASSERT_TRUE(scheduler_->DeleteJob(id).ok());
+  EXPECT_EQ(store_->GetJob(id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(scheduler_->DeleteJob(id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(MetricValue("compressd_jobs", "CANCELLED"), 0);
+  EXPECT_EQ(MetricValue("compressd_jobs_created_total"), 1);
+}
+
+}  // namespace
+}  // namespace compress::server

@@ -1,0 +1,606 @@
+// The gRPC services in process, on a loopback port, through real channels and stubs.
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <set>
+#include <thread>
+
+#include "compress/v1/compression_service.grpc.pb.h"
+#include "compress/v1/worker_service.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/core/artifact_store.h"
+#include "server/core/job_store.h"
+#include "server/core/scheduler.h"
+#include "server/rpc/compression_service.h"
+#include "server/rpc/thread_pool.h"
+#include "server/rpc/worker_service.h"
+#include "tests/server/core/test_dir.h"
+#include "worker/events/event.h"
+#include "worker/events/sha256.h"
+
+namespace compress::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+class ServicesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = *JobStore::Open({dir_.File("jobs.db")});
+    artifacts_ = *ArtifactStore::Open({dir_.path()});
+    Scheduler::Options options;
+    options.lease_duration = absl::Seconds(30);
+    scheduler_ = *Scheduler::Create(store_.get(), options);
+    scheduler_->StartBackgroundThread();
+    pool_ = std::make_unique<ThreadPool>(4);
+    compression_ = std::make_unique<CompressionServiceImpl>(
+        scheduler_.get(), artifacts_.get(), pool_.get(), CompressionServiceImpl::Options{});
+    worker_ = std::make_unique<WorkerServiceImpl>(scheduler_.get(), artifacts_.get(), pool_.get(),
+                                                  WorkerServiceImpl::Options{});
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(compression_.get());
+    builder.RegisterService(worker_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    ASSERT_GT(port, 0);
+    channel_ =
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+    api_ = v1::CompressionService::NewStub(channel_);
+    workers_ = v1::WorkerService::NewStub(channel_);
+  }
+
+  void TearDown() override {
+    scheduler_->Shutdown();
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    server_->Wait();
+    pool_.reset();
+    EXPECT_EQ(scheduler_->notifier().SubscriberCount(), 0) << "a WatchJob reactor leaked";
+  }
+
+  static v1::CreateJobRequest ValidRequest() {
+    v1::CreateJobRequest request;
+    request.mutable_spec()->mutable_dataset()->set_format("synthetic");
+    request.mutable_spec()->mutable_teacher()->mutable_train()->set_epochs(1);
+    return request;
+  }
+
+  // Deadline-bounded context.
+  static std::unique_ptr<grpc::ClientContext> Context(int seconds = 10) {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+    return context;
+  }
+
+  v1::Job CreateJob(v1::CreateJobRequest request = ValidRequest()) {
+    v1::Job job;
+    grpc::Status status = api_->CreateJob(Context().get(), request, &job);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return job;
+  }
+
+  grpc::Status CreateJobStatus(const v1::CreateJobRequest& request) {
+    v1::Job job;
+    return api_->CreateJob(Context().get(), request, &job);
+  }
+
+  v1::Lease Lease(const std::string& worker_id = "w1") {
+    v1::LeaseJobRequest request;
+    request.set_worker_id(worker_id);
+    request.mutable_device()->set_name("cpu");
+    request.set_wait_seconds(5);
+    v1::LeaseJobResponse response;
+    grpc::Status status = workers_->LeaseJob(Context().get(), request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_TRUE(response.has_lease());
+    return response.lease();
+  }
+
+  grpc::Status UploadArtifact(const v1::Lease& lease, const std::string& worker_id,
+                              const std::string& name, const std::string& data,
+                              const std::string& sha256, v1::Artifact* out) {
+    auto context = Context();
+    auto writer = workers_->UploadArtifact(context.get(), out);
+    v1::UploadArtifactRequest header;
+    header.mutable_header()->set_worker_id(worker_id);
+    header.mutable_header()->set_job(lease.job());
+    header.mutable_header()->set_attempt(lease.attempt());
+    header.mutable_header()->set_artifact_name(name);
+    header.mutable_header()->set_size_bytes(static_cast<int64_t>(data.size()));
+    header.mutable_header()->set_sha256(sha256);
+    writer->Write(header);
+    for (size_t offset = 0; offset < data.size(); offset += 300'000) {
+      v1::UploadArtifactRequest chunk;
+      chunk.set_data(data.substr(offset, 300'000));
+      if (!writer->Write(chunk)) break;
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+  grpc::Status Complete(const v1::Lease& lease, v1::AttemptOutcome outcome,
+                        const std::string& worker_id = "w1") {
+    v1::CompleteAttemptRequest request;
+    request.set_worker_id(worker_id);
+    request.set_job(lease.job());
+    request.set_attempt(lease.attempt());
+    request.set_outcome(outcome);
+    v1::CompleteAttemptResponse response;
+    return workers_->CompleteAttempt(Context().get(), request, &response);
+  }
+
+  // Reads a WatchJob stream to its end.
+  grpc::Status Watch(const std::string& name, int64_t after, std::vector<v1::JobEvent>* events,
+                     int seconds = 20) {
+    v1::WatchJobRequest request;
+    request.set_name(name);
+    request.set_after_sequence(after);
+    auto context = Context(seconds);
+    auto reader = api_->WatchJob(context.get(), request);
+    v1::JobEvent event;
+    while (reader->Read(&event)) events->push_back(event);
+    return reader->Finish();
+  }
+
+  // The health service's answer for the whole server: 1 = SERVING, 2 = NOT_SERVING.
+  int HealthStatus() {
+    grpc::GenericStub stub(channel_);
+    grpc::CompletionQueue cq;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc::ByteBuffer request;
+    grpc::Slice empty("");
+    request = grpc::ByteBuffer(&empty, 1);
+    grpc::ByteBuffer response;
+    grpc::Status status;
+    auto call = stub.PrepareUnaryCall(&context, "/grpc.health.v1.Health/Check", request, &cq);
+    call->StartCall();
+    call->Finish(&response, &status, reinterpret_cast<void*>(1));
+    void* tag = nullptr;
+    bool ok = false;
+    cq.Next(&tag, &ok);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    std::vector<grpc::Slice> slices;
+    response.Dump(&slices);
+    std::string bytes;
+    for (const grpc::Slice& slice : slices) {
+      bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+    // HealthCheckResponse { ServingStatus status = 1; }: tag 0x08, then the value.
+    return bytes.size() == 2 && bytes[0] == 0x08 ? bytes[1] : -1;
+  }
+
+  TestDir dir_;
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<ArtifactStore> artifacts_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<CompressionServiceImpl> compression_;
+  std::unique_ptr<WorkerServiceImpl> worker_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::CompressionService::Stub> api_;
+  std::unique_ptr<v1::WorkerService::Stub> workers_;
+};
+
+TEST_F(ServicesTest, CreateJobValidationNamesTheField) {
+  v1::CreateJobRequest no_dataset = ValidRequest();
+  no_dataset.mutable_spec()->clear_dataset();
+  grpc::Status status = CreateJobStatus(no_dataset);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("spec.dataset.format"));
+
+  v1::CreateJobRequest bad_prune = ValidRequest();
+  bad_prune.mutable_spec()->mutable_prune()->set_enabled(true);
+  bad_prune.mutable_spec()->mutable_prune()->set_target_macs_reduction(1.5);
+  status = CreateJobStatus(bad_prune);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("spec.prune.target_macs_reduction"));
+
+  v1::CreateJobRequest long_id = ValidRequest();
+  long_id.set_request_id(std::string(129, 'r'));
+  status = CreateJobStatus(long_id);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("request_id: "));
+
+  v1::CreateJobRequest bad_label = ValidRequest();
+  (*bad_label.mutable_labels())["Bad Key"] = "x";
+  status = CreateJobStatus(bad_label);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("labels: "));
+
+  v1::CreateJobRequest attempts = ValidRequest();
+  attempts.set_max_attempts(-1);
+  EXPECT_THAT(CreateJobStatus(attempts).error_message(), HasSubstr("max_attempts: "));
+}
+
+TEST_F(ServicesTest, CreateJobStoresTheSpecAndDuplicateRequestIdReturnsTheFirstJob) {
+  v1::CreateJobRequest request = ValidRequest();
+  request.set_request_id("req-42");
+  request.set_priority(7);
+  (*request.mutable_labels())["team"] = "vision";
+  v1::Job first = CreateJob(request);
+  EXPECT_THAT(first.name(), ::testing::StartsWith("jobs/"));
+  EXPECT_EQ(first.state(), v1::QUEUED);
+  EXPECT_EQ(first.spec().dataset().format(), "synthetic");
+  EXPECT_EQ(first.spec().teacher().train().epochs(), 1);
+  EXPECT_EQ(first.priority(), 7);
+  EXPECT_EQ(first.max_attempts(), 3);
+  EXPECT_EQ(first.labels().at("team"), "vision");
+  EXPECT_EQ(first.last_event_sequence(), 1);
+  v1::Job second = CreateJob(request);
+  EXPECT_EQ(second.name(), first.name());
+  v1::ListJobsResponse list;
+  ASSERT_TRUE(api_->ListJobs(Context().get(), {}, &list).ok());
+  EXPECT_EQ(list.jobs_size(), 1);
+}
+
+TEST_F(ServicesTest, GetListCancelDeleteStatusCodes) {
+  v1::Job job;
+  v1::GetJobRequest get;
+  get.set_name("job/abc");
+  grpc::Status status = api_->GetJob(Context().get(), get, &job);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("name: expected jobs/{job_id}, got 'job/abc'"));
+  get.set_name("jobs/../../etc");
+  EXPECT_EQ(api_->GetJob(Context().get(), get, &job).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  get.set_name("jobs/nosuchjob");
+  EXPECT_EQ(api_->GetJob(Context().get(), get, &job).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  std::vector<std::string> names;
+  for (int i = 0; i < 5; ++i) {
+    v1::CreateJobRequest request = ValidRequest();
+    (*request.mutable_labels())["team"] = i % 2 == 0 ? "vision" : "nlp";
+    names.push_back(CreateJob(request).name());
+  }
+  get.set_name(names[0]);
+  ASSERT_TRUE(api_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.name(), names[0]);
+
+  // Pages of two, filtered.
+  v1::ListJobsRequest list;
+  list.set_page_size(2);
+  list.set_filter("labels.team = \"vision\" AND state = QUEUED");
+  std::vector<std::string> listed;
+  for (int page = 0; page < 5; ++page) {
+    v1::ListJobsResponse response;
+    ASSERT_TRUE(api_->ListJobs(Context().get(), list, &response).ok());
+    for (const v1::Job& j : response.jobs()) listed.push_back(j.name());
+    if (response.next_page_token().empty()) break;
+    list.set_page_token(response.next_page_token());
+  }
+  EXPECT_EQ(listed, (std::vector<std::string>{names[0], names[2], names[4]}));
+  v1::ListJobsResponse response;
+  list.set_filter("state = RUNNING");
+  status = api_->ListJobs(Context().get(), list, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("page_token"));
+  list.clear_page_token();
+  list.set_filter("priority > 3");
+  status = api_->ListJobs(Context().get(), list, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("filter: "));
+  list.set_filter("");
+  list.set_page_size(-1);
+  EXPECT_EQ(api_->ListJobs(Context().get(), list, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Cancel: queued -> CANCELLED; again -> FAILED_PRECONDITION.
+  v1::CancelJobRequest cancel;
+  cancel.set_name(names[1]);
+  ASSERT_TRUE(api_->CancelJob(Context().get(), cancel, &job).ok());
+  EXPECT_EQ(job.state(), v1::CANCELLED);
+  EXPECT_EQ(api_->CancelJob(Context().get(), cancel, &job).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  cancel.set_name("jobs/nosuchjob");
+  EXPECT_EQ(api_->CancelJob(Context().get(), cancel, &job).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+
+  // Delete: unfinished -> FAILED_PRECONDITION; finished -> gone.
+  google::protobuf::Empty empty;
+  v1::DeleteJobRequest del;
+  del.set_name(names[0]);
+  EXPECT_EQ(api_->DeleteJob(Context().get(), del, &empty).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  del.set_name(names[1]);
+  ASSERT_TRUE(api_->DeleteJob(Context().get(), del, &empty).ok());
+  get.set_name(names[1]);
+  EXPECT_EQ(api_->GetJob(Context().get(), get, &job).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(api_->DeleteJob(Context().get(), del, &empty).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServicesTest, WorkerFlowWatchFollowsLiveAndResumes) {
+  v1::Job job = CreateJob();
+  // A watcher that starts before anything happens and follows the job to its end.
+  std::vector<v1::JobEvent> live;
+  grpc::Status live_status;
+  std::thread watcher([&] { live_status = Watch(job.name(), 0, &live); });
+
+  v1::Lease lease = Lease();
+  EXPECT_EQ(lease.job(), job.name());
+  EXPECT_EQ(lease.attempt(), 1);
+  EXPECT_THAT(lease.spec_json(), HasSubstr("\"format\":\"synthetic\""));
+  EXPECT_EQ(lease.lease_seconds(), 30);
+
+  v1::HeartbeatRequest heartbeat;
+  heartbeat.set_worker_id("w1");
+  heartbeat.set_job(lease.job());
+  heartbeat.set_attempt(lease.attempt());
+  v1::HeartbeatResponse heartbeat_response;
+  ASSERT_TRUE(workers_->Heartbeat(Context().get(), heartbeat, &heartbeat_response).ok());
+  EXPECT_FALSE(heartbeat_response.cancel_requested());
+
+  v1::ReportEventsRequest report;
+  report.set_worker_id("w1");
+  report.set_job(lease.job());
+  report.set_attempt(lease.attempt());
+  report.add_event_json(events::Serialize(events::PhaseStarted("distill")));
+  report.add_event_json(
+      events::Serialize(events::Metric("distill", 5, 0.5, 0.5, {{"loss", 0.25}})));
+  report.add_event_json(events::Serialize(events::Report({{"top1", 0.75}})));
+  v1::ReportEventsResponse report_response;
+  ASSERT_TRUE(workers_->ReportEvents(Context().get(), report, &report_response).ok());
+
+  v1::Artifact artifact;
+  ASSERT_TRUE(
+      UploadArtifact(lease, "w1", "model.bin", "weights", Sha256Hex("weights"), &artifact).ok());
+  ASSERT_TRUE(Complete(lease, v1::ATTEMPT_SUCCEEDED).ok());
+  watcher.join();
+
+  ASSERT_TRUE(live_status.ok()) << live_status.error_message();
+  ASSERT_EQ(live.size(), 6u);  // queued, running, phase, metric, artifact, succeeded
+  for (size_t i = 0; i < live.size(); ++i) EXPECT_EQ(live[i].sequence(), i + 1);
+  EXPECT_EQ(live[0].state_change().state(), v1::QUEUED);
+  EXPECT_EQ(live[1].state_change().state(), v1::RUNNING);
+  EXPECT_EQ(live[2].phase_started().phase(), "distill");
+  EXPECT_EQ(live[2].attempt(), 1);
+  EXPECT_EQ(live[3].metric().step(), 5);
+  EXPECT_DOUBLE_EQ(live[3].metric().values().at("loss"), 0.25);
+  EXPECT_DOUBLE_EQ(live[3].metric().progress(), 0.5);
+  EXPECT_EQ(live[4].artifact().name(), "model.bin");
+  EXPECT_EQ(live[4].artifact().sha256(), Sha256Hex("weights"));
+  EXPECT_EQ(live[5].state_change().state(), v1::SUCCEEDED);
+
+  // Resuming from a sequence gives exactly the rest.
+  std::vector<v1::JobEvent> resumed;
+  ASSERT_TRUE(Watch(job.name(), 3, &resumed).ok());
+  ASSERT_EQ(resumed.size(), 3u);
+  EXPECT_EQ(resumed[0].sequence(), 4);
+
+  v1::GetJobRequest get;
+  get.set_name(job.name());
+  ASSERT_TRUE(api_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), v1::SUCCEEDED);
+  EXPECT_EQ(job.current_phase(), "distill");
+  EXPECT_THAT(job.report_json(), HasSubstr("0.75"));
+  ASSERT_EQ(job.artifacts_size(), 1);
+  EXPECT_EQ(job.artifacts(0).size_bytes(), 7);
+  EXPECT_TRUE(job.has_start_time() && job.has_end_time());
+}
+
+TEST_F(ServicesTest, WatchHandlesClientCancellation) {
+  v1::Job job = CreateJob();
+  grpc::ClientContext context;
+  v1::WatchJobRequest request;
+  request.set_name(job.name());
+  auto reader = api_->WatchJob(&context, request);
+  v1::JobEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  EXPECT_EQ(event.sequence(), 1);
+  context.TryCancel();
+  while (reader->Read(&event)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  // TearDown checks that the reactor unsubscribed.
+  std::vector<v1::JobEvent> events;
+  EXPECT_EQ(Watch("jobs/nosuchjob", 0, &events).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServicesTest, ReadArtifactInChunksWithOffsetAndSha) {
+  v1::Job job = CreateJob();
+  v1::Lease lease = Lease();
+  std::string data;
+  for (int i = 0; i < 2'500'000; ++i) data.push_back(static_cast<char>((i * 7) % 256));
+  v1::Artifact artifact;
+  ASSERT_TRUE(
+      UploadArtifact(lease, "w1", "model.safetensors", data, Sha256Hex(data), &artifact).ok());
+  EXPECT_EQ(artifact.sha256(), Sha256Hex(data));
+
+  v1::ReadArtifactRequest request;
+  request.set_name(job.name() + "/artifacts/model.safetensors");
+  request.set_chunk_size(1 << 20);
+  auto context = Context();
+  auto reader = api_->ReadArtifact(context.get(), request);
+  v1::ReadArtifactResponse chunk;
+  std::string received;
+  std::vector<int64_t> offsets;
+  std::string sha;
+  while (reader->Read(&chunk)) {
+    offsets.push_back(chunk.offset());
+    received += chunk.data();
+    if (!chunk.sha256().empty()) {
+      sha = chunk.sha256();
+      EXPECT_EQ(chunk.size_bytes(), 2'500'000);
+    }
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(offsets, (std::vector<int64_t>{0, 1 << 20, 2 << 20}));
+  EXPECT_EQ(received, data);
+  EXPECT_EQ(sha, Sha256Hex(data));
+  EXPECT_EQ(Sha256Hex(received), sha);
+
+  // Resuming at an offset.
+  request.set_offset(2'000'000);
+  request.set_chunk_size(0);
+  context = Context();
+  reader = api_->ReadArtifact(context.get(), request);
+  received.clear();
+  while (reader->Read(&chunk)) received += chunk.data();
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(received, data.substr(2'000'000));
+
+  request.set_offset(2'500'001);
+  context = Context();
+  reader = api_->ReadArtifact(context.get(), request);
+  while (reader->Read(&chunk)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  request.set_offset(0);
+  request.set_name(job.name() + "/artifacts/missing.bin");
+  context = Context();
+  reader = api_->ReadArtifact(context.get(), request);
+  while (reader->Read(&chunk)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  request.set_name(job.name() + "/artifacts/../jobs.db");
+  context = Context();
+  reader = api_->ReadArtifact(context.get(), request);
+  while (reader->Read(&chunk)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServicesTest, UploadArtifactChecksShaAndAttempt) {
+  CreateJob();
+  v1::Lease lease = Lease();
+  v1::Artifact artifact;
+  grpc::Status status = UploadArtifact(lease, "w1", "a.bin", "abc", Sha256Hex("abd"), &artifact);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS);
+  status = UploadArtifact(lease, "w2", "a.bin", "abc", Sha256Hex("abc"), &artifact);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED);
+  v1::Lease stale = lease;
+  stale.set_attempt(7);
+  status = UploadArtifact(stale, "w1", "a.bin", "abc", Sha256Hex("abc"), &artifact);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED);
+  status = UploadArtifact(lease, "w1", "../a.bin", "abc", Sha256Hex("abc"), &artifact);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("header.artifact_name"));
+}
+
+TEST_F(ServicesTest, UploadBlobVerifiesShaAndWorkersReadIt) {
+  const std::string data(100'000, 'z');
+  auto upload = [&](const std::string& sha, v1::Blob* blob) {
+    auto context = Context();
+    auto writer = api_->UploadBlob(context.get(), blob);
+    v1::UploadBlobRequest first;
+    first.set_sha256(sha);
+    first.set_size_bytes(static_cast<int64_t>(data.size()));
+    first.set_data(data.substr(0, 60'000));
+    writer->Write(first);
+    v1::UploadBlobRequest second;
+    second.set_data(data.substr(60'000));
+    writer->Write(second);
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  v1::Blob blob;
+  grpc::Status wrong = upload(Sha256Hex("something else"), &blob);
+  EXPECT_EQ(wrong.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_THAT(wrong.error_message(), HasSubstr("sha256"));
+  EXPECT_EQ(upload("XYZ", &blob).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(upload(Sha256Hex(data), &blob).ok());
+  EXPECT_EQ(blob.sha256(), Sha256Hex(data));
+  EXPECT_EQ(blob.size_bytes(), 100'000);
+
+  v1::ReadBlobRequest read;
+  read.set_worker_id("w1");
+  read.set_sha256(blob.sha256());
+  read.set_offset(1000);
+  auto context = Context();
+  auto reader = workers_->ReadBlob(context.get(), read);
+  v1::ReadArtifactResponse chunk;
+  std::string received;
+  while (reader->Read(&chunk)) received += chunk.data();
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(received, data.substr(1000));
+}
+
+TEST_F(ServicesTest, LeaseJobLongPollsAndRetriesAreFenced) {
+  std::thread creator([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    CreateJob();
+  });
+  v1::Lease lease = Lease("w1");  // waits for the job created meanwhile
+  creator.join();
+  EXPECT_EQ(lease.attempt(), 1);
+  v1::CompleteAttemptRequest failed;
+  failed.set_worker_id("w1");
+  failed.set_job(lease.job());
+  failed.set_attempt(1);
+  failed.set_outcome(v1::ATTEMPT_FAILED);
+  failed.set_retryable(true);
+  failed.set_error_code("INTERNAL");
+  failed.set_error_message("executor crashed");
+  v1::CompleteAttemptResponse response;
+  ASSERT_TRUE(workers_->CompleteAttempt(Context().get(), failed, &response).ok());
+  v1::Lease retry = Lease("w2");
+  EXPECT_EQ(retry.job(), lease.job());
+  EXPECT_EQ(retry.attempt(), 2);
+  EXPECT_EQ(Complete(lease, v1::ATTEMPT_SUCCEEDED).error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_EQ(Complete(retry, v1::ATTEMPT_OUTCOME_UNSPECIFIED, "w2").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // No job: an empty lease after the wait.
+  v1::LeaseJobRequest request;
+  request.set_worker_id("w3");
+  request.set_wait_seconds(1);
+  v1::LeaseJobResponse empty;
+  absl::Time start = absl::Now();
+  ASSERT_TRUE(workers_->LeaseJob(Context().get(), request, &empty).ok());
+  EXPECT_FALSE(empty.has_lease());
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(900));
+  request.clear_worker_id();
+  EXPECT_EQ(workers_->LeaseJob(Context().get(), request, &empty).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServicesTest, LeaseJobAnswersBeforeTheClientDeadline) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(1500));
+  v1::LeaseJobRequest request;
+  request.set_worker_id("w1");
+  request.set_wait_seconds(20);
+  v1::LeaseJobResponse response;
+  absl::Time start = absl::Now();
+  grpc::Status status = workers_->LeaseJob(&context, request, &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_FALSE(response.has_lease());
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(1500));
+}
+
+TEST_F(ServicesTest, LeaseJobCancelledByTheClient) {
+  grpc::ClientContext context;
+  std::thread canceller([&] {
+    absl::SleepFor(absl::Milliseconds(200));
+    context.TryCancel();
+  });
+  v1::LeaseJobRequest request;
+  request.set_worker_id("w1");
+  request.set_wait_seconds(20);
+  v1::LeaseJobResponse response;
+  EXPECT_EQ(workers_->LeaseJob(&context, request, &response).error_code(),
+            grpc::StatusCode::CANCELLED);
+  canceller.join();
+  // Give the server time to see the cancellation; the withdrawn waiter (or, had a job reached
+  // it first, the returned lease) leaves the next job to the next worker, as attempt 1.
+  absl::SleepFor(absl::Milliseconds(200));
+  v1::Job job = CreateJob();
+  v1::Lease lease = Lease("w2");
+  EXPECT_EQ(lease.job(), job.name());
+  EXPECT_EQ(lease.attempt(), 1);
+}
+
+TEST_F(ServicesTest, HealthIsServing) {
+  EXPECT_EQ(HealthStatus(), 1);
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  EXPECT_EQ(HealthStatus(), 2);
+}
+
+}  // namespace
+}  // namespace compress::server
