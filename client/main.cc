@@ -1,0 +1,178 @@
+// compressctl: the command-line client of compressd. See docs/cli.md.
+#include <unistd.h>
+
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "client/command_env.h"
+#include "client/commands.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "compressd's address, host:port");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
+          "Deadline of every call; streams are reopened where they stopped when it passes");
+ABSL_FLAG(absl::Duration, retry_for, absl::Minutes(2),
+          "How long watch and download retry while the server is unreachable");
+ABSL_FLAG(std::string, output, "text", "Output format: text or json");
+ABSL_FLAG(int, priority, 0, "submit: higher runs first");
+ABSL_FLAG(std::string, request_id, "", "submit: idempotency key; a repeat returns the first job");
+ABSL_FLAG(int, max_attempts, 0, "submit: attempts before the job fails (0 = server default)");
+ABSL_FLAG(bool, wait, false, "submit: follow the job and exit with its outcome");
+ABSL_FLAG(std::string, filter, "", "list: e.g. 'state = RUNNING AND labels.team = \"vision\"'");
+ABSL_FLAG(int, page_size, 0, "list: jobs per page (0 = server default)");
+ABSL_FLAG(bool, all, false, "list: every page");
+ABSL_FLAG(std::string, o, ".", "download: output directory (-o DIR)");
+ABSL_FLAG(int, chunk_size, 0, "download: bytes per message (0 = server default)");
+ABSL_FLAG(bool, follow, false, "logs: keep following until the job ends");
+
+namespace {
+
+constexpr char kUsage[] =
+    "compressctl [--server=HOST:PORT] [--timeout=30s] [--output=text|json] COMMAND ...\n"
+    "\n"
+    "commands:\n"
+    "  submit SPEC.json [--label k=v]... [--priority N] [--request_id ID] [--wait]\n"
+    "  get JOB\n"
+    "  list [--filter EXPR] [--page_size N] [--all]\n"
+    "  watch JOB\n"
+    "  cancel JOB\n"
+    "  delete JOB\n"
+    "  download JOB [ARTIFACT] [-o DIR]\n"
+    "  logs JOB [--follow]\n"
+    "\n"
+    "JOB is ID or jobs/ID. Exit codes: 0 ok, 1 usage/RPC/I-O error, 2 job ended not SUCCEEDED,\n"
+    "3 download failed its sha256 check (see docs/cli.md).";
+
+// absl flags keep only the last of repeated flags; --label may repeat, so it is taken out of
+// argv before absl parses the rest. Returns false on a malformed label.
+bool ExtractLabels(int& argc, char** argv, std::map<std::string, std::string>* labels) {
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") {
+      while (i < argc) argv[kept++] = argv[i++];
+      break;
+    }
+    std::string value;
+    if (arg == "--label" || arg == "-label") {
+      if (i + 1 >= argc) {
+        std::cerr << "compressctl: --label needs KEY=VALUE\n";
+        return false;
+      }
+      value = argv[++i];
+    } else if (absl::StartsWith(arg, "--label=") || absl::StartsWith(arg, "-label=")) {
+      value = std::string(arg.substr(arg.find('=') + 1));
+    } else {
+      argv[kept++] = argv[i];
+      continue;
+    }
+    std::vector<std::string> kv = absl::StrSplit(value, absl::MaxSplits('=', 1));
+    if (kv.size() != 2 || kv[0].empty()) {
+      std::cerr << "compressctl: --label " << value << ": expected KEY=VALUE\n";
+      return false;
+    }
+    (*labels)[kv[0]] = kv[1];
+  }
+  argc = kept;
+  return true;
+}
+
+int Usage(const std::string& problem) {
+  if (!problem.empty()) std::cerr << "compressctl: " << problem << "\n";
+  std::cerr << kUsage << "\n";
+  return compress::client::kExitError;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::map<std::string, std::string> labels;
+  if (!ExtractLabels(argc, argv, &labels)) return compress::client::kExitError;
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> args(positional.begin() + 1, positional.end());
+  if (args.empty() || args[0] == "help") return Usage(args.empty() ? "no command" : "");
+  const std::string command = args[0];
+  args.erase(args.begin());
+
+  compress::client::CommandEnv env;
+  std::string output = absl::GetFlag(FLAGS_output);
+  if (output == "json") {
+    env.output = compress::client::OutputFormat::kJson;
+  } else if (output != "text") {
+    return Usage(absl::StrCat("--output: expected text or json, got ", output));
+  }
+  env.timeout = absl::GetFlag(FLAGS_timeout);
+  env.retry_for = absl::GetFlag(FLAGS_retry_for);
+  env.tty = isatty(STDOUT_FILENO) != 0 && env.output == compress::client::OutputFormat::kText;
+  env.out = &std::cout;
+  env.err = &std::cerr;
+  if (env.timeout <= absl::ZeroDuration()) return Usage("--timeout: must be positive");
+
+  grpc::ChannelArguments channel_args;
+  channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  channel_args.SetMaxReceiveMessageSize(64 << 20);
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
+      absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(), channel_args);
+  std::unique_ptr<compress::v1::CompressionService::Stub> stub =
+      compress::v1::CompressionService::NewStub(channel);
+  env.stub = stub.get();
+
+  auto expect_args = [&](size_t min, size_t max) {
+    return args.size() >= min && args.size() <= max;
+  };
+  if (command == "submit") {
+    if (!expect_args(1, 1)) return Usage("submit: expected one SPEC file");
+    compress::client::SubmitArgs submit;
+    submit.spec_file = args[0];
+    submit.labels = labels;
+    submit.priority = absl::GetFlag(FLAGS_priority);
+    submit.request_id = absl::GetFlag(FLAGS_request_id);
+    submit.max_attempts = absl::GetFlag(FLAGS_max_attempts);
+    submit.wait = absl::GetFlag(FLAGS_wait);
+    return compress::client::Submit(env, submit);
+  }
+  if (!labels.empty()) return Usage("--label applies to submit only");
+  if (command == "list") {
+    if (!expect_args(0, 0)) return Usage("list: takes no arguments");
+    compress::client::ListArgs list;
+    list.filter = absl::GetFlag(FLAGS_filter);
+    list.page_size = absl::GetFlag(FLAGS_page_size);
+    list.all = absl::GetFlag(FLAGS_all);
+    return compress::client::List(env, list);
+  }
+  if (command == "download") {
+    if (!expect_args(1, 2)) return Usage("download: expected JOB [ARTIFACT]");
+    compress::client::DownloadArgs download;
+    download.job = args[0];
+    if (args.size() == 2) download.artifact = args[1];
+    download.output_dir = absl::GetFlag(FLAGS_o);
+    download.chunk_size = absl::GetFlag(FLAGS_chunk_size);
+    return compress::client::Download(env, download);
+  }
+  if (command == "get" || command == "watch" || command == "cancel" || command == "delete" ||
+      command == "logs") {
+    if (!expect_args(1, 1)) return Usage(absl::StrCat(command, ": expected one JOB"));
+    if (command == "get") return compress::client::Get(env, args[0]);
+    if (command == "watch") return compress::client::Watch(env, args[0]);
+    if (command == "cancel") return compress::client::Cancel(env, args[0]);
+    if (command == "delete") return compress::client::Delete(env, args[0]);
+    return compress::client::Logs(env, args[0], absl::GetFlag(FLAGS_follow));
+  }
+  return Usage(absl::StrCat("unknown command ", command));
+}

@@ -1,0 +1,131 @@
+// The agent's lease loop against the fake WorkerService: leasing, running, reconnecting.
+#include "worker/agent/agent.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "tests/agent/fake_worker_service.h"
+
+namespace compress::worker {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::FakeWorkerService;
+
+// A loopback port that was free a moment ago.
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  socklen_t length = sizeof(address);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir_template[] = "/tmp/agent_test.XXXXXX";
+    ASSERT_NE(mkdtemp(dir_template), nullptr);
+    root_ = dir_template;
+    std::string executor = root_ + "/fake-run.sh";
+    std::ofstream out(executor);
+    out << "#!/bin/sh\n"
+           "echo '{\"type\":\"phase_started\",\"time\":1,\"phase\":\"teacher\"}'\n"
+           "echo '{\"type\":\"report\",\"time\":1,\"report\":{\"ok\":true}}'\n";
+    out.close();
+    chmod(executor.c_str(), 0755);
+    options_.worker_id = "agent-test";
+    compress::v1::Device cpu;
+    cpu.set_name("cpu");
+    options_.devices = {cpu};
+    options_.lease_wait_seconds = 1;
+    options_.initial_backoff = absl::Milliseconds(100);
+    options_.max_backoff = absl::Milliseconds(500);
+    options_.attempt.executor_path = executor;
+    options_.attempt.work_root = root_ + "/work";
+    options_.attempt.echo_executor_stderr = false;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+  }
+
+  std::string root_;
+  Agent::Options options_;
+};
+
+TEST_F(AgentTest, ConnectsOnceTheServerComesUpAndRunsTheLeasedJob) {
+  int port = FreePort();
+  options_.server = absl::StrCat("127.0.0.1:", port);
+  absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Create(options_);
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  std::thread runner([&agent] { (*agent)->Run(); });
+
+  // No server yet: the agent backs off and keeps trying.
+  absl::SleepFor(absl::Milliseconds(1500));
+  FakeWorkerService service;
+  compress::v1::Lease lease;
+  lease.set_job("jobs/a1");
+  lease.set_attempt(1);
+  lease.set_spec_json("{}");
+  lease.set_lease_seconds(30);
+  service.AddLease(lease);
+  int bound = 0;
+  std::unique_ptr<grpc::Server> server =
+      FakeWorkerService::Serve(&service, options_.server, &bound);
+  ASSERT_NE(server, nullptr);
+  ASSERT_EQ(bound, port);
+
+  ASSERT_TRUE(service.WaitForCompletions(1, absl::Seconds(20)));
+  compress::v1::CompleteAttemptRequest completion = service.completions()[0];
+  EXPECT_EQ(completion.worker_id(), "agent-test");
+  EXPECT_EQ(completion.job(), "jobs/a1");
+  EXPECT_EQ(completion.outcome(), compress::v1::ATTEMPT_SUCCEEDED);
+  EXPECT_EQ(service.events().size(), 2u);
+  EXPECT_EQ(service.last_device().name(), "cpu");
+
+  absl::Time stop = absl::Now();
+  (*agent)->Stop();
+  runner.join();
+  EXPECT_LT(absl::Now() - stop, absl::Seconds(3));
+  EXPECT_EQ((*agent)->attempts_run(), 1);
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+}
+
+TEST_F(AgentTest, DoesNotSpinWhileTheServerIsAway) {
+  options_.server = absl::StrCat("127.0.0.1:", FreePort());
+  options_.initial_backoff = absl::Milliseconds(200);
+  options_.max_backoff = absl::Seconds(1);
+  absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Create(options_);
+  ASSERT_TRUE(agent.ok());
+  std::thread runner([&agent] { (*agent)->Run(); });
+  absl::SleepFor(absl::Seconds(2));
+  (*agent)->Stop();
+  runner.join();
+  EXPECT_EQ((*agent)->attempts_run(), 0);
+}
+
+TEST_F(AgentTest, RejectsUnusableOptions) {
+  options_.lease_wait_seconds = 31;
+  EXPECT_EQ(Agent::Create(options_).status().code(), absl::StatusCode::kInvalidArgument);
+  options_.lease_wait_seconds = 1;
+  options_.devices.clear();
+  EXPECT_EQ(Agent::Create(options_).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace compress::worker

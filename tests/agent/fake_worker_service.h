@@ -1,0 +1,193 @@
+// FakeWorkerService: an in-process WorkerService for the agent's tests. It hands out queued
+// leases, records every call, and can be told to fail calls or to request cancellation.
+#ifndef COMPRESS_TESTS_AGENT_FAKE_WORKER_SERVICE_H_
+#define COMPRESS_TESTS_AGENT_FAKE_WORKER_SERVICE_H_
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "compress/v1/worker_service.grpc.pb.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+
+namespace compress::worker::testing {
+
+// Thread-safe.
+class FakeWorkerService final : public compress::v1::WorkerService::Service {
+ public:
+  // Starts a server for the fake on `address` ("127.0.0.1:0" picks a port). Returns nullptr if
+  // the port cannot be bound.
+  static std::unique_ptr<grpc::Server> Serve(FakeWorkerService* service, const std::string& address,
+                                             int* port) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
+    builder.RegisterService(service);
+    return builder.BuildAndStart();
+  }
+
+  void AddLease(const compress::v1::Lease& lease) {
+    absl::MutexLock lock(&mu_);
+    leases_.push_back(lease);
+  }
+  void SetCancelRequested(bool value) {
+    absl::MutexLock lock(&mu_);
+    cancel_requested_ = value;
+  }
+  // The next `n` ReportEvents calls fail with UNAVAILABLE.
+  void FailReportEvents(int n) {
+    absl::MutexLock lock(&mu_);
+    report_failures_left_ = n;
+  }
+  // Heartbeats answer with `code` from now on.
+  void SetHeartbeatError(grpc::StatusCode code) {
+    absl::MutexLock lock(&mu_);
+    heartbeat_error_ = code;
+  }
+
+  std::vector<std::string> events() const {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+  std::map<std::string, std::string> artifacts() const {
+    absl::MutexLock lock(&mu_);
+    return artifacts_;
+  }
+  std::vector<compress::v1::CompleteAttemptRequest> completions() const {
+    absl::MutexLock lock(&mu_);
+    return completions_;
+  }
+  int heartbeats() const {
+    absl::MutexLock lock(&mu_);
+    return heartbeats_;
+  }
+  int lease_calls() const {
+    absl::MutexLock lock(&mu_);
+    return lease_calls_;
+  }
+  int failed_report_calls() const {
+    absl::MutexLock lock(&mu_);
+    return failed_report_calls_;
+  }
+  // Waits until `n` attempts were completed; false on timeout.
+  bool WaitForCompletions(size_t n, absl::Duration timeout) const {
+    absl::MutexLock lock(&mu_);
+    auto done = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return completions_.size() >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+  }
+
+  grpc::Status LeaseJob(grpc::ServerContext* context, const compress::v1::LeaseJobRequest* request,
+                        compress::v1::LeaseJobResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    ++lease_calls_;
+    last_device_ = request->device();
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !leases_.empty(); };
+    absl::Time deadline = absl::Now() + absl::Seconds(std::min(request->wait_seconds(), 2));
+    while (!ready() && absl::Now() < deadline && !context->IsCancelled()) {
+      mu_.AwaitWithDeadline(absl::Condition(&ready),
+                            std::min(deadline, absl::Now() + absl::Milliseconds(100)));
+    }
+    if (!leases_.empty()) {
+      *response->mutable_lease() = leases_.front();
+      leases_.pop_front();
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Heartbeat(grpc::ServerContext*, const compress::v1::HeartbeatRequest*,
+                         compress::v1::HeartbeatResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    ++heartbeats_;
+    if (heartbeat_error_ != grpc::StatusCode::OK) {
+      return grpc::Status(heartbeat_error_, "refused by the fake");
+    }
+    response->set_cancel_requested(cancel_requested_);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ReportEvents(grpc::ServerContext*, const compress::v1::ReportEventsRequest* request,
+                            compress::v1::ReportEventsResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    if (report_failures_left_ > 0) {
+      --report_failures_left_;
+      ++failed_report_calls_;
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the fake is unavailable");
+    }
+    for (const std::string& line : request->event_json()) events_.push_back(line);
+    response->set_cancel_requested(cancel_requested_);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status UploadArtifact(grpc::ServerContext*,
+                              grpc::ServerReader<compress::v1::UploadArtifactRequest>* reader,
+                              compress::v1::Artifact* response) override {
+    compress::v1::UploadArtifactRequest message;
+    std::string name;
+    std::string data;
+    compress::v1::UploadArtifactRequest::Header header;
+    bool first = true;
+    while (reader->Read(&message)) {
+      if (first) {
+        if (!message.has_header()) {
+          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "header first");
+        }
+        header = message.header();
+        first = false;
+        continue;
+      }
+      data += message.data();
+    }
+    if (static_cast<int64_t>(data.size()) != header.size_bytes()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "size mismatch");
+    }
+    absl::MutexLock lock(&mu_);
+    artifacts_[header.artifact_name()] = data;
+    artifact_sha256_[header.artifact_name()] = header.sha256();
+    response->set_name(header.artifact_name());
+    response->set_size_bytes(header.size_bytes());
+    response->set_sha256(header.sha256());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status CompleteAttempt(grpc::ServerContext*,
+                               const compress::v1::CompleteAttemptRequest* request,
+                               compress::v1::CompleteAttemptResponse*) override {
+    absl::MutexLock lock(&mu_);
+    completions_.push_back(*request);
+    return grpc::Status::OK;
+  }
+
+  std::string artifact_sha256(const std::string& name) const {
+    absl::MutexLock lock(&mu_);
+    auto it = artifact_sha256_.find(name);
+    return it == artifact_sha256_.end() ? "" : it->second;
+  }
+  compress::v1::Device last_device() const {
+    absl::MutexLock lock(&mu_);
+    return last_device_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::deque<compress::v1::Lease> leases_ ABSL_GUARDED_BY(mu_);
+  bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
+  int report_failures_left_ ABSL_GUARDED_BY(mu_) = 0;
+  int failed_report_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  grpc::StatusCode heartbeat_error_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::OK;
+  std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> artifacts_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> artifact_sha256_ ABSL_GUARDED_BY(mu_);
+  std::vector<compress::v1::CompleteAttemptRequest> completions_ ABSL_GUARDED_BY(mu_);
+  int heartbeats_ ABSL_GUARDED_BY(mu_) = 0;
+  int lease_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  compress::v1::Device last_device_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace compress::worker::testing
+
+#endif  // COMPRESS_TESTS_AGENT_FAKE_WORKER_SERVICE_H_

@@ -1,0 +1,80 @@
+#include "worker/agent/subprocess.h"
+
+#include <signal.h>
+
+#include <string>
+
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace compress::worker {
+namespace {
+
+std::unique_ptr<Subprocess> StartShell(const std::string& script, size_t tail = 4096) {
+  Subprocess::Options options;
+  options.argv = {"/bin/sh", "-c", script};
+  options.stderr_tail_bytes = tail;
+  absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(options);
+  EXPECT_TRUE(process.ok()) << process.status();
+  return process.ok() ? std::move(*process) : nullptr;
+}
+
+TEST(SubprocessTest, ReadsLinesIncludingALastLineWithoutNewline) {
+  auto process = StartShell("printf 'one\\ntwo\\n\\nthree'");
+  ASSERT_NE(process, nullptr);
+  EXPECT_EQ(process->ReadLine(), "one");
+  EXPECT_EQ(process->ReadLine(), "two");
+  EXPECT_EQ(process->ReadLine(), "");
+  EXPECT_EQ(process->ReadLine(), "three");
+  EXPECT_EQ(process->ReadLine(), std::nullopt);
+  ExitInfo exit = process->Wait();
+  EXPECT_TRUE(exit.Succeeded());
+}
+
+TEST(SubprocessTest, KeepsOnlyTheTailOfStderr) {
+  auto process = StartShell("for i in 1 2 3 4 5 6 7 8 9; do echo line$i >&2; done; exit 3", 12);
+  ASSERT_NE(process, nullptr);
+  EXPECT_EQ(process->ReadLine(), std::nullopt);
+  ExitInfo exit = process->Wait();
+  EXPECT_EQ(exit.exit_code, 3);
+  EXPECT_EQ(exit.ShellStatus(), 3);
+  EXPECT_EQ(process->StderrTail(), "line8\nline9\n");
+}
+
+TEST(SubprocessTest, SignalReachesTheWholeProcessGroup) {
+  // The child's own child (sleep) must die too, or stdout would stay open.
+  auto process = StartShell("echo started; sleep 30; echo never");
+  ASSERT_NE(process, nullptr);
+  EXPECT_EQ(process->ReadLine(), "started");
+  absl::Time start = absl::Now();
+  process->Signal(SIGTERM);
+  EXPECT_EQ(process->ReadLine(), std::nullopt);
+  ExitInfo exit = process->Wait();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_EQ(exit.signal, SIGTERM);
+  EXPECT_EQ(exit.ShellStatus(), 128 + SIGTERM);
+  EXPECT_EQ(exit.ToString(), "killed by signal 15");
+}
+
+TEST(SubprocessTest, MissingProgramIsNotFound) {
+  Subprocess::Options options;
+  options.argv = {"/nonexistent/compress-run"};
+  absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(options);
+  ASSERT_FALSE(process.ok());
+  EXPECT_EQ(process.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(process.status().message()),
+              ::testing::HasSubstr("/nonexistent/compress-run"));
+}
+
+TEST(SubprocessTest, DestructorKillsARunningChild) {
+  absl::Time start = absl::Now();
+  {
+    auto process = StartShell("sleep 30");
+    ASSERT_NE(process, nullptr);
+  }
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+}  // namespace
+}  // namespace compress::worker

@@ -1,0 +1,230 @@
+// compressctl's commands against an in-process fake CompressionService.
+#include "client/commands.h"
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/client/fake_compression_service.h"
+#include "worker/events/sha256.h"
+
+namespace compress::client {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class CommandsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = compress::v1::CompressionService::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+    env_.stub = stub_.get();
+    env_.timeout = absl::Seconds(5);
+    env_.retry_for = absl::Seconds(5);
+    env_.out = &out_;
+    env_.err = &err_;
+    char dir_template[] = "/tmp/commands_test.XXXXXX";
+    ASSERT_NE(mkdtemp(dir_template), nullptr);
+    dir_ = dir_template;
+  }
+  void TearDown() override {
+    server_->Shutdown();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  void SetJobState(compress::v1::JobState state) {
+    compress::v1::Job job;
+    job.set_name("jobs/j1");
+    job.set_state(state);
+    if (state == compress::v1::FAILED) {
+      job.set_error_code("INVALID_ARGUMENT");
+      job.set_error_message("bad spec");
+    }
+    service_.SetJob(job);
+  }
+
+  void AddEvents(int n) {
+    for (int i = 1; i <= n; ++i) {
+      compress::v1::JobEvent event;
+      event.set_sequence(i);
+      event.mutable_metric()->set_phase("teacher");
+      event.mutable_metric()->set_step(i);
+      event.mutable_metric()->set_progress(static_cast<double>(i) / n);
+      service_.AddEvent(event);
+    }
+  }
+
+  std::string ReadFile(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream contents;
+    contents << in.rdbuf();
+    return contents.str();
+  }
+
+  testing::FakeCompressionService service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<compress::v1::CompressionService::Stub> stub_;
+  std::ostringstream out_;
+  std::ostringstream err_;
+  CommandEnv env_;
+  std::string dir_;
+};
+
+TEST_F(CommandsTest, WatchResumesFromTheLastSequenceAfterDroppedStreams) {
+  SetJobState(compress::v1::SUCCEEDED);
+  AddEvents(10);
+  service_.BreakStreamsAfter(3);
+  env_.output = OutputFormat::kJson;
+  EXPECT_EQ(Watch(env_, "j1"), kExitOk);
+  EXPECT_THAT(service_.watch_offsets(), ElementsAre(0, 3, 6, 9));
+  // Every event exactly once, in order, then the job.
+  std::istringstream lines(out_.str());
+  std::string line;
+  int64_t expected = 1;
+  while (std::getline(lines, line)) {
+    nlohmann::json json = nlohmann::json::parse(line);
+    if (json.contains("sequence")) {
+      EXPECT_EQ(json["sequence"].get<std::string>(), std::to_string(expected++));
+    } else {
+      EXPECT_EQ(json["state"], "SUCCEEDED");
+    }
+  }
+  EXPECT_EQ(expected, 11);
+}
+
+TEST_F(CommandsTest, WatchExitsTwoWhenTheJobDidNotSucceed) {
+  SetJobState(compress::v1::FAILED);
+  AddEvents(2);
+  EXPECT_EQ(Watch(env_, "jobs/j1"), kExitJobNotSucceeded);
+  EXPECT_THAT(out_.str(), HasSubstr("jobs/j1 FAILED: INVALID_ARGUMENT: bad spec"));
+  EXPECT_THAT(out_.str(), HasSubstr("teacher  [##############################] 100%  step 2"));
+}
+
+TEST_F(CommandsTest, UnknownJobIsAnRpcError) {
+  EXPECT_EQ(Get(env_, "nope"), kExitError);
+  EXPECT_THAT(err_.str(), HasSubstr("NOT_FOUND"));
+  EXPECT_EQ(Watch(env_, "nope"), kExitError);
+}
+
+TEST_F(CommandsTest, DownloadResumesAfterDroppedStreamsAndVerifies) {
+  SetJobState(compress::v1::SUCCEEDED);
+  std::string data;
+  for (int i = 0; i < 5000; ++i) data.push_back(static_cast<char>(i * 7 % 251));
+  service_.AddArtifact("model.bin", data);
+  service_.BreakStreamsAfter(2);
+  DownloadArgs args;
+  args.job = "j1";
+  args.output_dir = dir_;
+  EXPECT_EQ(Download(env_, args), kExitOk) << err_.str();
+  EXPECT_THAT(service_.read_offsets(), ElementsAre(0, 2048, 4096));
+  EXPECT_EQ(ReadFile(dir_ + "/model.bin"), data);
+  EXPECT_FALSE(fs::exists(dir_ + "/model.bin.part"));
+  // A second download finds the verified file and leaves it.
+  EXPECT_EQ(Download(env_, args), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("present"));
+}
+
+TEST_F(CommandsTest, DownloadContinuesAPartialFileAtItsSize) {
+  SetJobState(compress::v1::SUCCEEDED);
+  std::string data(3000, 'x');
+  data[2999] = 'y';
+  service_.AddArtifact("model.bin", data);
+  std::ofstream(dir_ + "/model.bin.part", std::ios::binary) << data.substr(0, 1500);
+  DownloadArgs args;
+  args.job = "j1";
+  args.artifact = "model.bin";
+  args.output_dir = dir_;
+  env_.output = OutputFormat::kJson;
+  EXPECT_EQ(Download(env_, args), kExitOk) << err_.str();
+  EXPECT_THAT(service_.read_offsets(), ElementsAre(1500));
+  EXPECT_EQ(ReadFile(dir_ + "/model.bin"), data);
+  nlohmann::json line = nlohmann::json::parse(out_.str());
+  EXPECT_EQ(line["resumed_from"], 1500);
+  EXPECT_EQ(line["sha256"], Sha256Hex(data));
+}
+
+TEST_F(CommandsTest, DownloadMismatchIsDataLossAndKeepsThePartialFile) {
+  SetJobState(compress::v1::SUCCEEDED);
+  service_.AddArtifact("model.bin", std::string(2000, 'a'));
+  service_.CorruptArtifact("model.bin", std::string(2000, 'b'));
+  DownloadArgs args;
+  args.job = "j1";
+  args.output_dir = dir_;
+  EXPECT_EQ(Download(env_, args), kExitDataLoss);
+  EXPECT_THAT(err_.str(), HasSubstr("DATA_LOSS"));
+  EXPECT_TRUE(fs::exists(dir_ + "/model.bin.part"));
+  EXPECT_FALSE(fs::exists(dir_ + "/model.bin"));
+}
+
+TEST_F(CommandsTest, DownloadOfAnUnknownArtifactNamesTheOnesThatExist) {
+  SetJobState(compress::v1::SUCCEEDED);
+  service_.AddArtifact("model.bin", "abc");
+  DownloadArgs args;
+  args.job = "j1";
+  args.artifact = "other.bin";
+  args.output_dir = dir_;
+  EXPECT_EQ(Download(env_, args), kExitError);
+  EXPECT_THAT(err_.str(), HasSubstr("it has: model.bin"));
+}
+
+TEST_F(CommandsTest, SubmitSendsTheSpecLabelsAndPriority) {
+  SetJobState(compress::v1::QUEUED);
+  std::string spec = dir_ + "/spec.json";
+  std::ofstream(spec)
+      << R"({"dataset":{"format":"synthetic"},"teacher":{"train":{"max_steps":5}}})";
+  SubmitArgs args;
+  args.spec_file = spec;
+  args.labels = {{"team", "vision"}};
+  args.priority = 3;
+  args.request_id = "r-1";
+  EXPECT_EQ(Submit(env_, args), kExitOk) << err_.str();
+  compress::v1::CreateJobRequest sent = service_.last_create();
+  EXPECT_EQ(sent.spec().dataset().format(), "synthetic");
+  EXPECT_EQ(sent.spec().teacher().train().max_steps(), 5);
+  EXPECT_EQ(sent.labels().at("team"), "vision");
+  EXPECT_EQ(sent.priority(), 3);
+  EXPECT_EQ(sent.request_id(), "r-1");
+  EXPECT_THAT(out_.str(), HasSubstr("submitted jobs/j1 (QUEUED)"));
+}
+
+TEST_F(CommandsTest, LogsPrintsTheLogLinesTheJobHasNow) {
+  SetJobState(compress::v1::RUNNING);
+  for (int i = 1; i <= 4; ++i) {
+    compress::v1::JobEvent event;
+    event.set_sequence(i);
+    if (i % 2 == 0) {
+      event.mutable_log()->set_level("info");
+      event.mutable_log()->set_message(absl::StrCat("message ", i));
+    } else {
+      event.mutable_metric()->set_phase("teacher");
+    }
+    service_.AddEvent(event);
+  }
+  EXPECT_EQ(Logs(env_, "j1", /*follow=*/false), kExitOk);
+  std::string text = out_.str();
+  EXPECT_THAT(text, HasSubstr("[info] message 2\n"));
+  EXPECT_THAT(text, HasSubstr("[info] message 4\n"));
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2);
+}
+
+}  // namespace
+}  // namespace compress::client

@@ -1,0 +1,145 @@
+#include "worker/agent/agent.h"
+
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "worker/agent/log.h"
+#include "worker/agent/rpc_retry.h"
+
+namespace compress::worker {
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const Options& options) {
+  if (options.server.empty()) return absl::InvalidArgumentError("--server: empty address");
+  if (options.devices.empty()) return absl::InvalidArgumentError("--devices: no device");
+  if (options.worker_id.empty()) return absl::InvalidArgumentError("--worker_id: empty");
+  if (options.attempt.executor_path.empty()) {
+    return absl::InvalidArgumentError("--executor: empty path");
+  }
+  if (options.lease_wait_seconds < 0 || options.lease_wait_seconds > 30) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--lease_wait_seconds: must be in [0, 30], got ", options.lease_wait_seconds));
+  }
+  grpc::ChannelArguments args;
+  // Reconnect within seconds once a restarted server is back, instead of gRPC's default of up
+  // to two minutes between connection attempts.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 500);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args);
+  return std::unique_ptr<Agent>(new Agent(options, std::move(channel)));
+}
+
+Agent::Agent(const Options& options, std::shared_ptr<grpc::Channel> channel)
+    : options_(options),
+      channel_(std::move(channel)),
+      owned_stub_(compress::v1::WorkerService::NewStub(channel_)),
+      stub_(owned_stub_.get()) {}
+
+Agent::Agent(const Options& options, compress::v1::WorkerService::StubInterface* stub)
+    : options_(options), stub_(stub) {}
+
+bool Agent::Stopping() const {
+  absl::MutexLock lock(&mu_);
+  return stopping_;
+}
+
+int Agent::attempts_run() const {
+  absl::MutexLock lock(&mu_);
+  return attempts_run_;
+}
+
+void Agent::Stop() {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  stopping_ = true;
+  AgentLog("stopping");
+  for (grpc::ClientContext* context : lease_calls_) context->TryCancel();
+  for (AttemptRunner* runner : runners_) runner->Shutdown();
+}
+
+void Agent::SleepUnlessStopped(absl::Duration delay) {
+  absl::MutexLock lock(&mu_);
+  auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+  mu_.AwaitWithTimeout(absl::Condition(&stopping), delay);
+}
+
+void Agent::Run() {
+  AgentLog("worker ", options_.worker_id, " serving ", options_.devices.size(),
+           " device(s), server ", options_.server);
+  std::vector<std::thread> loops;
+  for (const compress::v1::Device& device : options_.devices) {
+    loops.emplace_back([this, device] { LeaseLoop(device); });
+  }
+  for (std::thread& loop : loops) loop.join();
+  AgentLog("stopped");
+}
+
+void Agent::LeaseLoop(const compress::v1::Device& device) {
+  Backoff backoff(options_.initial_backoff, options_.max_backoff);
+  bool connected = false;
+  while (!Stopping()) {
+    compress::v1::LeaseJobRequest request;
+    request.set_worker_id(options_.worker_id);
+    *request.mutable_device() = device;
+    request.set_wait_seconds(options_.lease_wait_seconds);
+    compress::v1::LeaseJobResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(
+        absl::Now() + absl::Seconds(options_.lease_wait_seconds) + absl::Seconds(10)));
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;
+      lease_calls_.insert(&context);
+    }
+    absl::Time started = absl::Now();
+    grpc::Status status = stub_->LeaseJob(&context, request, &response);
+    {
+      absl::MutexLock lock(&mu_);
+      lease_calls_.erase(&context);
+    }
+    if (Stopping()) break;
+
+    if (!status.ok()) {
+      absl::Duration delay = backoff.Next();
+      if (connected || delay == options_.initial_backoff) {
+        AgentLog(device.name(), ": LeaseJob failed (", status.error_message(), "); retrying");
+      }
+      connected = false;
+      SleepUnlessStopped(delay);
+      continue;
+    }
+    if (!connected) {
+      AgentLog(device.name(), ": connected to ", options_.server);
+      connected = true;
+    }
+    backoff.Reset();
+    if (!response.has_lease()) {
+      // A server that answers at once despite the long poll must not make this loop spin.
+      absl::Duration elapsed = absl::Now() - started;
+      if (elapsed < absl::Seconds(1)) SleepUnlessStopped(absl::Seconds(1) - elapsed);
+      continue;
+    }
+
+    AttemptRunner runner(stub_, options_.worker_id, device, response.lease(), options_.attempt);
+    {
+      absl::MutexLock lock(&mu_);
+      runners_.insert(&runner);
+      // A Stop() that came while LeaseJob returned must reach this runner too.
+      if (stopping_) runner.Shutdown();
+    }
+    runner.Run();
+    {
+      absl::MutexLock lock(&mu_);
+      runners_.erase(&runner);
+      ++attempts_run_;
+    }
+  }
+}
+
+}  // namespace compress::worker

@@ -1,0 +1,89 @@
+#include "worker/agent/artifact_uploader.h"
+
+#include <fstream>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/client_context.h"
+#include "worker/events/sha256.h"
+
+namespace compress::worker {
+
+ArtifactUploader::ArtifactUploader(compress::v1::WorkerService::StubInterface* stub, AttemptKey key,
+                                   const Options& options, std::function<bool()> should_stop)
+    : stub_(stub), key_(std::move(key)), options_(options), should_stop_(std::move(should_stop)) {}
+
+absl::Status ArtifactUploader::Upload(const Announced& artifact) {
+  absl::StatusOr<FileDigest> digest = Sha256File(artifact.path);
+  if (!digest.ok()) return digest.status();
+  if (digest->sha256 != artifact.sha256 || digest->size_bytes != artifact.size_bytes) {
+    return absl::DataLossError(absl::StrCat(
+        "artifact ", artifact.name, " (", artifact.path, ") has sha256 ", digest->sha256,
+        " and size ", digest->size_bytes, " but the executor announced sha256 ", artifact.sha256,
+        " and size ", artifact.size_bytes));
+  }
+  Backoff backoff(options_.initial_backoff, options_.max_backoff);
+  absl::Time give_up = absl::Now() + options_.retry_for;
+  while (true) {
+    grpc::Status status = UploadOnce(artifact);
+    if (status.ok()) return absl::OkStatus();
+    absl::Duration delay = backoff.Next();
+    if (!IsTransient(status) || absl::Now() + delay > give_up || should_stop_()) {
+      return absl::Status(ToAbslStatus(status).code(),
+                          absl::StrCat("uploading artifact ", artifact.name, " of ", key_.job, ": ",
+                                       status.error_message()));
+    }
+    absl::SleepFor(delay);
+  }
+}
+
+grpc::Status ArtifactUploader::UploadOnce(const Announced& artifact) {
+  std::ifstream in(artifact.path, std::ios::binary);
+  if (!in) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("cannot open ", artifact.path));
+  }
+  grpc::ClientContext context;
+  absl::Duration timeout =
+      options_.rpc_timeout + absl::Seconds(static_cast<double>(artifact.size_bytes) / (1 << 20));
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  compress::v1::Artifact response;
+  std::unique_ptr<grpc::ClientWriterInterface<compress::v1::UploadArtifactRequest>> writer =
+      stub_->UploadArtifact(&context, &response);
+
+  compress::v1::UploadArtifactRequest header_message;
+  compress::v1::UploadArtifactRequest::Header* header = header_message.mutable_header();
+  header->set_worker_id(key_.worker_id);
+  header->set_job(key_.job);
+  header->set_attempt(key_.attempt);
+  header->set_artifact_name(artifact.name);
+  header->set_size_bytes(artifact.size_bytes);
+  header->set_sha256(artifact.sha256);
+  bool stream_ok = writer->Write(header_message);
+
+  std::vector<char> buffer(options_.chunk_bytes);
+  int64_t sent = 0;
+  while (stream_ok && sent < artifact.size_bytes) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    std::streamsize n = in.gcount();
+    if (n <= 0) break;
+    compress::v1::UploadArtifactRequest chunk;
+    chunk.set_data(buffer.data(), static_cast<size_t>(n));
+    stream_ok = writer->Write(chunk);
+    sent += n;
+  }
+  if (stream_ok && sent != artifact.size_bytes) {
+    // The file changed after it was verified; the server will refuse the short upload.
+    context.TryCancel();
+  }
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (status.ok() && sent != artifact.size_bytes) {
+    return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                        absl::StrCat(artifact.path, " changed while it was uploaded"));
+  }
+  return status;
+}
+
+}  // namespace compress::worker

@@ -1,0 +1,62 @@
+// ArtifactUploader: verifies an artifact the executor announced and uploads it with
+// WorkerService.UploadArtifact (a header message, then data chunks).
+#ifndef COMPRESS_WORKER_AGENT_ARTIFACT_UPLOADER_H_
+#define COMPRESS_WORKER_AGENT_ARTIFACT_UPLOADER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "compress/v1/worker_service.grpc.pb.h"
+#include "worker/agent/rpc_retry.h"
+
+namespace compress::worker {
+
+// Thread-compatible: one upload at a time per object.
+class ArtifactUploader {
+ public:
+  struct Options {
+    // Bytes per data message.
+    size_t chunk_bytes = 1 << 20;
+    // Deadline of one upload call: this much plus one second per MiB.
+    absl::Duration rpc_timeout = absl::Seconds(30);
+    // Transient failures (server away) are retried with backoff for this long.
+    absl::Duration retry_for = absl::Minutes(5);
+    absl::Duration initial_backoff = absl::Milliseconds(200);
+    absl::Duration max_backoff = absl::Seconds(5);
+  };
+
+  // What the executor's `artifact` event announced.
+  struct Announced {
+    std::string name;
+    std::string path;
+    std::string sha256;
+    int64_t size_bytes = 0;
+  };
+
+  // `stub` is not owned and must outlive the uploader. `should_stop`, polled between tries,
+  // ends retrying early (the agent shuts down).
+  ArtifactUploader(compress::v1::WorkerService::StubInterface* stub, AttemptKey key,
+                   const Options& options, std::function<bool()> should_stop);
+
+  // Checks that the file's sha256 and size are what was announced (DATA_LOSS naming the file
+  // if not; NOT_FOUND if it is missing), then uploads it, restarting the upload after transient
+  // failures. Other failures are returned as the server gave them (ABORTED: the attempt is
+  // gone).
+  absl::Status Upload(const Announced& artifact);
+
+ private:
+  grpc::Status UploadOnce(const Announced& artifact);
+
+  compress::v1::WorkerService::StubInterface* const stub_;
+  const AttemptKey key_;
+  const Options options_;
+  const std::function<bool()> should_stop_;
+};
+
+}  // namespace compress::worker
+
+#endif  // COMPRESS_WORKER_AGENT_ARTIFACT_UPLOADER_H_

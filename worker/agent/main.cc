@@ -1,0 +1,112 @@
+// compress-worker: the worker agent. Dials compressd, leases jobs for its devices and runs each
+// with the executor (compress-run). Stops gracefully on SIGTERM or SIGINT.
+#include <signal.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "worker/agent/agent.h"
+#include "worker/agent/devices.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "compressd's address, host:port");
+ABSL_FLAG(std::string, devices, "auto",
+          "Devices to offer: auto (every GPU nvidia-smi lists, else cpu), or a comma-separated "
+          "list of cpu and cuda:N");
+ABSL_FLAG(std::string, work_root, "",
+          "Directory of the jobs' work dirs (default: $TMPDIR or /tmp, then compress-worker)");
+ABSL_FLAG(std::string, executor, "",
+          "The executor binary (default: compress-run next to this binary)");
+ABSL_FLAG(std::string, worker_id, "", "This worker's id (default: HOSTNAME-PID)");
+ABSL_FLAG(int, threads, 0, "CPU threads per executor, passed as --threads (0 = its default)");
+ABSL_FLAG(int, lease_wait_seconds, 20, "LeaseJob long-poll wait, at most 30");
+ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(30),
+          "Time between SIGTERM and SIGKILL when an executor is stopped");
+ABSL_FLAG(bool, keep_work_dirs, false, "Keep work dirs of finished jobs");
+
+namespace {
+
+std::string SelfDirectory() {
+  char path[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n <= 0) return ".";
+  path[n] = '\0';
+  return std::filesystem::path(path).parent_path().string();
+}
+
+std::string DefaultWorkerId() {
+  char host[256] = "worker";
+  gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(host, "-", getpid());
+}
+
+std::string DefaultWorkRoot() {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string base = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+  return (std::filesystem::path(base) / "compress-worker").string();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "compress-worker [--server=HOST:PORT] [--devices=auto|cpu,cuda:N] [--work_root=DIR] "
+      "[--executor=PATH]");
+  absl::ParseCommandLine(argc, argv);
+
+  // Every thread inherits this mask; one thread waits for the signals (the executors get the
+  // default mask back when they are started).
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  absl::StatusOr<std::vector<compress::v1::Device>> devices =
+      compress::worker::ParseDevices(absl::GetFlag(FLAGS_devices));
+  if (!devices.ok()) {
+    std::fprintf(stderr, "compress-worker: %s\n", devices.status().ToString().c_str());
+    return 1;
+  }
+
+  compress::worker::Agent::Options options;
+  options.server = absl::GetFlag(FLAGS_server);
+  options.worker_id = absl::GetFlag(FLAGS_worker_id);
+  if (options.worker_id.empty()) options.worker_id = DefaultWorkerId();
+  options.devices = *devices;
+  options.lease_wait_seconds = absl::GetFlag(FLAGS_lease_wait_seconds);
+  options.attempt.executor_path = absl::GetFlag(FLAGS_executor);
+  if (options.attempt.executor_path.empty()) {
+    options.attempt.executor_path = SelfDirectory() + "/compress-run";
+  }
+  options.attempt.work_root = absl::GetFlag(FLAGS_work_root);
+  if (options.attempt.work_root.empty()) options.attempt.work_root = DefaultWorkRoot();
+  options.attempt.executor_threads = absl::GetFlag(FLAGS_threads);
+  options.attempt.kill_grace = absl::GetFlag(FLAGS_kill_grace);
+  options.attempt.remove_finished_work_dirs = !absl::GetFlag(FLAGS_keep_work_dirs);
+
+  absl::StatusOr<std::unique_ptr<compress::worker::Agent>> agent =
+      compress::worker::Agent::Create(options);
+  if (!agent.ok()) {
+    std::fprintf(stderr, "compress-worker: %s\n", agent.status().ToString().c_str());
+    return 1;
+  }
+
+  std::thread signal_waiter([&stop_signals, &agent] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    (*agent)->Stop();
+  });
+  signal_waiter.detach();
+  (*agent)->Run();
+  return 0;
+}

@@ -1,0 +1,68 @@
+// Retry policy of the agent's calls to the server: which failures are worth another try, and
+// the exponential backoff between tries.
+#ifndef COMPRESS_WORKER_AGENT_RPC_RETRY_H_
+#define COMPRESS_WORKER_AGENT_RPC_RETRY_H_
+
+#include <algorithm>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "grpcpp/support/status.h"
+
+namespace compress::worker {
+
+// Names one attempt of one job, as every WorkerService call about it does.
+struct AttemptKey {
+  std::string worker_id;
+  std::string job;  // "jobs/{job_id}"
+  int attempt = 0;
+};
+
+// The server is away or busy: try again later.
+inline bool IsTransient(const grpc::Status& status) {
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+    case grpc::StatusCode::INTERNAL:
+    case grpc::StatusCode::UNKNOWN:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The server no longer considers this attempt current (its lease was taken over, or the job is
+// gone): the attempt must be dropped.
+inline bool IsAttemptGone(const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::ABORTED ||
+         status.error_code() == grpc::StatusCode::NOT_FOUND ||
+         status.error_code() == grpc::StatusCode::FAILED_PRECONDITION;
+}
+
+inline absl::Status ToAbslStatus(const grpc::Status& status) {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+// Exponential backoff: initial, 2x initial, ... capped at max. Not thread-safe.
+class Backoff {
+ public:
+  Backoff(absl::Duration initial, absl::Duration max) : initial_(initial), max_(max) {}
+  // The delay before the next try.
+  absl::Duration Next() {
+    absl::Duration delay = next_ == absl::ZeroDuration() ? initial_ : next_;
+    next_ = std::min(delay * 2, max_);
+    return delay;
+  }
+  void Reset() { next_ = absl::ZeroDuration(); }
+
+ private:
+  const absl::Duration initial_;
+  const absl::Duration max_;
+  absl::Duration next_ = absl::ZeroDuration();
+};
+
+}  // namespace compress::worker
+
+#endif  // COMPRESS_WORKER_AGENT_RPC_RETRY_H_

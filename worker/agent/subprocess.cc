@@ -1,0 +1,216 @@
+#include "worker/agent/subprocess.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+extern char** environ;
+
+namespace compress::worker {
+namespace {
+
+void CloseFd(int& fd) {
+  if (fd >= 0) {
+    close(fd);
+    fd = -1;
+  }
+}
+
+absl::Status SpawnError(int err, const std::string& program) {
+  std::string message = absl::StrCat("cannot start ", program, ": ", std::strerror(err));
+  if (err == ENOENT) return absl::NotFoundError(message);
+  if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(message);
+  return absl::InternalError(message);
+}
+
+}  // namespace
+
+std::string ExitInfo::ToString() const {
+  if (signal != 0) return absl::StrCat("killed by signal ", signal);
+  return absl::StrCat("exit status ", exit_code);
+}
+
+absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const Options& options) {
+  if (options.argv.empty()) return absl::InvalidArgumentError("Subprocess: empty argv");
+  const std::string& program = options.argv[0];
+  // posix_spawn reports a missing program only as an exit status 127 on some C libraries; check
+  // first so that the error names the program.
+  if (access(program.c_str(), X_OK) != 0) return SpawnError(errno, program);
+
+  int out_pipe[2];
+  int err_pipe[2];
+  // O_CLOEXEC: children spawned concurrently by other threads must not inherit these ends.
+  if (pipe2(out_pipe, O_CLOEXEC) != 0) return SpawnError(errno, program);
+  if (pipe2(err_pipe, O_CLOEXEC) != 0) {
+    int e = errno;
+    close(out_pipe[0]);
+    close(out_pipe[1]);
+    return SpawnError(e, program);
+  }
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], STDERR_FILENO);
+  if (!options.working_dir.empty()) {
+    posix_spawn_file_actions_addchdir_np(&actions, options.working_dir.c_str());
+  }
+
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t empty_mask;
+  sigemptyset(&empty_mask);
+  sigset_t default_signals;
+  sigemptyset(&default_signals);
+  for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD}) {
+    sigaddset(&default_signals, sig);
+  }
+  posix_spawnattr_setsigmask(&attr, &empty_mask);
+  posix_spawnattr_setsigdefault(&attr, &default_signals);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+  std::vector<char*> argv;
+  argv.reserve(options.argv.size() + 1);
+  for (const std::string& arg : options.argv) argv.push_back(const_cast<char*>(arg.c_str()));
+  argv.push_back(nullptr);
+
+  pid_t pid = -1;
+  int err = posix_spawn(&pid, program.c_str(), &actions, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  if (err != 0) {
+    close(out_pipe[0]);
+    close(err_pipe[0]);
+    return SpawnError(err, program);
+  }
+  return std::unique_ptr<Subprocess>(new Subprocess(options, pid, out_pipe[0], err_pipe[0]));
+}
+
+Subprocess::Subprocess(const Options& options, pid_t pid, int stdout_fd, int stderr_fd)
+    : options_(options), pid_(pid), stdout_fd_(stdout_fd) {
+  stderr_thread_ = std::thread([this, stderr_fd] { DrainStderr(stderr_fd); });
+}
+
+Subprocess::~Subprocess() {
+  bool waited;
+  {
+    absl::MutexLock lock(&mu_);
+    waited = waited_;
+  }
+  if (!waited) {
+    Signal(SIGKILL);
+    Wait();
+  }
+  CloseFd(stdout_fd_);
+}
+
+std::optional<std::string> Subprocess::ReadLine() {
+  while (true) {
+    size_t newline = stdout_buffer_.find('\n');
+    if (newline != std::string::npos) {
+      std::string line = stdout_buffer_.substr(0, newline);
+      stdout_buffer_.erase(0, newline + 1);
+      return line;
+    }
+    if (stdout_eof_ || stdout_fd_ < 0) {
+      if (stdout_buffer_.empty()) return std::nullopt;
+      std::string line = std::move(stdout_buffer_);
+      stdout_buffer_.clear();
+      return line;
+    }
+    char chunk[8192];
+    ssize_t n = read(stdout_fd_, chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      stdout_eof_ = true;
+      CloseFd(stdout_fd_);
+      continue;
+    }
+    stdout_buffer_.append(chunk, static_cast<size_t>(n));
+  }
+}
+
+void Subprocess::Signal(int sig) {
+  absl::MutexLock lock(&mu_);
+  // Until the child is reaped its pid cannot be reused, so the group id is still ours.
+  if (!waited_) kill(-pid_, sig);
+}
+
+ExitInfo Subprocess::Wait() {
+  // Wait for the end without reaping, so that Signal() never hits a recycled process group.
+  siginfo_t info;
+  std::memset(&info, 0, sizeof(info));
+  while (waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    // The leader is a zombie, so the group id is still ours: end whatever the child left
+    // behind in its group, which also closes the pipes they may hold.
+    kill(-pid_, SIGKILL);
+    waited_ = true;
+  }
+  int status = 0;
+  while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (stderr_thread_.joinable()) stderr_thread_.join();
+  ExitInfo exit_info;
+  if (WIFSIGNALED(status)) {
+    exit_info.signal = WTERMSIG(status);
+  } else if (WIFEXITED(status)) {
+    exit_info.exit_code = WEXITSTATUS(status);
+  }
+  return exit_info;
+}
+
+std::string Subprocess::StderrTail() const {
+  absl::MutexLock lock(&mu_);
+  return stderr_tail_;
+}
+
+void Subprocess::DrainStderr(int fd) {
+  std::string pending_echo;
+  char chunk[4096];
+  while (true) {
+    ssize_t n = read(fd, chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    absl::string_view data(chunk, static_cast<size_t>(n));
+    {
+      absl::MutexLock lock(&mu_);
+      stderr_tail_.append(data.data(), data.size());
+      if (stderr_tail_.size() > options_.stderr_tail_bytes) {
+        stderr_tail_.erase(0, stderr_tail_.size() - options_.stderr_tail_bytes);
+      }
+    }
+    if (!options_.stderr_echo_prefix.empty()) {
+      pending_echo.append(data.data(), data.size());
+      size_t newline;
+      while ((newline = pending_echo.find('\n')) != std::string::npos) {
+        std::fprintf(stderr, "%s%.*s\n", options_.stderr_echo_prefix.c_str(),
+                     static_cast<int>(newline), pending_echo.data());
+        pending_echo.erase(0, newline + 1);
+      }
+    }
+  }
+  if (!options_.stderr_echo_prefix.empty() && !pending_echo.empty()) {
+    std::fprintf(stderr, "%s%s\n", options_.stderr_echo_prefix.c_str(), pending_echo.c_str());
+  }
+  close(fd);
+}
+
+}  // namespace compress::worker

@@ -1,0 +1,99 @@
+// Subprocess: a child process in its own process group, with stdout piped for line reading and
+// the tail of stderr kept in memory.
+//
+// The agent runs each executor through this class; the end-to-end tests start compressd with it.
+#ifndef COMPRESS_WORKER_AGENT_SUBPROCESS_H_
+#define COMPRESS_WORKER_AGENT_SUBPROCESS_H_
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+
+namespace compress::worker {
+
+// How a child ended.
+struct ExitInfo {
+  // Exit code when the child exited; -1 when a signal killed it.
+  int exit_code = -1;
+  // The signal that killed the child; 0 when it exited.
+  int signal = 0;
+
+  bool Succeeded() const { return signal == 0 && exit_code == 0; }
+  // The shell's convention: the exit code, or 128 + signal.
+  int ShellStatus() const { return signal != 0 ? 128 + signal : exit_code; }
+  // "exit status 3" or "killed by signal 9".
+  std::string ToString() const;
+};
+
+// Thread-safety: ReadLine() and Wait() are called from one thread (the owner); Signal(),
+// StderrTail() and pid() may be called from any thread, also while another thread is blocked in
+// ReadLine() or Wait(). The destructor kills the process group with SIGKILL if the child has not
+// been waited for, then reaps it.
+class Subprocess {
+ public:
+  struct Options {
+    // argv[0] is the program's path (no PATH search).
+    std::vector<std::string> argv;
+    // Working directory of the child; empty = the parent's.
+    std::string working_dir;
+    // Bytes of stderr kept for StderrTail().
+    size_t stderr_tail_bytes = 4096;
+    // When not empty, every stderr line of the child is also written to this process's stderr,
+    // prefixed with this string.
+    std::string stderr_echo_prefix;
+  };
+
+  // Starts the child in a new process group whose id is its pid, stdin from /dev/null, stdout
+  // and stderr piped. Signals blocked in the caller are unblocked in the child and ignored
+  // signals get their default action back. NOT_FOUND / PERMISSION_DENIED / INTERNAL naming the
+  // program when it cannot be started.
+  static absl::StatusOr<std::unique_ptr<Subprocess>> Start(const Options& options);
+
+  ~Subprocess();
+  Subprocess(const Subprocess&) = delete;
+  Subprocess& operator=(const Subprocess&) = delete;
+
+  // The next stdout line without its '\n' (a last line without '\n' is returned too); nullopt
+  // at end of file. Blocks.
+  std::optional<std::string> ReadLine();
+
+  // Sends `sig` to the child's process group. No effect once the child was waited for.
+  void Signal(int sig);
+
+  // Waits for the child to end, kills what is left of its process group, waits for its stderr
+  // to close and returns how it ended. Call once.
+  ExitInfo Wait();
+
+  // The last Options::stderr_tail_bytes bytes the child wrote to stderr.
+  std::string StderrTail() const;
+
+  pid_t pid() const { return pid_; }
+
+ private:
+  Subprocess(const Options& options, pid_t pid, int stdout_fd, int stderr_fd);
+  void DrainStderr(int fd);
+
+  const Options options_;
+  const pid_t pid_;
+  int stdout_fd_;  // owned by the ReadLine() thread
+  std::string stdout_buffer_;
+  bool stdout_eof_ = false;
+  std::thread stderr_thread_;
+
+  mutable absl::Mutex mu_;
+  bool waited_ ABSL_GUARDED_BY(mu_) = false;
+  std::string stderr_tail_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace compress::worker
+
+#endif  // COMPRESS_WORKER_AGENT_SUBPROCESS_H_
