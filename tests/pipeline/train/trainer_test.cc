@@ -1,0 +1,281 @@
+// Tests of the Trainer loop on a tiny model and a synthetic task: learning, resume, non-finite
+// loss, cancellation, metric points and checkpoint errors.
+#include "worker/pipeline/train/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/match.h"
+
+namespace compress::pipeline {
+namespace {
+
+// Three Gaussian blobs in 4-d, 192 samples, classes 0..2.
+struct Blobs {
+  torch::Tensor inputs;
+  torch::Tensor targets;
+};
+
+Blobs MakeBlobs(int64_t n, uint64_t seed) {
+  torch::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const torch::Tensor centers = torch::tensor(
+      {{2.0f, 0.0f, 0.0f, -1.0f}, {-2.0f, 1.0f, 0.0f, 1.0f}, {0.0f, -2.0f, 2.0f, 0.0f}});
+  const torch::Tensor targets = torch::arange(n, torch::kLong).remainder(3);
+  const torch::Tensor inputs =
+      centers.index_select(0, targets) + 0.7 * torch::randn({n, 4}, generator);
+  return {inputs, targets};
+}
+
+struct TinyNetImpl : torch::nn::Module {
+  TinyNetImpl() {
+    fc1 = register_module("fc1", torch::nn::Linear(4, 16));
+    norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({16})));
+    dropout = register_module("dropout", torch::nn::Dropout(0.2));
+    fc2 = register_module("fc2", torch::nn::Linear(16, 3));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return fc2(dropout(torch::gelu(norm(fc1(x))))); }
+  torch::nn::Linear fc1{nullptr};
+  torch::nn::LayerNorm norm{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+  torch::nn::Linear fc2{nullptr};
+};
+TORCH_MODULE(TinyNet);
+
+TinyNet MakeNet(uint64_t seed) {
+  torch::manual_seed(seed);
+  return TinyNet();
+}
+
+std::unique_ptr<TensorBatchSource> MakeSource(const Blobs& blobs, bool shuffle, bool noise) {
+  TensorBatchSourceOptions options;
+  options.batch_size = 16;
+  options.shuffle = shuffle;
+  options.seed = 11;
+  if (noise) {
+    options.transform = [](TrainBatch batch, torch::Generator& generator) {
+      batch.inputs = batch.inputs + 0.1 * torch::randn(batch.inputs.sizes(), generator);
+      return batch;
+    };
+  }
+  return *TensorBatchSource::Create(blobs.inputs, blobs.targets, options);
+}
+
+TrainerOptions BaseOptions() {
+  TrainerOptions options;
+  options.epochs = 3;
+  options.lr = 1e-2;
+  options.min_lr = 1e-4;
+  options.warmup_steps = 3;
+  options.weight_decay = 0.05;
+  options.clip_grad_norm = 1.0;
+  options.log_every_steps = 1;
+  options.num_threads = 1;
+  options.seed = 3;
+  return options;
+}
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("trainer_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::filesystem::path dir_;
+  Blobs train_ = MakeBlobs(192, 1);
+  Blobs val_ = MakeBlobs(96, 2);
+};
+
+absl::StatusOr<std::unique_ptr<Trainer>> MakeTrainer(TinyNet& net, const TrainerOptions& options) {
+  LogitsFn logits = [net](const torch::Tensor& x) mutable { return net->forward(x); };
+  return Trainer::Create(*net, ClassificationLoss(logits, options.label_smoothing), logits,
+                         options);
+}
+
+TEST_F(TrainerTest, LearnsASyntheticTask) {
+  TinyNet net = MakeNet(5);
+  TrainerOptions options = BaseOptions();
+  options.label_smoothing = 0.1;
+  auto trainer = MakeTrainer(net, options);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  auto train = MakeSource(train_, /*shuffle=*/true, /*noise=*/true);
+  auto val = MakeSource(val_, /*shuffle=*/false, /*noise=*/false);
+  std::vector<MetricPoint> points;
+  TrainerCallbacks callbacks;
+  callbacks.on_metric = [&](const MetricPoint& p) { points.push_back(p); };
+  auto result = (*trainer)->Train(*train, val.get(), callbacks);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->steps, 36);
+  EXPECT_DOUBLE_EQ(result->epochs, 3.0);
+  ASSERT_TRUE(result->final_eval.has_value());
+  EXPECT_GT(result->final_eval->top1, 0.9);
+  EXPECT_DOUBLE_EQ(result->final_eval->top5, 1.0);
+  EXPECT_GT(result->images_per_second, 0.0);
+
+  std::vector<double> train_losses;
+  int evals = 0;
+  for (const MetricPoint& p : points) {
+    if (p.kind == MetricPoint::Kind::kTrain) {
+      train_losses.push_back(p.loss);
+      ASSERT_EQ(p.terms.size(), 1u);
+      EXPECT_EQ(p.terms[0].first, "ce");
+      EXPECT_NEAR(p.terms[0].second, p.loss, 1e-5);
+      EXPECT_GT(p.images_per_second, 0.0);
+    } else {
+      ++evals;
+      ASSERT_TRUE(p.eval.has_value());
+    }
+  }
+  ASSERT_EQ(train_losses.size(), 36u);
+  EXPECT_LT(train_losses.back(), 0.6 * train_losses.front());
+  EXPECT_EQ(evals, 3);  // after epochs 1 and 2, and at the end
+  // The lr of each point follows the schedule: warm-up 3 steps to 1e-2.
+  EXPECT_NEAR(points[0].lr, 1e-2 / 3, 1e-12);
+  EXPECT_NEAR(points[2].lr, 1e-2, 1e-12);
+}
+
+TEST_F(TrainerTest, ResumeMatchesAnUninterruptedRun) {
+  auto run = [&](TinyNet& net, const TrainerOptions& options, int64_t cancel_at_step) {
+    auto trainer = MakeTrainer(net, options);
+    EXPECT_TRUE(trainer.ok()) << trainer.status();
+    auto train = MakeSource(train_, /*shuffle=*/true, /*noise=*/true);
+    std::atomic<bool> cancel{false};
+    TrainerCallbacks callbacks;
+    callbacks.cancel_flag = &cancel;
+    callbacks.on_metric = [&](const MetricPoint& p) {
+      if (p.step == cancel_at_step) cancel = true;
+    };
+    return (*trainer)->Train(*train, nullptr, callbacks);
+  };
+  TrainerOptions options = BaseOptions();
+
+  TinyNet reference = MakeNet(5);
+  auto uninterrupted = run(reference, options, /*cancel_at_step=*/-1);
+  ASSERT_TRUE(uninterrupted.ok()) << uninterrupted.status();
+
+  options.checkpoint_dir = dir_.string();
+  options.checkpoint_every_steps = 5;
+  TinyNet first = MakeNet(5);
+  auto cancelled = run(first, options, /*cancel_at_step=*/17);  // mid epoch 1
+  EXPECT_EQ(cancelled.status().code(), absl::StatusCode::kCancelled);
+  ASSERT_TRUE(std::filesystem::exists(Trainer::CheckpointPath(dir_.string())));
+
+  TinyNet resumed = MakeNet(99);  // different init: the checkpoint must overwrite it
+  torch::manual_seed(12345);      // and the generator state
+  auto finished = run(resumed, options, /*cancel_at_step=*/-1);
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  EXPECT_EQ(finished->resumed_from_step, 17);
+  EXPECT_EQ(finished->steps, 36);
+
+  const auto expected = reference->named_parameters();
+  const auto actual = resumed->named_parameters();
+  ASSERT_EQ(expected.size(), actual.size());
+  for (const auto& item : expected) {
+    EXPECT_TRUE(torch::equal(item.value(), actual[item.key()])) << item.key();
+  }
+}
+
+TEST_F(TrainerTest, NonFiniteLossStopsWithTheStep) {
+  TinyNet net = MakeNet(5);
+  int calls = 0;
+  LossFn loss = [&](const TrainBatch& batch) {
+    LossOutput output;
+    output.loss = net->forward(batch.inputs).pow(2).mean();
+    if (++calls == 4) output.loss = output.loss * std::numeric_limits<float>::quiet_NaN();
+    return output;
+  };
+  auto trainer = Trainer::Create(*net, loss, nullptr, BaseOptions());
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  auto train = MakeSource(train_, true, false);
+  auto result = (*trainer)->Train(*train, nullptr);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "at step 3")) << result.status();
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "nan")) << result.status();
+}
+
+TEST_F(TrainerTest, CancellationBetweenSteps) {
+  TinyNet net = MakeNet(5);
+  TrainerOptions options = BaseOptions();
+  options.checkpoint_dir = dir_.string();
+  auto trainer = MakeTrainer(net, options);
+  ASSERT_TRUE(trainer.ok());
+  auto train = MakeSource(train_, true, false);
+  int steps_seen = 0;
+  TrainerCallbacks callbacks;
+  callbacks.on_metric = [&](const MetricPoint& p) { steps_seen = static_cast<int>(p.step); };
+  callbacks.should_cancel = [&] { return steps_seen >= 5; };
+  auto result = (*trainer)->Train(*train, nullptr, callbacks);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "after step 5"));
+  // The checkpoint at the end records step 5.
+  torch::serialize::InputArchive archive;
+  archive.load_from(Trainer::CheckpointPath(dir_.string()));
+  torch::Tensor step;
+  archive.read("step", step);
+  EXPECT_EQ(step.item<int64_t>(), 5);
+}
+
+TEST_F(TrainerTest, CancelFlagSetBeforeStart) {
+  TinyNet net = MakeNet(5);
+  auto trainer = MakeTrainer(net, BaseOptions());
+  ASSERT_TRUE(trainer.ok());
+  auto train = MakeSource(train_, true, false);
+  std::atomic<bool> cancel{true};
+  TrainerCallbacks callbacks;
+  callbacks.cancel_flag = &cancel;
+  EXPECT_EQ((*trainer)->Train(*train, nullptr, callbacks).status().code(),
+            absl::StatusCode::kCancelled);
+}
+
+TEST_F(TrainerTest, MaxStepsBoundsThePhase) {
+  TinyNet net = MakeNet(5);
+  TrainerOptions options = BaseOptions();
+  options.epochs = 0;
+  options.max_steps = 20;  // crosses an epoch boundary (12 batches per epoch)
+  options.log_every_steps = 0;
+  auto trainer = MakeTrainer(net, options);
+  ASSERT_TRUE(trainer.ok());
+  auto train = MakeSource(train_, true, false);
+  auto result = (*trainer)->Train(*train, nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->steps, 20);
+  EXPECT_NEAR(result->epochs, 20.0 / 12.0, 1e-12);
+}
+
+TEST_F(TrainerTest, CorruptCheckpointIsDataLoss) {
+  std::filesystem::create_directories(dir_);
+  std::ofstream(Trainer::CheckpointPath(dir_.string())) << "not an archive";
+  TinyNet net = MakeNet(5);
+  TrainerOptions options = BaseOptions();
+  options.checkpoint_dir = dir_.string();
+  auto trainer = MakeTrainer(net, options);
+  ASSERT_TRUE(trainer.ok());
+  auto train = MakeSource(train_, true, false);
+  auto result = (*trainer)->Train(*train, nullptr);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "trainer_state.pt"));
+}
+
+TEST_F(TrainerTest, RejectsInconsistentOptions) {
+  TinyNet net = MakeNet(5);
+  TrainerOptions options = BaseOptions();
+  options.epochs = 0;
+  options.max_steps = 0;
+  EXPECT_EQ(MakeTrainer(net, options).status().code(), absl::StatusCode::kInvalidArgument);
+  options = BaseOptions();
+  options.checkpoint_every_steps = 10;  // without a directory
+  EXPECT_EQ(MakeTrainer(net, options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace compress::pipeline
