@@ -30,6 +30,7 @@
 #include "server/core/metrics.h"
 #include "server/core/scheduler.h"
 #include "server/rpc/compression_service.h"
+#include "server/rpc/metrics_interceptor.h"
 #include "server/rpc/thread_pool.h"
 #include "server/rpc/worker_service.h"
 
@@ -102,6 +103,21 @@ std::string DialAddress(const std::string& host, int port) {
   return absl::StrCat(host, ":", port);
 }
 
+// Every method the server serves: the two services, health checks and reflection.
+std::vector<compress::server::GrpcMethodInfo> ServedMethods() {
+  std::vector<compress::server::GrpcMethodInfo> methods = {
+      {"grpc.health.v1.Health", "Check", "unary"},
+      {"grpc.health.v1.Health", "Watch", "server_stream"}};
+  const google::protobuf::DescriptorPool* pool = google::protobuf::DescriptorPool::generated_pool();
+  for (const char* name : {"compress.v1.CompressionService", "compress.v1.WorkerService",
+                           "grpc.reflection.v1alpha.ServerReflection"}) {
+    if (const google::protobuf::ServiceDescriptor* service = pool->FindServiceByName(name)) {
+      for (auto& method : compress::server::MethodsOf(*service)) methods.push_back(method);
+    }
+  }
+  return methods;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -141,10 +157,14 @@ int main(int argc, char** argv) {
 
   auto pool =
       std::make_unique<compress::server::ThreadPool>(std::max(1, absl::GetFlag(FLAGS_rpc_threads)));
+  compress::server::CompressionServiceImpl::Options compression_options;
+  compression_options.metrics = &metrics;
   compress::server::CompressionServiceImpl compression_service(scheduler->get(), artifacts->get(),
-                                                               pool.get(), {});
+                                                               pool.get(), compression_options);
+  compress::server::WorkerServiceImpl::Options worker_options;
+  worker_options.metrics = &metrics;
   compress::server::WorkerServiceImpl worker_service(scheduler->get(), artifacts->get(), pool.get(),
-                                                     {});
+                                                     worker_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -154,6 +174,10 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(grpc_address, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&compression_service);
   builder.RegisterService(&worker_service);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(
+      std::make_unique<compress::server::MetricsInterceptorFactory>(&metrics, ServedMethods()));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return Fail(absl::StrCat("--grpc_address: cannot listen on ", grpc_address));

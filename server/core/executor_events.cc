@@ -1,6 +1,7 @@
 #include "server/core/executor_events.h"
 
 #include <cmath>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,13 @@ nlohmann::json FiniteValues(const std::map<std::string, double>& values) {
 }
 
 double Finite(double value) { return std::isfinite(value) ? value : 0.0; }
+
+// values[name] when it is there, finite and not negative.
+std::optional<double> NonNegative(const std::map<std::string, double>& values, const char* name) {
+  auto it = values.find(name);
+  if (it == values.end() || !std::isfinite(it->second) || it->second < 0) return std::nullopt;
+  return it->second;
+}
 
 }  // namespace
 
@@ -55,6 +63,9 @@ ExecutorUpdate TranslateExecutorLines(const std::vector<std::string>& lines, int
         payload = {{"phase", e.phase},
                    {"wall_seconds", Finite(e.wall_seconds)},
                    {"values", FiniteValues(e.values)}};
+        if (std::isfinite(e.wall_seconds) && e.wall_seconds >= 0) {
+          update.phases_finished.emplace_back(e.phase, e.wall_seconds);
+        }
         break;
       case events::EventType::kMetric:
         event.kind = EventKind::kMetric;
@@ -63,6 +74,12 @@ ExecutorUpdate TranslateExecutorLines(const std::vector<std::string>& lines, int
                    {"epoch", Finite(e.epoch)},
                    {"values", FiniteValues(e.values)}};
         if (e.progress >= 0 && std::isfinite(e.progress)) payload["progress"] = e.progress;
+        if (std::optional<double> v = NonNegative(e.values, "device_memory_bytes")) {
+          update.device.device_memory_bytes = v;
+        }
+        if (std::optional<double> v = NonNegative(e.values, "images_per_second")) {
+          update.device.images_per_second = v;
+        }
         break;
       case events::EventType::kLog:
         event.kind = EventKind::kLog;

@@ -4,12 +4,20 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
 #include "server/core/job.h"
 
 namespace compress::server {
+
+// The latest readings of its device an executor reported in a batch of metric events (their
+// `device_memory_bytes` and `images_per_second` values); each is nullopt when none came.
+struct DeviceReport {
+  std::optional<double> device_memory_bytes;
+  std::optional<double> images_per_second;
+};
 
 // What a batch of executor lines changes about a job.
 struct ExecutorUpdate {
@@ -22,6 +30,10 @@ struct ExecutorUpdate {
   std::optional<std::string> current_phase;
   // The report of the last `report` line, if any (a JSON object).
   std::optional<std::string> report_json;
+  // (phase, wall seconds) of each phase_finished line, in order.
+  std::vector<std::pair<std::string, double>> phases_finished;
+  // The device readings of the batch's metric lines.
+  DeviceReport device;
 };
 
 // Translates `lines` written by attempt `attempt`. Events without a time get `now`.

@@ -1,6 +1,46 @@
 #include "server/core/metrics.h"
 
+#include <algorithm>
+#include <iterator>
+
 namespace compress::server {
+namespace {
+
+// go-grpc-prometheus's code names (Go's codes.Code.String()), indexed by the code number.
+constexpr const char* kGrpcCodeNames[] = {
+    "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+    "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+    "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
+    "DataLoss", "Unauthenticated"};
+
+// Prometheus's default buckets, extended for long polls (LeaseJob, up to 30 s) and streams
+// (WatchJob, as long as a job runs).
+const prometheus::Histogram::BucketBoundaries& HandlingBuckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600};
+  return *buckets;
+}
+
+}  // namespace
+
+GrpcMethodMetrics::GrpcMethodMetrics(prometheus::Family<prometheus::Counter>* handled,
+                                     prometheus::Labels method_labels, prometheus::Counter* started,
+                                     prometheus::Counter* received, prometheus::Counter* sent,
+                                     prometheus::Histogram* handling)
+    : handled_(handled),
+      method_labels_(std::move(method_labels)),
+      started_(started),
+      received_(received),
+      sent_(sent),
+      handling_(handling) {}
+
+void GrpcMethodMetrics::Handled(const std::string& code, double seconds) {
+  prometheus::Labels labels = method_labels_;
+  labels[Metrics::kGrpcCodeLabel] = code;
+  // Family::Add returns the existing child when there is one (under the family's lock).
+  handled_->Add(labels).Increment();
+  handling_->Observe(seconds);
+}
 
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   jobs_created_ = &prometheus::BuildCounter()
@@ -40,6 +80,69 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                             .Help("Workers heard from within the last lease window.")
                             .Register(*registry_)
                             .Add({});
+  auto& phases = prometheus::BuildHistogram()
+                     .Name("compressd_phase_duration_seconds")
+                     .Help("Wall time of executor phases (phase_finished events), by phase.")
+                     .Register(*registry_);
+  const prometheus::Histogram::BucketBoundaries phase_buckets{
+      1, 5, 15, 30, 60, 300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 12 * 3600, 24 * 3600};
+  for (const char* phase : kPhases) {
+    phase_duration_[phase] = &phases.Add({{kPhaseLabel, phase}}, phase_buckets);
+  }
+  phase_duration_[kOtherPhase] = &phases.Add({{kPhaseLabel, kOtherPhase}}, phase_buckets);
+  device_memory_ = &prometheus::BuildGauge()
+                        .Name("compressd_worker_device_memory_used_bytes")
+                        .Help(
+                            "Device memory in use by the job running on a worker's device, as "
+                            "its executor last reported it.")
+                        .Register(*registry_);
+  images_per_second_ = &prometheus::BuildGauge()
+                            .Name("compressd_train_images_per_second")
+                            .Help(
+                                "Training throughput of the job running on a worker's device, "
+                                "as its executor last reported it.")
+                            .Register(*registry_);
+  artifact_bytes_sent_ = &prometheus::BuildCounter()
+                              .Name("compressd_artifact_bytes_sent_total")
+                              .Help("Artifact bytes sent to clients by ReadArtifact.")
+                              .Register(*registry_)
+                              .Add({});
+  artifact_bytes_received_ = &prometheus::BuildCounter()
+                                  .Name("compressd_artifact_bytes_received_total")
+                                  .Help("Artifact bytes received from workers by UploadArtifact.")
+                                  .Register(*registry_)
+                                  .Add({});
+  leases_expired_ = &prometheus::BuildCounter()
+                         .Name("compressd_leases_expired_total")
+                         .Help(
+                             "Leases that expired without a heartbeat: the worker was lost or "
+                             "stalled, and its job was requeued or failed.")
+                         .Register(*registry_)
+                         .Add({});
+  grpc_started_ = &prometheus::BuildCounter()
+                       .Name("grpc_server_started_total")
+                       .Help("Total number of RPCs started on the server.")
+                       .Register(*registry_);
+  grpc_handled_ = &prometheus::BuildCounter()
+                       .Name("grpc_server_handled_total")
+                       .Help(
+                           "Total number of RPCs completed on the server, regardless of success "
+                           "or failure.")
+                       .Register(*registry_);
+  grpc_received_ = &prometheus::BuildCounter()
+                        .Name("grpc_server_msg_received_total")
+                        .Help("Total number of RPC stream messages received on the server.")
+                        .Register(*registry_);
+  grpc_sent_ = &prometheus::BuildCounter()
+                    .Name("grpc_server_msg_sent_total")
+                    .Help("Total number of gRPC stream messages sent by the server.")
+                    .Register(*registry_);
+  grpc_handling_ = &prometheus::BuildHistogram()
+                        .Name("grpc_server_handling_seconds")
+                        .Help(
+                            "Histogram of response latency (seconds) of gRPC that had been "
+                            "application-level handled by the server.")
+                        .Register(*registry_);
 }
 
 void Metrics::JobCounts(const std::map<JobState, int64_t>& counts) {
@@ -65,5 +168,65 @@ void Metrics::JobFinished(JobState state, std::optional<absl::Duration> duration
 }
 
 void Metrics::WorkersConnected(int count) { workers_connected_->Set(count); }
+
+void Metrics::PhaseFinished(const std::string& phase, double wall_seconds) {
+  auto it = phase_duration_.find(phase);
+  if (it == phase_duration_.end()) it = phase_duration_.find(kOtherPhase);
+  it->second->Observe(wall_seconds);
+}
+
+void Metrics::DeviceReadings(const std::string& worker_id, const std::string& device,
+                             const DeviceReport& report) {
+  if (!report.device_memory_bytes.has_value() && !report.images_per_second.has_value()) return;
+  const prometheus::Labels labels{{kWorkerLabel, worker_id}, {kDeviceLabel, device}};
+  absl::MutexLock lock(&mu_);
+  auto& [memory, images] = device_gauges_[{worker_id, device}];
+  if (report.device_memory_bytes.has_value()) {
+    if (memory == nullptr) memory = &device_memory_->Add(labels);
+    memory->Set(*report.device_memory_bytes);
+  }
+  if (report.images_per_second.has_value()) {
+    if (images == nullptr) images = &images_per_second_->Add(labels);
+    images->Set(*report.images_per_second);
+  }
+}
+
+void Metrics::LeaseEnded(const std::string& worker_id, const std::string& device, bool expired) {
+  if (expired) leases_expired_->Increment();
+  absl::MutexLock lock(&mu_);
+  auto it = device_gauges_.find({worker_id, device});
+  if (it == device_gauges_.end()) return;
+  auto [memory, images] = it->second;
+  if (memory != nullptr) device_memory_->Remove(memory);
+  if (images != nullptr) images_per_second_->Remove(images);
+  device_gauges_.erase(it);
+}
+
+void Metrics::ArtifactBytesSent(int64_t bytes) {
+  artifact_bytes_sent_->Increment(static_cast<double>(bytes));
+}
+
+void Metrics::ArtifactBytesReceived(int64_t bytes) {
+  artifact_bytes_received_->Increment(static_cast<double>(bytes));
+}
+
+GrpcMethodMetrics* Metrics::GrpcMethod(const std::string& type, const std::string& service,
+                                       const std::string& method) {
+  absl::MutexLock lock(&mu_);
+  std::unique_ptr<GrpcMethodMetrics>& entry = grpc_methods_[{type, service, method}];
+  if (entry == nullptr) {
+    prometheus::Labels labels{
+        {kGrpcTypeLabel, type}, {kGrpcServiceLabel, service}, {kGrpcMethodLabel, method}};
+    entry = std::make_unique<GrpcMethodMetrics>(
+        grpc_handled_, labels, &grpc_started_->Add(labels), &grpc_received_->Add(labels),
+        &grpc_sent_->Add(labels), &grpc_handling_->Add(labels, HandlingBuckets()));
+  }
+  return entry.get();
+}
+
+const char* Metrics::GrpcCodeName(int code) {
+  if (code < 0 || code >= static_cast<int>(std::size(kGrpcCodeNames))) return "Unknown";
+  return kGrpcCodeNames[code];
+}
 
 }  // namespace compress::server

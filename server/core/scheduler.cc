@@ -141,7 +141,14 @@ absl::Status Scheduler::CommitLocked(Job& job, JobState from, std::vector<JobEve
         queued_.erase(it);
       }
     }
-    if (!IsLeased(job.state)) leases_.erase(job.id);
+    if (!IsLeased(job.state)) {
+      if (auto it = leases_.find(job.id); it != leases_.end()) {
+        if (options_.observer != nullptr) {
+          options_.observer->LeaseEnded(it->second.worker_id, it->second.device, false);
+        }
+        leases_.erase(it);
+      }
+    }
   }
   deferred.push_back([this, id = job.id] { notifier_.Notify(id); });
   if (job.state == JobState::kQueued && from != JobState::kQueued) {
@@ -462,6 +469,9 @@ absl::StatusOr<bool> Scheduler::ReportEvents(const std::string& job_id, int atte
     (*lease)->expiry = now + options_.lease_duration;
     cancel_requested = (*lease)->cancel_requested;
     ExecutorUpdate update = TranslateExecutorLines(lines, attempt, now);
+    const std::string device = (*lease)->device;
+    auto phases_finished = std::move(update.phases_finished);
+    const DeviceReport device_report = update.device;
     if (update.current_phase.has_value() || update.report_json.has_value()) {
       absl::StatusOr<Job> job = store_->GetJob(job_id);
       if (!job.ok()) return job.status();
@@ -476,6 +486,12 @@ absl::StatusOr<bool> Scheduler::ReportEvents(const std::string& job_id, int atte
           store_->Write(job_id, nullptr, std::move(update.events));
       if (!stored.ok()) return stored.status();
       deferred.push_back([this, job_id] { notifier_.Notify(job_id); });
+    }
+    if (options_.observer != nullptr) {
+      for (const auto& [phase, seconds] : phases_finished) {
+        options_.observer->PhaseFinished(phase, seconds);
+      }
+      options_.observer->DeviceReadings(worker_id, device, device_report);
     }
   }
   RunDeferred(deferred);

@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <string>
 
 #include "absl/time/time.h"
+#include "server/core/executor_events.h"
 #include "server/core/job.h"
 
 namespace compress::server {
@@ -27,6 +29,14 @@ class SchedulerObserver {
   virtual void JobFinished(JobState state, std::optional<absl::Duration> duration) {}
   // Workers seen in the last lease window.
   virtual void WorkersConnected(int count) {}
+  // An executor phase of a current attempt finished after `wall_seconds` (phase_finished).
+  virtual void PhaseFinished(const std::string& phase, double wall_seconds) {}
+  // The executor of the current attempt on `worker_id`'s `device` reported device readings.
+  virtual void DeviceReadings(const std::string& worker_id, const std::string& device,
+                              const DeviceReport& report) {}
+  // The lease of `worker_id` on `device` ended: the job finished or went back to the queue;
+  // `expired` when it ended because its worker stopped renewing it (lost, or stalled).
+  virtual void LeaseEnded(const std::string& worker_id, const std::string& device, bool expired) {}
 };
 
 }  // namespace compress::server

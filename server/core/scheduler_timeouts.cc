@@ -20,6 +20,8 @@ void Scheduler::ProcessTimeouts() {
     }
     for (const auto& [id, lease] : expired) {
       leases_.erase(id);
+      if (options_.observer != nullptr)
+        options_.observer->LeaseEnded(lease.worker_id, lease.device, true);
       absl::StatusOr<Job> job = store_->GetJob(id);
       if (!job.ok()) continue;
       JobState from = job->state;

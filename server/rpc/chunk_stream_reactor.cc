@@ -52,6 +52,7 @@ void ChunkStreamReactor::Next() {
 }
 
 void ChunkStreamReactor::OnWriteDone(bool ok) {
+  if (ok && source_.sent) source_.sent(static_cast<int64_t>(message_.data().size()));
   if (!ok) {
     Finish(grpc::Status::CANCELLED);
   } else if (last_) {

@@ -21,6 +21,8 @@ struct ChunkSource {
   std::function<absl::StatusOr<Artifact>()> describe;
   // Up to `max_bytes` from `offset`.
   std::function<absl::StatusOr<std::string>(int64_t offset, int64_t max_bytes)> read;
+  // Called with the number of data bytes of each message once it was written; may be empty.
+  std::function<void(int64_t bytes)> sent;
 };
 
 // Each chunk is read on the pool, then written; one chunk is in flight at a time. The last

@@ -176,6 +176,11 @@ grpc::ServerWriteReactor<v1::ReadArtifactResponse>* CompressionServiceImpl::Read
                                                                        int64_t max_bytes) {
     return artifacts_->ReadArtifact(job_id, artifact_name, offset, max_bytes);
   };
+  if (options_.metrics != nullptr) {
+    source.sent = [metrics = options_.metrics](int64_t bytes) {
+      metrics->ArtifactBytesSent(bytes);
+    };
+  }
   return new ChunkStreamReactor(pool_, std::move(source), request->offset(), chunk);
 }
 

@@ -10,6 +10,7 @@
 
 #include "compress/v1/compression_service.grpc.pb.h"
 #include "server/core/artifact_store.h"
+#include "server/core/metrics.h"
 #include "server/core/scheduler.h"
 #include "server/rpc/thread_pool.h"
 
@@ -22,6 +23,8 @@ class CompressionServiceImpl final : public v1::CompressionService::CallbackServ
     // default 4 MiB message limit).
     int64_t default_chunk_bytes = 1 << 20;
     int64_t max_chunk_bytes = 3 << 20;
+    // Counts the bytes ReadArtifact sends; may be nullptr. Not owned; must outlive the service.
+    Metrics* metrics = nullptr;
   };
 
   // None is owned; all must outlive the service.

@@ -128,10 +128,12 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
 class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
  public:
   ArtifactUploadReactor(grpc::CallbackServerContext* context, ThreadPool* pool,
-                        Scheduler* scheduler, ArtifactStore* artifacts, v1::Artifact* response)
+                        Scheduler* scheduler, ArtifactStore* artifacts, Metrics* metrics,
+                        v1::Artifact* response)
       : UploadReactor(context, pool),
         scheduler_(scheduler),
         artifacts_(artifacts),
+        metrics_(metrics),
         response_(response) {}
 
  private:
@@ -171,6 +173,8 @@ class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
       return absl::OkStatus();
     }
     if (request.has_header()) return absl::InvalidArgumentError("header: sent twice");
+    if (metrics_ != nullptr)
+      metrics_->ArtifactBytesReceived(static_cast<int64_t>(request.data().size()));
     return file_->Append(request.data());
   }
 
@@ -198,6 +202,7 @@ class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
 
   Scheduler* const scheduler_;
   ArtifactStore* const artifacts_;
+  Metrics* const metrics_;  // may be nullptr
   v1::Artifact* const response_;
   v1::UploadArtifactRequest::Header header_;
   std::string job_id_;
@@ -265,7 +270,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReportEvents(grpc::CallbackServerCo
 
 grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArtifact(
     grpc::CallbackServerContext* context, v1::Artifact* response) {
-  auto* reactor = new ArtifactUploadReactor(context, pool_, scheduler_, artifacts_, response);
+  auto* reactor =
+      new ArtifactUploadReactor(context, pool_, scheduler_, artifacts_, options_.metrics, response);
   reactor->Start();
   return reactor;
 }

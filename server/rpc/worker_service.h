@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "compress/v1/worker_service.grpc.pb.h"
 #include "server/core/artifact_store.h"
+#include "server/core/metrics.h"
 #include "server/core/scheduler.h"
 #include "server/rpc/thread_pool.h"
 
@@ -22,6 +23,9 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     absl::Duration deadline_margin = absl::Milliseconds(500);
     // Chunk size of ReadBlob.
     int64_t chunk_bytes = 1 << 20;
+    // Counts the bytes UploadArtifact receives; may be nullptr. Not owned; must outlive the
+    // service.
+    Metrics* metrics = nullptr;
   };
 
   // None is owned; all must outlive the service.
