@@ -1,0 +1,449 @@
+#include "worker/run/job_runner.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "worker/events/sha256.h"
+#include "worker/pipeline/checkpoint/model_io.h"
+#include "worker/pipeline/checkpoint/naming.h"
+#include "worker/pipeline/data/batch_loader.h"
+#include "worker/pipeline/data/dataset.h"
+#include "worker/pipeline/model/cost.h"
+#include "worker/pipeline/model/swin.h"
+#include "worker/pipeline/model/torch_error.h"
+#include "worker/pipeline/train/evaluation.h"
+#include "worker/pipeline/train/teacher.h"
+#include "worker/pipeline/train/trainer.h"
+#include "worker/run/work_dir.h"
+
+namespace compress::run {
+namespace {
+
+namespace pl = compress::pipeline;
+using Clock = std::chrono::steady_clock;
+
+// Inputs are scaled to [0, 1] and then to [-1, 1]; recorded in the report so that users of the
+// checkpoint feed it the same way.
+constexpr double kInputMean = 0.5;
+constexpr double kInputStd = 0.5;
+// Batch size of evaluation passes.
+constexpr int64_t kEvalBatchSize = 256;
+// Timed single-image forward passes for the latency figure (after as many warm-up passes).
+constexpr int kLatencyRuns = 20;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+#define RETURN_IF_ERROR(expr)                 \
+  do {                                        \
+    if (absl::Status _s = (expr); !_s.ok()) { \
+      return _s;                              \
+    }                                         \
+  } while (0)
+
+absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
+  if (name == "cpu") return torch::Device(torch::kCPU);
+  if (name == "auto") {
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                       : torch::Device(torch::kCPU);
+  }
+  if (name == "cuda" || name.rfind("cuda:", 0) == 0) {
+    if (!torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device '", name, "' requested but CUDA is not available in this build"));
+    }
+    int index = name == "cuda" ? 0 : std::atoi(name.c_str() + 5);
+    if (index < 0 || index >= static_cast<int>(torch::cuda::device_count())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device '", name, "': only ", torch::cuda::device_count(), " CUDA devices"));
+    }
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown device '", name, "'"));
+}
+
+absl::StatusOr<pl::DatasetFormat> FormatOf(const std::string& name) {
+  return pl::ParseDatasetFormat(name);
+}
+
+// The teacher's architecture: the preset or explicit config of the spec, with the class count
+// of the spec or, failing that, of the data set.
+absl::StatusOr<pl::SwinConfig> TeacherConfig(const spec::JobSpec& spec) {
+  absl::StatusOr<pl::SwinConfig> config;
+  if (spec.model.has_config) {
+    const spec::SwinConfigSpec& c = spec.model.config;
+    pl::UniformSwinOptions u;
+    u.image_size = c.image_size;
+    u.in_channels = c.in_channels;
+    u.num_classes = c.num_classes > 0 ? c.num_classes : 10;
+    u.patch_size = c.patch_size;
+    u.window_size = c.window_size;
+    u.embed_dim = c.embed_dim;
+    u.depths = c.depths;
+    u.num_heads = c.num_heads;
+    u.mlp_ratio = c.mlp_ratio;
+    u.drop_path_rate = c.drop_path_rate;
+    config = pl::MakeUniformSwinConfig(u);
+    if (!config.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec.model.config: ", config.status().message()));
+    }
+  } else {
+    config = pl::SwinPreset(spec.model.preset);
+    if (!config.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec.model.preset: ", config.status().message()));
+    }
+  }
+  if (spec.model.num_classes > 0) config->num_classes = spec.model.num_classes;
+  return config;
+}
+
+nlohmann::json MetricsJson(const pl::EvalMetrics& m) {
+  return {{"top1", m.top1}, {"top5", m.top5}, {"val_loss", m.loss}, {"val_samples", m.samples}};
+}
+
+}  // namespace
+
+struct JobRunner::State {
+  RunnerOptions options;
+  torch::Device device = torch::kCPU;
+  std::unique_ptr<WorkDir> work_dir;
+  pl::DatasetSplits data;
+  Clock::time_point start = Clock::now();
+  nlohmann::json phases = nlohmann::json::array();
+
+  events::EventWriter& events() { return *options.events; }
+  void Log(const std::string& level, const std::string& message) {
+    events().Write(events::Log(level, message));
+  }
+
+  absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> Source(bool train, int64_t batch_size,
+                                                                bool augment, bool flip) {
+    pl::BatchLoaderOptions o;
+    o.batch_size = batch_size;
+    o.seed = static_cast<uint64_t>(options.spec.resources.seed);
+    o.mean = {kInputMean};
+    o.std = {kInputStd};
+    if (train) {
+      o.shuffle = true;
+      o.random_resized_crop = augment;
+      o.horizontal_flip = flip;
+    } else {
+      o = o.ForEval();
+      o.batch_size = batch_size;
+    }
+    absl::StatusOr<std::unique_ptr<pl::BatchLoader>> loader =
+        train ? pl::BatchLoader::Create(data.train_images, data.train_labels, o)
+              : pl::BatchLoader::Create(data.val_images, data.val_labels, o);
+    if (!loader.ok()) return loader.status();
+    return std::make_unique<pl::LoaderBatchSource>(std::move(*loader));
+  }
+
+  absl::Status LoadData(const pl::SwinConfig& config) {
+    const spec::DatasetSpec& d = options.spec.dataset;
+    if (d.image_size > 0 && d.image_size != config.image_size) {
+      return absl::InvalidArgumentError(absl::StrCat("spec.dataset.image_size: ", d.image_size,
+                                                     " differs from the model's ",
+                                                     config.image_size));
+    }
+    pl::DatasetOptions o;
+    absl::StatusOr<pl::DatasetFormat> format = FormatOf(d.format);
+    if (!format.ok()) return format.status();
+    o.format = *format;
+    o.path = d.path;
+    o.image_size = config.image_size;
+    o.channels = config.in_channels;
+    o.cache_dir = options.cache_dir.empty() ? work_dir->path() + "/cache" : options.cache_dir;
+    o.limit_train = d.limit_train;
+    o.limit_val = d.limit_val;
+    o.synthetic_num_classes = d.synthetic_classes;
+    o.synthetic_train_size = d.synthetic_train;
+    o.synthetic_val_size = d.synthetic_val;
+    o.synthetic_seed = static_cast<uint64_t>(options.spec.resources.seed);
+    auto t0 = Clock::now();
+    absl::StatusOr<pl::DatasetSplits> splits = pl::LoadDataset(o);
+    if (!splits.ok()) return splits.status();
+    data = std::move(*splits);
+    Log("info", absl::StrCat("data set ", d.format, ": ", data.train_labels.size(0), " train, ",
+                             data.val_labels.size(0), " val, ", data.num_classes, " classes, ",
+                             data.channels, "x", data.height, "x", data.width, " (loaded in ",
+                             SecondsSince(t0), " s)"));
+    return absl::OkStatus();
+  }
+
+  // Evaluation, size and speed of a model: the figures the report compares.
+  absl::StatusOr<nlohmann::json> Measure(pl::SwinTransformer& model) {
+    absl::StatusOr<pl::SwinCost> cost = pl::AnalyzeSwinCost(model->config());
+    if (!cost.ok()) return cost.status();
+    absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> val =
+        Source(/*train=*/false, kEvalBatchSize, false, false);
+    if (!val.ok()) return val.status();
+    pl::LogitsFn logits = [&model](const torch::Tensor& x) { return model->forward(x); };
+    absl::StatusOr<pl::EvalMetrics> metrics = pl::Evaluate(*model, logits, **val, device);
+    if (!metrics.ok()) return metrics.status();
+    nlohmann::json out = MetricsJson(*metrics);
+    out["params"] = cost->params;
+    out["macs"] = cost->total.macs;
+    // Latency of one image: median of timed forward passes after warm-up.
+    torch::NoGradGuard no_grad;
+    model->eval();
+    torch::Tensor image = data.val_images.index({torch::indexing::Slice(0, 1)})
+                              .to(torch::kFloat)
+                              .div(255.0)
+                              .sub(kInputMean)
+                              .div(kInputStd)
+                              .to(device);
+    std::vector<double> times;
+    for (int i = 0; i < 2 * kLatencyRuns; ++i) {
+      auto t0 = Clock::now();
+      torch::Tensor y = model->forward(image);
+      if (device.is_cuda()) torch::cuda::synchronize();
+      if (i >= kLatencyRuns) times.push_back(SecondsSince(t0) * 1000.0);
+    }
+    std::sort(times.begin(), times.end());
+    out["latency_ms_per_image"] = times[times.size() / 2];
+    return out;
+  }
+
+  pl::TrainerOptions TrainOptions(const spec::TrainSpec& t, const std::string& checkpoint_dir) {
+    pl::TrainerOptions o;
+    o.epochs = t.epochs;
+    o.max_steps = t.max_steps;
+    o.lr = t.lr;
+    o.min_lr = t.lr * 0.01;
+    o.weight_decay = t.weight_decay;
+    o.warmup_epochs = t.warmup_epochs;
+    o.clip_grad_norm = t.clip_grad_norm;
+    o.label_smoothing = t.label_smoothing;
+    o.checkpoint_dir = checkpoint_dir;
+    o.checkpoint_every_steps = 200;
+    o.log_every_steps = 20;
+    o.device = device;
+    o.num_threads = options.threads;
+    o.seed = options.spec.resources.seed;
+    return o;
+  }
+
+  // Trains `model` for one phase with plain classification loss, sending metric events.
+  absl::StatusOr<pl::TrainResult> TrainClassifier(const std::string& phase,
+                                                  pl::SwinTransformer& model,
+                                                  const spec::TrainSpec& t,
+                                                  const std::string& checkpoint_dir) {
+    absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> train = Source(
+        /*train=*/true, t.batch_size, options.spec.dataset.augment, options.spec.dataset.flip);
+    if (!train.ok()) return train.status();
+    absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> val =
+        Source(/*train=*/false, kEvalBatchSize, false, false);
+    if (!val.ok()) return val.status();
+    pl::LogitsFn logits = [&model](const torch::Tensor& x) { return model->forward(x); };
+    pl::TrainerOptions o = TrainOptions(t, checkpoint_dir);
+    absl::StatusOr<std::unique_ptr<pl::Trainer>> trainer =
+        pl::Trainer::Create(*model, pl::ClassificationLoss(logits, t.label_smoothing), logits, o);
+    if (!trainer.ok()) return trainer.status();
+    const int64_t per_epoch = (*train)->BatchesPerEpoch();
+    int64_t total = t.epochs > 0 ? t.epochs * per_epoch : t.max_steps;
+    if (t.max_steps > 0) total = std::min<int64_t>(total, t.max_steps);
+    pl::TrainerCallbacks callbacks;
+    callbacks.cancel_flag = options.cancel;
+    callbacks.on_metric = [this, &phase, total](const pl::MetricPoint& p) {
+      std::map<std::string, double> values;
+      if (p.kind == pl::MetricPoint::Kind::kTrain) {
+        values["loss"] = p.loss;
+        values["lr"] = p.lr;
+        values["grad_norm"] = p.grad_norm;
+        values["images_per_second"] = p.images_per_second;
+        for (const auto& [name, value] : p.terms) values["loss_" + name] = value;
+        if (p.device_memory_bytes) {
+          values["device_memory_bytes"] = static_cast<double>(*p.device_memory_bytes);
+        }
+      } else if (p.eval) {
+        values["top1"] = p.eval->top1;
+        values["top5"] = p.eval->top5;
+        values["val_loss"] = p.eval->loss;
+      }
+      double progress = total > 0 ? std::min(1.0, static_cast<double>(p.step) / total) : -1;
+      events().Write(events::Metric(phase, p.step, p.epoch, progress, std::move(values)));
+    };
+    return (*trainer)->Train(**train, val->get(), callbacks);
+  }
+
+  // The teacher's starting point: a checkpoint directory (model.safetensors + config.json,
+  // whose config wins), a safetensors file in any supported naming loaded into `config`, an
+  // uploaded blob (fetched by the agent into DIR/blobs/<sha256>), or fresh weights.
+  absl::StatusOr<pl::SwinTransformer> ObtainTeacher(const pl::SwinConfig& config) {
+    const spec::TeacherSpec& t = options.spec.teacher;
+    if (!t.HasWeights()) return pl::CreateSwinTransformer(config);
+    std::string path = t.checkpoint_path;
+    if (!t.blob_sha256.empty()) path = work_dir->path() + "/blobs/" + t.blob_sha256;
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) {
+      absl::StatusOr<pl::LoadedModel> loaded = pl::LoadModel(path);
+      if (!loaded.ok()) return loaded.status();
+      Log("info", absl::StrCat("teacher loaded from checkpoint directory ", path));
+      return loaded->model;
+    }
+    if (!std::filesystem::exists(path, ec)) {
+      return absl::NotFoundError(absl::StrCat(
+          t.blob_sha256.empty() ? "spec.teacher.checkpoint_path: " : "spec.teacher.blob_sha256: ",
+          path, ": no such file or directory"));
+    }
+    absl::StatusOr<pl::Naming> naming = pl::ParseNaming(t.naming);
+    if (!naming.ok()) return naming.status();
+    absl::StatusOr<pl::SwinTransformer> model = pl::CreateSwinTransformer(config);
+    if (!model.ok()) return model.status();
+    RETURN_IF_ERROR(pl::LoadWeights(*model, path, *naming));
+    Log("info", absl::StrCat("teacher weights loaded from ", path));
+    return model;
+  }
+
+  absl::StatusOr<pl::SwinTransformer> TeacherPhase() {
+    const std::string phase = "teacher";
+    absl::StatusOr<std::string> dir = work_dir->PhaseDir(phase);
+    if (!dir.ok()) return dir.status();
+    const std::string model_dir = *dir + "/model";
+    if (work_dir->Completed(phase)) {
+      Log("info", "teacher phase completed in an earlier run; loading its model");
+      absl::StatusOr<pl::LoadedModel> loaded = pl::LoadModel(model_dir);
+      if (!loaded.ok()) return loaded.status();
+      loaded->model->to(device);
+      phases.push_back(work_dir->Result(phase));
+      return loaded->model;
+    }
+    events().Write(events::PhaseStarted(phase));
+    auto t0 = Clock::now();
+    absl::StatusOr<pl::SwinConfig> config = TeacherConfig(options.spec);
+    if (!config.ok()) return config.status();
+    if (!options.spec.teacher.HasWeights() && options.spec.model.num_classes == 0) {
+      config->num_classes = static_cast<int>(data.num_classes);
+    }
+    if (config->num_classes != data.num_classes) {
+      return absl::InvalidArgumentError(absl::StrCat("spec.model.num_classes: the model has ",
+                                                     config->num_classes, " classes, the data set ",
+                                                     data.num_classes));
+    }
+    absl::StatusOr<pl::SwinTransformer> model = ObtainTeacher(*config);
+    if (!model.ok()) return model.status();
+    (*model)->to(device);
+    nlohmann::json result = {{"name", phase}};
+    const spec::TrainSpec& t = options.spec.teacher.train;
+    if (t.Trains()) {
+      absl::StatusOr<pl::TrainResult> trained =
+          TrainClassifier(phase, *model, t, *dir + "/trainer");
+      if (!trained.ok()) return trained.status();
+      result["trained_steps"] = trained->steps;
+      result["trained_epochs"] = trained->epochs;
+      result["train_images_per_second"] = trained->images_per_second;
+    }
+    absl::StatusOr<nlohmann::json> measured = Measure(*model);
+    if (!measured.ok()) return measured.status();
+    result.update(*measured);
+    RETURN_IF_ERROR(pl::SaveModel(model_dir, *model));
+    result["wall_seconds"] = SecondsSince(t0);
+    RETURN_IF_ERROR(work_dir->MarkCompleted(phase, result));
+    phases.push_back(result);
+    events().Write(events::PhaseFinished(
+        phase, SecondsSince(t0),
+        {{"top1", result["top1"]}, {"params", result["params"]}, {"macs", result["macs"]}}));
+    return model;
+  }
+
+  absl::Status Announce(const std::string& name, const std::string& path) {
+    absl::StatusOr<FileDigest> digest = Sha256File(path);
+    if (!digest.ok()) return digest.status();
+    events().Write(events::ArtifactReady(name, path, digest->sha256, digest->size_bytes));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<nlohmann::json> RunUnchecked() {
+    absl::StatusOr<pl::SwinConfig> config = TeacherConfig(options.spec);
+    if (!config.ok()) return config.status();
+    RETURN_IF_ERROR(LoadData(*config));
+    absl::StatusOr<pl::SwinTransformer> teacher = TeacherPhase();
+    if (!teacher.ok()) return teacher.status();
+
+    // The final model is the last phase's; later stages (share, prune, distill) chain here.
+    pl::SwinTransformer& final_model = *teacher;
+    const std::string result_dir = work_dir->path() + "/result";
+    RETURN_IF_ERROR(pl::SaveModel(result_dir, final_model));
+    const nlohmann::json& first = phases.front();
+    const nlohmann::json& last = phases.back();
+    nlohmann::json report = {
+        {"device", device.str()},
+        {"threads", torch::get_num_threads()},
+        {"input", {{"scale", 1.0 / 255.0}, {"mean", kInputMean}, {"std", kInputStd}}},
+        {"dataset",
+         {{"format", options.spec.dataset.format},
+          {"train_samples", data.train_labels.size(0)},
+          {"val_samples", data.val_labels.size(0)},
+          {"num_classes", data.num_classes}}},
+        {"phases", phases},
+        {"teacher", first},
+        {"final", last},
+        {"comparison",
+         {{"macs_reduction", 1.0 - last["macs"].get<double>() / first["macs"].get<double>()},
+          {"params_reduction", 1.0 - last["params"].get<double>() / first["params"].get<double>()},
+          {"top1_delta", last["top1"].get<double>() - first["top1"].get<double>()}}},
+        {"wall_seconds", SecondsSince(start)},
+    };
+    const std::string report_path = work_dir->path() + "/report.json";
+    RETURN_IF_ERROR(WriteFileAtomically(report_path, report.dump(2) + "\n"));
+    RETURN_IF_ERROR(Announce("model.safetensors", result_dir + "/model.safetensors"));
+    RETURN_IF_ERROR(Announce("config.json", result_dir + "/config.json"));
+    RETURN_IF_ERROR(Announce("report.json", report_path));
+    return report;
+  }
+};
+
+JobRunner::JobRunner(std::unique_ptr<State> state) : state_(std::move(state)) {}
+JobRunner::~JobRunner() = default;
+
+absl::StatusOr<std::unique_ptr<JobRunner>> JobRunner::Create(RunnerOptions options) {
+  if (options.events == nullptr) return absl::InvalidArgumentError("no event writer");
+  const spec::JobSpec& s = options.spec;
+  for (const auto& [enabled, field] : {std::pair{s.share.enabled, "spec.share.enabled"},
+                                       std::pair{s.prune.enabled, "spec.prune.enabled"},
+                                       std::pair{s.distill.enabled, "spec.distill.enabled"}}) {
+    if (enabled) {
+      return absl::UnimplementedError(
+          absl::StrCat(field, ": this build of compress-run has no such stage yet"));
+    }
+  }
+  auto state = std::make_unique<State>();
+  absl::StatusOr<torch::Device> device =
+      ResolveDevice(options.device == "auto" ? s.resources.device : options.device);
+  if (!device.ok()) return device.status();
+  state->device = *device;
+  absl::StatusOr<WorkDir> work_dir = WorkDir::Open(options.workdir, spec::ToJson(s));
+  if (!work_dir.ok()) return work_dir.status();
+  state->work_dir = std::make_unique<WorkDir>(std::move(*work_dir));
+  int threads = options.threads > 0 ? options.threads : s.resources.threads;
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  options.threads = threads;
+  torch::set_num_threads(threads);
+  state->options = std::move(options);
+  return std::unique_ptr<JobRunner>(new JobRunner(std::move(state)));
+}
+
+absl::StatusOr<nlohmann::json> JobRunner::Run() {
+  try {
+    return state_->RunUnchecked();
+  } catch (const c10::Error& e) {
+    return pl::StatusFromTorchError(e, "running the job");
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("running the job: ", e.what()));
+  }
+}
+
+}  // namespace compress::run

@@ -1,0 +1,116 @@
+// compress-run: the executor of one compression job (docs/executor-contract.md).
+//
+//   compress-run --spec SPEC.json --workdir DIR [--device cpu|cuda:N] [--threads N]
+//
+// stdout carries JSON-lines events only; stderr is for people.
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "worker/events/event.h"
+#include "worker/run/job_runner.h"
+#include "worker/spec/job_spec.h"
+
+ABSL_FLAG(std::string, spec, "", "Job spec JSON file (compress.v1.JobSpec, proto field names).");
+ABSL_FLAG(std::string, workdir, "", "Work directory; re-running on it resumes the job.");
+ABSL_FLAG(std::string, device, "auto", "auto, cpu, cuda or cuda:N; overrides resources.device.");
+ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; overrides resources.threads (0 = spec).");
+ABSL_FLAG(std::string, cache_dir, "", "Decoded data set cache; empty = WORKDIR/cache.");
+
+namespace {
+
+// Set by SIGTERM/SIGINT (an atomic store is async-signal-safe) and by the time limit.
+std::atomic<bool> g_cancel{false};
+std::atomic<bool> g_deadline{false};
+
+void OnSignal(int) { g_cancel.store(true); }
+
+int Fail(compress::events::EventWriter& events, const absl::Status& status, int exit_code) {
+  std::fprintf(stderr, "compress-run: %s\n", status.ToString().c_str());
+  events.Write(compress::events::Error(status));
+  return exit_code;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("--spec ", path, ": cannot open"));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Runs one compression job: compress-run --spec SPEC.json --workdir DIR");
+  absl::ParseCommandLine(argc, argv);
+  compress::events::EventWriter events(stdout);
+
+  const std::string spec_path = absl::GetFlag(FLAGS_spec);
+  const std::string workdir = absl::GetFlag(FLAGS_workdir);
+  if (spec_path.empty() || workdir.empty()) {
+    return Fail(events, absl::InvalidArgumentError("--spec and --workdir are required"), 2);
+  }
+  absl::StatusOr<std::string> text = ReadFile(spec_path);
+  if (!text.ok()) return Fail(events, text.status(), 1);
+  absl::StatusOr<compress::spec::JobSpec> spec = compress::spec::ParseJobSpec(*text);
+  if (!spec.ok()) return Fail(events, spec.status(), 1);
+
+  struct sigaction action = {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+
+  absl::Notification done;
+  std::thread watchdog;
+  if (spec->resources.time_limit_seconds > 0) {
+    const absl::Duration limit = absl::Seconds(spec->resources.time_limit_seconds);
+    watchdog = std::thread([&done, limit] {
+      if (!done.WaitForNotificationWithTimeout(limit)) {
+        g_deadline.store(true);
+        g_cancel.store(true);
+      }
+    });
+  }
+
+  compress::run::RunnerOptions options;
+  options.spec = *spec;
+  options.workdir = workdir;
+  options.device = absl::GetFlag(FLAGS_device);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  options.cancel = &g_cancel;
+  options.events = &events;
+
+  absl::StatusOr<nlohmann::json> report = [&]() -> absl::StatusOr<nlohmann::json> {
+    auto runner = compress::run::JobRunner::Create(std::move(options));
+    if (!runner.ok()) return runner.status();
+    return (*runner)->Run();
+  }();
+  done.Notify();
+  if (watchdog.joinable()) watchdog.join();
+
+  if (!report.ok()) {
+    absl::Status status = report.status();
+    if (absl::IsCancelled(status) && g_deadline.load()) {
+      status = absl::DeadlineExceededError(absl::StrCat("resources.time_limit_seconds (",
+                                                        spec->resources.time_limit_seconds,
+                                                        " s) reached: ", status.message()));
+    }
+    return Fail(events, status, 1);
+  }
+  events.Write(compress::events::Report(*report));
+  return 0;
+}

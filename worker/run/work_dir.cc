@@ -1,0 +1,134 @@
+#include "worker/run/work_dir.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace compress::run {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::Status ErrnoError(const std::string& what, const std::string& path) {
+  std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(errno));
+  if (errno == ENOSPC || errno == EDQUOT) return absl::ResourceExhaustedError(message);
+  if (errno == ENOENT) return absl::NotFoundError(message);
+  if (errno == EACCES || errno == EPERM || errno == EROFS) {
+    return absl::PermissionDeniedError(message);
+  }
+  return absl::InternalError(message);
+}
+
+absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(buffer.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::DataLossError(absl::StrCat(path, ": not a JSON object"));
+  }
+  return j;
+}
+
+}  // namespace
+
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
+  std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
+  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError("cannot create", temp);
+  const char* p = contents.data();
+  size_t left = contents.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      absl::Status status = ErrnoError("cannot write", temp);
+      ::close(fd);
+      ::unlink(temp.c_str());
+      return status;
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    absl::Status status = ErrnoError("cannot flush", temp);
+    ::unlink(temp.c_str());
+    return status;
+  }
+  if (::rename(temp.c_str(), path.c_str()) != 0) {
+    absl::Status status = ErrnoError("cannot rename to", path);
+    ::unlink(temp.c_str());
+    return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<WorkDir> WorkDir::Open(const std::string& path, const nlohmann::json& spec) {
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("workdir ", path, ": cannot create: ", ec.message()));
+  }
+  const std::string spec_path = absl::StrCat(path, "/spec.json");
+  const std::string state_path = absl::StrCat(path, "/state.json");
+  if (fs::exists(spec_path)) {
+    absl::StatusOr<nlohmann::json> earlier = ReadJsonFile(spec_path);
+    if (!earlier.ok()) return earlier.status();
+    if (*earlier != spec) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("workdir ", path, " holds the phases of a different job spec (", spec_path,
+                       "); use a new work directory"));
+    }
+  } else {
+    if (absl::Status s = WriteFileAtomically(spec_path, spec.dump(2) + "\n"); !s.ok()) return s;
+  }
+  nlohmann::json state = {{"completed", nlohmann::json::object()}};
+  if (fs::exists(state_path)) {
+    absl::StatusOr<nlohmann::json> loaded = ReadJsonFile(state_path);
+    if (!loaded.ok()) return loaded.status();
+    if (!loaded->contains("completed") || !(*loaded)["completed"].is_object()) {
+      return absl::DataLossError(absl::StrCat(state_path, ": missing 'completed' object"));
+    }
+    state = std::move(*loaded);
+  }
+  return WorkDir(path, std::move(state));
+}
+
+absl::StatusOr<std::string> WorkDir::PhaseDir(const std::string& phase) const {
+  std::string dir = absl::StrCat(path_, "/phases/", phase);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(dir, ": cannot create: ", ec.message()));
+  return dir;
+}
+
+bool WorkDir::Completed(const std::string& phase) const {
+  return state_["completed"].contains(phase);
+}
+
+const nlohmann::json& WorkDir::Result(const std::string& phase) const {
+  return state_["completed"].at(phase);
+}
+
+absl::Status WorkDir::MarkCompleted(const std::string& phase, nlohmann::json result) {
+  nlohmann::json next = state_;
+  next["completed"][phase] = std::move(result);
+  if (absl::Status s = WriteFileAtomically(absl::StrCat(path_, "/state.json"), next.dump(2) + "\n");
+      !s.ok()) {
+    return s;
+  }
+  state_ = std::move(next);
+  return absl::OkStatus();
+}
+
+}  // namespace compress::run
