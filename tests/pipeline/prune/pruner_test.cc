@@ -1,0 +1,440 @@
+// Tests of importance, slicing and the iterative pruner on a tiny Swin.
+#include "worker/pipeline/prune/pruner.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <map>
+#include <numeric>
+#include <set>
+#include <string>
+
+#include "nlohmann/json.hpp"
+#include "worker/pipeline/checkpoint/model_io.h"
+#include "worker/pipeline/model/cost.h"
+#include "worker/pipeline/model/swin.h"
+#include "worker/pipeline/prune/importance.h"
+#include "worker/pipeline/prune/model_slicer.h"
+#include "worker/pipeline/prune/swin_graph.h"
+#include "worker/pipeline/train/batch_source.h"
+
+namespace compress::pipeline {
+namespace {
+
+// 32x32x3, patch 2, window 4: stage 0 at 16x16 (shifted windows), stage 1 at 8x8, widths 16
+// and 32, heads 2 and 4 of 8, MLP 64 and 128.
+SwinConfig TinyConfig() {
+  UniformSwinOptions options;
+  options.image_size = 32;
+  options.in_channels = 3;
+  options.num_classes = 5;
+  options.patch_size = 2;
+  options.window_size = 4;
+  options.embed_dim = 16;
+  options.depths = {2, 2};
+  options.num_heads = {2, 4};
+  options.drop_path_rate = 0.0;
+  absl::StatusOr<SwinConfig> config = MakeUniformSwinConfig(options);
+  EXPECT_TRUE(config.ok()) << config.status();
+  return *config;
+}
+
+// A model whose every parameter is random, so that each channel of a norm differs.
+SwinTransformer RandomModel(const SwinConfig& config, uint64_t seed) {
+  torch::manual_seed(seed);
+  absl::StatusOr<SwinTransformer> model = CreateSwinTransformer(config);
+  EXPECT_TRUE(model.ok()) << model.status();
+  torch::NoGradGuard no_grad;
+  for (auto& parameter : (*model)->parameters())
+    parameter.copy_(torch::randn_like(parameter) * 0.2);
+  (*model)->eval();
+  return *model;
+}
+
+torch::Tensor Images(const SwinConfig& config, int batch, uint64_t seed) {
+  torch::manual_seed(seed);
+  return torch::randn({batch, config.in_channels, config.image_size, config.image_size});
+}
+
+std::unique_ptr<TensorBatchSource> Calibration(const SwinConfig& config) {
+  TensorBatchSourceOptions options;
+  options.batch_size = 8;
+  options.shuffle = false;
+  absl::StatusOr<std::unique_ptr<TensorBatchSource>> source = TensorBatchSource::Create(
+      Images(config, 32, 7), torch::arange(32, torch::kLong) % config.num_classes, options);
+  EXPECT_TRUE(source.ok()) << source.status();
+  return std::move(*source);
+}
+
+std::map<std::string, torch::Tensor> State(const SwinTransformer& model) {
+  std::map<std::string, torch::Tensor> state;
+  for (auto& [name, tensor] : model->StateDict()) state.emplace(name, tensor.detach().clone());
+  return state;
+}
+
+struct Graph {
+  DependencyGraph graph;
+  std::vector<Group> groups;
+};
+
+Graph BuildGraph(const SwinConfig& config, AttentionGranularity granularity) {
+  absl::StatusOr<DependencyGraph> graph = BuildSwinGraph(config, granularity);
+  EXPECT_TRUE(graph.ok()) << graph.status();
+  absl::StatusOr<std::vector<Group>> groups = graph->Groups();
+  EXPECT_TRUE(groups.ok()) << groups.status();
+  return {*graph, *groups};
+}
+
+// Every LayerNorm, head count, bias table and merging width agrees with the config.
+void ExpectConsistentShapes(const SwinTransformer& model) {
+  const SwinConfig& config = model->config();
+  for (int s = 0; s < model->num_stages(); ++s) {
+    const int64_t dim = config.stages[s].dim;
+    if (s > 0) {
+      const int64_t previous = config.stages[s - 1].dim;
+      PatchMerging merge = model->stage(s)->downsample;
+      EXPECT_EQ(merge->norm->weight.sizes(), torch::IntArrayRef({4 * previous}));
+      EXPECT_EQ(merge->reduction->weight.sizes(), torch::IntArrayRef({dim, 4 * previous}));
+    }
+    for (int b = 0; b < static_cast<int>(config.stages[s].blocks.size()); ++b) {
+      const BlockWidths& widths = config.stages[s].blocks[b];
+      SwinBlock block = model->block(s, b);
+      EXPECT_EQ(block->norm1->weight.size(0), dim);
+      EXPECT_EQ(block->norm2->weight.size(0), dim);
+      EXPECT_EQ(block->attn->num_heads(), widths.num_heads);
+      EXPECT_EQ(block->attn->head_dim(), widths.head_dim);
+      EXPECT_EQ(block->attn->qkv->weight.sizes(), torch::IntArrayRef({3 * widths.attn_dim(), dim}));
+      EXPECT_EQ(block->attn->proj->weight.sizes(), torch::IntArrayRef({dim, widths.attn_dim()}));
+      EXPECT_EQ(block->attn->relative_position_bias_table.size(1), widths.num_heads);
+      EXPECT_EQ(block->mlp->fc1->weight.sizes(), torch::IntArrayRef({widths.mlp_hidden, dim}));
+      EXPECT_EQ(block->mlp->fc2->weight.sizes(), torch::IntArrayRef({dim, widths.mlp_hidden}));
+    }
+  }
+  EXPECT_EQ(model->norm->weight.size(0), config.num_features());
+  EXPECT_EQ(model->head->fc->weight.sizes(),
+            torch::IntArrayRef({config.num_classes, config.num_features()}));
+}
+
+TEST(PrunerTest, PruningNothingKeepsTheOutputs) {
+  const SwinConfig config = TinyConfig();
+  SwinTransformer model = RandomModel(config, 1);
+  const torch::Tensor images = Images(config, 2, 2);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor expected = model->forward(images);
+
+  Graph g = BuildGraph(config, AttentionGranularity::kHeads);
+  absl::StatusOr<SlicedModel> copy = SliceSwinModel(model, g.graph, g.groups, AllUnits(g.groups));
+  ASSERT_TRUE(copy.ok()) << copy.status();
+  EXPECT_EQ(copy->config, config);
+  EXPECT_TRUE(torch::equal(copy->model->forward(images), expected));
+
+  PruneOptions options;
+  options.target_reduction = 0.0;
+  absl::StatusOr<PruneResult> pruned = PruneSwin(model, options, nullptr);
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(pruned->config, config);
+  pruned->model->eval();
+  EXPECT_TRUE(torch::equal(pruned->model->forward(images), expected));
+  EXPECT_EQ(pruned->plan.macs_after, pruned->plan.macs_before);
+}
+
+// Drops units {1, 3} (or unit 1 of a 2-unit group) of one group and checks every tensor.
+void ExpectGroupSlicesRemoved(const SwinTransformer& model, AttentionGranularity granularity,
+                              const std::string& group_name) {
+  Graph g = BuildGraph(model->config(), granularity);
+  const Group* target = nullptr;
+  for (const Group& group : g.groups) {
+    if (group.name == group_name) target = &group;
+  }
+  ASSERT_NE(target, nullptr) << group_name;
+  std::vector<std::vector<int64_t>> kept = AllUnits(g.groups);
+  std::set<int64_t> dropped = target->size > 2 ? std::set<int64_t>{1, 3} : std::set<int64_t>{1};
+  kept[target->id].clear();
+  for (int64_t u = 0; u < target->size; ++u) {
+    if (dropped.count(u) == 0) kept[target->id].push_back(u);
+  }
+  absl::StatusOr<SlicedModel> sliced = SliceSwinModel(model, g.graph, g.groups, kept);
+  ASSERT_TRUE(sliced.ok()) << sliced.status();
+  ExpectConsistentShapes(sliced->model);
+
+  std::map<std::string, std::map<int, std::vector<int64_t>>> cut;
+  std::map<std::string, std::map<int, int64_t>> removed;  // indices dropped along each dim
+  for (int id : target->nodes) {
+    const SliceNode& node = g.graph.node(id);
+    std::vector<int64_t> indices;
+    for (int64_t u : kept[target->id]) {
+      indices.insert(indices.end(), node.units[u].begin(), node.units[u].end());
+    }
+    std::sort(indices.begin(), indices.end());
+    cut[node.tensor][node.dim] = indices;
+    for (int64_t u : dropped) removed[node.tensor][node.dim] += node.units[u].size();
+  }
+  const std::map<std::string, torch::Tensor> before = State(model);
+  int changed = 0;
+  for (const auto& [name, tensor] : State(sliced->model)) {
+    torch::Tensor expected = before.at(name);
+    if (auto it = cut.find(name); it != cut.end()) {
+      ++changed;
+      for (const auto& [dim, indices] : it->second) {
+        EXPECT_EQ(expected.size(dim) - tensor.size(dim), removed[name][dim]) << name;
+        expected = expected.index_select(dim, torch::tensor(indices, torch::kLong));
+      }
+    }
+    EXPECT_TRUE(torch::equal(tensor, expected)) << group_name << ": " << name;
+  }
+  EXPECT_EQ(changed, static_cast<int>(cut.size()));
+}
+
+TEST(PrunerTest, PruningOneGroupRemovesExactlyItsMembersSlices) {
+  const SwinConfig config = TinyConfig();
+  SwinTransformer model = RandomModel(config, 3);
+  ExpectGroupSlicesRemoved(model, AttentionGranularity::kHeads, "layers.0.embedding");
+  ExpectGroupSlicesRemoved(model, AttentionGranularity::kHeads, "layers.1.embedding");
+  ExpectGroupSlicesRemoved(model, AttentionGranularity::kHeads, "layers.0.blocks.1.mlp.hidden");
+  ExpectGroupSlicesRemoved(model, AttentionGranularity::kHeads, "layers.1.blocks.0.attn.heads");
+  ExpectGroupSlicesRemoved(model, AttentionGranularity::kHeadDims,
+                           "layers.0.blocks.1.attn.head_dims");
+}
+
+TEST(PrunerTest, SlicedQkvKeepsTheRemainingHeadsComputation) {
+  // Removing a head changes the block's output by exactly that head's share of proj: the
+  // remaining heads' attention is computed from the same rows of Q, K and V.
+  const SwinConfig config = TinyConfig();
+  SwinTransformer model = RandomModel(config, 4);
+  Graph g = BuildGraph(config, AttentionGranularity::kHeads);
+  std::vector<std::vector<int64_t>> kept = AllUnits(g.groups);
+  int heads_group = -1;
+  for (const Group& group : g.groups) {
+    if (group.name == "layers.1.blocks.0.attn.heads") heads_group = group.id;
+  }
+  ASSERT_GE(heads_group, 0);
+  kept[heads_group] = {0, 2, 3};
+  absl::StatusOr<SlicedModel> sliced = SliceSwinModel(model, g.graph, g.groups, kept);
+  ASSERT_TRUE(sliced.ok()) << sliced.status();
+  // Zeroing head 1's proj columns in the original gives the same function.
+  {
+    torch::NoGradGuard no_grad;
+    model->block(1, 0)->attn->proj->weight.slice(1, 8, 16).zero_();
+  }
+  const torch::Tensor images = Images(config, 2, 5);
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::allclose(sliced->model->forward(images), model->forward(images), 1e-5, 1e-5));
+}
+
+class RatioTest : public ::testing::TestWithParam<double> {};
+
+TEST_P(RatioTest, PrunedModelRunsAndMeetsTheMacTarget) {
+  const double ratio = GetParam();
+  const SwinConfig config = TinyConfig();
+  SwinTransformer model = RandomModel(config, 11);
+  PruneOptions options;
+  options.target_reduction = ratio;
+  options.steps = 3;
+  absl::StatusOr<PruneResult> result = PruneSwin(model, options, nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ExpectConsistentShapes(result->model);
+  EXPECT_EQ(result->model->config(), result->config);
+
+  // Within +-1% of the target by the analytic counter...
+  absl::StatusOr<SwinCost> before = AnalyzeSwinCost(config);
+  absl::StatusOr<SwinCost> after = AnalyzeSwinCost(result->config);
+  ASSERT_TRUE(before.ok() && after.ok());
+  const double goal = (1.0 - ratio) * static_cast<double>(before->total.macs);
+  EXPECT_LE(std::abs(static_cast<double>(after->total.macs) - goal),
+            0.01 * static_cast<double>(before->total.macs));
+  EXPECT_EQ(result->plan.macs_after, after->total.macs);
+  // ... and by counting the operations the pruned model actually runs.
+  result->model->eval();
+  {
+    torch::NoGradGuard no_grad;
+    MacCounter counter;
+    result->model->forward(Images(config, 1, 12));
+    EXPECT_LE(std::abs(static_cast<double>(counter.count().macs) - goal),
+              0.01 * static_cast<double>(before->total.macs));
+    EXPECT_EQ(counter.count().macs, after->total.macs);
+  }
+
+  // Forward and backward run; every parameter gets a finite gradient.
+  result->model->train();
+  torch::Tensor logits = result->model->forward(Images(config, 2, 13));
+  ASSERT_EQ(logits.sizes(), torch::IntArrayRef({2, config.num_classes}));
+  torch::nn::functional::cross_entropy(logits, torch::tensor({0, 3}, torch::kLong)).backward();
+  for (const auto& item : result->model->named_parameters()) {
+    ASSERT_TRUE(item.value().grad().defined()) << item.key();
+    EXPECT_TRUE(torch::isfinite(item.value().grad()).all().item<bool>()) << item.key();
+  }
+
+  // The plan: steps cut monotonically and what they removed plus what is kept is every unit.
+  const PrunePlan& plan = result->plan;
+  ASSERT_EQ(plan.steps.size(), 3u);
+  int64_t previous = plan.macs_before;
+  std::vector<std::set<int64_t>> seen(plan.groups.size());
+  for (const PruneStepRecord& step : plan.steps) {
+    EXPECT_LE(step.macs_after, previous);
+    previous = step.macs_after;
+    for (const GroupRemoval& removal : step.removed) {
+      EXPECT_EQ(removal.width_before - removal.width_after,
+                static_cast<int64_t>(removal.units.size()));
+      for (int64_t u : removal.units) EXPECT_TRUE(seen[removal.group].insert(u).second);
+    }
+  }
+  EXPECT_EQ(previous, plan.macs_after);
+  for (const Group& group : plan.groups) {
+    for (int64_t u : plan.kept[group.id]) EXPECT_TRUE(seen[group.id].insert(u).second);
+    EXPECT_EQ(static_cast<int64_t>(seen[group.id].size()), group.size) << group.name;
+  }
+  const nlohmann::json json = plan.ToJson();
+  EXPECT_EQ(json["steps"].size(), 3u);
+  EXPECT_EQ(json["groups"].size(), plan.groups.size());
+  EXPECT_EQ(json["after"]["macs"], plan.macs_after);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ratios, RatioTest, ::testing::Values(0.1, 0.3, 0.5, 0.7));
+
+TEST(PrunerTest, HeadDimsLocalRankingAndParamsTarget) {
+  const SwinConfig config = TinyConfig();
+  SwinTransformer model = RandomModel(config, 21);
+  PruneOptions options;
+  options.target_reduction = 0.4;
+  options.attention = AttentionGranularity::kHeadDims;
+  options.ranking = PruneRanking::kLocal;
+  options.round_to = 2;
+  absl::StatusOr<PruneResult> local = PruneSwin(model, options, nullptr);
+  ASSERT_TRUE(local.ok()) << local.status();
+  ExpectConsistentShapes(local->model);
+  EXPECT_NEAR(local->plan.achieved_reduction, 0.4, 0.01);
+  bool head_dim_cut = false;
+  for (const StageConfig& stage : local->config.stages) {
+    for (const BlockWidths& widths : stage.blocks) head_dim_cut |= widths.head_dim < 8;
+  }
+  EXPECT_TRUE(head_dim_cut);
+
+  options.metric = PruneMetric::kParams;
+  options.round_to = 8;
+  options.attention = AttentionGranularity::kHeads;
+  options.ranking = PruneRanking::kGlobal;
+  absl::StatusOr<PruneResult> params = PruneSwin(model, options, nullptr);
+  ASSERT_TRUE(params.ok()) << params.status();
+  absl::StatusOr<SwinCost> before = AnalyzeSwinCost(config);
+  absl::StatusOr<SwinCost> after = AnalyzeSwinCost(params->config);
+  ASSERT_TRUE(before.ok() && after.ok());
+  EXPECT_NEAR(1.0 - static_cast<double>(after->params) / static_cast<double>(before->params), 0.4,
+              0.01);
+}
+
+TEST(PrunerTest, SaveLoadRoundTripOfAPrunedModel) {
+  const SwinConfig config = TinyConfig();
+  SwinTransformer model = RandomModel(config, 31);
+  PruneOptions options;
+  options.target_reduction = 0.45;
+  absl::StatusOr<PruneResult> result = PruneSwin(model, options, nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / "compress_pruner_test_round_trip").string();
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(SaveModel(dir, result->model).ok());
+  absl::StatusOr<LoadedModel> loaded = LoadModel(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->config, result->config);
+  result->model->eval();
+  loaded->model->eval();
+  const torch::Tensor images = Images(config, 2, 32);
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(loaded->model->forward(images), result->model->forward(images)));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(PrunerTest, TaylorNeedsGradientsAndDiffersFromL2) {
+  const SwinConfig config = TinyConfig();
+  SwinTransformer model = RandomModel(config, 41);
+  Graph g = BuildGraph(config, AttentionGranularity::kHeads);
+  std::vector<std::pair<std::string, torch::Tensor>> parameters;
+  for (const auto& item : model->named_parameters()) {
+    parameters.emplace_back(item.key(), item.value());
+  }
+  CalibrationLoss loss = [model](const TrainBatch& batch) mutable {
+    return torch::nn::functional::cross_entropy(model->forward(batch.inputs), batch.targets);
+  };
+  std::unique_ptr<TensorBatchSource> source = Calibration(config);
+
+  ImportanceOptions taylor;
+  taylor.criterion = ImportanceCriterion::kTaylor;
+  taylor.calibration_batches = 3;
+  EXPECT_EQ(ComputeImportance(parameters, g.graph, g.groups, taylor, loss, nullptr).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  absl::StatusOr<GroupScores> l2 =
+      ComputeImportance(parameters, g.graph, g.groups, ImportanceOptions(), {}, nullptr);
+  absl::StatusOr<GroupScores> first =
+      ComputeImportance(parameters, g.graph, g.groups, taylor, loss, source.get());
+  absl::StatusOr<GroupScores> second =
+      ComputeImportance(parameters, g.graph, g.groups, taylor, loss, source.get());
+  ASSERT_TRUE(l2.ok()) << l2.status();
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  // Repeatable (the source restarts at epoch 0), gradients cleared afterwards.
+  for (const Group& group : g.groups) {
+    for (int64_t u = 0; u < group.size; ++u) {
+      EXPECT_NEAR((*first)[group.id][u], (*second)[group.id][u],
+                  1e-6 * (1.0 + std::abs((*first)[group.id][u])));
+    }
+  }
+  for (const auto& [name, tensor] : parameters) EXPECT_FALSE(tensor.grad().defined()) << name;
+  // The two criteria order the units differently somewhere.
+  int reordered = 0;
+  for (const Group& group : g.groups) {
+    auto ranks = [&group](const std::vector<double>& scores) {
+      std::vector<int64_t> order(group.size);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(),
+                       [&scores](int64_t a, int64_t b) { return scores[a] < scores[b]; });
+      return order;
+    };
+    reordered += ranks((*l2)[group.id]) != ranks((*first)[group.id]);
+    for (double score : (*first)[group.id]) EXPECT_GE(score, 0.0);
+  }
+  EXPECT_GT(reordered, 0);
+
+  // Without gradients there is no Taylor importance.
+  for (auto& [name, tensor] : parameters) tensor.set_requires_grad(false);
+  EXPECT_EQ(
+      ComputeImportance(parameters, g.graph, g.groups, taylor, loss, source.get()).status().code(),
+      absl::StatusCode::kFailedPrecondition);
+  for (auto& [name, tensor] : parameters) tensor.set_requires_grad(true);
+
+  // The pruner runs with Taylor and records it.
+  PruneOptions options;
+  options.target_reduction = 0.3;
+  options.importance = taylor;
+  EXPECT_EQ(PruneSwin(model, options, nullptr).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<PruneResult> pruned = PruneSwin(model, options, source.get());
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(pruned->plan.criterion, "taylor");
+  EXPECT_NEAR(pruned->plan.achieved_reduction, 0.3, 0.01);
+}
+
+TEST(PrunerTest, RejectsBadOptions) {
+  const SwinConfig config = TinyConfig();
+  SwinTransformer model = RandomModel(config, 51);
+  PruneOptions options;
+  options.target_reduction = 1.0;
+  EXPECT_EQ(PruneSwin(model, options, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  options.target_reduction = 0.3;
+  options.steps = 0;
+  EXPECT_EQ(PruneSwin(model, options, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  options.steps = 2;
+  options.round_to = 0;
+  EXPECT_EQ(PruneSwin(model, options, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  // Only the MLP may shrink, and not by 90%: the target is out of reach.
+  options.round_to = 8;
+  options.prune_embedding = false;
+  options.prune_attention = false;
+  options.target_reduction = 0.9;
+  EXPECT_EQ(PruneSwin(model, options, nullptr).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace compress::pipeline
