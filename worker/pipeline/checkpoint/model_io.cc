@@ -38,8 +38,8 @@ std::string JoinPath(const std::string& dir, const char* file) {
 
 }  // namespace
 
-absl::Status LoadStateDict(SwinTransformer& model, const NamedTensors& tensors,
-                           const std::string& source) {
+absl::Status CopyNamedTensorsStrict(const NamedTensors& targets, const NamedTensors& tensors,
+                                    const std::string& source, const std::string& model_kind) {
   try {
     std::map<std::string, const torch::Tensor*> given;
     std::vector<std::string> repeated, missing, mismatched, unexpected;
@@ -47,7 +47,7 @@ absl::Status LoadStateDict(SwinTransformer& model, const NamedTensors& tensors,
       if (!given.emplace(name, &tensor).second) repeated.push_back(absl::StrCat("\"", name, "\""));
     }
     std::vector<std::pair<torch::Tensor, const torch::Tensor*>> copies;
-    for (const auto& [name, target] : model->StateDict()) {
+    for (const auto& [name, target] : targets) {
       auto it = given.find(name);
       if (it == given.end()) {
         missing.push_back(absl::StrCat("\"", name, "\""));
@@ -73,8 +73,8 @@ absl::Status LoadStateDict(SwinTransformer& model, const NamedTensors& tensors,
     AddProblems("wrong tensors", mismatched, problems);
     AddProblems("unexpected tensors", unexpected, problems);
     if (!problems.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(source, " does not match the model: ", absl::StrJoin(problems, "; ")));
+      return absl::InvalidArgumentError(absl::StrCat(source, " does not match the ", model_kind,
+                                                     ": ", absl::StrJoin(problems, "; ")));
     }
     torch::NoGradGuard no_grad;
     for (auto& [target, value] : copies) target.copy_(*value);
@@ -82,6 +82,11 @@ absl::Status LoadStateDict(SwinTransformer& model, const NamedTensors& tensors,
   } catch (const c10::Error& error) {
     return StatusFromTorchError(error, absl::StrCat("loading weights from ", source));
   }
+}
+
+absl::Status LoadStateDict(SwinTransformer& model, const NamedTensors& tensors,
+                           const std::string& source) {
+  return CopyNamedTensorsStrict(model->StateDict(), tensors, source, "model");
 }
 
 absl::Status SaveModel(const std::string& dir, const SwinTransformer& model,

@@ -43,6 +43,12 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& dir);
 // other name may appear; floating-point tensors are converted to the parameter's dtype.
 // INVALID_ARGUMENT naming the tensors otherwise (the model is left unchanged). `source` names
 // where the tensors came from in messages.
+// The strict copy behind LoadStateDict, for any module: `targets` are the module's stored
+// tensors by name (its StateDict()), which share storage with it. `model_kind` names the model
+// in messages ("model", "shared model").
+absl::Status CopyNamedTensorsStrict(const NamedTensors& targets, const NamedTensors& tensors,
+                                    const std::string& source, const std::string& model_kind);
+
 absl::Status LoadStateDict(SwinTransformer& model, const NamedTensors& tensors,
                            const std::string& source);
 

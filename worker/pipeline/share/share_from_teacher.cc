@@ -16,24 +16,12 @@
 namespace compress::pipeline {
 namespace {
 
-constexpr size_t kMaxListedProblems = 10;
-
 std::string JoinPath(const std::string& dir, const char* file) {
   return (std::filesystem::path(dir) / file).string();
 }
 
 std::string ShapeString(torch::IntArrayRef shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
-}
-
-void AddProblems(const char* kind, const std::vector<std::string>& names,
-                 std::vector<std::string>& problems) {
-  if (names.empty()) return;
-  const size_t listed = std::min(names.size(), kMaxListedProblems);
-  std::string text =
-      absl::StrCat(kind, ": ", absl::StrJoin(names.begin(), names.begin() + listed, ", "));
-  if (names.size() > listed) absl::StrAppend(&text, " (and ", names.size() - listed, " more)");
-  problems.push_back(std::move(text));
 }
 
 // The teacher tensors a shared-model tensor is initialised from (averaged when several), or
@@ -121,48 +109,7 @@ absl::StatusOr<SharedSwin> ShareFromTeacher(const SwinTransformer& teacher,
 
 absl::Status LoadSharedStateDict(SharedSwin& model, const NamedTensors& tensors,
                                  const std::string& source) {
-  try {
-    std::map<std::string, const torch::Tensor*> given;
-    std::vector<std::string> repeated, missing, mismatched, unexpected;
-    for (const auto& [name, tensor] : tensors) {
-      if (!given.emplace(name, &tensor).second) repeated.push_back(absl::StrCat("\"", name, "\""));
-    }
-    std::vector<std::pair<torch::Tensor, const torch::Tensor*>> copies;
-    for (const auto& [name, target] : model->StateDict()) {
-      auto it = given.find(name);
-      if (it == given.end()) {
-        missing.push_back(absl::StrCat("\"", name, "\""));
-        continue;
-      }
-      const torch::Tensor& value = *it->second;
-      given.erase(it);
-      if (value.sizes() != target.sizes()) {
-        mismatched.push_back(absl::StrCat("\"", name, "\" has shape ", ShapeString(value.sizes()),
-                                          " but the model expects ", ShapeString(target.sizes())));
-      } else if (value.is_floating_point() != target.is_floating_point()) {
-        mismatched.push_back(absl::StrCat(
-            "\"", name, "\" has dtype ", std::string(c10::toString(value.scalar_type())),
-            " but the model expects ", std::string(c10::toString(target.scalar_type()))));
-      } else {
-        copies.emplace_back(target, &value);
-      }
-    }
-    for (const auto& [name, unused] : given) unexpected.push_back(absl::StrCat("\"", name, "\""));
-    std::vector<std::string> problems;
-    AddProblems("tensors given twice", repeated, problems);
-    AddProblems("missing tensors", missing, problems);
-    AddProblems("wrong tensors", mismatched, problems);
-    AddProblems("unexpected tensors", unexpected, problems);
-    if (!problems.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, " does not match the shared model: ", absl::StrJoin(problems, "; ")));
-    }
-    torch::NoGradGuard no_grad;
-    for (auto& [target, value] : copies) target.copy_(*value);
-    return absl::OkStatus();
-  } catch (const c10::Error& error) {
-    return StatusFromTorchError(error, absl::StrCat("loading weights from ", source));
-  }
+  return CopyNamedTensorsStrict(model->StateDict(), tensors, source, "shared model");
 }
 
 absl::Status SaveSharedModel(const std::string& dir, const SharedSwin& model) {
