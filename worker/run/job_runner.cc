@@ -367,6 +367,9 @@ struct JobRunner::State {
   }
 
   absl::StatusOr<nlohmann::json> RunUnchecked() {
+    // Fresh weights (a teacher trained from scratch, transformation layers) come from LibTorch's
+    // generator: seeded so that a job is reproducible.
+    torch::manual_seed(static_cast<uint64_t>(options.spec.resources.seed));
     absl::StatusOr<pl::SwinConfig> config = TeacherConfig(options.spec);
     if (!config.ok()) return config.status();
     RETURN_IF_ERROR(LoadData(*config));
