@@ -14,6 +14,9 @@
 #include "nlohmann/json.hpp"
 #include "worker/events/event.h"
 #include "worker/events/sha256.h"
+#include "worker/pipeline/data/dataset.h"
+#include "worker/pipeline/model/torch_error.h"
+#include "worker/run/stage_model.h"
 
 namespace compress::run {
 namespace {
@@ -39,6 +42,18 @@ nlohmann::json TinySpec() {
   })");
 }
 
+// TinySpec with every stage on: share, prune to 32% fewer MACs than the teacher, distill.
+nlohmann::json FullSpec() {
+  nlohmann::json spec = TinySpec();
+  spec.merge_patch(nlohmann::json::parse(R"({
+    "share": {"enabled": true, "train": {"epochs": 2, "batch_size": 16, "lr": 0.002}},
+    "prune": {"enabled": true, "target_macs_reduction": 0.32, "importance": "taylor",
+              "round_to": 4, "calibration_batches": 4},
+    "distill": {"enabled": true, "train": {"epochs": 3, "batch_size": 16, "lr": 0.002}}
+  })"));
+  return spec;
+}
+
 std::string FreshDir(const std::string& name) {
   std::string dir = ::testing::TempDir() + "/compress_run_test_" + name;
   fs::remove_all(dir);
@@ -53,8 +68,9 @@ std::string WriteSpec(const std::string& dir, const nlohmann::json& spec) {
 }
 
 // Runs compress-run with `args`; when `terminate_after_metrics` > 0, sends SIGTERM once that
-// many metric events have been read.
-RunResult RunExecutor(const std::vector<std::string>& args, int terminate_after_metrics = 0) {
+// many metric events (of `terminate_phase`, when not empty) have been read.
+RunResult RunExecutor(const std::vector<std::string>& args, int terminate_after_metrics = 0,
+                      const std::string& terminate_phase = "") {
   int pipe_fds[2];
   EXPECT_EQ(pipe(pipe_fds), 0);
   pid_t pid = fork();
@@ -82,7 +98,9 @@ RunResult RunExecutor(const std::vector<std::string>& args, int terminate_after_
     EXPECT_TRUE(event.ok()) << "stdout line is not an event: " << line;
     if (!event.ok()) continue;
     result.events.push_back(*event);
-    if (event->type == EventType::kMetric && ++metrics == terminate_after_metrics) {
+    if (event->type == EventType::kMetric &&
+        (terminate_phase.empty() || event->phase == terminate_phase) &&
+        ++metrics == terminate_after_metrics) {
       kill(pid, SIGTERM);
     }
   }
@@ -169,7 +187,9 @@ TEST(CompressRunTest, FailuresEndWithAnErrorLine) {
       {{{"dataset", {{"format", "fashion_mnist"}, {"path", dir + "/no-such-data"}}}},
        "NOT_FOUND",
        "no-such-data"},
-      {{{"prune", {{"enabled", true}}}}, "UNIMPLEMENTED", "spec.prune.enabled"},
+      {{{"prune", {{"enabled", true}, {"target_macs_reduction", 0.95}}}},
+       "FAILED_PRECONDITION",
+       "spec.prune.target_macs_reduction"},
       {{{"teacher", {{"train", {{"epochs", -3}}}}}},
        "INVALID_ARGUMENT",
        "spec.teacher.train.epochs"},
@@ -192,6 +212,96 @@ TEST(CompressRunTest, FailuresEndWithAnErrorLine) {
   EXPECT_EQ(usage.exit_code, 2);
   ASSERT_FALSE(usage.events.empty());
   EXPECT_EQ(usage.events.back().code, "INVALID_ARGUMENT");
+}
+
+std::vector<std::string> Phases(const RunResult& r, EventType type) {
+  std::vector<std::string> out;
+  for (const Event& e : OfType(r, type)) out.push_back(e.phase);
+  return out;
+}
+
+// Top-1 of a checkpoint directory on the validation split of TinySpec's synthetic data, fed as
+// the report says (x / 255 - 0.5) / 0.5.
+double CheckpointTop1(const std::string& dir) {
+  absl::StatusOr<StageModel> model = StageModel::Load(dir);
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (!model.ok()) return -1;
+  pipeline::DatasetOptions o;
+  o.format = pipeline::DatasetFormat::kSynthetic;
+  o.image_size = 16;
+  o.channels = 1;
+  o.synthetic_num_classes = 4;
+  o.synthetic_train_size = 256;
+  o.synthetic_val_size = 64;
+  o.synthetic_seed = 7;
+  absl::StatusOr<pipeline::DatasetSplits> data = pipeline::LoadDataset(o);
+  EXPECT_TRUE(data.ok()) << data.status();
+  if (!data.ok()) return -1;
+  torch::NoGradGuard no_grad;
+  model->module().eval();
+  torch::Tensor x = data->val_images.to(torch::kFloat).div(255.0).sub(0.5).div(0.5);
+  torch::Tensor predicted = model->forward(x).argmax(1);
+  return predicted.eq(data->val_labels).to(torch::kDouble).mean().item<double>();
+}
+
+TEST(CompressRunTest, WholePipelineCutsMacsAndItsCheckpointReproducesTheReport) {
+  const std::string dir = FreshDir("full");
+  RunResult r = RunExecutor({"--spec", WriteSpec(dir, FullSpec()), "--workdir", dir + "/work"});
+  ASSERT_EQ(r.exit_code, 0);
+  const std::vector<std::string> order = {"teacher", "share", "prune", "distill"};
+  EXPECT_EQ(Phases(r, EventType::kPhaseStarted), order);
+  EXPECT_EQ(Phases(r, EventType::kPhaseFinished), order);
+  const nlohmann::json& report = r.events.back().report;
+  ASSERT_EQ(report["phases"].size(), 4u);
+  EXPECT_TRUE(report["final"]["shared"].get<bool>());
+  const double macs_reduction = report["comparison"]["macs_reduction"].get<double>();
+  EXPECT_NEAR(macs_reduction, 0.32, 0.01);
+  EXPECT_LT(report["final"]["params"].get<int64_t>(), report["teacher"]["params"].get<int64_t>());
+  // Every phase but prune trains: the distill phase reports its loss terms.
+  bool kd_term = false;
+  for (const Event& e : OfType(r, EventType::kMetric)) {
+    if (e.phase == "distill" && e.values.count("loss_kd_kl")) kd_term = true;
+  }
+  EXPECT_TRUE(kd_term);
+  auto artifacts = OfType(r, EventType::kArtifact);
+  ASSERT_EQ(artifacts.size(), 4u);
+  EXPECT_EQ(artifacts.back().name, "prune_plan.json");
+  EXPECT_NEAR(CheckpointTop1(dir + "/work/result"), report["final"]["top1"].get<double>(),
+              1.0 / 64 + 1e-9);
+}
+
+TEST(CompressRunTest, PruneOnlyJobGivesAPlainModel) {
+  const std::string dir = FreshDir("prune_only");
+  nlohmann::json spec = FullSpec();
+  spec["share"]["enabled"] = false;
+  spec["prune"]["importance"] = "l2";
+  RunResult r = RunExecutor({"--spec", WriteSpec(dir, spec), "--workdir", dir + "/work"});
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_EQ(Phases(r, EventType::kPhaseStarted),
+            (std::vector<std::string>{"teacher", "prune", "distill"}));
+  const nlohmann::json& report = r.events.back().report;
+  EXPECT_FALSE(report["final"]["shared"].get<bool>());
+  EXPECT_NEAR(report["comparison"]["macs_reduction"].get<double>(), 0.32, 0.01);
+  EXPECT_NEAR(CheckpointTop1(dir + "/work/result"), report["final"]["top1"].get<double>(),
+              1.0 / 64 + 1e-9);
+}
+
+TEST(CompressRunTest, KilledPipelineResumesAtThePhaseAndStepItReached) {
+  const std::string dir = FreshDir("full_resume");
+  nlohmann::json spec = FullSpec();
+  spec["distill"]["train"]["epochs"] = 6;
+  const std::string path = WriteSpec(dir, spec);
+  RunResult cancelled = RunExecutor({"--spec", path, "--workdir", dir + "/work"}, 2, "distill");
+  EXPECT_EQ(cancelled.exit_code, 1);
+  ASSERT_FALSE(cancelled.events.empty());
+  EXPECT_EQ(cancelled.events.back().code, "CANCELLED");
+  RunResult resumed = RunExecutor({"--spec", path, "--workdir", dir + "/work"});
+  ASSERT_EQ(resumed.exit_code, 0);
+  EXPECT_EQ(Phases(resumed, EventType::kPhaseStarted), std::vector<std::string>{"distill"});
+  auto metrics = OfType(resumed, EventType::kMetric);
+  ASSERT_FALSE(metrics.empty());
+  EXPECT_GT(metrics.front().step, 1) << "the distill phase continues from its checkpoint";
+  EXPECT_EQ(resumed.events.back().report["phases"].size(), 4u);
 }
 
 }  // namespace

@@ -22,6 +22,12 @@ TEST(JobSpecTest, MinimalSpecTakesDefaults) {
   EXPECT_DOUBLE_EQ(spec->prune.target_macs_reduction, 0.32);
   EXPECT_EQ(spec->prune.importance, "taylor");
   EXPECT_TRUE(spec->share.attention_transform);
+  EXPECT_EQ(spec->share.init, "first");
+  EXPECT_DOUBLE_EQ(spec->share.hidden_loss_weight, 0.1);
+  EXPECT_EQ(spec->prune.ranking, "global");
+  EXPECT_EQ(spec->prune.attention, "heads");
+  EXPECT_EQ(spec->prune.calibration_batches, 8);
+  EXPECT_TRUE(spec->distill.cache_teacher_logits);
   EXPECT_EQ(spec->resources.device, "auto");
 }
 
@@ -83,6 +89,16 @@ TEST(JobSpecTest, ErrorsNameTheField) {
       {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
            "prune": {"importance": "random"}})",
        "spec.prune.importance: unknown value 'random'"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
+           "prune": {"ranking": "best"}})",
+       "spec.prune.ranking: unknown value 'best'"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
+           "share": {"init": "random"}})",
+       "spec.share.init: unknown value 'random'"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
+           "share": {"enabled": true, "train": {"epochs": 1}, "logit_weight": 0,
+                     "attention_loss_weight": 0, "hidden_loss_weight": 0}})",
+       "spec.share.logit_weight: the weight distillation needs"},
       {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
            "distill": {"enabled": true}})",
        "spec.distill.train.epochs: required"},

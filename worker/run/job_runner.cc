@@ -18,12 +18,18 @@
 #include "worker/pipeline/checkpoint/naming.h"
 #include "worker/pipeline/data/batch_loader.h"
 #include "worker/pipeline/data/dataset.h"
+#include "worker/pipeline/distill/distill_stage.h"
 #include "worker/pipeline/model/cost.h"
 #include "worker/pipeline/model/swin.h"
 #include "worker/pipeline/model/torch_error.h"
+#include "worker/pipeline/prune/pruner.h"
+#include "worker/pipeline/prune/shared_pruner.h"
+#include "worker/pipeline/share/share_stage.h"
 #include "worker/pipeline/train/evaluation.h"
 #include "worker/pipeline/train/teacher.h"
 #include "worker/pipeline/train/trainer.h"
+#include "worker/run/stage_model.h"
+#include "worker/run/stage_options.h"
 #include "worker/run/work_dir.h"
 
 namespace compress::run {
@@ -129,8 +135,11 @@ struct JobRunner::State {
     events().Write(events::Log(level, message));
   }
 
+  // Training batches (shuffled, augmented as asked), or evaluation batches (in order, plain) of
+  // the validation split or, with `train_split`, of the training split.
   absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> Source(bool train, int64_t batch_size,
-                                                                bool augment, bool flip) {
+                                                                bool augment, bool flip,
+                                                                bool train_split = false) {
     pl::BatchLoaderOptions o;
     o.batch_size = batch_size;
     o.seed = static_cast<uint64_t>(options.spec.resources.seed);
@@ -145,8 +154,8 @@ struct JobRunner::State {
       o.batch_size = batch_size;
     }
     absl::StatusOr<std::unique_ptr<pl::BatchLoader>> loader =
-        train ? pl::BatchLoader::Create(data.train_images, data.train_labels, o)
-              : pl::BatchLoader::Create(data.val_images, data.val_labels, o);
+        train || train_split ? pl::BatchLoader::Create(data.train_images, data.train_labels, o)
+                             : pl::BatchLoader::Create(data.val_images, data.val_labels, o);
     if (!loader.ok()) return loader.status();
     return std::make_unique<pl::LoaderBatchSource>(std::move(*loader));
   }
@@ -184,21 +193,22 @@ struct JobRunner::State {
   }
 
   // Evaluation, size and speed of a model: the figures the report compares.
-  absl::StatusOr<nlohmann::json> Measure(pl::SwinTransformer& model) {
-    absl::StatusOr<pl::SwinCost> cost = pl::AnalyzeSwinCost(model->config());
+  absl::StatusOr<nlohmann::json> Measure(const StageModel& model) {
+    absl::StatusOr<StageModel::Cost> cost = model.AnalyzeCost();
     if (!cost.ok()) return cost.status();
     absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> val =
         Source(/*train=*/false, kEvalBatchSize, false, false);
     if (!val.ok()) return val.status();
-    pl::LogitsFn logits = [&model](const torch::Tensor& x) { return model->forward(x); };
-    absl::StatusOr<pl::EvalMetrics> metrics = pl::Evaluate(*model, logits, **val, device);
+    pl::LogitsFn logits = [&model](const torch::Tensor& x) { return model.forward(x); };
+    absl::StatusOr<pl::EvalMetrics> metrics = pl::Evaluate(model.module(), logits, **val, device);
     if (!metrics.ok()) return metrics.status();
     nlohmann::json out = MetricsJson(*metrics);
     out["params"] = cost->params;
-    out["macs"] = cost->total.macs;
+    out["macs"] = cost->macs;
+    out["shared"] = model.is_shared();
     // Latency of one image: median of timed forward passes after warm-up.
     torch::NoGradGuard no_grad;
-    model->eval();
+    model.module().eval();
     torch::Tensor image = data.val_images.index({torch::indexing::Slice(0, 1)})
                               .to(torch::kFloat)
                               .div(255.0)
@@ -208,7 +218,7 @@ struct JobRunner::State {
     std::vector<double> times;
     for (int i = 0; i < 2 * kLatencyRuns; ++i) {
       auto t0 = Clock::now();
-      torch::Tensor y = model->forward(image);
+      torch::Tensor y = model.forward(image);
       if (device.is_cuda()) torch::cuda::synchronize();
       if (i >= kLatencyRuns) times.push_back(SecondsSince(t0) * 1000.0);
     }
@@ -236,28 +246,11 @@ struct JobRunner::State {
     return o;
   }
 
-  // Trains `model` for one phase with plain classification loss, sending metric events.
-  absl::StatusOr<pl::TrainResult> TrainClassifier(const std::string& phase,
-                                                  pl::SwinTransformer& model,
-                                                  const spec::TrainSpec& t,
-                                                  const std::string& checkpoint_dir) {
-    absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> train = Source(
-        /*train=*/true, t.batch_size, options.spec.dataset.augment, options.spec.dataset.flip);
-    if (!train.ok()) return train.status();
-    absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> val =
-        Source(/*train=*/false, kEvalBatchSize, false, false);
-    if (!val.ok()) return val.status();
-    pl::LogitsFn logits = [&model](const torch::Tensor& x) { return model->forward(x); };
-    pl::TrainerOptions o = TrainOptions(t, checkpoint_dir);
-    absl::StatusOr<std::unique_ptr<pl::Trainer>> trainer =
-        pl::Trainer::Create(*model, pl::ClassificationLoss(logits, t.label_smoothing), logits, o);
-    if (!trainer.ok()) return trainer.status();
-    const int64_t per_epoch = (*train)->BatchesPerEpoch();
-    int64_t total = t.epochs > 0 ? t.epochs * per_epoch : t.max_steps;
-    if (t.max_steps > 0) total = std::min<int64_t>(total, t.max_steps);
+  // Trainer callbacks that send a phase's metric points as events; `total` steps make 100%.
+  pl::TrainerCallbacks Callbacks(const std::string& phase, int64_t total) {
     pl::TrainerCallbacks callbacks;
     callbacks.cancel_flag = options.cancel;
-    callbacks.on_metric = [this, &phase, total](const pl::MetricPoint& p) {
+    callbacks.on_metric = [this, phase, total](const pl::MetricPoint& p) {
       std::map<std::string, double> values;
       if (p.kind == pl::MetricPoint::Kind::kTrain) {
         values["loss"] = p.loss;
@@ -276,6 +269,34 @@ struct JobRunner::State {
       double progress = total > 0 ? std::min(1.0, static_cast<double>(p.step) / total) : -1;
       events().Write(events::Metric(phase, p.step, p.epoch, progress, std::move(values)));
     };
+    return callbacks;
+  }
+
+  // Optimizer steps of a phase of `t` over `source`.
+  static int64_t TotalSteps(const spec::TrainSpec& t, const pl::BatchSource& source) {
+    int64_t total = t.epochs > 0 ? t.epochs * source.BatchesPerEpoch() : t.max_steps;
+    if (t.max_steps > 0) total = std::min<int64_t>(total, t.max_steps);
+    return total;
+  }
+
+  // Trains `model` for one phase with plain classification loss, sending metric events.
+  absl::StatusOr<pl::TrainResult> TrainClassifier(const std::string& phase,
+                                                  pl::SwinTransformer& model,
+                                                  const spec::TrainSpec& t,
+                                                  const std::string& checkpoint_dir) {
+    absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> train = Source(
+        /*train=*/true, t.batch_size, options.spec.dataset.augment, options.spec.dataset.flip);
+    if (!train.ok()) return train.status();
+    absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> val =
+        Source(/*train=*/false, kEvalBatchSize, false, false);
+    if (!val.ok()) return val.status();
+    pl::LogitsFn logits = [&model](const torch::Tensor& x) { return model->forward(x); };
+    pl::TrainerOptions o = TrainOptions(t, checkpoint_dir);
+    absl::StatusOr<std::unique_ptr<pl::Trainer>> trainer =
+        pl::Trainer::Create(*model, pl::ClassificationLoss(logits, t.label_smoothing), logits, o);
+    if (!trainer.ok()) return trainer.status();
+    const int64_t total = TotalSteps(t, **train);
+    pl::TrainerCallbacks callbacks = Callbacks(phase, total);
     return (*trainer)->Train(**train, val->get(), callbacks);
   }
 
@@ -346,17 +367,196 @@ struct JobRunner::State {
       result["trained_epochs"] = trained->epochs;
       result["train_images_per_second"] = trained->images_per_second;
     }
-    absl::StatusOr<nlohmann::json> measured = Measure(*model);
+    RETURN_IF_ERROR(FinishPhase(phase, StageModel(*model), model_dir, t0, std::move(result)));
+    return model;
+  }
+
+  // Measures and saves a phase's model, marks the phase completed and announces its end.
+  absl::Status FinishPhase(const std::string& phase, const StageModel& model,
+                           const std::string& model_dir, Clock::time_point t0,
+                           nlohmann::json result) {
+    absl::StatusOr<nlohmann::json> measured = Measure(model);
     if (!measured.ok()) return measured.status();
     result.update(*measured);
-    RETURN_IF_ERROR(pl::SaveModel(model_dir, *model));
+    RETURN_IF_ERROR(model.Save(model_dir));
     result["wall_seconds"] = SecondsSince(t0);
     RETURN_IF_ERROR(work_dir->MarkCompleted(phase, result));
     phases.push_back(result);
     events().Write(events::PhaseFinished(
         phase, SecondsSince(t0),
         {{"top1", result["top1"]}, {"params", result["params"]}, {"macs", result["macs"]}}));
+    return absl::OkStatus();
+  }
+
+  // The model of `phase` when an earlier run completed it; nullopt when it must run.
+  absl::StatusOr<std::optional<StageModel>> Completed(const std::string& phase,
+                                                      const std::string& model_dir) {
+    if (!work_dir->Completed(phase)) return std::optional<StageModel>();
+    Log("info", absl::StrCat(phase, " phase completed in an earlier run; loading its model"));
+    absl::StatusOr<StageModel> loaded = StageModel::Load(model_dir);
+    if (!loaded.ok()) return loaded.status();
+    loaded->module().to(device);
+    loaded->module().eval();
+    phases.push_back(work_dir->Result(phase));
+    return std::optional<StageModel>(std::move(*loaded));
+  }
+
+  absl::Status CheckCancelled(const std::string& next_phase) {
+    if (options.cancel != nullptr && options.cancel->load()) {
+      return absl::CancelledError(absl::StrCat("cancelled before the ", next_phase, " phase"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Share: the teacher turned into a weight-shared model, trained by weight distillation.
+  absl::StatusOr<StageModel> SharePhase(const pl::SwinTransformer& teacher) {
+    const std::string phase = "share";
+    absl::StatusOr<std::string> dir = work_dir->PhaseDir(phase);
+    if (!dir.ok()) return dir.status();
+    const std::string model_dir = *dir + "/model";
+    absl::StatusOr<std::optional<StageModel>> done = Completed(phase, model_dir);
+    if (!done.ok()) return done.status();
+    if (done->has_value()) return std::move(**done);
+    RETURN_IF_ERROR(CheckCancelled(phase));
+    events().Write(events::PhaseStarted(phase));
+    auto t0 = Clock::now();
+    const spec::ShareSpec& share = options.spec.share;
+    pl::ShareStageOptions o;
+    absl::StatusOr<pl::SharingOptions> sharing = SharingOptionsFromSpec(share, teacher->config());
+    if (!sharing.ok()) return sharing.status();
+    o.sharing = *sharing;
+    o.distill = ShareLossFromSpec(share);
+    o.trainer = TrainOptions(share.train, *dir + "/trainer");
+    absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> train = Source(
+        /*train=*/true, share.train.batch_size, options.spec.dataset.augment,
+        options.spec.dataset.flip);
+    if (!train.ok()) return train.status();
+    absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> val =
+        Source(/*train=*/false, kEvalBatchSize, false, false);
+    if (!val.ok()) return val.status();
+    absl::StatusOr<pl::ShareStageResult> shared = pl::RunShareStage(
+        teacher, **train, val->get(), o, Callbacks(phase, TotalSteps(share.train, **train)));
+    if (!shared.ok()) return shared.status();
+    nlohmann::json result = {{"name", phase},
+                             {"trained_steps", shared->train.steps},
+                             {"trained_epochs", shared->train.epochs},
+                             {"train_images_per_second", shared->train.images_per_second},
+                             {"sharing", shared->model->config().ToJson()["sharing"]}};
+    StageModel model(shared->model);
+    RETURN_IF_ERROR(FinishPhase(phase, model, model_dir, t0, std::move(result)));
     return model;
+  }
+
+  // Prune: structured pruning of the current model to the spec's MAC target, relative to the
+  // teacher. Writes the prune plan beside the model.
+  absl::StatusOr<StageModel> PrunePhase(const StageModel& current, int64_t teacher_macs) {
+    const std::string phase = "prune";
+    absl::StatusOr<std::string> dir = work_dir->PhaseDir(phase);
+    if (!dir.ok()) return dir.status();
+    const std::string model_dir = *dir + "/model";
+    absl::StatusOr<std::optional<StageModel>> done = Completed(phase, model_dir);
+    if (!done.ok()) return done.status();
+    if (done->has_value()) return std::move(**done);
+    RETURN_IF_ERROR(CheckCancelled(phase));
+    events().Write(events::PhaseStarted(phase));
+    auto t0 = Clock::now();
+    const spec::PruneSpec& prune = options.spec.prune;
+    absl::StatusOr<StageModel::Cost> cost = current.AnalyzeCost();
+    if (!cost.ok()) return cost.status();
+    const double reduction = PhaseReduction(prune.target_macs_reduction, teacher_macs, cost->macs);
+    if (reduction <= 0.0 || reduction >= 0.95) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("spec.prune.target_macs_reduction: ", prune.target_macs_reduction,
+                       " of the teacher's ", teacher_macs, " MACs means removing ", reduction,
+                       " of the current model's ", cost->macs, ", which pruning cannot do"));
+    }
+    absl::StatusOr<pl::PruneOptions> o = PruneOptionsFromSpec(prune, reduction);
+    if (!o.ok()) return o.status();
+    o->importance.device = device;
+    const int64_t calibration_batch =
+        std::max(1, options.spec.distill.enabled ? options.spec.distill.train.batch_size : 64);
+    absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> calibration =
+        Source(/*train=*/true, calibration_batch, false, false);
+    if (!calibration.ok()) return calibration.status();
+    Log("info", absl::StrCat("pruning ", reduction * 100.0, "% of the current model's ", cost->macs,
+                             " MACs (", prune.target_macs_reduction * 100.0, "% of the teacher's ",
+                             teacher_macs, ")"));
+    std::optional<StageModel> pruned;
+    pl::PrunePlan plan;
+    if (current.is_shared()) {
+      absl::StatusOr<pl::SharedPruneResult> r =
+          pl::PruneSharedSwin(current.shared(), *o, calibration->get());
+      if (!r.ok()) return r.status();
+      pruned.emplace(r->model);
+      plan = std::move(r->plan);
+    } else {
+      absl::StatusOr<pl::PruneResult> r = pl::PruneSwin(current.plain(), *o, calibration->get());
+      if (!r.ok()) return r.status();
+      pruned.emplace(r->model);
+      plan = std::move(r->plan);
+    }
+    pruned->module().to(device);
+    pruned->module().eval();
+    RETURN_IF_ERROR(WriteFileAtomically(*dir + "/prune_plan.json", plan.ToJsonString() + "\n"));
+    nlohmann::json result = {{"name", phase},
+                             {"criterion", prune.importance},
+                             {"phase_macs_reduction", reduction},
+                             {"prune_plan", *dir + "/prune_plan.json"}};
+    RETURN_IF_ERROR(FinishPhase(phase, *pruned, model_dir, t0, std::move(result)));
+    return std::move(*pruned);
+  }
+
+  // Distill: knowledge distillation of the current model from the teacher.
+  absl::StatusOr<StageModel> DistillPhase(const StageModel& current,
+                                          const pl::SwinTransformer& teacher) {
+    const std::string phase = "distill";
+    absl::StatusOr<std::string> dir = work_dir->PhaseDir(phase);
+    if (!dir.ok()) return dir.status();
+    const std::string model_dir = *dir + "/model";
+    absl::StatusOr<std::optional<StageModel>> done = Completed(phase, model_dir);
+    if (!done.ok()) return done.status();
+    if (done->has_value()) return std::move(**done);
+    RETURN_IF_ERROR(CheckCancelled(phase));
+    events().Write(events::PhaseStarted(phase));
+    auto t0 = Clock::now();
+    const spec::DistillSpec& distill = options.spec.distill;
+    pl::DistillStageOptions o = DistillOptionsFromSpec(distill);
+    o.trainer = TrainOptions(distill.train, *dir + "/trainer");
+    const bool augment = options.spec.dataset.augment || options.spec.dataset.flip;
+    absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> train =
+        Source(/*train=*/true, distill.train.batch_size, options.spec.dataset.augment,
+               options.spec.dataset.flip);
+    if (!train.ok()) return train.status();
+    absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> val =
+        Source(/*train=*/false, kEvalBatchSize, false, false);
+    if (!val.ok()) return val.status();
+    torch::Tensor teacher_logits;
+    const bool cache = distill.cache_teacher_logits && !augment && pl::CanCacheTeacherLogits(o);
+    if (cache) {
+      auto c0 = Clock::now();
+      absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> ordered =
+          Source(/*train=*/false, kEvalBatchSize, false, false, /*train_split=*/true);
+      if (!ordered.ok()) return ordered.status();
+      absl::StatusOr<torch::Tensor> table =
+          pl::ComputeTeacherLogits(teacher, **ordered, data.train_labels.size(0), device);
+      if (!table.ok()) return table.status();
+      teacher_logits = *table;
+      Log("info", absl::StrCat("teacher logits of ", data.train_labels.size(0),
+                               " training examples computed in ", SecondsSince(c0), " s"));
+    }
+    StageModel student = current;
+    student.module().to(device);
+    absl::StatusOr<pl::TrainResult> trained =
+        pl::RunDistillStage(student.AsStudent(), teacher, **train, val->get(), teacher_logits, o,
+                            Callbacks(phase, TotalSteps(distill.train, **train)));
+    if (!trained.ok()) return trained.status();
+    nlohmann::json result = {{"name", phase},
+                             {"trained_steps", trained->steps},
+                             {"trained_epochs", trained->epochs},
+                             {"train_images_per_second", trained->images_per_second},
+                             {"teacher_logits_cached", cache}};
+    RETURN_IF_ERROR(FinishPhase(phase, student, model_dir, t0, std::move(result)));
+    return student;
   }
 
   absl::Status Announce(const std::string& name, const std::string& path) {
@@ -375,11 +575,29 @@ struct JobRunner::State {
     RETURN_IF_ERROR(LoadData(*config));
     absl::StatusOr<pl::SwinTransformer> teacher = TeacherPhase();
     if (!teacher.ok()) return teacher.status();
+    (*teacher)->eval();
+    const int64_t teacher_macs = phases.front()["macs"].get<int64_t>();
 
-    // The final model is the last phase's; later stages (share, prune, distill) chain here.
-    pl::SwinTransformer& final_model = *teacher;
+    // Each stage takes the previous one's model: teacher -> share -> prune -> distill.
+    StageModel current(*teacher);
+    const spec::JobSpec& s = options.spec;
+    if (s.share.enabled) {
+      absl::StatusOr<StageModel> next = SharePhase(*teacher);
+      if (!next.ok()) return next.status();
+      current = std::move(*next);
+    }
+    if (s.prune.enabled) {
+      absl::StatusOr<StageModel> next = PrunePhase(current, teacher_macs);
+      if (!next.ok()) return next.status();
+      current = std::move(*next);
+    }
+    if (s.distill.enabled) {
+      absl::StatusOr<StageModel> next = DistillPhase(current, *teacher);
+      if (!next.ok()) return next.status();
+      current = std::move(*next);
+    }
     const std::string result_dir = work_dir->path() + "/result";
-    RETURN_IF_ERROR(pl::SaveModel(result_dir, final_model));
+    RETURN_IF_ERROR(current.Save(result_dir));
     const nlohmann::json& first = phases.front();
     const nlohmann::json& last = phases.back();
     nlohmann::json report = {
@@ -405,6 +623,10 @@ struct JobRunner::State {
     RETURN_IF_ERROR(Announce("model.safetensors", result_dir + "/model.safetensors"));
     RETURN_IF_ERROR(Announce("config.json", result_dir + "/config.json"));
     RETURN_IF_ERROR(Announce("report.json", report_path));
+    if (s.prune.enabled) {
+      RETURN_IF_ERROR(
+          Announce("prune_plan.json", work_dir->path() + "/phases/prune/prune_plan.json"));
+    }
     return report;
   }
 };
@@ -415,14 +637,6 @@ JobRunner::~JobRunner() = default;
 absl::StatusOr<std::unique_ptr<JobRunner>> JobRunner::Create(RunnerOptions options) {
   if (options.events == nullptr) return absl::InvalidArgumentError("no event writer");
   const spec::JobSpec& s = options.spec;
-  for (const auto& [enabled, field] : {std::pair{s.share.enabled, "spec.share.enabled"},
-                                       std::pair{s.prune.enabled, "spec.prune.enabled"},
-                                       std::pair{s.distill.enabled, "spec.distill.enabled"}}) {
-    if (enabled) {
-      return absl::UnimplementedError(
-          absl::StrCat(field, ": this build of compress-run has no such stage yet"));
-    }
-  }
   auto state = std::make_unique<State>();
   absl::StatusOr<torch::Device> device =
       ResolveDevice(options.device == "auto" ? s.resources.device : options.device);

@@ -234,6 +234,11 @@ void CheckConsistency(const JobSpec& s, ObjectReader& root) {
     return root.Fail("spec.share.train.epochs",
                      "the share stage needs epochs or max_steps for its weight distillation");
   }
+  if (s.share.enabled &&
+      s.share.logit_weight + s.share.attention_loss_weight + s.share.hidden_loss_weight <= 0) {
+    return root.Fail("spec.share.logit_weight",
+                     "the weight distillation needs at least one positive loss weight");
+  }
   if (s.distill.enabled && !s.distill.train.Trains()) {
     return root.Fail("spec.distill.train.epochs", "required when distill is enabled");
   }
@@ -302,6 +307,12 @@ absl::StatusOr<JobSpec> ParseJobSpecJson(const nlohmann::json& json) {
     r.IntList("group_size", s.share.group_size, 1, 64);
     r.Bool("attention_transform", s.share.attention_transform);
     r.Bool("mlp_transform", s.share.mlp_transform);
+    r.String("init", s.share.init, {"first", "mean"});
+    r.Double("temperature", s.share.temperature, 0.01, 100.0);
+    r.Double("logit_weight", s.share.logit_weight, 0.0, 1e6, /*zero_is_value=*/true);
+    r.Double("attention_loss_weight", s.share.attention_loss_weight, 0.0, 1e6,
+             /*zero_is_value=*/true);
+    r.Double("hidden_loss_weight", s.share.hidden_loss_weight, 0.0, 1e6, /*zero_is_value=*/true);
     ReadTrain(r.Child("train"), s.share.train);
     r.Finish();
   }
@@ -312,6 +323,9 @@ absl::StatusOr<JobSpec> ParseJobSpecJson(const nlohmann::json& json) {
     r.String("importance", s.prune.importance, {"l2", "taylor"});
     r.Int("round_to", s.prune.round_to, 1, 1024);
     r.Int("iterative_steps", s.prune.iterative_steps, 1, 1000);
+    r.String("ranking", s.prune.ranking, {"global", "local"});
+    r.String("attention", s.prune.attention, {"heads", "head_dims"});
+    r.Int("calibration_batches", s.prune.calibration_batches, 1, 100000);
     r.Finish();
   }
   {
@@ -322,6 +336,7 @@ absl::StatusOr<JobSpec> ParseJobSpecJson(const nlohmann::json& json) {
     r.Double("alpha", s.distill.alpha, 0.0, 1.0, /*zero_is_value=*/true);
     r.Double("attention_loss_weight", s.distill.attention_loss_weight, 0.0, 1e6);
     r.Double("hidden_loss_weight", s.distill.hidden_loss_weight, 0.0, 1e6);
+    r.Bool("cache_teacher_logits", s.distill.cache_teacher_logits);
     r.Finish();
   }
   {
@@ -381,20 +396,29 @@ nlohmann::json ToJson(const JobSpec& s) {
         {"group_size", s.share.group_size},
         {"attention_transform", s.share.attention_transform},
         {"mlp_transform", s.share.mlp_transform},
+        {"init", s.share.init},
+        {"temperature", s.share.temperature},
+        {"logit_weight", s.share.logit_weight},
+        {"attention_loss_weight", s.share.attention_loss_weight},
+        {"hidden_loss_weight", s.share.hidden_loss_weight},
         {"train", TrainToJson(s.share.train)}}},
       {"prune",
        {{"enabled", s.prune.enabled},
         {"target_macs_reduction", s.prune.target_macs_reduction},
         {"importance", s.prune.importance},
         {"round_to", s.prune.round_to},
-        {"iterative_steps", s.prune.iterative_steps}}},
+        {"iterative_steps", s.prune.iterative_steps},
+        {"ranking", s.prune.ranking},
+        {"attention", s.prune.attention},
+        {"calibration_batches", s.prune.calibration_batches}}},
       {"distill",
        {{"enabled", s.distill.enabled},
         {"train", TrainToJson(s.distill.train)},
         {"temperature", s.distill.temperature},
         {"alpha", s.distill.alpha},
         {"attention_loss_weight", s.distill.attention_loss_weight},
-        {"hidden_loss_weight", s.distill.hidden_loss_weight}}},
+        {"hidden_loss_weight", s.distill.hidden_loss_weight},
+        {"cache_teacher_logits", s.distill.cache_teacher_logits}}},
       {"resources",
        {{"device", s.resources.device},
         {"threads", s.resources.threads},

@@ -79,6 +79,13 @@ struct ShareSpec {
   std::vector<int> group_size;
   bool attention_transform = true;
   bool mlp_transform = true;
+  // Shared weights start from each group's "first" block or the "mean" of its blocks.
+  std::string init = "first";
+  // Weight distillation: soft cross-entropy at `temperature`, attention and hidden relations.
+  double temperature = 1.0;
+  double logit_weight = 1.0;
+  double attention_loss_weight = 1.0;
+  double hidden_loss_weight = 0.1;
   TrainSpec train;
 };
 
@@ -88,6 +95,12 @@ struct PruneSpec {
   std::string importance = "taylor";
   int round_to = 8;
   int iterative_steps = 5;
+  // "global" (one ranking over all groups) or "local" (each group cut at a similar ratio).
+  std::string ranking = "global";
+  // Attention pruned by whole "heads" or by "head_dims".
+  std::string attention = "heads";
+  // Taylor importance: calibration batches of the training split.
+  int calibration_batches = 8;
 };
 
 struct DistillSpec {
@@ -97,6 +110,9 @@ struct DistillSpec {
   double alpha = 0.5;
   double attention_loss_weight = 0.0;
   double hidden_loss_weight = 0.0;
+  // Compute the teacher's logits of the training split once, before training, when nothing
+  // else needs the teacher during training (no augmentation, no relation losses).
+  bool cache_teacher_logits = true;
 };
 
 struct ResourceSpec {

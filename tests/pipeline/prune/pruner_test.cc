@@ -11,6 +11,7 @@
 #include <string>
 
 #include "nlohmann/json.hpp"
+#include "tests/pipeline/prune/prune_test_util.h"
 #include "worker/pipeline/checkpoint/model_io.h"
 #include "worker/pipeline/model/cost.h"
 #include "worker/pipeline/model/swin.h"
@@ -22,68 +23,15 @@
 namespace compress::pipeline {
 namespace {
 
-// 32x32x3, patch 2, window 4: stage 0 at 16x16 (shifted windows), stage 1 at 8x8, widths 16
-// and 32, heads 2 and 4 of 8, MLP 64 and 128.
-SwinConfig TinyConfig() {
-  UniformSwinOptions options;
-  options.image_size = 32;
-  options.in_channels = 3;
-  options.num_classes = 5;
-  options.patch_size = 2;
-  options.window_size = 4;
-  options.embed_dim = 16;
-  options.depths = {2, 2};
-  options.num_heads = {2, 4};
-  options.drop_path_rate = 0.0;
-  absl::StatusOr<SwinConfig> config = MakeUniformSwinConfig(options);
-  EXPECT_TRUE(config.ok()) << config.status();
-  return *config;
-}
-
-// A model whose every parameter is random, so that each channel of a norm differs.
-SwinTransformer RandomModel(const SwinConfig& config, uint64_t seed) {
-  torch::manual_seed(seed);
-  absl::StatusOr<SwinTransformer> model = CreateSwinTransformer(config);
-  EXPECT_TRUE(model.ok()) << model.status();
-  torch::NoGradGuard no_grad;
-  for (auto& parameter : (*model)->parameters())
-    parameter.copy_(torch::randn_like(parameter) * 0.2);
-  (*model)->eval();
-  return *model;
-}
-
-torch::Tensor Images(const SwinConfig& config, int batch, uint64_t seed) {
-  torch::manual_seed(seed);
-  return torch::randn({batch, config.in_channels, config.image_size, config.image_size});
-}
-
-std::unique_ptr<TensorBatchSource> Calibration(const SwinConfig& config) {
-  TensorBatchSourceOptions options;
-  options.batch_size = 8;
-  options.shuffle = false;
-  absl::StatusOr<std::unique_ptr<TensorBatchSource>> source = TensorBatchSource::Create(
-      Images(config, 32, 7), torch::arange(32, torch::kLong) % config.num_classes, options);
-  EXPECT_TRUE(source.ok()) << source.status();
-  return std::move(*source);
-}
-
-std::map<std::string, torch::Tensor> State(const SwinTransformer& model) {
-  std::map<std::string, torch::Tensor> state;
-  for (auto& [name, tensor] : model->StateDict()) state.emplace(name, tensor.detach().clone());
-  return state;
-}
-
-struct Graph {
-  DependencyGraph graph;
-  std::vector<Group> groups;
-};
+using prune_testing::Calibration;
+using prune_testing::Graph;
+using prune_testing::Images;
+using prune_testing::RandomModel;
+using prune_testing::State;
+using prune_testing::TinyConfig;
 
 Graph BuildGraph(const SwinConfig& config, AttentionGranularity granularity) {
-  absl::StatusOr<DependencyGraph> graph = BuildSwinGraph(config, granularity);
-  EXPECT_TRUE(graph.ok()) << graph.status();
-  absl::StatusOr<std::vector<Group>> groups = graph->Groups();
-  EXPECT_TRUE(groups.ok()) << groups.status();
-  return {*graph, *groups};
+  return prune_testing::GroupsOf(BuildSwinGraph(config, granularity));
 }
 
 // Every LayerNorm, head count, bias table and merging width agrees with the config.
@@ -142,48 +90,13 @@ TEST(PrunerTest, PruningNothingKeepsTheOutputs) {
 // Drops units {1, 3} (or unit 1 of a 2-unit group) of one group and checks every tensor.
 void ExpectGroupSlicesRemoved(const SwinTransformer& model, AttentionGranularity granularity,
                               const std::string& group_name) {
-  Graph g = BuildGraph(model->config(), granularity);
-  const Group* target = nullptr;
-  for (const Group& group : g.groups) {
-    if (group.name == group_name) target = &group;
-  }
-  ASSERT_NE(target, nullptr) << group_name;
-  std::vector<std::vector<int64_t>> kept = AllUnits(g.groups);
-  std::set<int64_t> dropped = target->size > 2 ? std::set<int64_t>{1, 3} : std::set<int64_t>{1};
-  kept[target->id].clear();
-  for (int64_t u = 0; u < target->size; ++u) {
-    if (dropped.count(u) == 0) kept[target->id].push_back(u);
-  }
-  absl::StatusOr<SlicedModel> sliced = SliceSwinModel(model, g.graph, g.groups, kept);
-  ASSERT_TRUE(sliced.ok()) << sliced.status();
-  ExpectConsistentShapes(sliced->model);
-
-  std::map<std::string, std::map<int, std::vector<int64_t>>> cut;
-  std::map<std::string, std::map<int, int64_t>> removed;  // indices dropped along each dim
-  for (int id : target->nodes) {
-    const SliceNode& node = g.graph.node(id);
-    std::vector<int64_t> indices;
-    for (int64_t u : kept[target->id]) {
-      indices.insert(indices.end(), node.units[u].begin(), node.units[u].end());
-    }
-    std::sort(indices.begin(), indices.end());
-    cut[node.tensor][node.dim] = indices;
-    for (int64_t u : dropped) removed[node.tensor][node.dim] += node.units[u].size();
-  }
-  const std::map<std::string, torch::Tensor> before = State(model);
-  int changed = 0;
-  for (const auto& [name, tensor] : State(sliced->model)) {
-    torch::Tensor expected = before.at(name);
-    if (auto it = cut.find(name); it != cut.end()) {
-      ++changed;
-      for (const auto& [dim, indices] : it->second) {
-        EXPECT_EQ(expected.size(dim) - tensor.size(dim), removed[name][dim]) << name;
-        expected = expected.index_select(dim, torch::tensor(indices, torch::kLong));
-      }
-    }
-    EXPECT_TRUE(torch::equal(tensor, expected)) << group_name << ": " << name;
-  }
-  EXPECT_EQ(changed, static_cast<int>(cut.size()));
+  const Graph g = BuildGraph(model->config(), granularity);
+  prune_testing::ExpectGroupSlicesRemoved(
+      model, g, group_name,
+      [&](const std::vector<std::vector<int64_t>>& kept) {
+        return SliceSwinModel(model, g.graph, g.groups, kept);
+      },
+      ExpectConsistentShapes);
 }
 
 TEST(PrunerTest, PruningOneGroupRemovesExactlyItsMembersSlices) {

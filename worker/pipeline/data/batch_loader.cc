@@ -239,6 +239,7 @@ absl::StatusOr<ImageBatch> BatchLoader::MakeBatch(int64_t epoch, int64_t index,
     batch.epoch = epoch;
     batch.index = index;
     batch.labels = labels_.index_select(0, ids);
+    batch.sample_ids = ids.clone();
     torch::Tensor x = images_.index_select(0, ids).to(torch::kFloat);
     const int64_t b = x.size(0);
     const int64_t height = x.size(2);

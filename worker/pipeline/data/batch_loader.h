@@ -58,6 +58,8 @@ struct BatchLoaderOptions {
 struct ImageBatch {
   torch::Tensor images;
   torch::Tensor labels;
+  // Indices of the batch's examples in the loader's split, int64 [N].
+  torch::Tensor sample_ids;
   int64_t epoch = 0;
   int64_t index = 0;  // position of the batch within its epoch
 };

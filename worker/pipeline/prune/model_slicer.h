@@ -11,6 +11,7 @@
 #include "worker/pipeline/model/swin.h"
 #include "worker/pipeline/model/swin_config.h"
 #include "worker/pipeline/prune/dependency_graph.h"
+#include "worker/pipeline/prune/tensor_slicing.h"
 
 namespace compress::pipeline {
 
@@ -29,9 +30,6 @@ absl::StatusOr<SlicedModel> SliceSwinModel(const SwinTransformer& model,
                                            const DependencyGraph& graph,
                                            const std::vector<Group>& groups,
                                            const std::vector<std::vector<int64_t>>& kept_units);
-
-// Every unit of every group: slicing with it copies the model unchanged.
-std::vector<std::vector<int64_t>> AllUnits(const std::vector<Group>& groups);
 
 }  // namespace compress::pipeline
 

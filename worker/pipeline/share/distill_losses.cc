@@ -27,7 +27,8 @@ torch::Tensor LogRelation(const torch::Tensor& x) {
 }  // namespace
 
 absl::Status ValidateWeightDistillOptions(const WeightDistillOptions& options,
-                                          const SwinConfig& student, const SwinConfig& teacher) {
+                                          const SwinConfig& student, const SwinConfig& teacher,
+                                          const std::string& field) {
   const std::pair<const char*, double> weights[] = {{"ce_weight", options.ce_weight},
                                                     {"logit_weight", options.logit_weight},
                                                     {"attention_weight", options.attention_weight},
@@ -36,36 +37,37 @@ absl::Status ValidateWeightDistillOptions(const WeightDistillOptions& options,
   for (const auto& [name, value] : weights) {
     if (!(value >= 0.0) || !std::isfinite(value)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("share.distill.", name, " is ", value, " but must be finite and >= 0"));
+          absl::StrCat(field, ".", name, " is ", value, " but must be finite and >= 0"));
     }
     total += value;
   }
   if (total <= 0.0) {
-    return absl::InvalidArgumentError("share.distill: every loss weight is 0");
+    return absl::InvalidArgumentError(absl::StrCat(field, ": every loss weight is 0"));
   }
   if (!(options.temperature > 0.0) || !std::isfinite(options.temperature)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("share.distill.temperature is ", options.temperature, " but must be > 0"));
+        absl::StrCat(field, ".temperature is ", options.temperature, " but must be > 0"));
   }
   if (options.relation_heads < 0) {
-    return absl::InvalidArgumentError("share.distill.relation_heads must be >= 0");
+    return absl::InvalidArgumentError(absl::StrCat(field, ".relation_heads must be >= 0"));
   }
   if (student.depths() != teacher.depths() || student.image_size != teacher.image_size ||
       student.patch_size != teacher.patch_size) {
     return absl::InvalidArgumentError(
-        "share.distill: student and teacher differ in depths, image size or patch size, so "
-        "their blocks and tokens cannot be matched");
+        absl::StrCat(field,
+                     ": student and teacher differ in depths, image size or patch size, so "
+                     "their blocks and tokens cannot be matched"));
   }
   if (student.num_classes != teacher.num_classes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("share.distill: student has ", student.num_classes,
-                     " classes but the teacher has ", teacher.num_classes));
+    return absl::InvalidArgumentError(absl::StrCat(field, ": student has ", student.num_classes,
+                                                   " classes but the teacher has ",
+                                                   teacher.num_classes));
   }
   if (options.attention_weight <= 0.0) return absl::OkStatus();
   for (const auto& [s, b] : RelationBlocks(student, options.relation_on_all_blocks)) {
     if (student.stage_window(s) != teacher.stage_window(s)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "share.distill: stage ", s, " windows differ (", student.stage_window(s), " vs ",
+          field, ": stage ", s, " windows differ (", student.stage_window(s), " vs ",
           teacher.stage_window(s), "), so the attention relations have different token counts"));
     }
     const BlockWidths& sw = student.stages[s].blocks[b];
@@ -73,13 +75,13 @@ absl::Status ValidateWeightDistillOptions(const WeightDistillOptions& options,
     const int parts = options.relation_heads;
     if (parts == 0 && sw.num_heads != tw.num_heads) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "share.distill.relation_heads: block ", b, " of stage ", s, " has ", sw.num_heads,
+          field, ".relation_heads: block ", b, " of stage ", s, " has ", sw.num_heads,
           " heads in the student but ", tw.num_heads, " in the teacher; set relation_heads"));
     }
     if (parts > 0 && (sw.attn_dim() % parts != 0 || tw.attn_dim() % parts != 0)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "share.distill.relation_heads: ", parts, " does not divide the attention widths (",
-          sw.attn_dim(), ", ", tw.attn_dim(), ") of block ", b, " of stage ", s));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".relation_heads: ", parts, " does not divide the attention widths (",
+                       sw.attn_dim(), ", ", tw.attn_dim(), ") of block ", b, " of stage ", s));
     }
   }
   return absl::OkStatus();
@@ -101,6 +103,16 @@ torch::Tensor SoftCrossEntropy(const torch::Tensor& student_logits,
   const torch::Tensor log_p_student =
       torch::log_softmax(student_logits.to(torch::kFloat) / temperature, -1);
   return -(p_teacher * log_p_student).sum(-1).mean() * (temperature * temperature);
+}
+
+torch::Tensor KdKlDivergence(const torch::Tensor& student_logits,
+                             const torch::Tensor& teacher_logits, double temperature) {
+  const torch::Tensor log_p_teacher =
+      torch::log_softmax(teacher_logits.to(torch::kFloat) / temperature, -1);
+  const torch::Tensor log_p_student =
+      torch::log_softmax(student_logits.to(torch::kFloat) / temperature, -1);
+  return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean() *
+         (temperature * temperature);
 }
 
 torch::Tensor RelationKl(const torch::Tensor& student, const torch::Tensor& teacher,
@@ -164,22 +176,49 @@ TeacherTrace TraceTeacher(SwinTransformer& teacher, const torch::Tensor& images,
   return trace;
 }
 
-LossFn WeightDistillationLoss(SharedSwin student, SwinTransformer teacher,
-                              const WeightDistillOptions& options) {
+StudentForwardFn PlainStudentForward(SwinTransformer student) {
+  return [student](const torch::Tensor& images, const SharedForwardRequest& request) mutable {
+    SharedSwinOutput out;
+    if (!request.stage_hidden && request.qkv_blocks.empty()) {
+      out.logits = student->forward(images);
+      return out;
+    }
+    TeacherTrace trace = TraceTeacher(student, images, request.qkv_blocks);
+    out.logits = std::move(trace.logits);
+    if (request.stage_hidden) out.stage_hidden = std::move(trace.stage_hidden);
+    out.qkv = std::move(trace.qkv);
+    return out;
+  };
+}
+
+StudentForwardFn SharedStudentForward(SharedSwin student) {
+  return [student](const torch::Tensor& images, const SharedForwardRequest& request) mutable {
+    return student->Forward(images, request);
+  };
+}
+
+LossFn StudentDistillationLoss(StudentForwardFn student, const SwinConfig& student_config,
+                               SwinTransformer teacher, const WeightDistillOptions& options,
+                               TeacherLogitsFn cached_logits) {
   const std::vector<std::pair<int, int>> blocks =
       options.attention_weight > 0.0
-          ? RelationBlocks(student->config().base, options.relation_on_all_blocks)
+          ? RelationBlocks(student_config, options.relation_on_all_blocks)
           : std::vector<std::pair<int, int>>{};
-  return [student, teacher, options, blocks](const TrainBatch& batch) mutable {
+  const bool needs_teacher = options.attention_weight > 0.0 || options.hidden_weight > 0.0 ||
+                             (options.logit_weight > 0.0 && !cached_logits);
+  return [student = std::move(student), teacher, options, blocks, needs_teacher,
+          cached_logits = std::move(cached_logits)](const TrainBatch& batch) mutable {
     TeacherTrace target;
-    {
+    if (needs_teacher) {
       torch::NoGradGuard no_grad;
       target = TraceTeacher(teacher, batch.inputs, blocks);
+    } else if (options.logit_weight > 0.0) {
+      target.logits = cached_logits(batch);
     }
     SharedForwardRequest request;
     request.stage_hidden = options.hidden_weight > 0.0;
     request.qkv_blocks = blocks;
-    SharedSwinOutput out = student->Forward(batch.inputs, request);
+    SharedSwinOutput out = student(batch.inputs, request);
 
     LossOutput result;
     torch::Tensor total = torch::zeros({}, out.logits.options().dtype(torch::kFloat));
@@ -189,11 +228,19 @@ LossFn WeightDistillationLoss(SharedSwin student, SwinTransformer teacher,
     };
     if (options.ce_weight > 0.0) {
       add("ce", options.ce_weight,
-          torch::nn::functional::cross_entropy(out.logits.to(torch::kFloat), batch.targets));
+          torch::nn::functional::cross_entropy(
+              out.logits.to(torch::kFloat), batch.targets,
+              torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(
+                  options.label_smoothing)));
     }
     if (options.logit_weight > 0.0) {
-      add("soft_ce", options.logit_weight,
-          SoftCrossEntropy(out.logits, target.logits, options.temperature));
+      if (options.logit_kl) {
+        add("kd_kl", options.logit_weight,
+            KdKlDivergence(out.logits, target.logits, options.temperature));
+      } else {
+        add("soft_ce", options.logit_weight,
+            SoftCrossEntropy(out.logits, target.logits, options.temperature));
+      }
     }
     if (options.attention_weight > 0.0) {
       torch::Tensor relation = torch::zeros({}, total.options());
@@ -214,6 +261,13 @@ LossFn WeightDistillationLoss(SharedSwin student, SwinTransformer teacher,
     result.loss = total;
     return result;
   };
+}
+
+LossFn WeightDistillationLoss(SharedSwin student, SwinTransformer teacher,
+                              const WeightDistillOptions& options) {
+  const SwinConfig config = student->config().base;
+  return StudentDistillationLoss(SharedStudentForward(std::move(student)), config,
+                                 std::move(teacher), options);
 }
 
 }  // namespace compress::pipeline

@@ -17,6 +17,8 @@
 
 #include <torch/torch.h>
 
+#include <functional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -44,13 +46,19 @@ struct WeightDistillOptions {
   bool relation_on_all_blocks = false;
   // Relation heads: 0 uses each block's own heads (the head counts must then match); otherwise
   // both sides' concatenated heads are split into this many parts.
-  int relation_heads = 0;
+  int relation_heads = 0;  // Label smoothing of the hard-label cross-entropy.
+  double label_smoothing = 0.0;
+  // The logit term as T^2 * KL(teacher || student) ("kd_kl") instead of the soft cross-entropy
+  // ("soft_ce"): the two differ by the teacher's entropy, so their gradients are the same.
+  bool logit_kl = false;
 };
 
 // INVALID_ARGUMENT naming the option: negative weights, non-positive temperature, no positive
 // weight, or relation heads that do not fit the matched blocks of `student` and `teacher`.
+// `field` prefixes the option names in messages (the spec section the options come from).
 absl::Status ValidateWeightDistillOptions(const WeightDistillOptions& options,
-                                          const SwinConfig& student, const SwinConfig& teacher);
+                                          const SwinConfig& student, const SwinConfig& teacher,
+                                          const std::string& field = "share.distill");
 
 // The (stage, block) pairs the attention relation loss compares.
 std::vector<std::pair<int, int>> RelationBlocks(const SwinConfig& config, bool all_blocks);
@@ -58,6 +66,10 @@ std::vector<std::pair<int, int>> RelationBlocks(const SwinConfig& config, bool a
 // T^2 * mean over the batch of -sum_c softmax(teacher/T)_c * log_softmax(student/T)_c.
 torch::Tensor SoftCrossEntropy(const torch::Tensor& student_logits,
                                const torch::Tensor& teacher_logits, double temperature);
+
+// T^2 * mean over the batch of KL(softmax(teacher/T) || softmax(student/T)).
+torch::Tensor KdKlDivergence(const torch::Tensor& student_logits,
+                             const torch::Tensor& teacher_logits, double temperature);
 
 // KL(R_teacher || R_student) of one of Q, K or V, both [windows, heads, N, d] (head counts and
 // dims may differ when relation_heads > 0 divides both widths), averaged over windows, relation
@@ -81,6 +93,25 @@ struct TeacherTrace {
 };
 TeacherTrace TraceTeacher(SwinTransformer& teacher, const torch::Tensor& images,
                           const std::vector<std::pair<int, int>>& qkv_blocks);
+
+// A student's forward pass with what the relation losses need (logits always; stage outputs and
+// q/k/v when requested). Plain and shared students both give it.
+using StudentForwardFn =
+    std::function<SharedSwinOutput(const torch::Tensor& images, const SharedForwardRequest&)>;
+StudentForwardFn PlainStudentForward(SwinTransformer student);
+StudentForwardFn SharedStudentForward(SharedSwin student);
+
+// Precomputed teacher logits of a batch (keyed by its sample_ids), used instead of running the
+// teacher when no relation loss needs it.
+using TeacherLogitsFn = std::function<torch::Tensor(const TrainBatch& batch)>;
+
+// Distillation of any student of architecture `student_config` from `teacher`: the weighted sum
+// of the terms "ce", "soft_ce" or "kd_kl", "attn_rel", "hidden_rel" (those with a positive
+// weight). With `cached_logits` and no relation term the teacher is not run. The teacher should
+// be in eval mode. Options must have been validated.
+LossFn StudentDistillationLoss(StudentForwardFn student, const SwinConfig& student_config,
+                               SwinTransformer teacher, const WeightDistillOptions& options,
+                               TeacherLogitsFn cached_logits = {});
 
 // The training loss of the share stage: runs the teacher (no gradients) and the student on the
 // batch and returns the weighted sum with terms "ce", "soft_ce", "attn_rel", "hidden_rel" (those

@@ -90,7 +90,8 @@ absl::StatusOr<std::optional<TrainBatch>> TensorBatchSource::Next() {
   const int64_t begin = next_batch_ * options_.batch_size;
   const int64_t end = std::min(n, begin + options_.batch_size);
   const torch::Tensor index = order_.slice(0, begin, end).to(inputs_.device());
-  TrainBatch batch{inputs_.index_select(0, index), targets_.index_select(0, index)};
+  TrainBatch batch{inputs_.index_select(0, index), targets_.index_select(0, index),
+                   order_.slice(0, begin, end).to(torch::kCPU)};
   if (options_.transform) {
     torch::Generator generator = MakeGenerator(options_.seed, epoch_, next_batch_);
     batch = options_.transform(std::move(batch), generator);

@@ -29,7 +29,8 @@ absl::StatusOr<std::optional<TrainBatch>> LoaderBatchSource::Next() {
   absl::StatusOr<ImageBatch> batch = loader_->Next();
   if (absl::IsOutOfRange(batch.status())) return std::optional<TrainBatch>();
   if (!batch.ok()) return batch.status();
-  return std::optional<TrainBatch>(TrainBatch{std::move(batch->images), std::move(batch->labels)});
+  return std::optional<TrainBatch>(TrainBatch{std::move(batch->images), std::move(batch->labels),
+                                                std::move(batch->sample_ids)});
 }
 
 absl::StatusOr<TrainResult> TrainClassifier(SwinTransformer& model, const DatasetSplits& splits,

@@ -283,7 +283,7 @@ absl::StatusOr<TrainResult> Trainer::TrainUnchecked(BatchSource& train, BatchSou
     }
     current_step_ = position.step;
     TrainBatch batch{(**next).inputs.to(device, /*non_blocking=*/true),
-                     (**next).targets.to(device, /*non_blocking=*/true)};
+                     (**next).targets.to(device, /*non_blocking=*/true), (**next).sample_ids};
     const int64_t batch_images = batch.inputs.size(0);
 
     last_lr = schedule.At(position.step);

@@ -84,6 +84,9 @@ struct TrainerOptions {
 struct TrainBatch {
   torch::Tensor inputs;
   torch::Tensor targets;
+  // Indices of the examples in their split, int64 [N] on the CPU, when the source knows them
+  // (undefined otherwise); they key precomputed per-example values such as teacher logits.
+  torch::Tensor sample_ids;
 };
 
 // What a loss function returns for one batch.
