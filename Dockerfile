@@ -2,8 +2,12 @@
 # compressctl, built from the same package list as scripts/setup.sh.
 #
 #   docker build -t compressd .
-#   docker run -p 50051:50051 -p 9464:9464 compressd \
-#       compressd --grpc_address=0.0.0.0:50051 --metrics_address=0.0.0.0:9464 --local_workers=1
+#   docker run -p 50051:50051 -p 9464:9464 -v "$PWD/deploy/compose/secrets:/etc/compressd:ro" \
+#       compressd
+#
+# The default command serves TLS with bearer tokens and one local worker; it reads tokens,
+# tls.crt, tls.key, ca.crt and worker-token from /etc/compressd (made as docs/deploy.md,
+# "Security", shows).
 FROM debian:12 AS build
 WORKDIR /src
 COPY scripts/setup.sh scripts/setup.sh
@@ -23,4 +27,7 @@ USER compressd
 WORKDIR /var/lib/compressd
 EXPOSE 50051 9464
 CMD ["compressd", "--grpc_address=0.0.0.0:50051", "--metrics_address=0.0.0.0:9464", \
-     "--data_dir=/var/lib/compressd/data", "--local_workers=1"]
+     "--data_dir=/var/lib/compressd/data", "--token_file=/etc/compressd/tokens", \
+     "--tls_cert=/etc/compressd/tls.crt", "--tls_key=/etc/compressd/tls.key", \
+     "--local_workers=1", \
+     "--local_worker_flags=--token_file=/etc/compressd/worker-token,--tls_ca=/etc/compressd/ca.crt,--tls_server_name=compressd"]

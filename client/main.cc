@@ -1,6 +1,7 @@
 // compressctl: the command-line client of compressd. See docs/cli.md.
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -17,6 +18,7 @@
 #include "absl/time/time.h"
 #include "client/command_env.h"
 #include "client/commands.h"
+#include "client/dial.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -37,11 +39,23 @@ ABSL_FLAG(bool, all, false, "list: every page");
 ABSL_FLAG(std::string, o, ".", "download: output directory (-o DIR)");
 ABSL_FLAG(int, chunk_size, 0, "download: bytes per message (0 = server default)");
 ABSL_FLAG(bool, follow, false, "logs: keep following until the job ends");
+ABSL_FLAG(std::string, token, "",
+          "Bearer token (default: --token_file, else $COMPRESS_TOKEN); visible in ps, prefer "
+          "--token_file");
+ABSL_FLAG(std::string, token_file, "", "File holding the bearer token");
+ABSL_FLAG(bool, tls, false, "Dial with TLS, verifying the server with the system's CAs");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA certificates that verify the server (implies --tls)");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate, for mutual TLS (implies --tls)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name the server's certificate must carry, when it differs from --server's host");
 
 namespace {
 
 constexpr char kUsage[] =
-    "compressctl [--server=HOST:PORT] [--timeout=30s] [--output=text|json] COMMAND ...\n"
+    "compressctl [--server=HOST:PORT] [--timeout=30s] [--output=text|json]\n"
+    "            [--token_file=F | --token=T] [--tls_ca=CA.pem [--tls_cert=C --tls_key=K]]\n"
+    "            COMMAND ...\n"
     "\n"
     "commands:\n"
     "  submit SPEC.json [--label k=v]... [--priority N] [--request_id ID] [--wait]\n"
@@ -127,8 +141,28 @@ int main(int argc, char** argv) {
   channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
   channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   channel_args.SetMaxReceiveMessageSize(64 << 20);
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
-      absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(), channel_args);
+  compress::client::ChannelSecurity security;
+  security.tls = absl::GetFlag(FLAGS_tls);
+  security.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  security.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  security.tls_key = absl::GetFlag(FLAGS_tls_key);
+  security.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  security.token = absl::GetFlag(FLAGS_token);
+  if (security.token.empty() && !absl::GetFlag(FLAGS_token_file).empty()) {
+    absl::StatusOr<std::string> token =
+        compress::client::ReadTokenFile("--token_file", absl::GetFlag(FLAGS_token_file));
+    if (!token.ok()) return Usage(std::string(token.status().message()));
+    security.token = *std::move(token);
+  }
+  if (security.token.empty()) {
+    if (const char* env_token = std::getenv("COMPRESS_TOKEN"); env_token != nullptr) {
+      security.token = env_token;
+    }
+  }
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> dialled =
+      compress::client::Dial(absl::GetFlag(FLAGS_server), security, channel_args);
+  if (!dialled.ok()) return Usage(std::string(dialled.status().message()));
+  std::shared_ptr<grpc::Channel> channel = *std::move(dialled);
   std::unique_ptr<compress::v1::CompressionService::Stub> stub =
       compress::v1::CompressionService::NewStub(channel);
   env.stub = stub.get();

@@ -56,7 +56,8 @@ trap stop_server EXIT
 trap 'exit 130' INT TERM
 
 echo "== starting compressd (data dir $data_dir)"
-"$compressd" --grpc_address=127.0.0.1:0 --metrics_address="${METRICS_ADDRESS:-127.0.0.1:0}" \
+# --insecure: no bearer tokens; compressd allows that on a loopback address only.
+"$compressd" --insecure --grpc_address=127.0.0.1:0 --metrics_address="${METRICS_ADDRESS:-127.0.0.1:0}" \
   --data_dir="$data_dir" --local_workers=1 --worker_binary="$worker" \
   --local_worker_flags="--executor=$executor" \
   >"$data_dir/compressd.out" 2>"$data_dir/compressd.log" &

@@ -11,7 +11,9 @@ packages=(
   # pipeline: LibTorch with a threaded OpenBLAS, JPEG, zlib, JSON
   libtorch-dev libopenblas0-pthread libjpeg62-turbo-dev zlib1g-dev nlohmann-json3-dev
   # tests and golden files
-  libgtest-dev libgmock-dev python3 python3-torch python3-torchvision python3-yaml
+  libgtest-dev libgmock-dev python3 python3-torch python3-torchvision python3-yaml openssl
+  # the Python client and its tests
+  python3-grpcio python3-protobuf
   # deploy checks: promtool and a Prometheus server on loopback
   prometheus
   # data

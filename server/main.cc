@@ -1,5 +1,6 @@
 // compressd: the compression job server. Wiring only: flags, the core, the gRPC services, the
-// metrics endpoint, local workers, and a graceful stop on SIGTERM/SIGINT. See docs/server.md.
+// metrics endpoint, local workers, security (TLS, tokens reloaded on SIGHUP), and a graceful stop
+// on SIGTERM/SIGINT. See docs/server.md.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -22,15 +23,19 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "prometheus/exposer.h"
 #include "server/core/artifact_store.h"
+#include "server/core/data_roots.h"
 #include "server/core/job_store.h"
 #include "server/core/local_workers.h"
 #include "server/core/metrics.h"
 #include "server/core/scheduler.h"
+#include "server/rpc/authenticator.h"
 #include "server/rpc/compression_service.h"
 #include "server/rpc/metrics_interceptor.h"
+#include "server/rpc/security_config.h"
 #include "server/rpc/thread_pool.h"
 #include "server/rpc/worker_service.h"
 
@@ -53,6 +58,32 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
 ABSL_FLAG(bool, sync_full, true,
           "SQLite synchronous=FULL (durable across power loss); false = NORMAL");
 ABSL_FLAG(int, rpc_threads, 4, "Threads doing the RPCs' store and file work");
+ABSL_FLAG(bool, insecure, false,
+          "Serve without authentication (no token file): every caller may do everything. Only "
+          "on a loopback address unless --insecure_allow_remote is given");
+ABSL_FLAG(bool, insecure_allow_remote, false,
+          "Allow a non-loopback --grpc_address without authentication (--insecure) or without "
+          "TLS");
+ABSL_FLAG(std::string, token_file, "",
+          "Bearer tokens: lines 'TOKEN TENANT ROLE' (roles viewer, submitter, admin, worker; # "
+          "comments). Reloaded on SIGHUP; a bad file keeps the old tokens. See docs/server.md");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain of the gRPC port (TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificates; set = mutual TLS: clients and workers must present a "
+          "certificate signed by one of them");
+ABSL_FLAG(std::vector<std::string>, data_root, {},
+          "Directory under which dataset and teacher checkpoint paths of job specs must lie; "
+          "repeat the flag (or separate with commas) for several. None = any path");
+ABSL_FLAG(int64_t, max_message_bytes, 4 << 20, "Largest gRPC message the server accepts");
+ABSL_FLAG(int64_t, max_blob_bytes, int64_t{2} << 30,
+          "Largest blob UploadBlob accepts (RESOURCE_EXHAUSTED beyond); 0 = no limit");
+ABSL_FLAG(int64_t, max_queued_jobs_per_tenant, 1000,
+          "CreateJob is RESOURCE_EXHAUSTED while the caller's tenant has this many QUEUED jobs; "
+          "0 = no limit");
+ABSL_FLAG(int, max_concurrent_streams, 256,
+          "Concurrent calls per client connection (HTTP/2 MAX_CONCURRENT_STREAMS); 0 = gRPC's "
+          "default");
 
 namespace {
 
@@ -91,9 +122,29 @@ std::string DefaultWorkerBinary() {
 }
 
 // The host part of "host:port" or "[v6]:port".
-std::string HostOf(const std::string& address) {
-  size_t colon = address.rfind(':');
-  return colon == std::string::npos ? address : address.substr(0, colon);
+std::string HostOf(const std::string& address) { return compress::server::HostOfAddress(address); }
+
+// Every value of --data_root: absl keeps only the last of a repeated flag, so argv is read
+// here (each value may also hold several roots separated by commas).
+std::vector<std::string> DataRootFlags(int argc, char** argv) {
+  std::vector<std::string> roots;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    std::string value;
+    if ((arg == "--data_root" || arg == "-data_root") && i + 1 < argc) {
+      value = argv[++i];
+    } else if (absl::ConsumePrefix(&arg, "--data_root=") ||
+               absl::ConsumePrefix(&arg, "-data_root=")) {
+      value = std::string(arg);
+    } else {
+      continue;
+    }
+    for (absl::string_view root : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+      roots.emplace_back(root);
+    }
+  }
+  return roots;
 }
 
 // The address local workers dial: a wildcard host becomes loopback.
@@ -123,16 +174,52 @@ std::vector<compress::server::GrpcMethodInfo> ServedMethods() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "compressd [--grpc_address=HOST:PORT] [--metrics_address=HOST:PORT] [--data_dir=DIR] "
-      "[--local_workers=N]");
+      "[--local_workers=N] (--token_file=FILE [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]"
+      " | --insecure) [--data_root=DIR]...");
+  const std::vector<std::string> data_root_flags = DataRootFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
 
-  // Block the stop signals in every thread; the main thread waits for them with sigwait.
+  // Block the stop and reload signals in every thread; the main thread waits for them with
+  // sigwait.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+
+  compress::server::SecurityConfig security;
+  security.address = absl::GetFlag(FLAGS_grpc_address);
+  security.insecure = absl::GetFlag(FLAGS_insecure);
+  security.allow_remote = absl::GetFlag(FLAGS_insecure_allow_remote);
+  security.token_file = absl::GetFlag(FLAGS_token_file);
+  security.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  security.tls_key = absl::GetFlag(FLAGS_tls_key);
+  security.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (absl::Status s = compress::server::CheckSecurityConfig(security); !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      compress::server::MakeServerCredentials(security);
+  if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
+  std::unique_ptr<compress::server::Authenticator> authenticator;
+  if (!security.token_file.empty()) {
+    absl::StatusOr<std::unique_ptr<compress::server::Authenticator>> created =
+        compress::server::Authenticator::Create(security.token_file);
+    if (!created.ok()) {
+      return Fail(absl::StrCat("--token_file: ", created.status().message()));
+    }
+    authenticator = *std::move(created);
+  }
+  absl::StatusOr<compress::server::DataRoots> data_roots =
+      compress::server::DataRoots::Create(data_root_flags);
+  if (!data_roots.ok()) return Fail(std::string(data_roots.status().message()));
+  const int64_t max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  if (max_message_bytes < (1 << 16) || max_message_bytes > INT_MAX) {
+    return Fail(absl::StrCat("--max_message_bytes: must be in [65536, ", INT_MAX, "], got ",
+                             max_message_bytes));
+  }
 
   const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
   std::error_code ec;
@@ -150,6 +237,8 @@ int main(int argc, char** argv) {
   scheduler_options.lease_duration = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
   scheduler_options.default_max_attempts = absl::GetFlag(FLAGS_max_attempts);
   scheduler_options.observer = &metrics;
+  scheduler_options.max_queued_jobs_per_tenant =
+      std::max<int64_t>(0, absl::GetFlag(FLAGS_max_queued_jobs_per_tenant));
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
       Scheduler::Create(store->get(), scheduler_options);
   if (!scheduler.ok()) return Fail(scheduler.status().ToString());
@@ -159,10 +248,21 @@ int main(int argc, char** argv) {
       std::make_unique<compress::server::ThreadPool>(std::max(1, absl::GetFlag(FLAGS_rpc_threads)));
   compress::server::CompressionServiceImpl::Options compression_options;
   compression_options.metrics = &metrics;
+  compression_options.authenticator = authenticator.get();
+  compression_options.data_roots = &*data_roots;
+  compression_options.max_blob_bytes = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_blob_bytes));
+  // Chunks of ReadArtifact stay under the message limit clients are likely to keep.
+  compression_options.max_chunk_bytes =
+      std::min<int64_t>(compression_options.max_chunk_bytes, max_message_bytes - 4096);
+  compression_options.default_chunk_bytes = std::min<int64_t>(
+      compression_options.default_chunk_bytes, compression_options.max_chunk_bytes);
   compress::server::CompressionServiceImpl compression_service(scheduler->get(), artifacts->get(),
                                                                pool.get(), compression_options);
   compress::server::WorkerServiceImpl::Options worker_options;
   worker_options.metrics = &metrics;
+  worker_options.authenticator = authenticator.get();
+  worker_options.chunk_bytes =
+      std::min<int64_t>(worker_options.chunk_bytes, max_message_bytes - 4096);
   compress::server::WorkerServiceImpl worker_service(scheduler->get(), artifacts->get(), pool.get(),
                                                      worker_options);
 
@@ -171,7 +271,11 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   const std::string grpc_address = absl::GetFlag(FLAGS_grpc_address);
   int port = 0;
-  builder.AddListeningPort(grpc_address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(grpc_address, *credentials, &port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
+  if (int streams = absl::GetFlag(FLAGS_max_concurrent_streams); streams > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, streams);
+  }
   builder.RegisterService(&compression_service);
   builder.RegisterService(&worker_service);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
@@ -202,6 +306,12 @@ int main(int argc, char** argv) {
   }
 
   const std::string host = HostOf(grpc_address);
+  std::fprintf(stderr, "compressd: %s, %s%s%s\n", security.tls() ? "TLS" : "plaintext",
+               authenticator != nullptr
+                   ? absl::StrCat(authenticator->size(), " bearer tokens").c_str()
+                   : "no authentication (--insecure)",
+               security.tls_client_ca.empty() ? "" : ", client certificates required",
+               data_roots->empty() ? ", job spec paths unrestricted (no --data_root)" : "");
   std::printf("compressd listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);
 
@@ -225,7 +335,21 @@ int main(int argc, char** argv) {
   }
 
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  while (true) {
+    sigwait(&stop_signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    if (authenticator == nullptr) {
+      std::fprintf(stderr, "compressd: SIGHUP received; no --token_file to reload\n");
+      continue;
+    }
+    if (absl::Status s = authenticator->Reload(); !s.ok()) {
+      std::fprintf(stderr, "compressd: SIGHUP: keeping the previous %d tokens: %s\n",
+                   authenticator->size(), std::string(s.message()).c_str());
+    } else {
+      std::fprintf(stderr, "compressd: SIGHUP: reloaded %s: %d tokens\n",
+                   security.token_file.c_str(), authenticator->size());
+    }
+  }
   std::fprintf(stderr, "compressd: %s received; shutting down\n",
                signal_number == SIGINT ? "SIGINT" : "SIGTERM");
 

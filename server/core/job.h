@@ -51,6 +51,9 @@ struct Artifact {
 struct Job {
   // A short time-ordered id, safe as a file name: [0-9a-z]{16}.
   std::string id;
+  // The tenant that created the job (see docs/server.md, "Tenants"); empty for jobs created
+  // without authentication (--insecure) and for jobs stored before tenants existed.
+  std::string tenant;
   // The JobSpec as JSON with proto field names, as the client sent it.
   std::string spec_json;
   JobState state = JobState::kQueued;

@@ -112,6 +112,7 @@ class FilterParser {
 
 bool JobFilter::Matches(const Job& job) const {
   if (state.has_value() && job.state != *state) return false;
+  if (tenant.has_value() && job.tenant != *tenant) return false;
   for (const auto& [key, value] : labels) {
     auto it = job.labels.find(key);
     if (it == job.labels.end() || it->second != value) return false;

@@ -17,6 +17,9 @@ struct JobFilter {
   std::optional<JobState> state;
   // Every label must be present with exactly this value.
   std::map<std::string, std::string> labels;
+  // Only jobs of this tenant; nullopt = every tenant. Set by the server from the caller's
+  // identity, never parsed from the filter text.
+  std::optional<std::string> tenant;
 
   bool Matches(const Job& job) const;
 };

@@ -7,61 +7,19 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "server/core/job_store_schema.h"
 
 namespace compress::server {
 namespace {
 
-constexpr int kSchemaVersion = 1;
-
-constexpr char kSchema[] = R"sql(
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  id TEXT NOT NULL UNIQUE,
-  spec_json TEXT NOT NULL,
-  state INTEGER NOT NULL,
-  labels_json TEXT NOT NULL,
-  priority INTEGER NOT NULL,
-  request_id TEXT UNIQUE,
-  create_us INTEGER NOT NULL,
-  queue_us INTEGER NOT NULL,
-  start_us INTEGER,
-  end_us INTEGER,
-  attempt_count INTEGER NOT NULL,
-  max_attempts INTEGER NOT NULL,
-  current_phase TEXT NOT NULL,
-  error_code TEXT NOT NULL,
-  error_message TEXT NOT NULL,
-  report_json TEXT NOT NULL,
-  lease_owner TEXT NOT NULL,
-  last_event_sequence INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
-CREATE TABLE IF NOT EXISTS job_labels (
-  job_id TEXT NOT NULL,
-  key TEXT NOT NULL,
-  value TEXT NOT NULL,
-  PRIMARY KEY (job_id, key)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS job_labels_by_value ON job_labels (key, value);
-CREATE TABLE IF NOT EXISTS events (
-  job_id TEXT NOT NULL,
-  sequence INTEGER NOT NULL,
-  attempt INTEGER NOT NULL,
-  time_us INTEGER NOT NULL,
-  kind TEXT NOT NULL,
-  payload_json TEXT NOT NULL,
-  PRIMARY KEY (job_id, sequence)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS artifacts (
-  job_id TEXT NOT NULL,
-  name TEXT NOT NULL,
-  size_bytes INTEGER NOT NULL,
-  sha256 TEXT NOT NULL,
-  PRIMARY KEY (job_id, name)) WITHOUT ROWID;
-)sql";
+using job_store_schema::kMigrateV1ToV2;
+using job_store_schema::kSchema;
+using job_store_schema::kSchemaVersion;
 
 constexpr char kJobColumns[] =
     "seq, id, spec_json, state, labels_json, priority, request_id, create_us, queue_us, "
     "start_us, end_us, attempt_count, max_attempts, current_phase, error_code, error_message, "
-    "report_json, lease_owner, last_event_sequence";
+    "report_json, lease_owner, last_event_sequence, tenant";
 
 std::optional<int64_t> ToMicros(const std::optional<absl::Time>& time) {
   if (!time.has_value()) return std::nullopt;
@@ -99,6 +57,7 @@ int64_t ReadJobRow(const Statement& row, Job& job) {
   job.report_json = row.ColumnText(16);
   job.lease_owner = row.ColumnText(17);
   job.last_event_sequence = row.ColumnInt(18);
+  job.tenant = row.ColumnText(19);
   return row.ColumnInt(0);
 }
 
@@ -138,26 +97,36 @@ absl::Status JobStore::Init(const Options& options) {
   }
   if (absl::Status s = SqliteExec(db_, "PRAGMA foreign_keys=ON"); !s.ok()) return s;
   return InTransactionLocked([&]() -> absl::Status {
-    if (absl::Status s = SqliteExec(db_, kSchema); !s.ok()) return s;
+    if (absl::Status s =
+            SqliteExec(db_, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+        !s.ok()) {
+      return s;
+    }
     absl::StatusOr<Statement*> select = StatementLocked("SELECT MAX(version) FROM schema_version");
     if (!select.ok()) return select.status();
     absl::StatusOr<bool> row = (*select)->Step();
     if (!row.ok()) return row.status();
     std::optional<int64_t> version = (*select)->ColumnOptionalInt(0);
     (*select)->Reset();
-    if (!version.has_value()) {
-      absl::StatusOr<Statement*> insert =
-          StatementLocked("INSERT INTO schema_version (version) VALUES (?)");
-      if (!insert.ok()) return insert.status();
-      (*insert)->BindInt(1, kSchemaVersion);
-      return (*insert)->Run();
-    }
-    if (*version > kSchemaVersion) {
+    if (version.has_value() && *version > kSchemaVersion) {
       return absl::FailedPreconditionError(
           absl::StrCat("job store ", options.path, ": schema version ", *version,
                        " is newer than this compressd's (", kSchemaVersion, ")"));
     }
-    return absl::OkStatus();
+    if (version.has_value() && *version == 1) {
+      if (absl::Status s = SqliteExec(db_, kMigrateV1ToV2); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("job store ", options.path,
+                                                   ": migrating schema 1 to 2: ", s.message()));
+      }
+    }
+    if (absl::Status s = SqliteExec(db_, kSchema); !s.ok()) return s;
+    if (version == kSchemaVersion) return absl::OkStatus();
+    if (absl::Status s = SqliteExec(db_, "DELETE FROM schema_version"); !s.ok()) return s;
+    absl::StatusOr<Statement*> insert =
+        StatementLocked("INSERT INTO schema_version (version) VALUES (?)");
+    if (!insert.ok()) return insert.status();
+    (*insert)->BindInt(1, kSchemaVersion);
+    return (*insert)->Run();
   });
 }
 
@@ -191,8 +160,8 @@ absl::Status JobStore::InsertJobLocked(const Job& job) {
   absl::StatusOr<Statement*> insert = StatementLocked(
       "INSERT INTO jobs (id, spec_json, state, labels_json, priority, request_id, create_us, "
       "queue_us, start_us, end_us, attempt_count, max_attempts, current_phase, error_code, "
-      "error_message, report_json, lease_owner, last_event_sequence) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)");
+      "error_message, report_json, lease_owner, last_event_sequence, tenant) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)");
   if (!insert.ok()) return insert.status();
   Statement& s = **insert;
   nlohmann::json labels = job.labels;
@@ -213,6 +182,7 @@ absl::Status JobStore::InsertJobLocked(const Job& job) {
   s.BindText(15, job.error_message);
   s.BindText(16, job.report_json);
   s.BindText(17, job.lease_owner);
+  s.BindText(18, job.tenant);
   if (absl::Status st = s.Run(); !st.ok()) return st;
   absl::StatusOr<Statement*> label =
       StatementLocked("INSERT INTO job_labels (job_id, key, value) VALUES (?, ?, ?)");
@@ -227,13 +197,16 @@ absl::Status JobStore::InsertJobLocked(const Job& job) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<CreatedJob> JobStore::CreateJob(const Job& job, std::vector<JobEvent> events) {
+absl::StatusOr<CreatedJob> JobStore::CreateJob(const Job& job, std::vector<JobEvent> events,
+                                               int64_t max_queued_in_tenant) {
   absl::MutexLock lock(&mu_);
   return InTransactionLocked([&]() -> absl::StatusOr<CreatedJob> {
     if (!job.request_id.empty()) {
-      absl::StatusOr<Statement*> find = StatementLocked("SELECT id FROM jobs WHERE request_id = ?");
+      absl::StatusOr<Statement*> find =
+          StatementLocked("SELECT id FROM jobs WHERE tenant = ? AND request_id = ?");
       if (!find.ok()) return find.status();
-      (*find)->BindText(1, job.request_id);
+      (*find)->BindText(1, job.tenant);
+      (*find)->BindText(2, job.request_id);
       absl::StatusOr<bool> row = (*find)->Step();
       if (!row.ok()) return row.status();
       if (*row) {
@@ -242,6 +215,23 @@ absl::StatusOr<CreatedJob> JobStore::CreateJob(const Job& job, std::vector<JobEv
         absl::StatusOr<Job> earlier = GetJobLocked(existing);
         if (!earlier.ok()) return earlier.status();
         return CreatedJob{*std::move(earlier), /*created=*/false};
+      }
+    }
+    if (max_queued_in_tenant > 0) {
+      absl::StatusOr<Statement*> count =
+          StatementLocked("SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state = ?");
+      if (!count.ok()) return count.status();
+      (*count)->BindText(1, job.tenant);
+      (*count)->BindInt(2, static_cast<int>(JobState::kQueued));
+      absl::StatusOr<bool> row = (*count)->Step();
+      if (!row.ok()) return row.status();
+      int64_t queued = (*count)->ColumnInt(0);
+      (*count)->Reset();
+      if (queued >= max_queued_in_tenant) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("tenant '", job.tenant, "' has ", queued,
+                         " queued jobs, the most allowed (--max_queued_jobs_per_tenant); retry "
+                         "once some have started"));
       }
     }
     if (absl::Status s = InsertJobLocked(job); !s.ok()) return s;
@@ -298,6 +288,7 @@ absl::StatusOr<JobPage> JobStore::ListJobs(const JobFilter& filter, int page_siz
   absl::MutexLock lock(&mu_);
   std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE seq > ?");
   if (filter.state.has_value()) absl::StrAppend(&sql, " AND state = ?");
+  if (filter.tenant.has_value()) absl::StrAppend(&sql, " AND tenant = ?");
   for (size_t i = 0; i < filter.labels.size(); ++i) {
     absl::StrAppend(&sql,
                     " AND EXISTS (SELECT 1 FROM job_labels l WHERE l.job_id = jobs.id AND "
@@ -310,6 +301,7 @@ absl::StatusOr<JobPage> JobStore::ListJobs(const JobFilter& filter, int page_siz
   int index = 1;
   s.BindInt(index++, after_cursor);
   if (filter.state.has_value()) s.BindInt(index++, static_cast<int>(*filter.state));
+  if (filter.tenant.has_value()) s.BindText(index++, *filter.tenant);
   for (const auto& [key, value] : filter.labels) {
     s.BindText(index++, key);
     s.BindText(index++, value);
@@ -485,6 +477,28 @@ absl::Status JobStore::DeleteJob(const std::string& id) {
     }
     return absl::OkStatus();
   });
+}
+
+absl::Status JobStore::AddBlobOwner(const std::string& tenant, const std::string& sha256) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> insert =
+      StatementLocked("INSERT OR IGNORE INTO blob_owners (tenant, sha256) VALUES (?, ?)");
+  if (!insert.ok()) return insert.status();
+  (*insert)->BindText(1, tenant);
+  (*insert)->BindText(2, sha256);
+  return (*insert)->Run();
+}
+
+absl::StatusOr<bool> JobStore::IsBlobOwner(const std::string& tenant, const std::string& sha256) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> select =
+      StatementLocked("SELECT 1 FROM blob_owners WHERE tenant = ? AND sha256 = ?");
+  if (!select.ok()) return select.status();
+  (*select)->BindText(1, tenant);
+  (*select)->BindText(2, sha256);
+  absl::StatusOr<bool> row = (*select)->Step();
+  (*select)->Reset();
+  return row;
 }
 
 absl::StatusOr<std::map<JobState, int64_t>> JobStore::CountByState() {

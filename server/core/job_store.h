@@ -3,8 +3,8 @@
 // The database runs in WAL mode with synchronous=FULL: a call that returned OK has reached the
 // disk, so every accepted job and every event survives a crash of the process or the machine
 // (NORMAL would only protect against a process crash; a job is worth one fsync). The schema
-// carries a version (table schema_version); opening a database of a newer version is
-// FAILED_PRECONDITION.
+// carries a version (table schema_version); an older database is migrated when it is opened,
+// and opening one of a newer version is FAILED_PRECONDITION.
 #ifndef COMPRESS_SERVER_CORE_JOB_STORE_H_
 #define COMPRESS_SERVER_CORE_JOB_STORE_H_
 
@@ -57,8 +57,12 @@ class JobStore {
   JobStore& operator=(const JobStore&) = delete;
 
   // Inserts `job` (whose id must be new) and appends `events` to it. When job.request_id is
-  // non-empty and already used, nothing is written and the earlier job is returned.
-  absl::StatusOr<CreatedJob> CreateJob(const Job& job, std::vector<JobEvent> events);
+  // non-empty and already used in job.tenant, nothing is written and the earlier job is
+  // returned. When `max_queued_in_tenant` > 0 and job.tenant already has that many QUEUED jobs,
+  // nothing is written and the result is RESOURCE_EXHAUSTED (a repeated request_id still returns
+  // its job).
+  absl::StatusOr<CreatedJob> CreateJob(const Job& job, std::vector<JobEvent> events,
+                                       int64_t max_queued_in_tenant = 0);
 
   // NOT_FOUND when no job has this id. Artifacts are filled in.
   absl::StatusOr<Job> GetJob(const std::string& id);
@@ -84,6 +88,12 @@ class JobStore {
 
   // Removes the job with its labels, events and artifact records. NOT_FOUND when absent.
   absl::Status DeleteJob(const std::string& id);
+
+  // Records that `tenant` uploaded the blob `sha256` (blobs are stored once per content; each
+  // tenant that uploaded it may name it in a job spec). Recording it again changes nothing.
+  absl::Status AddBlobOwner(const std::string& tenant, const std::string& sha256);
+  // Whether `tenant` uploaded the blob.
+  absl::StatusOr<bool> IsBlobOwner(const std::string& tenant, const std::string& sha256);
 
   // Number of jobs in each state (states without jobs are absent).
   absl::StatusOr<std::map<JobState, int64_t>> CountByState();

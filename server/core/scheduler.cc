@@ -199,6 +199,7 @@ absl::StatusOr<CreatedJob> Scheduler::CreateJob(const JobRequest& request) {
     absl::Time now = clock_->Now();
     Job job;
     job.id = NewJobId(now);
+    job.tenant = request.tenant;
     job.spec_json = request.spec_json;
     job.state = JobState::kQueued;
     job.labels = request.labels;
@@ -208,7 +209,8 @@ absl::StatusOr<CreatedJob> Scheduler::CreateJob(const JobRequest& request) {
     job.queue_time = now;
     job.max_attempts =
         request.max_attempts > 0 ? request.max_attempts : options_.default_max_attempts;
-    result = store_->CreateJob(job, {StateChangeEvent(JobState::kQueued, "created", now)});
+    result = store_->CreateJob(job, {StateChangeEvent(JobState::kQueued, "created", now)},
+                               options_.max_queued_jobs_per_tenant);
     if (result.ok() && result->created) {
       if (options_.observer != nullptr) {
         options_.observer->JobStateChanged(std::nullopt, JobState::kQueued);

@@ -40,6 +40,8 @@ namespace compress::server {
 
 // What a client asks for in CreateJob (validated by the caller).
 struct JobRequest {
+  // The caller's tenant; empty when the server runs without authentication.
+  std::string tenant;
   std::string spec_json;
   std::map<std::string, std::string> labels;
   int priority = 0;
@@ -81,6 +83,9 @@ class Scheduler {
     absl::Duration lease_duration = absl::Seconds(30);
     // Attempts of a job whose request gives none.
     int default_max_attempts = 3;
+    // CreateJob is RESOURCE_EXHAUSTED while the request's tenant has this many QUEUED jobs;
+    // 0 = no limit.
+    int64_t max_queued_jobs_per_tenant = 0;
     // Source of time; nullptr = the system clock. Not owned; must outlive the scheduler.
     Clock* clock = nullptr;
     // Told about jobs and workers (metrics); may be nullptr. Not owned; must outlive the
@@ -109,7 +114,8 @@ class Scheduler {
   JobNotifier& notifier() { return notifier_; }
   JobStore& store() { return *store_; }
 
-  // Creates a QUEUED job, or returns the earlier job with the same request_id.
+  // Creates a QUEUED job, or returns the earlier job of the tenant with the same request_id.
+  // RESOURCE_EXHAUSTED when the tenant is at Options::max_queued_jobs_per_tenant.
   absl::StatusOr<CreatedJob> CreateJob(const JobRequest& request);
   // QUEUED -> CANCELLED; RUNNING -> CANCELLING (the worker learns it on its next heartbeat);
   // CANCELLING stays. A finished job is FAILED_PRECONDITION.

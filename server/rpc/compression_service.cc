@@ -18,11 +18,19 @@ namespace compress::server {
 namespace {
 
 // UploadBlob: the first message may state the sha256 and size, which Complete() verifies.
+// Once stored, the blob is recorded as the caller's tenant's. A blob growing past
+// `max_bytes` (when > 0) ends the call RESOURCE_EXHAUSTED and is discarded.
 class BlobUploadReactor : public UploadReactor<v1::UploadBlobRequest> {
  public:
   BlobUploadReactor(grpc::CallbackServerContext* context, ThreadPool* pool,
-                    ArtifactStore* artifacts, v1::Blob* response)
-      : UploadReactor(context, pool), artifacts_(artifacts), response_(response) {}
+                    ArtifactStore* artifacts, JobStore* store, std::string tenant,
+                    int64_t max_bytes, v1::Blob* response)
+      : UploadReactor(context, pool),
+        artifacts_(artifacts),
+        store_(store),
+        tenant_(std::move(tenant)),
+        max_bytes_(max_bytes),
+        response_(response) {}
 
  private:
   absl::Status HandleMessage(const v1::UploadBlobRequest& request) override {
@@ -37,23 +45,40 @@ class BlobUploadReactor : public UploadReactor<v1::UploadBlobRequest> {
         return absl::InvalidArgumentError("size_bytes: must not be negative");
       }
       if (request.size_bytes() > 0) expected_size_ = request.size_bytes();
+      if (max_bytes_ > 0 && expected_size_ > max_bytes_) {
+        return TooLarge(expected_size_);
+      }
       absl::StatusOr<std::unique_ptr<PendingFile>> file = artifacts_->BeginBlob();
       if (!file.ok()) return file.status();
       file_ = *std::move(file);
     }
+    if (max_bytes_ > 0 &&
+        file_->size() + static_cast<int64_t>(request.data().size()) > max_bytes_) {
+      return TooLarge(file_->size() + static_cast<int64_t>(request.data().size()));
+    }
     return file_->Append(request.data());
+  }
+
+  absl::Status TooLarge(int64_t size) const {
+    return absl::ResourceExhaustedError(absl::StrCat("blob of ", size,
+                                                     " bytes or more exceeds the limit of ",
+                                                     max_bytes_, " bytes (--max_blob_bytes)"));
   }
 
   absl::Status Complete() override {
     if (file_ == nullptr) return absl::InvalidArgumentError("data: the upload sent no message");
     absl::StatusOr<Artifact> blob = file_->Commit(expected_sha256_, expected_size_);
     if (!blob.ok()) return blob.status();
+    if (absl::Status s = store_->AddBlobOwner(tenant_, blob->sha256); !s.ok()) return s;
     response_->set_sha256(blob->sha256);
     response_->set_size_bytes(blob->size_bytes);
     return absl::OkStatus();
   }
 
   ArtifactStore* const artifacts_;
+  JobStore* const store_;
+  const std::string tenant_;
+  const int64_t max_bytes_;
   v1::Blob* const response_;
   std::unique_ptr<PendingFile> file_;
   std::string expected_sha256_;
@@ -66,13 +91,37 @@ CompressionServiceImpl::CompressionServiceImpl(Scheduler* scheduler, ArtifactSto
                                                ThreadPool* pool, const Options& options)
     : scheduler_(scheduler), artifacts_(artifacts), pool_(pool), options_(options) {}
 
+absl::StatusOr<Job> CompressionServiceImpl::VisibleJob(const Caller& caller,
+                                                       const std::string& id) const {
+  absl::StatusOr<Job> job = scheduler_->store().GetJob(id);
+  if (!job.ok()) return job.status();
+  if (absl::Status s = caller.CheckVisible(*job); !s.ok()) return s;
+  return job;
+}
+
 grpc::ServerUnaryReactor* CompressionServiceImpl::CreateJob(grpc::CallbackServerContext* context,
                                                             const v1::CreateJobRequest* request,
                                                             v1::Job* response) {
-  return RunUnaryOnPool(context, pool_, [this, request, response]() -> absl::Status {
-    absl::StatusOr<JobRequest> job_request = ValidateCreateJobRequest(*request);
-    if (!job_request.ok()) return job_request.status();
-    absl::StatusOr<CreatedJob> created = scheduler_->CreateJob(*job_request);
+  absl::StatusOr<Caller> authorized =
+      AuthorizeCall(options_.authenticator, *context, Permission::kWriteJobs);
+  if (!authorized.ok()) return FinishUnary(context, authorized.status());
+  Caller caller = *std::move(authorized);
+  return RunUnaryOnPool(context, pool_, [this, request, response, caller]() -> absl::Status {
+    absl::StatusOr<ValidCreateJob> valid = ValidateCreateJobRequest(
+        *request, options_.data_roots != nullptr ? *options_.data_roots : no_data_roots_);
+    if (!valid.ok()) return valid.status();
+    if (!valid->teacher_blob_sha256.empty() && !caller.all_tenants) {
+      absl::StatusOr<bool> owner =
+          scheduler_->store().IsBlobOwner(caller.tenant, valid->teacher_blob_sha256);
+      if (!owner.ok()) return owner.status();
+      if (!*owner) {
+        return absl::NotFoundError(absl::StrCat("spec.teacher.blob_sha256: no blob ",
+                                                valid->teacher_blob_sha256,
+                                                " was uploaded by tenant '", caller.tenant, "'"));
+      }
+    }
+    valid->job.tenant = caller.tenant;
+    absl::StatusOr<CreatedJob> created = scheduler_->CreateJob(valid->job);
     if (!created.ok()) return created.status();
     JobToProto(created->job, response);
     return absl::OkStatus();
@@ -82,10 +131,14 @@ grpc::ServerUnaryReactor* CompressionServiceImpl::CreateJob(grpc::CallbackServer
 grpc::ServerUnaryReactor* CompressionServiceImpl::GetJob(grpc::CallbackServerContext* context,
                                                          const v1::GetJobRequest* request,
                                                          v1::Job* response) {
-  return RunUnaryOnPool(context, pool_, [this, request, response]() -> absl::Status {
+  absl::StatusOr<Caller> authorized =
+      AuthorizeCall(options_.authenticator, *context, Permission::kReadJobs);
+  if (!authorized.ok()) return FinishUnary(context, authorized.status());
+  Caller caller = *std::move(authorized);
+  return RunUnaryOnPool(context, pool_, [this, request, response, caller]() -> absl::Status {
     absl::StatusOr<std::string> id = ParseJobName("name", request->name());
     if (!id.ok()) return id.status();
-    absl::StatusOr<Job> job = scheduler_->store().GetJob(*id);
+    absl::StatusOr<Job> job = VisibleJob(caller, *id);
     if (!job.ok()) return job.status();
     JobToProto(*job, response);
     return absl::OkStatus();
@@ -95,9 +148,14 @@ grpc::ServerUnaryReactor* CompressionServiceImpl::GetJob(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* CompressionServiceImpl::ListJobs(grpc::CallbackServerContext* context,
                                                            const v1::ListJobsRequest* request,
                                                            v1::ListJobsResponse* response) {
-  return RunUnaryOnPool(context, pool_, [this, request, response]() -> absl::Status {
+  absl::StatusOr<Caller> authorized =
+      AuthorizeCall(options_.authenticator, *context, Permission::kReadJobs);
+  if (!authorized.ok()) return FinishUnary(context, authorized.status());
+  Caller caller = *std::move(authorized);
+  return RunUnaryOnPool(context, pool_, [this, request, response, caller]() -> absl::Status {
     absl::StatusOr<ListJobsQuery> query = ValidateListJobsRequest(*request);
     if (!query.ok()) return query.status();
+    query->filter.tenant = caller.Scope();
     absl::StatusOr<JobPage> page =
         scheduler_->store().ListJobs(query->filter, query->page_size, query->after_cursor);
     if (!page.ok()) return page.status();
@@ -112,9 +170,17 @@ grpc::ServerUnaryReactor* CompressionServiceImpl::ListJobs(grpc::CallbackServerC
 grpc::ServerUnaryReactor* CompressionServiceImpl::CancelJob(grpc::CallbackServerContext* context,
                                                             const v1::CancelJobRequest* request,
                                                             v1::Job* response) {
-  return RunUnaryOnPool(context, pool_, [this, request, response]() -> absl::Status {
+  absl::StatusOr<Caller> authorized =
+      AuthorizeCall(options_.authenticator, *context, Permission::kWriteJobs);
+  if (!authorized.ok()) return FinishUnary(context, authorized.status());
+  Caller caller = *std::move(authorized);
+  return RunUnaryOnPool(context, pool_, [this, request, response, caller]() -> absl::Status {
     absl::StatusOr<std::string> id = ParseJobName("name", request->name());
     if (!id.ok()) return id.status();
+    // A job's tenant never changes, so the check stays true for the cancellation.
+    if (absl::StatusOr<Job> visible = VisibleJob(caller, *id); !visible.ok()) {
+      return visible.status();
+    }
     absl::StatusOr<Job> job = scheduler_->CancelJob(*id);
     if (!job.ok()) return job.status();
     JobToProto(*job, response);
@@ -125,9 +191,16 @@ grpc::ServerUnaryReactor* CompressionServiceImpl::CancelJob(grpc::CallbackServer
 grpc::ServerUnaryReactor* CompressionServiceImpl::DeleteJob(grpc::CallbackServerContext* context,
                                                             const v1::DeleteJobRequest* request,
                                                             google::protobuf::Empty* response) {
-  return RunUnaryOnPool(context, pool_, [this, request]() -> absl::Status {
+  absl::StatusOr<Caller> authorized =
+      AuthorizeCall(options_.authenticator, *context, Permission::kWriteJobs);
+  if (!authorized.ok()) return FinishUnary(context, authorized.status());
+  Caller caller = *std::move(authorized);
+  return RunUnaryOnPool(context, pool_, [this, request, caller]() -> absl::Status {
     absl::StatusOr<std::string> id = ParseJobName("name", request->name());
     if (!id.ok()) return id.status();
+    if (absl::StatusOr<Job> visible = VisibleJob(caller, *id); !visible.ok()) {
+      return visible.status();
+    }
     absl::StatusOr<Job> job = scheduler_->DeleteJob(*id);
     if (!job.ok()) return job.status();
     return artifacts_->RemoveJob(*id);
@@ -136,18 +209,27 @@ grpc::ServerUnaryReactor* CompressionServiceImpl::DeleteJob(grpc::CallbackServer
 
 grpc::ServerWriteReactor<v1::JobEvent>* CompressionServiceImpl::WatchJob(
     grpc::CallbackServerContext* context, const v1::WatchJobRequest* request) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(options_.authenticator, *context, Permission::kReadJobs);
+  if (!caller.ok()) {
+    return new FailedStream<grpc::ServerWriteReactor<v1::JobEvent>>(caller.status());
+  }
   absl::StatusOr<std::string> id = ParseJobName("name", request->name());
   if (!id.ok()) return new FailedStream<grpc::ServerWriteReactor<v1::JobEvent>>(id.status());
   if (request->after_sequence() < 0) {
     return new FailedStream<grpc::ServerWriteReactor<v1::JobEvent>>(
         absl::InvalidArgumentError("after_sequence: must not be negative"));
   }
-  return new WatchJobReactor(scheduler_, pool_, *std::move(id), request->after_sequence());
+  return new WatchJobReactor(scheduler_, pool_, *std::move(id), request->after_sequence(),
+                             caller->Scope());
 }
 
 grpc::ServerWriteReactor<v1::ReadArtifactResponse>* CompressionServiceImpl::ReadArtifact(
     grpc::CallbackServerContext* context, const v1::ReadArtifactRequest* request) {
   using Failed = FailedStream<grpc::ServerWriteReactor<v1::ReadArtifactResponse>>;
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(options_.authenticator, *context, Permission::kReadJobs);
+  if (!caller.ok()) return new Failed(caller.status());
   absl::StatusOr<std::pair<std::string, std::string>> name =
       ParseArtifactName("name", request->name());
   if (!name.ok()) return new Failed(name.status());
@@ -162,9 +244,9 @@ grpc::ServerWriteReactor<v1::ReadArtifactResponse>* CompressionServiceImpl::Read
                       : std::min<int64_t>(request->chunk_size(), options_.max_chunk_bytes);
   auto [job_id, artifact_name] = *std::move(name);
   ChunkSource source;
-  source.describe = [this, job_id = job_id,
-                     artifact_name = artifact_name]() -> absl::StatusOr<Artifact> {
-    absl::StatusOr<Job> job = scheduler_->store().GetJob(job_id);
+  source.describe = [this, job_id = job_id, artifact_name = artifact_name,
+                     caller = *caller]() -> absl::StatusOr<Artifact> {
+    absl::StatusOr<Job> job = VisibleJob(caller, job_id);
     if (!job.ok()) return job.status();
     for (const Artifact& artifact : job->artifacts) {
       if (artifact.name == artifact_name) return artifact;
@@ -186,7 +268,13 @@ grpc::ServerWriteReactor<v1::ReadArtifactResponse>* CompressionServiceImpl::Read
 
 grpc::ServerReadReactor<v1::UploadBlobRequest>* CompressionServiceImpl::UploadBlob(
     grpc::CallbackServerContext* context, v1::Blob* response) {
-  auto* reactor = new BlobUploadReactor(context, pool_, artifacts_, response);
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(options_.authenticator, *context, Permission::kWriteJobs);
+  if (!caller.ok()) {
+    return new FailedStream<grpc::ServerReadReactor<v1::UploadBlobRequest>>(caller.status());
+  }
+  auto* reactor = new BlobUploadReactor(context, pool_, artifacts_, &scheduler_->store(),
+                                        caller->tenant, options_.max_blob_bytes, response);
   reactor->Start();
   return reactor;
 }

@@ -1,8 +1,10 @@
 // CompressionServiceImpl: compress.v1.CompressionService on gRPC's callback API.
 //
-// This layer only translates: it validates requests, calls the core (Scheduler, JobStore,
-// ArtifactStore) on the thread pool, and turns results into messages and absl::Status into
-// grpc::Status.
+// This layer only translates: it authorizes and validates requests, calls the core (Scheduler,
+// JobStore, ArtifactStore) on the thread pool, and turns results into messages and absl::Status
+// into grpc::Status. Every method first authorizes its caller (authenticator.h); a caller that
+// is not an admin sees and touches only its tenant's jobs and blobs, and another tenant's job is
+// NOT_FOUND, as if it did not exist.
 #ifndef COMPRESS_SERVER_RPC_COMPRESSION_SERVICE_H_
 #define COMPRESS_SERVER_RPC_COMPRESSION_SERVICE_H_
 
@@ -10,8 +12,10 @@
 
 #include "compress/v1/compression_service.grpc.pb.h"
 #include "server/core/artifact_store.h"
+#include "server/core/data_roots.h"
 #include "server/core/metrics.h"
 #include "server/core/scheduler.h"
+#include "server/rpc/authenticator.h"
 #include "server/rpc/thread_pool.h"
 
 namespace compress::server {
@@ -25,6 +29,13 @@ class CompressionServiceImpl final : public v1::CompressionService::CallbackServ
     int64_t max_chunk_bytes = 3 << 20;
     // Counts the bytes ReadArtifact sends; may be nullptr. Not owned; must outlive the service.
     Metrics* metrics = nullptr;
+    // Checks every call's bearer token and gives the caller's tenant; nullptr = no
+    // authentication (every caller sees every tenant). Not owned; must outlive the service.
+    const Authenticator* authenticator = nullptr;
+    // Where paths in job specs must lie; nullptr = anywhere. Not owned; must outlive the service.
+    const DataRoots* data_roots = nullptr;
+    // UploadBlob ends RESOURCE_EXHAUSTED once a blob would exceed this many bytes; 0 = no limit.
+    int64_t max_blob_bytes = 0;
   };
 
   // None is owned; all must outlive the service.
@@ -53,10 +64,15 @@ class CompressionServiceImpl final : public v1::CompressionService::CallbackServ
                                                              v1::Blob* response) override;
 
  private:
+  // The job `id` when `caller` may see it; NOT_FOUND otherwise.
+  absl::StatusOr<Job> VisibleJob(const Caller& caller, const std::string& id) const;
+
   Scheduler* const scheduler_;
   ArtifactStore* const artifacts_;
   ThreadPool* const pool_;
   const Options options_;
+  // Used when Options::data_roots is nullptr: no roots.
+  const DataRoots no_data_roots_;
 };
 
 }  // namespace compress::server

@@ -42,7 +42,8 @@ absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string
 
 }  // namespace
 
-absl::StatusOr<JobRequest> ValidateCreateJobRequest(const v1::CreateJobRequest& request) {
+absl::StatusOr<ValidCreateJob> ValidateCreateJobRequest(const v1::CreateJobRequest& request,
+                                                        const DataRoots& data_roots) {
   if (static_cast<int>(request.request_id().size()) > kMaxRequestIdLength) {
     return absl::InvalidArgumentError(absl::StrCat("request_id: at most ", kMaxRequestIdLength,
                                                    " characters, got ",
@@ -55,16 +56,25 @@ absl::StatusOr<JobRequest> ValidateCreateJobRequest(const v1::CreateJobRequest& 
   if (absl::Status s = ValidateLabels(request.labels()); !s.ok()) return s;
   absl::StatusOr<std::string> spec_json = SpecToJson(request.spec());
   if (!spec_json.ok()) return spec_json.status();
-  if (absl::StatusOr<spec::JobSpec> spec = spec::ParseJobSpec(*spec_json); !spec.ok()) {
-    return spec.status();
+  absl::StatusOr<spec::JobSpec> spec = spec::ParseJobSpec(*spec_json);
+  if (!spec.ok()) return spec.status();
+  if (absl::Status s = data_roots.Check("spec.dataset.path", spec->dataset.path); !s.ok()) {
+    return s;
   }
-  JobRequest job;
+  if (absl::Status s =
+          data_roots.Check("spec.teacher.checkpoint_path", spec->teacher.checkpoint_path);
+      !s.ok()) {
+    return s;
+  }
+  ValidCreateJob valid;
+  JobRequest& job = valid.job;
   job.spec_json = *std::move(spec_json);
   job.labels.insert(request.labels().begin(), request.labels().end());
   job.priority = request.priority();
   job.request_id = request.request_id();
   job.max_attempts = request.max_attempts();
-  return job;
+  valid.teacher_blob_sha256 = spec->teacher.blob_sha256;
+  return valid;
 }
 
 std::string EncodePageToken(int64_t cursor, const std::string& filter) {

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "compress/v1/compression_service.pb.h"
+#include "server/core/data_roots.h"
 #include "server/core/job_filter.h"
 #include "server/core/scheduler.h"
 
@@ -23,9 +24,19 @@ inline constexpr int kMaxAttemptsLimit = 100;
 inline constexpr int kDefaultPageSize = 50;
 inline constexpr int kMaxPageSize = 1000;
 
-// Checks the request and the spec (worker/spec's ParseJobSpec: "spec.prune.round_to: ...") and
-// returns what the scheduler needs, the spec as JSON with proto field names.
-absl::StatusOr<JobRequest> ValidateCreateJobRequest(const v1::CreateJobRequest& request);
+// A CreateJob request that passed validation.
+struct ValidCreateJob {
+  // What the scheduler needs (the tenant is left for the caller to fill in), with the spec as
+  // JSON with proto field names.
+  JobRequest job;
+  // spec.teacher.blob_sha256; empty when the spec names no blob.
+  std::string teacher_blob_sha256;
+};
+
+// Checks the request and the spec (worker/spec's ParseJobSpec: "spec.prune.round_to: ..."), and
+// that spec.dataset.path and spec.teacher.checkpoint_path resolve under `data_roots`.
+absl::StatusOr<ValidCreateJob> ValidateCreateJobRequest(const v1::CreateJobRequest& request,
+                                                        const DataRoots& data_roots);
 
 // A parsed ListJobs request.
 struct ListJobsQuery {

@@ -5,6 +5,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -14,15 +15,33 @@
 namespace compress::server {
 
 // `work` returns an absl::Status and fills the response it captured; the request and response
-// stay valid until Finish.
+// stay valid until Finish. A call whose deadline passed (or that was cancelled) while it waited
+// for a pool thread ends DEADLINE_EXCEEDED (CANCELLED) without running `work`.
 template <typename Work>
 grpc::ServerUnaryReactor* RunUnaryOnPool(grpc::CallbackServerContext* context, ThreadPool* pool,
                                          Work work) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  pool->Schedule([reactor, work = std::move(work)]() mutable {
+  pool->Schedule([context, reactor, work = std::move(work)]() mutable {
+    if (context->deadline() <= std::chrono::system_clock::now()) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                   "the deadline passed before the call was served"));
+      return;
+    }
+    if (context->IsCancelled()) {
+      reactor->Finish(grpc::Status::CANCELLED);
+      return;
+    }
     absl::Status status = work();
     reactor->Finish(ToGrpcStatus(status));
   });
+  return reactor;
+}
+
+// A unary call that ends at once with `status` (a request refused before any work started).
+inline grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context,
+                                             const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
 

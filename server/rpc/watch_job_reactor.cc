@@ -2,14 +2,19 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "server/rpc/proto_convert.h"
 #include "server/rpc/status_util.h"
 
 namespace compress::server {
 
 WatchJobReactor::WatchJobReactor(Scheduler* scheduler, ThreadPool* pool, std::string job_id,
-                                 int64_t after_sequence)
-    : scheduler_(scheduler), pool_(pool), job_id_(std::move(job_id)), last_read_(after_sequence) {
+                                 int64_t after_sequence, std::optional<std::string> tenant)
+    : scheduler_(scheduler),
+      pool_(pool),
+      job_id_(std::move(job_id)),
+      tenant_(std::move(tenant)),
+      last_read_(after_sequence) {
   // Busy from the start: a notification that arrives before the first read only marks the
   // reactor dirty. Subscribe before the first read, so no event committed after it goes unseen.
   {
@@ -58,6 +63,9 @@ void WatchJobReactor::Fetch() {
   // The job's state is read before its events: its final state change is committed with the
   // state, so a finished job with no events after `after` has had every event sent.
   absl::StatusOr<Job> job = scheduler_->store().GetJob(job_id_);
+  if (job.ok() && tenant_.has_value() && job->tenant != *tenant_) {
+    job = absl::NotFoundError(absl::StrCat("job '", job_id_, "' not found"));
+  }
   absl::StatusOr<std::vector<JobEvent>> events =
       job.ok() ? scheduler_->store().ListEvents(job_id_, after, kBatch) : job.status();
   grpc::Status finish_status;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -25,9 +26,10 @@ namespace compress::server {
 // thread waits. Deletes itself in OnDone, after unsubscribing.
 class WatchJobReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
  public:
-  // `scheduler` and `pool` must outlive the call.
+  // `scheduler` and `pool` must outlive the call. With `tenant` set, a job of another tenant
+  // is NOT_FOUND.
   WatchJobReactor(Scheduler* scheduler, ThreadPool* pool, std::string job_id,
-                  int64_t after_sequence);
+                  int64_t after_sequence, std::optional<std::string> tenant = std::nullopt);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -51,6 +53,7 @@ class WatchJobReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
   Scheduler* const scheduler_;
   ThreadPool* const pool_;
   const std::string job_id_;
+  const std::optional<std::string> tenant_;
   int64_t token_ = 0;  // set in the constructor, read in OnDone
 
   absl::Mutex mu_;

@@ -215,9 +215,14 @@ WorkerServiceImpl::WorkerServiceImpl(Scheduler* scheduler, ArtifactStore* artifa
                                      ThreadPool* pool, const Options& options)
     : scheduler_(scheduler), artifacts_(artifacts), pool_(pool), options_(options) {}
 
+absl::Status WorkerServiceImpl::Authorize(grpc::CallbackServerContext* context) const {
+  return AuthorizeCall(options_.authenticator, *context, Permission::kWorker).status();
+}
+
 grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseJob(grpc::CallbackServerContext* context,
                                                       const v1::LeaseJobRequest* request,
                                                       v1::LeaseJobResponse* response) {
+  if (absl::Status denied = Authorize(context); !denied.ok()) return FinishUnary(context, denied);
   absl::Status invalid = RequireWorkerId(request->worker_id());
   if (invalid.ok() && request->wait_seconds() < 0) {
     invalid = absl::InvalidArgumentError("wait_seconds: must not be negative");
@@ -240,6 +245,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseJob(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* context,
                                                        const v1::HeartbeatRequest* request,
                                                        v1::HeartbeatResponse* response) {
+  if (absl::Status denied = Authorize(context); !denied.ok()) return FinishUnary(context, denied);
   return RunUnaryOnPool(context, pool_, [this, request, response]() -> absl::Status {
     absl::StatusOr<std::string> job_id =
         AttemptJob(request->worker_id(), request->job(), request->attempt());
@@ -255,6 +261,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* WorkerServiceImpl::ReportEvents(grpc::CallbackServerContext* context,
                                                           const v1::ReportEventsRequest* request,
                                                           v1::ReportEventsResponse* response) {
+  if (absl::Status denied = Authorize(context); !denied.ok()) return FinishUnary(context, denied);
   return RunUnaryOnPool(context, pool_, [this, request, response]() -> absl::Status {
     absl::StatusOr<std::string> job_id =
         AttemptJob(request->worker_id(), request->job(), request->attempt());
@@ -270,6 +277,9 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReportEvents(grpc::CallbackServerCo
 
 grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArtifact(
     grpc::CallbackServerContext* context, v1::Artifact* response) {
+  if (absl::Status denied = Authorize(context); !denied.ok()) {
+    return new FailedStream<grpc::ServerReadReactor<v1::UploadArtifactRequest>>(denied);
+  }
   auto* reactor =
       new ArtifactUploadReactor(context, pool_, scheduler_, artifacts_, options_.metrics, response);
   reactor->Start();
@@ -279,6 +289,7 @@ grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArt
 grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteAttempt(
     grpc::CallbackServerContext* context, const v1::CompleteAttemptRequest* request,
     v1::CompleteAttemptResponse* response) {
+  if (absl::Status denied = Authorize(context); !denied.ok()) return FinishUnary(context, denied);
   return RunUnaryOnPool(context, pool_, [this, request]() -> absl::Status {
     absl::StatusOr<std::string> job_id =
         AttemptJob(request->worker_id(), request->job(), request->attempt());
@@ -309,6 +320,9 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteAttempt(
 
 grpc::ServerWriteReactor<v1::ReadArtifactResponse>* WorkerServiceImpl::ReadBlob(
     grpc::CallbackServerContext* context, const v1::ReadBlobRequest* request) {
+  if (absl::Status denied = Authorize(context); !denied.ok()) {
+    return new FailedStream<grpc::ServerWriteReactor<v1::ReadArtifactResponse>>(denied);
+  }
   if (request->offset() < 0) {
     auto* reactor = new FailedStream<grpc::ServerWriteReactor<v1::ReadArtifactResponse>>(
         absl::InvalidArgumentError("offset: must not be negative"));

@@ -10,6 +10,7 @@
 #include "server/core/artifact_store.h"
 #include "server/core/metrics.h"
 #include "server/core/scheduler.h"
+#include "server/rpc/authenticator.h"
 #include "server/rpc/thread_pool.h"
 
 namespace compress::server {
@@ -26,6 +27,9 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     // Counts the bytes UploadArtifact receives; may be nullptr. Not owned; must outlive the
     // service.
     Metrics* metrics = nullptr;
+    // Checks every call's bearer token (role worker or admin); nullptr = no authentication.
+    // Not owned; must outlive the service.
+    const Authenticator* authenticator = nullptr;
   };
 
   // None is owned; all must outlive the service.
@@ -50,6 +54,9 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
       grpc::CallbackServerContext* context, const v1::ReadBlobRequest* request) override;
 
  private:
+  // The call's authorization: OK when it may use the worker service.
+  absl::Status Authorize(grpc::CallbackServerContext* context) const;
+
   Scheduler* const scheduler_;
   ArtifactStore* const artifacts_;
   ThreadPool* const pool_;

@@ -18,6 +18,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "client/dial.h"
 #include "compress/v1/compression_service.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
@@ -55,8 +56,11 @@ class AgentServerTest : public ::testing::Test {
     fs::remove_all(root_, ec);
   }
 
-  // Starts compressd with one local worker whose executor is a script with `body`.
-  void StartServer(const std::string& body) {
+  // Starts compressd with one local worker whose executor is a script with `body`. Without
+  // `token_file`, compressd runs --insecure; with it, compressd authenticates with that file,
+  // the worker with `worker_token_file`, and the test's stub sends `token`.
+  void StartServer(const std::string& body, const std::string& token_file = "",
+                   const std::string& worker_token_file = "", const std::string& token = "") {
     std::string executor = root_ + "/fake-run.sh";
     std::ofstream out(executor);
     out << "#!/bin/bash\n"
@@ -66,14 +70,17 @@ class AgentServerTest : public ::testing::Test {
     out.close();
     chmod(executor.c_str(), 0755);
     Subprocess::Options options;
-    options.argv = {COMPRESSD_BIN,
-                    "--grpc_address=127.0.0.1:0",
-                    "--metrics_address=",
-                    absl::StrCat("--data_dir=", root_, "/data"),
-                    "--local_workers=1",
-                    absl::StrCat("--worker_binary=", COMPRESS_WORKER_BIN),
-                    absl::StrCat("--local_worker_flags=--executor=", executor,
-                                 ",--devices=cpu,--kill_grace=1s,--lease_wait_seconds=5")};
+    options.argv = {
+        COMPRESSD_BIN,
+        token_file.empty() ? "--insecure" : absl::StrCat("--token_file=", token_file),
+        "--grpc_address=127.0.0.1:0",
+        "--metrics_address=",
+        absl::StrCat("--data_dir=", root_, "/data"),
+        "--local_workers=1",
+        absl::StrCat("--worker_binary=", COMPRESS_WORKER_BIN),
+        absl::StrCat("--local_worker_flags=--executor=", executor,
+                     ",--devices=cpu,--kill_grace=1s,--lease_wait_seconds=5",
+                     worker_token_file.empty() ? "" : ",--token_file=", worker_token_file)};
     options.stderr_echo_prefix = "[compressd] ";
     absl::StatusOr<std::unique_ptr<Subprocess>> started = Subprocess::Start(options);
     ASSERT_TRUE(started.ok()) << started.status();
@@ -86,8 +93,27 @@ class AgentServerTest : public ::testing::Test {
       while (process->ReadLine()) {
       }
     });
-    stub_ = compress::v1::CompressionService::NewStub(grpc::CreateChannel(
-        std::string(absl::StripAsciiWhitespace(address)), grpc::InsecureChannelCredentials()));
+    client::ChannelSecurity security;
+    security.token = token;
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = client::Dial(
+        std::string(absl::StripAsciiWhitespace(address)), security, grpc::ChannelArguments());
+    ASSERT_TRUE(channel.ok()) << channel.status();
+    stub_ = compress::v1::CompressionService::NewStub(*channel);
+  }
+
+  std::string WriteFile(const std::string& name, const std::string& text) {
+    std::string path = root_ + "/" + name;
+    std::ofstream(path) << text;
+    return path;
+  }
+
+  grpc::Status TryCreate(int max_attempts, compress::v1::Job* job) {
+    compress::v1::CreateJobRequest request;
+    request.mutable_spec()->mutable_dataset()->set_format("synthetic");
+    request.mutable_spec()->mutable_teacher()->mutable_train()->set_max_steps(1);
+    request.set_max_attempts(max_attempts);
+    grpc::ClientContext context;
+    return stub_->CreateJob(&context, request, job);
   }
 
   compress::v1::Job Create(int max_attempts) {
@@ -147,7 +173,9 @@ echo '{"type":"report","time":1,"report":{"top1":0.25}}'
   int64_t step = 0;
   for (size_t i = 0; i < events.size(); ++i) {
     EXPECT_EQ(events[i].sequence(), static_cast<int64_t>(i) + 1);
-    if (events[i].has_metric()) EXPECT_EQ(events[i].metric().step(), ++step);
+    if (events[i].has_metric()) {
+      EXPECT_EQ(events[i].metric().step(), ++step);
+    }
   }
   EXPECT_EQ(step, 100);
 
@@ -162,6 +190,61 @@ echo '{"type":"report","time":1,"report":{"top1":0.25}}'
   while (reader->Read(&chunk)) hasher.Update(chunk.data());
   ASSERT_TRUE(reader->Finish().ok());
   EXPECT_EQ(hasher.HexDigest(), done.artifacts(0).sha256());
+}
+
+TEST_F(AgentServerTest, UploadedTeacherBlobIsFetchedIntoTheWorkDir) {
+  // The executor succeeds only when DIR/blobs/<sha256> holds the uploaded bytes.
+  ASSERT_NO_FATAL_FAILURE(StartServer(R"sh(
+for f in "$WORKDIR"/blobs/*; do
+  name=$(basename "$f")
+  sum=$(sha256sum "$f" | cut -d' ' -f1)
+  if [ "$name" = "$sum" ]; then
+    echo "{\"blob\":\"$sum\"}" > "$WORKDIR/report.json"
+    echo "{\"type\":\"report\",\"time\":1,\"report\":{\"blob\":\"$sum\"}}"
+    exit 0
+  fi
+done
+echo '{"type":"error","time":1,"code":"NOT_FOUND","message":"no blob in the work dir"}'
+exit 1
+)sh"));
+  // Three chunks' worth of bytes (the server streams 1 MiB chunks by default).
+  std::string bytes(3 * 1024 * 1024 + 17, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>((i * 131) % 251);
+  Sha256 hasher;
+  hasher.Update(bytes);
+  const std::string sha = hasher.HexDigest();
+  {
+    grpc::ClientContext context;
+    compress::v1::Blob blob;
+    auto writer = stub_->UploadBlob(&context, &blob);
+    for (size_t offset = 0; offset < bytes.size(); offset += 1 << 20) {
+      compress::v1::UploadBlobRequest chunk;
+      if (offset == 0) {
+        chunk.set_sha256(sha);
+        chunk.set_size_bytes(static_cast<int64_t>(bytes.size()));
+      }
+      chunk.set_data(bytes.substr(offset, 1 << 20));
+      ASSERT_TRUE(writer->Write(chunk));
+    }
+    writer->WritesDone();
+    grpc::Status status = writer->Finish();
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(blob.sha256(), sha);
+  }
+  compress::v1::CreateJobRequest request;
+  request.mutable_spec()->mutable_dataset()->set_format("synthetic");
+  request.mutable_spec()->mutable_teacher()->set_blob_sha256(sha);
+  request.set_max_attempts(1);
+  compress::v1::Job job;
+  {
+    grpc::ClientContext context;
+    grpc::Status status = stub_->CreateJob(&context, request, &job);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  std::vector<compress::v1::JobEvent> events;
+  compress::v1::Job done = Follow(job.name(), &events);
+  ASSERT_EQ(done.state(), compress::v1::SUCCEEDED) << done.error_message();
+  EXPECT_THAT(done.report_json(), HasSubstr(sha));
 }
 
 TEST_F(AgentServerTest, CrashFailsTheAttemptWithExitStatusAndStderrTail) {
@@ -217,6 +300,43 @@ while true; do sleep 0.1; done
   // The executor ignored SIGTERM: only SIGKILL, a 1 s grace later, ended it.
   EXPECT_GE(absl::Now() - cancelled_at, absl::Seconds(1));
   EXPECT_THAT(server_->StderrTail(), HasSubstr("TERM ignored"));
+}
+
+constexpr char kSubmitterToken[] = "alpha-submitter-token-0001";
+constexpr char kWorkerToken[] = "ops-worker-token-000000001";
+
+// The worker authenticates with its token file; jobs of a tenant run through it; SIGHUP makes
+// compressd read a changed token file, and a broken one leaves the tokens as they were.
+TEST_F(AgentServerTest, WorkerWithTokenRunsJobsAndTokensReloadOnSighup) {
+  const std::string tokens = WriteFile(
+      "tokens", absl::StrCat(kSubmitterToken, " alpha submitter\n", kWorkerToken, " ops worker\n"));
+  const std::string worker_token = WriteFile("worker-token", absl::StrCat(kWorkerToken, "\n"));
+  ASSERT_NO_FATAL_FAILURE(StartServer(R"sh(
+echo '{"type":"report","time":1,"report":{"top1":0.5}}'
+)sh",
+                                      tokens, worker_token, kSubmitterToken));
+  compress::v1::Job job = Create(1);
+  std::vector<compress::v1::JobEvent> events;
+  compress::v1::Job done = Follow(job.name(), &events);
+  EXPECT_EQ(done.state(), compress::v1::SUCCEEDED) << done.error_message();
+
+  // The submitter's token is taken away: compressd answers UNAUTHENTICATED once it reloaded.
+  WriteFile("tokens", absl::StrCat(kWorkerToken, " ops worker\n"));
+  server_->Signal(SIGHUP);
+  compress::v1::Job refused;
+  grpc::Status status;
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  do {
+    absl::SleepFor(absl::Milliseconds(50));
+    status = TryCreate(1, &refused);
+  } while (status.ok() && absl::Now() < deadline);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << status.error_message();
+
+  // A broken file is refused and the tokens stay as they are.
+  WriteFile("tokens", absl::StrCat(kSubmitterToken, " alpha submitter\nbroken\n"));
+  server_->Signal(SIGHUP);
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(TryCreate(1, &refused).error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
 }  // namespace

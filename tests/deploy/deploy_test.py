@@ -160,7 +160,7 @@ class Compressd:
         self.metrics_port = free_port()
         self.stderr = open(os.path.join(tmp, "compressd.stderr"), "w")
         self.process = subprocess.Popen(
-            [ARGS.compressd, "--grpc_address=127.0.0.1:0",
+            [ARGS.compressd, "--insecure", "--grpc_address=127.0.0.1:0",
              f"--metrics_address=127.0.0.1:{self.metrics_port}",
              f"--data_dir={os.path.join(tmp, 'data')}", f"--local_workers={local_workers}",
              f"--worker_binary={ARGS.worker}",
@@ -347,6 +347,62 @@ class DeployTest(unittest.TestCase):
         self.assertEqual(mount["name"], statefulset["volumeClaimTemplates"][0]["metadata"]["name"])
         self.assertIn(f"--data_dir={mount['mountPath']}",
                       statefulset["template"]["spec"]["containers"][0]["command"])
+
+    def test_manifests_secure_the_grpc_port(self):
+        """compressd in compose and k8s serves TLS with bearer tokens (never --insecure), the
+        workers and the healthcheck present a token and verify the server, and every file those
+        flags name lies in a mounted secret."""
+        file_flags = ("token_file", "tls_cert", "tls_key", "tls_ca", "tls_client_ca")
+        wanted = {"compressd": {"token_file", "tls_cert", "tls_key"},
+                  "compress-worker": {"token_file", "tls_ca"},
+                  "compressctl": {"token_file", "tls_ca"}}
+        checked = []
+
+        def check(where, argv, secret_dirs):
+            flags = dict(arg[2:].partition("=")[::2] for arg in argv[1:] if arg.startswith("--"))
+            self.assertNotIn("insecure", flags, where)
+            self.assertNotIn("insecure_allow_remote", flags, where)
+            self.assertLessEqual(wanted[argv[0]], set(flags), where)
+            for name in file_flags:
+                if name in flags:
+                    self.assertTrue(any(flags[name].startswith(d + "/") for d in secret_dirs),
+                                    f"{where}: --{name}={flags[name]} is not in a mounted secret "
+                                    f"({sorted(secret_dirs)})")
+            checked.append(argv[0])
+
+        with open(deploy_path("compose", "compose.yaml")) as f:
+            compose = yaml.safe_load(f)
+        for name, service in compose["services"].items():
+            # A compose secret mounts as the file /run/secrets/NAME.
+            secret_files = {f"/run/secrets/{secret}" for secret in service.get("secrets", [])}
+            for secret in service.get("secrets", []):
+                self.assertIn(secret, compose.get("secrets", {}), f"compose:{name}")
+            command = service.get("command")
+            argv_list = []
+            if isinstance(command, list) and command and command[0] in PROGRAMS:
+                argv_list.append(command)
+            test = service.get("healthcheck", {}).get("test", [])
+            if test[:1] == ["CMD"] and test[1] in PROGRAMS:
+                argv_list.append(test[1:])
+            for argv in argv_list:
+                flags = dict(a[2:].partition("=")[::2] for a in argv[1:] if a.startswith("--"))
+                for flag in file_flags:
+                    if flag in flags:
+                        self.assertIn(flags[flag], secret_files, f"compose:{name}: --{flag}")
+                check(f"compose:{name}", argv, {"/run/secrets"})
+
+        for path in glob.glob(deploy_path("k8s", "*.yaml")):
+            with open(path) as f:
+                for document in yaml.safe_load_all(f):
+                    spec = document.get("spec", {}).get("template", {}).get("spec", {})
+                    secret_volumes = {v["name"] for v in spec.get("volumes", []) if "secret" in v}
+                    for container in spec.get("containers", []):
+                        dirs = {m["mountPath"] for m in container.get("volumeMounts", [])
+                                if m["name"] in secret_volumes}
+                        argv = container.get("command", []) + container.get("args", [])
+                        check(f"{path}:{container['name']}", argv, dirs)
+        self.assertEqual(sorted(checked), ["compress-worker", "compress-worker", "compressctl",
+                                           "compressd", "compressd"])
 
     def test_kustomize_build(self):
         kubectl = shutil.which("kubectl")

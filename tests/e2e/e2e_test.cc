@@ -81,6 +81,7 @@ class Compressd {
   static std::unique_ptr<Compressd> Start(const std::string& data_dir, int port) {
     Subprocess::Options options;
     options.argv = {COMPRESSD_BIN,
+                    "--insecure",
                     absl::StrCat("--grpc_address=127.0.0.1:", port),
                     "--metrics_address=",
                     absl::StrCat("--data_dir=", data_dir),

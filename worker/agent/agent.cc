@@ -30,9 +30,10 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const Options& options) {
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 500);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
   args.SetMaxReceiveMessageSize(64 << 20);
-  std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args);
-  return std::unique_ptr<Agent>(new Agent(options, std::move(channel)));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      client::Dial(options.server, options.security, args);
+  if (!channel.ok()) return channel.status();
+  return std::unique_ptr<Agent>(new Agent(options, *std::move(channel)));
 }
 
 Agent::Agent(const Options& options, std::shared_ptr<grpc::Channel> channel)

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "client/dial.h"
 #include "compress/v1/worker_service.grpc.pb.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
@@ -29,6 +30,8 @@ class Agent {
   struct Options {
     // Server address, "host:port".
     std::string server = "127.0.0.1:50051";
+    // TLS and the bearer token (role worker) of the channel to the server.
+    client::ChannelSecurity security;
     // Identifies this agent to the server; unique per agent.
     std::string worker_id;
     // Devices to offer; one lease loop each.

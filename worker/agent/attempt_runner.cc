@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "grpcpp/client_context.h"
+#include "worker/agent/blob_fetcher.h"
 #include "worker/agent/log.h"
 #include "worker/events/event.h"
 #include "worker/spec/job_spec.h"
@@ -141,6 +142,13 @@ absl::Status AttemptRunner::PrepareWorkDir() {
   fs::rename(tmp, spec_path_, ec);
   if (ec) {
     return absl::InternalError(absl::StrCat("cannot write ", spec_path_, ": ", ec.message()));
+  }
+  // A teacher uploaded as a blob is fetched to where the executor looks for it.
+  absl::StatusOr<spec::JobSpec> spec = spec::ParseJobSpec(lease_.spec_json());
+  if (spec.ok() && !spec->teacher.blob_sha256.empty()) {
+    AgentLog(key_.job, " attempt ", key_.attempt, ": fetching teacher blob ",
+             spec->teacher.blob_sha256);
+    return FetchBlob(stub_, key_.worker_id, spec->teacher.blob_sha256, work_dir_);
   }
   return absl::OkStatus();
 }

@@ -31,6 +31,13 @@ ABSL_FLAG(int, lease_wait_seconds, 20, "LeaseJob long-poll wait, at most 30");
 ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(30),
           "Time between SIGTERM and SIGKILL when an executor is stopped");
 ABSL_FLAG(bool, keep_work_dirs, false, "Keep work dirs of finished jobs");
+ABSL_FLAG(std::string, token_file, "", "File holding the bearer token (a token of role worker)");
+ABSL_FLAG(bool, tls, false, "Dial with TLS, verifying the server with the system's CAs");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA certificates that verify the server (implies --tls)");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate, for mutual TLS (implies --tls)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name the server's certificate must carry, when it differs from --server's host");
 
 namespace {
 
@@ -59,7 +66,7 @@ std::string DefaultWorkRoot() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "compress-worker [--server=HOST:PORT] [--devices=auto|cpu,cuda:N] [--work_root=DIR] "
-      "[--executor=PATH]");
+      "[--executor=PATH] [--token_file=F] [--tls_ca=CA.pem [--tls_cert=C --tls_key=K]]");
   absl::ParseCommandLine(argc, argv);
 
   // Every thread inherits this mask; one thread waits for the signals (the executors get the
@@ -80,6 +87,20 @@ int main(int argc, char** argv) {
 
   compress::worker::Agent::Options options;
   options.server = absl::GetFlag(FLAGS_server);
+  options.security.tls = absl::GetFlag(FLAGS_tls);
+  options.security.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  options.security.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.security.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.security.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    absl::StatusOr<std::string> token =
+        compress::client::ReadTokenFile("--token_file", absl::GetFlag(FLAGS_token_file));
+    if (!token.ok()) {
+      std::fprintf(stderr, "compress-worker: %s\n", token.status().ToString().c_str());
+      return 1;
+    }
+    options.security.token = *std::move(token);
+  }
   options.worker_id = absl::GetFlag(FLAGS_worker_id);
   if (options.worker_id.empty()) options.worker_id = DefaultWorkerId();
   options.devices = *devices;

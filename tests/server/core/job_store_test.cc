@@ -1,5 +1,7 @@
 #include "server/core/job_store.h"
 
+#include <sqlite3.h>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/server/core/test_dir.h"
@@ -203,6 +205,138 @@ TEST_F(JobStoreTest, JobsInStates) {
   EXPECT_THAT(Ids(*store_->JobsInStates({JobState::kRunning})), ElementsAre("b"));
   EXPECT_THAT(Ids(*store_->JobsInStates({JobState::kRunning, JobState::kQueued})),
               ElementsAre("a", "b"));
+}
+
+TEST_F(JobStoreTest, TenantIsStoredAndFiltersLists) {
+  Job a = MakeJob("a");
+  a.tenant = "alpha";
+  Job b = MakeJob("b");
+  b.tenant = "beta";
+  ASSERT_TRUE(store_->CreateJob(a, {}).ok());
+  ASSERT_TRUE(store_->CreateJob(b, {}).ok());
+  Reopen();
+  EXPECT_EQ(store_->GetJob("a")->tenant, "alpha");
+  JobFilter only_beta;
+  only_beta.tenant = "beta";
+  absl::StatusOr<JobPage> page = store_->ListJobs(only_beta, 10, 0);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->jobs.size(), 1u);
+  EXPECT_EQ(page->jobs[0].id, "b");
+  EXPECT_EQ(store_->ListJobs(JobFilter{}, 10, 0)->jobs.size(), 2u);
+}
+
+TEST_F(JobStoreTest, RequestIdsAreUniquePerTenant) {
+  Job a = MakeJob("a", {}, "req-1");
+  a.tenant = "alpha";
+  Job b = MakeJob("b", {}, "req-1");
+  b.tenant = "beta";
+  Job again = MakeJob("c", {}, "req-1");
+  again.tenant = "alpha";
+  EXPECT_TRUE(store_->CreateJob(a, {})->created);
+  absl::StatusOr<CreatedJob> other = store_->CreateJob(b, {});
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_TRUE(other->created) << "another tenant's request id must not return its job";
+  absl::StatusOr<CreatedJob> repeat = store_->CreateJob(again, {});
+  ASSERT_TRUE(repeat.ok()) << repeat.status();
+  EXPECT_FALSE(repeat->created);
+  EXPECT_EQ(repeat->job.id, "a");
+}
+
+TEST_F(JobStoreTest, QueuedLimitPerTenant) {
+  for (const char* id : {"a1", "a2"}) {
+    Job job = MakeJob(id, {}, std::string("r-") + id);
+    job.tenant = "alpha";
+    ASSERT_TRUE(store_->CreateJob(job, {}, /*max_queued_in_tenant=*/2).ok());
+  }
+  Job third = MakeJob("a3");
+  third.tenant = "alpha";
+  absl::StatusOr<CreatedJob> refused = store_->CreateJob(third, {}, 2);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(), HasSubstr("tenant 'alpha' has 2 queued jobs"));
+  EXPECT_EQ(store_->GetJob("a3").status().code(), absl::StatusCode::kNotFound);
+  // A retry of an accepted request still answers; another tenant is not limited by alpha.
+  Job retry = MakeJob("a4", {}, "r-a1");
+  retry.tenant = "alpha";
+  EXPECT_EQ(store_->CreateJob(retry, {}, 2)->job.id, "a1");
+  Job beta = MakeJob("b1");
+  beta.tenant = "beta";
+  EXPECT_TRUE(store_->CreateJob(beta, {}, 2).ok());
+  // Once a job leaves the queue, there is room again.
+  Job running = *store_->GetJob("a1");
+  running.state = JobState::kRunning;
+  ASSERT_TRUE(store_->Write("a1", &running, {}).ok());
+  EXPECT_TRUE(store_->CreateJob(third, {}, 2).ok());
+}
+
+TEST_F(JobStoreTest, BlobOwners) {
+  const std::string sha(64, 'a');
+  EXPECT_FALSE(*store_->IsBlobOwner("alpha", sha));
+  ASSERT_TRUE(store_->AddBlobOwner("alpha", sha).ok());
+  ASSERT_TRUE(store_->AddBlobOwner("alpha", sha).ok());
+  Reopen();
+  EXPECT_TRUE(*store_->IsBlobOwner("alpha", sha));
+  EXPECT_FALSE(*store_->IsBlobOwner("beta", sha));
+}
+
+// A database written by schema version 1 (no tenants, request ids unique across the table).
+TEST(JobStoreMigrationTest, MigratesVersion1) {
+  TestDir dir;
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir.File("jobs.db").c_str(), &db), SQLITE_OK);
+  const char* v1 = R"sql(
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+INSERT INTO schema_version VALUES (1);
+CREATE TABLE jobs (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, spec_json TEXT NOT NULL,
+  state INTEGER NOT NULL, labels_json TEXT NOT NULL, priority INTEGER NOT NULL,
+  request_id TEXT UNIQUE, create_us INTEGER NOT NULL, queue_us INTEGER NOT NULL,
+  start_us INTEGER, end_us INTEGER, attempt_count INTEGER NOT NULL,
+  max_attempts INTEGER NOT NULL, current_phase TEXT NOT NULL, error_code TEXT NOT NULL,
+  error_message TEXT NOT NULL, report_json TEXT NOT NULL, lease_owner TEXT NOT NULL,
+  last_event_sequence INTEGER NOT NULL);
+CREATE INDEX jobs_by_state ON jobs (state, seq);
+CREATE TABLE job_labels (job_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+  PRIMARY KEY (job_id, key)) WITHOUT ROWID;
+CREATE TABLE events (job_id TEXT NOT NULL, sequence INTEGER NOT NULL, attempt INTEGER NOT NULL,
+  time_us INTEGER NOT NULL, kind TEXT NOT NULL, payload_json TEXT NOT NULL,
+  PRIMARY KEY (job_id, sequence)) WITHOUT ROWID;
+CREATE TABLE artifacts (job_id TEXT NOT NULL, name TEXT NOT NULL, size_bytes INTEGER NOT NULL,
+  sha256 TEXT NOT NULL, PRIMARY KEY (job_id, name)) WITHOUT ROWID;
+INSERT INTO jobs VALUES (7, 'old', '{}', 4, '{}', 1, 'req-old', 1000, 1000, 1500, 2000, 1, 3,
+  '', '', '', '{}', '', 2);
+INSERT INTO events VALUES ('old', 1, 0, 1000, 'log', '{}');
+INSERT INTO events VALUES ('old', 2, 1, 2000, 'log', '{}');
+)sql";
+  ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open({dir.File("jobs.db")});
+  ASSERT_TRUE(store.ok()) << store.status();
+  absl::StatusOr<Job> old = (*store)->GetJob("old");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->tenant, "");
+  EXPECT_EQ(old->request_id, "req-old");
+  EXPECT_EQ(old->state, JobState::kSucceeded);
+  EXPECT_EQ(old->last_event_sequence, 2);
+  EXPECT_EQ((*store)->ListEvents("old", 0, 10)->size(), 2u);
+  // New jobs follow the old ones, and the request id is now unique per tenant.
+  Job job;
+  job.id = "new";
+  job.spec_json = "{}";
+  job.tenant = "alpha";
+  job.request_id = "req-old";
+  absl::StatusOr<CreatedJob> created = (*store)->CreateJob(job, {});
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_TRUE(created->created);
+  absl::StatusOr<JobPage> page = (*store)->ListJobs(JobFilter{}, 10, 0);
+  ASSERT_EQ(page->jobs.size(), 2u);
+  EXPECT_EQ(page->jobs[0].id, "old");
+  EXPECT_EQ(page->jobs[1].id, "new");
+  store->reset();
+  // Opening it again finds version 2 and changes nothing.
+  store = JobStore::Open({dir.File("jobs.db")});
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->GetJob("new")->tenant, "alpha");
 }
 
 }  // namespace

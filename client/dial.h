@@ -1,0 +1,50 @@
+// Dial: a channel to compressd with the caller's transport security (TLS, optionally with a
+// client certificate) and bearer token, shared by compressctl and compress-worker.
+//
+// The token travels as `authorization: Bearer TOKEN` metadata on every call, added by a client
+// interceptor, so it works on TLS and (for loopback tests) on plaintext channels alike.
+#ifndef COMPRESS_CLIENT_DIAL_H_
+#define COMPRESS_CLIENT_DIAL_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/support/channel_arguments.h"
+
+namespace compress::client {
+
+struct ChannelSecurity {
+  // Use TLS. Implied by any of the tls_* files below.
+  bool tls = false;
+  // PEM file of the CAs that sign the server's certificate; empty = the system's roots.
+  std::string tls_ca;
+  // PEM files of a client certificate and its key, for servers that require one (mutual TLS).
+  std::string tls_cert;
+  std::string tls_key;
+  // The name the server's certificate must carry, when it differs from the dialled host (tests,
+  // or dialling by IP address).
+  std::string tls_server_name;
+  // The bearer token; empty = none.
+  std::string token;
+
+  bool UsesTls() const {
+    return tls || !tls_ca.empty() || !tls_cert.empty() || !tls_key.empty() ||
+           !tls_server_name.empty();
+  }
+};
+
+// A channel to `target` with `security` and `args`. INVALID_ARGUMENT / NOT_FOUND naming the flag
+// when a file cannot be read, or when only one of tls_cert and tls_key is given.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const std::string& target,
+                                                    const ChannelSecurity& security,
+                                                    grpc::ChannelArguments args);
+
+// The token in `path`: its content without surrounding whitespace. NOT_FOUND when unreadable,
+// INVALID_ARGUMENT when empty or holding more than one line.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& flag, const std::string& path);
+
+}  // namespace compress::client
+
+#endif  // COMPRESS_CLIENT_DIAL_H_

@@ -1,0 +1,410 @@
+"""Client of compress.v1.CompressionService: jobs, events, artifacts and blobs as plain dicts.
+
+Jobs and events are returned as dicts made by json_format.MessageToDict with proto field names
+(the same JSON as `compressctl --output json`: enums as names, int64 fields as strings,
+timestamps as RFC 3339 strings, fields at their default value left out). Every failure raises
+CompressdError, which carries the canonical gRPC status code name and a message.
+"""
+
+import hashlib
+import json
+import os
+import time
+
+import grpc
+from google.protobuf import json_format
+
+from compress.v1 import compression_service_pb2 as pb
+from compress.v1 import compression_service_pb2_grpc as pb_grpc
+from compress.v1 import job_spec_pb2
+
+FINISHED_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+_CHUNK_BYTES = 1 << 20  # per UploadBlob message; compressd accepts 4 MiB messages by default
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
+class CompressdError(Exception):
+    """A failed call: `code` is the canonical status code name (e.g. "NOT_FOUND"), `message` says
+    what failed and why."""
+
+    def __init__(self, code, message):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class JobFailedError(CompressdError):
+    """Raised by Client.wait when the job ended FAILED or CANCELLED. `code` and `message` are the
+    job's error_code and error_message (`code` is the state's name when the job has no
+    error_code), `state` is "FAILED" or "CANCELLED", `job` the finished job as a dict."""
+
+    def __init__(self, job):
+        state = job.get("state", "JOB_STATE_UNSPECIFIED")
+        code = job.get("error_code") or state
+        message = f"{job.get('name', '')} ended {state}: {job.get('error_message', '')}"
+        super().__init__(code, message)
+        self.state = state
+        self.job = job
+
+
+def job_name(job):
+    """"ID" or "jobs/ID" -> "jobs/ID" (what compressctl accepts as JOB)."""
+    job_id = job[len("jobs/"):] if job.startswith("jobs/") else job
+    if not job_id or "/" in job_id:
+        raise CompressdError("INVALID_ARGUMENT", f'job "{job}": expected ID or jobs/ID')
+    return "jobs/" + job_id
+
+
+def artifact_name(job, artifact):
+    """The resource name ReadArtifact takes: "jobs/ID/artifacts/NAME"."""
+    return f"{job_name(job)}/artifacts/{artifact}"
+
+
+def _to_dict(message):
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _rpc_error(error, what):
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = error.details() if hasattr(error, "details") else str(error)
+    return CompressdError(code.name, f"{what}: {details}")
+
+
+def _os_error(error, what):
+    code = {FileNotFoundError: "NOT_FOUND", PermissionError: "PERMISSION_DENIED",
+            FileExistsError: "ALREADY_EXISTS"}.get(type(error), "INTERNAL")
+    return CompressdError(code, f"{what}: {error}")
+
+
+def _pem(value, what):
+    """PEM bytes from bytes, PEM text, or the path of a PEM file; None stays None."""
+    if value is None or isinstance(value, bytes):
+        return value
+    text = os.fspath(value)
+    if text.lstrip().startswith("-----BEGIN"):
+        return text.encode()
+    try:
+        with open(text, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CompressdError("NOT_FOUND", f"{what}: cannot read {text}: {e.strerror}") from None
+
+
+def _load_spec(spec):
+    """A JobSpec from a dict, a JSON text, a path (str or os.PathLike) or a JobSpec message."""
+    if isinstance(spec, job_spec_pb2.JobSpec):
+        return spec
+    source = "spec"
+    if isinstance(spec, dict):
+        text = None
+    elif isinstance(spec, str) and spec.lstrip().startswith("{"):
+        text = spec
+    elif isinstance(spec, (str, os.PathLike)):
+        source = os.fspath(spec)
+        try:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise CompressdError("NOT_FOUND",
+                                 f"cannot read spec file {source}: {e.strerror}") from None
+    else:
+        raise CompressdError("INVALID_ARGUMENT",
+                             f"spec: expected a dict, JSON text or path, got {type(spec).__name__}")
+    try:
+        if text is None:
+            return json_format.ParseDict(spec, job_spec_pb2.JobSpec())
+        return json_format.Parse(text, job_spec_pb2.JobSpec())
+    except json_format.ParseError as e:
+        raise CompressdError("INVALID_ARGUMENT",
+                             f"{source}: not a compress.v1.JobSpec: {e}") from None
+
+
+def _sha256_file(path):
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(_CHUNK_BYTES)
+            if not block:
+                break
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+class Client:
+    """A connection to compressd.
+
+    address: "host:port". token: sent as `authorization: Bearer TOKEN` on every call.
+    root_certificates: PEM CAs that verify the server (bytes, PEM text or a file path); given, the
+    channel uses TLS. private_key / certificate_chain: the client's key and certificate for mutual
+    TLS. server_name: the name the server's certificate must carry when it differs from the
+    address's host. tls: TLS with the system's CAs when no root_certificates are given.
+    timeout: deadline in seconds of every unary call. retry_for: seconds watch, wait and download
+    keep retrying while the server is UNAVAILABLE before they give up.
+    """
+
+    def __init__(self, address, token=None, root_certificates=None, private_key=None,
+                 certificate_chain=None, server_name=None, tls=False, timeout=30.0,
+                 retry_for=120.0):
+        options = list(_CHANNEL_OPTIONS)
+        if root_certificates is not None or tls:
+            if (private_key is None) != (certificate_chain is None):
+                raise CompressdError("INVALID_ARGUMENT",
+                                     "private_key and certificate_chain: give both or neither")
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_pem(root_certificates, "root_certificates"),
+                private_key=_pem(private_key, "private_key"),
+                certificate_chain=_pem(certificate_chain, "certificate_chain"))
+            if server_name:
+                options.append(("grpc.ssl_target_name_override", server_name))
+            self._channel = grpc.secure_channel(address, credentials, options)
+        else:
+            if private_key is not None or certificate_chain is not None or server_name:
+                raise CompressdError(
+                    "INVALID_ARGUMENT",
+                    "private_key, certificate_chain and server_name need TLS (root_certificates)")
+            self._channel = grpc.insecure_channel(address, options)
+        self._stub = pb_grpc.CompressionServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = timeout
+        self._retry_for = retry_for
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # Unary calls.
+
+    def _call(self, method, request, what):
+        try:
+            return method(request, timeout=self._timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise _rpc_error(e, what) from None
+
+    def _job(self, name):
+        name = job_name(name)
+        return self._call(self._stub.GetJob, pb.GetJobRequest(name=name), f"get {name}")
+
+    def create_job(self, spec, labels=None, request_id=None, priority=0, max_attempts=0):
+        """Creates a job from a spec (dict, JSON text, or the path of a JSON file with the field
+        names of job_spec.proto). A repeated request_id returns the first job. Returns the job."""
+        request = pb.CreateJobRequest(spec=_load_spec(spec), labels=labels or {},
+                                      priority=priority, request_id=request_id or "",
+                                      max_attempts=max_attempts)
+        return _to_dict(self._call(self._stub.CreateJob, request, "create job"))
+
+    def get_job(self, name):
+        """The job "ID" or "jobs/ID"."""
+        return _to_dict(self._job(name))
+
+    def list_jobs(self, state=None, labels=None, page_size=100):
+        """Yields the jobs in creation order, following every page. state: a state name
+        ("RUNNING"); labels: {key: value} the jobs must all carry."""
+        clauses = [f"state = {state}"] if state else []
+        clauses += [f'labels.{key} = "{value}"' for key, value in sorted((labels or {}).items())]
+        request = pb.ListJobsRequest(page_size=page_size, filter=" AND ".join(clauses))
+        while True:
+            response = self._call(self._stub.ListJobs, request, "list jobs")
+            for job in response.jobs:
+                yield _to_dict(job)
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    def cancel_job(self, name):
+        """Requests cancellation; returns the job. A finished job is FAILED_PRECONDITION."""
+        name = job_name(name)
+        return _to_dict(
+            self._call(self._stub.CancelJob, pb.CancelJobRequest(name=name), f"cancel {name}"))
+
+    def delete_job(self, name):
+        """Deletes a finished job with its events and artifacts."""
+        name = job_name(name)
+        self._call(self._stub.DeleteJob, pb.DeleteJobRequest(name=name), f"delete {name}")
+
+    def report(self, name):
+        """The job's final report (report_json) parsed. A job without one (not SUCCEEDED yet) is
+        FAILED_PRECONDITION."""
+        job = self._job(name)
+        if not job.report_json:
+            raise CompressdError(
+                "FAILED_PRECONDITION",
+                f"{job.name} has no report (state {pb.JobState.Name(job.state)})")
+        return json.loads(job.report_json)
+
+    # Streams.
+
+    def _retrying(self, error, started, what):
+        """Returns the time the current run of UNAVAILABLE errors started, after sleeping a
+        little, or raises when the error is not UNAVAILABLE or retry_for has passed."""
+        if error.code != "UNAVAILABLE":
+            raise error
+        now = time.monotonic()
+        started = now if started is None else started
+        if now - started > self._retry_for:
+            raise CompressdError("UNAVAILABLE",
+                                 f"{what}: gave up after {self._retry_for:g}s: {error.message}")
+        time.sleep(min(2.0, 0.2 + (now - started) / 4))
+        return started
+
+    def _watch_events(self, name, after_sequence, deadline=None):
+        """Yields the job's JobEvent messages after after_sequence until the job has finished and
+        every event was seen. Reopens the stream on UNAVAILABLE from the last sequence seen."""
+        last = after_sequence
+        unavailable_since = None
+        while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise CompressdError("DEADLINE_EXCEEDED", f"watch {name}: timed out")
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            stream = self._stub.WatchJob(pb.WatchJobRequest(name=name, after_sequence=last),
+                                         timeout=timeout, metadata=self._metadata)
+            try:
+                for event in stream:
+                    unavailable_since = None
+                    if event.sequence <= last:
+                        continue
+                    last = event.sequence
+                    yield event
+                job = self._call(self._stub.GetJob, pb.GetJobRequest(name=name), f"get {name}")
+                if (pb.JobState.Name(job.state) in FINISHED_STATES and
+                        job.last_event_sequence <= last):
+                    return
+                time.sleep(0.2)  # the stream ended before the job did: reopen it
+            except grpc.RpcError as e:
+                error = _rpc_error(e, f"watch {name}")
+                if error.code == "DEADLINE_EXCEEDED" and deadline is not None:
+                    continue  # the loop's head raises when the overall deadline has passed
+                unavailable_since = self._retrying(error, unavailable_since, f"watch {name}")
+            except CompressdError as error:
+                unavailable_since = self._retrying(error, unavailable_since, f"watch {name}")
+            finally:
+                stream.cancel()
+
+    def watch(self, name, after_sequence=0):
+        """Yields the job's events (dicts) after after_sequence in sequence order, live until the
+        job has finished. A dropped connection is reopened from the last sequence seen."""
+        for event in self._watch_events(job_name(name), after_sequence):
+            yield _to_dict(event)
+
+    def wait(self, name, timeout=None):
+        """Blocks until the job has finished and returns it. Raises JobFailedError when it ended
+        FAILED or CANCELLED, CompressdError DEADLINE_EXCEEDED after timeout seconds."""
+        name = job_name(name)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self._job(name)
+        for _ in self._watch_events(name, job.last_event_sequence, deadline):
+            pass
+        job = _to_dict(self._job(name))
+        if job.get("state") != "SUCCEEDED":
+            raise JobFailedError(job)
+        return job
+
+    def download(self, name, artifact, path):
+        """Downloads an artifact to path (a file, or a directory that gets the artifact's name).
+
+        Writes path + ".part" first and continues an existing partial file from its size; the
+        whole file's sha256 must match the artifact's, then the file is renamed to path. A
+        mismatch is DATA_LOSS and keeps the partial file. A path already holding the artifact is
+        left alone; one holding other bytes is DATA_LOSS. Returns {name, path, size_bytes,
+        sha256, resumed_from, already_present}. Local I/O errors are CompressdError too
+        (NOT_FOUND, PERMISSION_DENIED, ...)."""
+        try:
+            return self._download(name, artifact, path)
+        except OSError as e:
+            raise _os_error(e, f"download {artifact} to {os.fspath(path)}") from None
+
+    def _download(self, name, artifact, path):
+        name = job_name(name)
+        job = self._job(name)
+        found = [a for a in job.artifacts if a.name == artifact]
+        if not found:
+            raise CompressdError("NOT_FOUND", f"{name} has no artifact {artifact!r}")
+        expected = found[0]
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, artifact)
+        result = {"name": artifact, "path": path, "size_bytes": expected.size_bytes,
+                  "sha256": expected.sha256, "resumed_from": 0, "already_present": False}
+        if os.path.exists(path):
+            sha, size = _sha256_file(path)
+            if sha == expected.sha256 and size == expected.size_bytes:
+                result["already_present"] = True
+                return result
+            raise CompressdError("DATA_LOSS", f"{path} exists with other contents (sha256 {sha}); "
+                                 f"not overwriting it with {artifact}")
+        part = path + ".part"
+        offset = os.path.getsize(part) if os.path.exists(part) else 0
+        if offset > expected.size_bytes:
+            raise CompressdError("DATA_LOSS", f"{part} holds {offset} bytes, more than the "
+                                 f"artifact's {expected.size_bytes}")
+        result["resumed_from"] = offset
+        resource = artifact_name(name, artifact)
+        unavailable_since = None
+        while offset < expected.size_bytes:
+            stream = self._stub.ReadArtifact(pb.ReadArtifactRequest(name=resource, offset=offset),
+                                             metadata=self._metadata)
+            progressed = False
+            try:
+                with open(part, "ab") as out:
+                    for chunk in stream:
+                        out.write(chunk.data)
+                        offset += len(chunk.data)
+                        progressed = progressed or bool(chunk.data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if offset < expected.size_bytes and not progressed:
+                    raise CompressdError("DATA_LOSS", f"ReadArtifact {resource} ended at "
+                                         f"{offset} of {expected.size_bytes} bytes")
+            except grpc.RpcError as e:
+                if progressed:
+                    unavailable_since = None
+                unavailable_since = self._retrying(_rpc_error(e, f"download {resource}"),
+                                                   unavailable_since, f"download {resource}")
+            finally:
+                stream.cancel()
+        if not os.path.exists(part):
+            open(part, "ab").close()  # an empty artifact
+        sha, size = _sha256_file(part)
+        if sha != expected.sha256 or size != expected.size_bytes:
+            raise CompressdError(
+                "DATA_LOSS", f"{artifact}: downloaded {size} bytes with sha256 {sha}, expected "
+                f"{expected.size_bytes} bytes with sha256 {expected.sha256}; the partial file is "
+                f"kept at {part}")
+        os.replace(part, path)
+        return result
+
+    def upload_blob(self, path):
+        """Uploads a file (a teacher checkpoint) as a blob and returns its sha256, which a spec
+        names as teacher.blob_sha256. The server verifies the sha256 and size sent first."""
+        path = os.fspath(path)
+        try:
+            sha, size = _sha256_file(path)
+        except OSError as e:
+            raise CompressdError("NOT_FOUND", f"cannot read {path}: {e.strerror}") from None
+
+        def requests():
+            yield pb.UploadBlobRequest(sha256=sha, size_bytes=size)
+            with open(path, "rb") as f:
+                while True:
+                    block = f.read(_CHUNK_BYTES)
+                    if not block:
+                        return
+                    yield pb.UploadBlobRequest(data=block)
+
+        try:
+            blob = self._stub.UploadBlob(requests(), metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise _rpc_error(e, f"upload {path}") from None
+        return blob.sha256

@@ -1,0 +1,191 @@
+// compressd's security and limit flags, on the real binaries: unsafe starts are refused, TLS and
+// tokens work end to end with compressctl's flags, repeated --data_root flags all count, and
+// --max_message_bytes bounds requests.
+#include <signal.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "compress/v1/compression_service.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "tests/server/core/test_dir.h"
+#include "worker/agent/subprocess.h"
+
+namespace compress::server {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using worker::ExitInfo;
+using worker::Subprocess;
+
+TEST(CompressdFlagsTest, RefusesUnsafeStarts) {
+  struct Case {
+    std::vector<std::string> flags;
+    const char* message;
+  };
+  for (const Case& c :
+       {Case{{}, "no authentication configured"},
+        Case{{"--insecure", "--grpc_address=0.0.0.0:0"}, "not a loopback address"},
+        Case{{"--insecure", "--token_file=/dev/null"}, "give one of them"},
+        Case{{"--token_file=/dev/null", "--grpc_address=0.0.0.0:0"}, "plaintext"},
+        Case{{"--insecure", "--data_root=/nonexistent/root"}, "--data_root: /nonexistent/root"}}) {
+    Subprocess::Options options;
+    options.argv = {COMPRESSD_BIN, "--metrics_address=", "--data_dir=/nonexistent/never-created"};
+    options.argv.insert(options.argv.end(), c.flags.begin(), c.flags.end());
+    absl::StatusOr<std::unique_ptr<Subprocess>> started = Subprocess::Start(options);
+    ASSERT_TRUE(started.ok()) << started.status();
+    EXPECT_EQ((*started)->ReadLine(), std::nullopt) << "compressd must not listen";
+    ExitInfo exit = (*started)->Wait();
+    EXPECT_EQ(exit.exit_code, 1) << exit.ToString();
+    EXPECT_THAT((*started)->StderrTail(), HasSubstr(c.message));
+  }
+}
+
+class CompressdProcessTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    if (server_ != nullptr) {
+      server_->Signal(SIGTERM);
+      server_->Wait();
+    }
+  }
+
+  // Starts compressd with `flags`, and --insecure unless `secure`.
+  void Start(std::vector<std::string> flags, bool secure = false) {
+    Subprocess::Options options;
+    options.argv = {COMPRESSD_BIN,
+                    secure ? "--shutdown_grace=1s" : "--insecure",
+                    "--grpc_address=127.0.0.1:0",
+                    "--metrics_address=",
+                    "--shutdown_grace=1s",
+                    absl::StrCat("--data_dir=", dir_.File("data"))};
+    options.argv.insert(options.argv.end(), flags.begin(), flags.end());
+    options.stderr_echo_prefix = "[compressd] ";
+    absl::StatusOr<std::unique_ptr<Subprocess>> started = Subprocess::Start(options);
+    ASSERT_TRUE(started.ok()) << started.status();
+    server_ = *std::move(started);
+    std::string line = server_->ReadLine().value_or("<eof>");
+    absl::string_view address = line;
+    ASSERT_TRUE(absl::ConsumePrefix(&address, "compressd listening on "))
+        << line << server_->StderrTail();
+    address_ = std::string(absl::StripAsciiWhitespace(address));
+    stub_ = v1::CompressionService::NewStub(
+        grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  }
+
+  // Runs compressctl with `args`; returns its exit code and fills `output` (stdout and stderr).
+  int Compressctl(std::vector<std::string> args, std::string* output) {
+    Subprocess::Options options;
+    options.argv = {COMPRESSCTL_BIN, absl::StrCat("--server=", address_), "--timeout=5s",
+                    "--retry_for=0s"};
+    options.argv.insert(options.argv.end(), args.begin(), args.end());
+    absl::StatusOr<std::unique_ptr<Subprocess>> started = Subprocess::Start(options);
+    EXPECT_TRUE(started.ok()) << started.status();
+    if (!started.ok()) return -1;
+    output->clear();
+    while (std::optional<std::string> line = (*started)->ReadLine()) {
+      absl::StrAppend(output, *line, "\n");
+    }
+    ExitInfo exit = (*started)->Wait();
+    absl::StrAppend(output, (*started)->StderrTail());
+    return exit.exit_code;
+  }
+
+  grpc::Status CreateWithDataset(const std::string& path, const std::string& label = "") {
+    v1::CreateJobRequest request;
+    request.mutable_spec()->mutable_dataset()->set_format("fashion_mnist");
+    request.mutable_spec()->mutable_dataset()->set_path(path);
+    request.mutable_spec()->mutable_teacher()->mutable_train()->set_epochs(1);
+    if (!label.empty()) (*request.mutable_labels())["big"] = label;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::Job job;
+    return stub_->CreateJob(&context, request, &job);
+  }
+
+  TestDir dir_;
+  std::string address_;
+  std::unique_ptr<Subprocess> server_;
+  std::unique_ptr<v1::CompressionService::Stub> stub_;
+};
+
+TEST_F(CompressdProcessTest, TlsAndTokensWithCompressctl) {
+  const std::string script =
+      absl::StrCat("set -e; cd '", dir_.path(), "'; exec >openssl.log 2>&1; ",
+                   "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 "
+                   "-subj /CN=compressd-test-ca; ",
+                   "printf 'subjectAltName=DNS:compressd.test\\n' >server.ext; ",
+                   "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+                   "-subj /CN=compressd.test; ",
+                   "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+                   "-out server.pem -days 1 -extfile server.ext; ",
+                   "printf 'viewer-token-0123456789 alpha viewer\\n' >tokens; ",
+                   "printf 'viewer-token-0123456789\\n' >token");
+  ASSERT_EQ(std::system(script.c_str()), 0) << "openssl failed; see " << dir_.File("openssl.log");
+  ASSERT_NO_FATAL_FAILURE(Start({absl::StrCat("--token_file=", dir_.File("tokens")),
+                                 absl::StrCat("--tls_cert=", dir_.File("server.pem")),
+                                 absl::StrCat("--tls_key=", dir_.File("server.key"))},
+                                /*secure=*/true));
+  const std::vector<std::string> tls = {absl::StrCat("--tls_ca=", dir_.File("ca.pem")),
+                                        "--tls_server_name=compressd.test"};
+  std::string output;
+  std::vector<std::string> args = tls;
+  args.push_back(absl::StrCat("--token_file=", dir_.File("token")));
+  args.push_back("list");
+  EXPECT_EQ(Compressctl(args, &output), 0) << output;
+
+  args = tls;
+  args.push_back("list");
+  EXPECT_EQ(Compressctl(args, &output), 1) << output;
+  EXPECT_THAT(output, HasSubstr("UNAUTHENTICATED"));
+  setenv("COMPRESS_TOKEN", "viewer-token-0123456789", /*overwrite=*/1);
+  EXPECT_EQ(Compressctl(args, &output), 0) << output;
+  // A viewer may not submit.
+  std::ofstream(dir_.File("spec.json")) << R"({"dataset": {"format": "synthetic"},
+      "teacher": {"train": {"epochs": 1}}})";
+  args = tls;
+  args.insert(args.end(), {"submit", dir_.File("spec.json")});
+  EXPECT_EQ(Compressctl(args, &output), 1) << output;
+  EXPECT_THAT(output, HasSubstr("PERMISSION_DENIED"));
+  // Without TLS the handshake fails.
+  EXPECT_EQ(Compressctl({"list"}, &output), 1) << output;
+  EXPECT_THAT(output, HasSubstr("UNAVAILABLE"));
+  unsetenv("COMPRESS_TOKEN");
+}
+
+TEST_F(CompressdProcessTest, EveryDataRootFlagCounts) {
+  for (const char* name : {"a", "b", "c", "outside"}) fs::create_directories(dir_.File(name));
+  ASSERT_NO_FATAL_FAILURE(Start({absl::StrCat("--data_root=", dir_.File("a")), "--data_root",
+                                 dir_.File("b"), absl::StrCat("--data_root=", dir_.File("c"))}));
+  for (const char* name : {"a", "b", "c"}) {
+    grpc::Status status = CreateWithDataset(dir_.File(name));
+    EXPECT_TRUE(status.ok()) << name << ": " << status.error_message();
+  }
+  grpc::Status outside = CreateWithDataset(dir_.File("outside"));
+  EXPECT_EQ(outside.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(outside.error_message(), HasSubstr("spec.dataset.path"));
+}
+
+TEST_F(CompressdProcessTest, MessagesOverTheLimitAreResourceExhausted) {
+  ASSERT_NO_FATAL_FAILURE(Start({"--max_message_bytes=65536"}));
+  grpc::Status big = CreateWithDataset("/data", std::string(70000, 'x'));
+  EXPECT_EQ(big.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << big.error_message();
+  // Under the limit, the same request reaches validation (the label is too long for it).
+  grpc::Status small = CreateWithDataset("/data", std::string(1000, 'x'));
+  EXPECT_EQ(small.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << small.error_message();
+}
+
+}  // namespace
+}  // namespace compress::server
