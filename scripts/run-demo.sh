@@ -11,6 +11,8 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${BUILD_DIR:-$repo/build}"
+# Absolute, so that the worker (started by compressd) finds the executor from any directory.
+case "$build" in /*) ;; *) build="$PWD/$build" ;; esac
 out_dir="${OUT_DIR:-$PWD/compressd-demo-result}"
 spec="${SPEC:-$repo/client/examples/default-job.json}"
 jobs="${JOBS:-$(nproc)}"
