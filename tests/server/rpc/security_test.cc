@@ -293,6 +293,9 @@ TEST_F(AuthTest, CallsPastTheirDeadlineDoNotRun) {
   v1::Job job;
   grpc::Status late = api_->CreateJob(context.get(), SyntheticJob(), &job);
   EXPECT_EQ(late.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The server's deadline is the client's plus the call's transit time: let it pass too before
+  // the queued work may run.
+  absl::SleepFor(absl::Milliseconds(150));
   release.Notify();
   // The queued work had its chance to run; it must not have created the job.
   absl::SleepFor(absl::Milliseconds(300));
