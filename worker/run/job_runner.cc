@@ -408,25 +408,46 @@ struct JobRunner::State {
     return absl::OkStatus();
   }
 
+  // Where a compression phase stands: its directories, and its model when an earlier run
+  // completed it. Otherwise the phase is announced as started (unless cancelled).
+  struct PhaseStart {
+    std::string dir;
+    std::string model_dir;
+    std::optional<StageModel> done;
+    Clock::time_point t0;
+  };
+  absl::StatusOr<PhaseStart> StartPhase(const std::string& phase) {
+    PhaseStart start;
+    absl::StatusOr<std::string> dir = work_dir->PhaseDir(phase);
+    if (!dir.ok()) return dir.status();
+    start.dir = *dir;
+    start.model_dir = *dir + "/model";
+    absl::StatusOr<std::optional<StageModel>> done = Completed(phase, start.model_dir);
+    if (!done.ok()) return done.status();
+    start.done = std::move(*done);
+    if (start.done.has_value()) return start;
+    RETURN_IF_ERROR(CheckCancelled(phase));
+    events().Write(events::PhaseStarted(phase));
+    start.t0 = Clock::now();
+    return start;
+  }
+
   // Share: the teacher turned into a weight-shared model, trained by weight distillation.
   absl::StatusOr<StageModel> SharePhase(const pl::SwinTransformer& teacher) {
     const std::string phase = "share";
-    absl::StatusOr<std::string> dir = work_dir->PhaseDir(phase);
-    if (!dir.ok()) return dir.status();
-    const std::string model_dir = *dir + "/model";
-    absl::StatusOr<std::optional<StageModel>> done = Completed(phase, model_dir);
-    if (!done.ok()) return done.status();
-    if (done->has_value()) return std::move(**done);
-    RETURN_IF_ERROR(CheckCancelled(phase));
-    events().Write(events::PhaseStarted(phase));
-    auto t0 = Clock::now();
+    absl::StatusOr<PhaseStart> start = StartPhase(phase);
+    if (!start.ok()) return start.status();
+    if (start->done.has_value()) return std::move(*start->done);
+    const std::string& dir = start->dir;
+    const std::string& model_dir = start->model_dir;
+    const Clock::time_point t0 = start->t0;
     const spec::ShareSpec& share = options.spec.share;
     pl::ShareStageOptions o;
     absl::StatusOr<pl::SharingOptions> sharing = SharingOptionsFromSpec(share, teacher->config());
     if (!sharing.ok()) return sharing.status();
     o.sharing = *sharing;
     o.distill = ShareLossFromSpec(share);
-    o.trainer = TrainOptions(share.train, *dir + "/trainer");
+    o.trainer = TrainOptions(share.train, dir + "/trainer");
     absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> train = Source(
         /*train=*/true, share.train.batch_size, options.spec.dataset.augment,
         options.spec.dataset.flip);
@@ -451,15 +472,12 @@ struct JobRunner::State {
   // teacher. Writes the prune plan beside the model.
   absl::StatusOr<StageModel> PrunePhase(const StageModel& current, int64_t teacher_macs) {
     const std::string phase = "prune";
-    absl::StatusOr<std::string> dir = work_dir->PhaseDir(phase);
-    if (!dir.ok()) return dir.status();
-    const std::string model_dir = *dir + "/model";
-    absl::StatusOr<std::optional<StageModel>> done = Completed(phase, model_dir);
-    if (!done.ok()) return done.status();
-    if (done->has_value()) return std::move(**done);
-    RETURN_IF_ERROR(CheckCancelled(phase));
-    events().Write(events::PhaseStarted(phase));
-    auto t0 = Clock::now();
+    absl::StatusOr<PhaseStart> start = StartPhase(phase);
+    if (!start.ok()) return start.status();
+    if (start->done.has_value()) return std::move(*start->done);
+    const std::string& dir = start->dir;
+    const std::string& model_dir = start->model_dir;
+    const Clock::time_point t0 = start->t0;
     const spec::PruneSpec& prune = options.spec.prune;
     absl::StatusOr<StageModel::Cost> cost = current.AnalyzeCost();
     if (!cost.ok()) return cost.status();
@@ -497,11 +515,11 @@ struct JobRunner::State {
     }
     pruned->module().to(device);
     pruned->module().eval();
-    RETURN_IF_ERROR(WriteFileAtomically(*dir + "/prune_plan.json", plan.ToJsonString() + "\n"));
+    RETURN_IF_ERROR(WriteFileAtomically(dir + "/prune_plan.json", plan.ToJsonString() + "\n"));
     nlohmann::json result = {{"name", phase},
                              {"criterion", prune.importance},
                              {"phase_macs_reduction", reduction},
-                             {"prune_plan", *dir + "/prune_plan.json"}};
+                             {"prune_plan", dir + "/prune_plan.json"}};
     RETURN_IF_ERROR(FinishPhase(phase, *pruned, model_dir, t0, std::move(result)));
     return std::move(*pruned);
   }
@@ -510,18 +528,15 @@ struct JobRunner::State {
   absl::StatusOr<StageModel> DistillPhase(const StageModel& current,
                                           const pl::SwinTransformer& teacher) {
     const std::string phase = "distill";
-    absl::StatusOr<std::string> dir = work_dir->PhaseDir(phase);
-    if (!dir.ok()) return dir.status();
-    const std::string model_dir = *dir + "/model";
-    absl::StatusOr<std::optional<StageModel>> done = Completed(phase, model_dir);
-    if (!done.ok()) return done.status();
-    if (done->has_value()) return std::move(**done);
-    RETURN_IF_ERROR(CheckCancelled(phase));
-    events().Write(events::PhaseStarted(phase));
-    auto t0 = Clock::now();
+    absl::StatusOr<PhaseStart> start = StartPhase(phase);
+    if (!start.ok()) return start.status();
+    if (start->done.has_value()) return std::move(*start->done);
+    const std::string& dir = start->dir;
+    const std::string& model_dir = start->model_dir;
+    const Clock::time_point t0 = start->t0;
     const spec::DistillSpec& distill = options.spec.distill;
     pl::DistillStageOptions o = DistillOptionsFromSpec(distill);
-    o.trainer = TrainOptions(distill.train, *dir + "/trainer");
+    o.trainer = TrainOptions(distill.train, dir + "/trainer");
     const bool augment = options.spec.dataset.augment || options.spec.dataset.flip;
     absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> train =
         Source(/*train=*/true, distill.train.batch_size, options.spec.dataset.augment,
