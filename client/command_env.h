@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "compress/v1/compression_service.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
 
 namespace compress::client {
@@ -23,6 +24,8 @@ enum ExitCode : int {
   kExitJobNotSucceeded = 2,
   // A download did not match its sha256; the partial file is kept.
   kExitDataLoss = 3,
+  // health: the server answered, but not SERVING (e.g. NOT_SERVING while it shuts down).
+  kExitNotServing = 4,
 };
 
 enum class OutputFormat { kText, kJson };
@@ -30,6 +33,8 @@ enum class OutputFormat { kText, kJson };
 struct CommandEnv {
   // Not owned.
   compress::v1::CompressionService::StubInterface* stub = nullptr;
+  // Not owned. grpc.health.v1 on the same channel (health).
+  grpc::health::v1::Health::StubInterface* health = nullptr;
   // Deadline of every call. Streams (watch, download) whose deadline passes are reopened where
   // they stopped.
   absl::Duration timeout = absl::Seconds(30);

@@ -50,6 +50,10 @@ struct DownloadArgs {
 };
 int Download(const CommandEnv& env, const DownloadArgs& args);
 
+// grpc.health.v1.Health/Check for `service` ("" = the whole server). Prints the serving status;
+// kExitOk only for SERVING, kExitNotServing for any other answer, kExitError when the call fails.
+int Health(const CommandEnv& env, const std::string& service);
+
 }  // namespace compress::client
 
 #endif  // COMPRESS_CLIENT_COMMANDS_H_

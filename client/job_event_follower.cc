@@ -12,8 +12,11 @@
 namespace compress::client {
 namespace {
 
+// CANCELLED is not this client's doing (it never cancels a stream it reads): a server that stops
+// cancels the calls still open after its grace period, like a dropped connection.
 bool IsTransient(const grpc::Status& status) {
   return status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         status.error_code() == grpc::StatusCode::CANCELLED ||
          status.error_code() == grpc::StatusCode::INTERNAL ||
          status.error_code() == grpc::StatusCode::UNKNOWN ||
          status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;

@@ -58,7 +58,7 @@ constexpr char kUsage[] =
     "            COMMAND ...\n"
     "\n"
     "commands:\n"
-    "  submit SPEC.json [--label k=v]... [--priority N] [--request_id ID] [--wait]\n"
+    "  submit SPEC.json|SPEC.yaml [--label k=v]... [--priority N] [--request_id ID] [--wait]\n"
     "  get JOB\n"
     "  list [--filter EXPR] [--page_size N] [--all]\n"
     "  watch JOB\n"
@@ -66,9 +66,10 @@ constexpr char kUsage[] =
     "  delete JOB\n"
     "  download JOB [ARTIFACT] [-o DIR]\n"
     "  logs JOB [--follow]\n"
+    "  health [SERVICE]\n"
     "\n"
     "JOB is ID or jobs/ID. Exit codes: 0 ok, 1 usage/RPC/I-O error, 2 job ended not SUCCEEDED,\n"
-    "3 download failed its sha256 check (see docs/cli.md).";
+    "3 download failed its sha256 check, 4 health answered other than SERVING (see docs/cli.md).";
 
 // absl flags keep only the last of repeated flags; --label may repeat, so it is taken out of
 // argv before absl parses the rest. Returns false on a malformed label.
@@ -166,6 +167,9 @@ int main(int argc, char** argv) {
   std::unique_ptr<compress::v1::CompressionService::Stub> stub =
       compress::v1::CompressionService::NewStub(channel);
   env.stub = stub.get();
+  std::unique_ptr<grpc::health::v1::Health::Stub> health =
+      grpc::health::v1::Health::NewStub(channel);
+  env.health = health.get();
 
   auto expect_args = [&](size_t min, size_t max) {
     return args.size() >= min && args.size() <= max;
@@ -189,6 +193,10 @@ int main(int argc, char** argv) {
     list.page_size = absl::GetFlag(FLAGS_page_size);
     list.all = absl::GetFlag(FLAGS_all);
     return compress::client::List(env, list);
+  }
+  if (command == "health") {
+    if (!expect_args(0, 1)) return Usage("health: expected at most one SERVICE");
+    return compress::client::Health(env, args.empty() ? "" : args[0]);
   }
   if (command == "download") {
     if (!expect_args(1, 2)) return Usage("download: expected JOB [ARTIFACT]");

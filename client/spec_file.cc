@@ -4,18 +4,44 @@
 #include <sstream>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/yaml_lite.h"
 #include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
 #include "worker/spec/job_spec.h"
 
 namespace compress::client {
+namespace {
+
+// The file name's extension decides; without a known one, the first character does.
+bool IsYaml(const std::string& text, const std::string& file_name) {
+  const std::string name = absl::AsciiStrToLower(file_name);
+  if (absl::EndsWith(name, ".yaml") || absl::EndsWith(name, ".yml")) return true;
+  if (absl::EndsWith(name, ".json")) return false;
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  return first == std::string::npos || text[first] != '{';
+}
+
+}  // namespace
 
 absl::StatusOr<compress::v1::JobSpec> ParseJobSpecText(const std::string& text,
                                                        const std::string& file_name) {
+  std::string json_text = text;
+  if (IsYaml(text, file_name)) {
+    absl::StatusOr<nlohmann::json> document = ParseYamlLite(text, file_name);
+    if (!document.ok()) return document.status();
+    if (!document->is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file_name, ": expected a mapping of compress.v1.JobSpec fields at the top level"));
+    }
+    json_text = document->dump();
+  }
   compress::v1::JobSpec spec;
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
-  auto parsed = google::protobuf::util::JsonStringToMessage(text, &spec, options);
+  auto parsed = google::protobuf::util::JsonStringToMessage(json_text, &spec, options);
   if (!parsed.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(file_name, ": not a compress.v1.JobSpec: ", std::string(parsed.message())));

@@ -7,7 +7,7 @@
 # --server, token and TLS flags; nothing is offered when the server does not answer.
 # shellcheck disable=SC2207  # COMPREPLY=($(compgen ...)) is the usual idiom; words have no spaces
 
-_compressctl_commands="submit get list watch cancel delete download logs help"
+_compressctl_commands="submit get list watch cancel delete download logs health help"
 _compressctl_global_flags="--server --timeout --retry_for --output --token --token_file --tls \
 --tls_ca --tls_cert --tls_key --tls_server_name"
 # Flags that take no value.
@@ -180,6 +180,11 @@ _compressctl() {
       elif [[ $command == download ]] && ((${#positional[@]} == 1)); then
         COMPREPLY=($(compgen -W "$(_compressctl_artifacts "${positional[0]}")" -- "$cur"))
       fi
+      ;;
+    health)
+      ((${#positional[@]} == 0)) &&
+        COMPREPLY=($(compgen -W "compress.v1.CompressionService compress.v1.WorkerService" \
+          -- "$cur"))
       ;;
   esac
   return 0

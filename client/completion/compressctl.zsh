@@ -90,7 +90,7 @@ _compressctl() {
     command)
       local -a subcommands
       subcommands=(
-        'submit:create a job from a JobSpec JSON file'
+        'submit:create a job from a JobSpec JSON or YAML file'
         'get:show a job'
         'list:list jobs'
         'watch:follow a job until it ends'
@@ -98,6 +98,7 @@ _compressctl() {
         'delete:delete a finished job with its events and artifacts'
         'download:download the artifacts of a job'
         'logs:show the log lines of a job'
+        'health:ask the grpc.health.v1 service whether compressd serves'
         'help:show the usage'
       )
       _describe -t commands 'compressctl command' subcommands && ret=0
@@ -112,7 +113,7 @@ _compressctl() {
             '--request_id=[idempotency key]:request id: ' \
             '--max_attempts=[attempts before the job fails, 0 = server default]:attempts: ' \
             '--wait[follow the job and exit with its outcome]' \
-            '1:spec file:_files -g "*.json(-.)"' && ret=0
+            '1:spec file:_files -g "*.(json|yaml|yml)(-.)"' && ret=0
           ;;
         list)
           _arguments : $global_flags \
@@ -126,6 +127,9 @@ _compressctl() {
         logs)
           _arguments : $global_flags '--follow[keep following until the job ends]' \
             '1:job:_compressctl_jobs' && ret=0
+          ;;
+        health)
+          _arguments : $global_flags '1:service:(compress.v1.CompressionService compress.v1.WorkerService)' && ret=0
           ;;
         download)
           _arguments : $global_flags \

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
@@ -28,15 +29,19 @@ using ::testing::HasSubstr;
 class CommandsTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
-    stub_ = compress::v1::CompressionService::NewStub(
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+    auto channel =
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+    stub_ = compress::v1::CompressionService::NewStub(channel);
+    health_ = grpc::health::v1::Health::NewStub(channel);
     env_.stub = stub_.get();
+    env_.health = health_.get();
     env_.timeout = absl::Seconds(5);
     env_.retry_for = absl::Seconds(5);
     env_.out = &out_;
@@ -83,6 +88,7 @@ class CommandsTest : public ::testing::Test {
   testing::FakeCompressionService service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<compress::v1::CompressionService::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
   std::ostringstream out_;
   std::ostringstream err_;
   CommandEnv env_;
@@ -224,6 +230,28 @@ TEST_F(CommandsTest, LogsPrintsTheLogLinesTheJobHasNow) {
   EXPECT_THAT(text, HasSubstr("[info] message 2\n"));
   EXPECT_THAT(text, HasSubstr("[info] message 4\n"));
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2);
+}
+
+TEST_F(CommandsTest, HealthExitsZeroOnlyWhileServing) {
+  EXPECT_EQ(Health(env_, ""), kExitOk);
+  EXPECT_EQ(out_.str(), "SERVING\n");
+
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  out_.str("");
+  EXPECT_EQ(Health(env_, ""), kExitNotServing);
+  EXPECT_EQ(out_.str(), "NOT_SERVING\n");
+
+  env_.output = OutputFormat::kJson;
+  out_.str("");
+  EXPECT_EQ(Health(env_, ""), kExitNotServing);
+  nlohmann::json line = nlohmann::json::parse(out_.str());
+  EXPECT_EQ(line["status"], "NOT_SERVING");
+  EXPECT_EQ(line["service"], "");
+}
+
+TEST_F(CommandsTest, HealthOfAnUnknownServiceIsAnRpcError) {
+  EXPECT_EQ(Health(env_, "no.such.Service"), kExitError);
+  EXPECT_THAT(err_.str(), HasSubstr("health no.such.Service: NOT_FOUND"));
 }
 
 }  // namespace

@@ -52,7 +52,7 @@ if [[ $spec != *"-F _compressctl"*"compressctl" ]]; then
   failures=$((failures + 1))
 fi
 
-commands="cancel delete download get help list logs submit watch"
+commands="cancel delete download get health help list logs submit watch"
 complete_line "$commands" "compressctl "
 complete_line "submit" "compressctl su"
 complete_line "delete download" "compressctl d"

@@ -34,7 +34,7 @@ fi
 
 global="--output --retry_for --server --timeout --tls --tls_ca --tls_cert --tls_key \
 --tls_server_name --token --token_file"
-check "cancel delete download get help list logs submit watch" "compressctl "
+check "cancel delete download get health help list logs submit watch" "compressctl "
 check "watch" "compressctl --server=127.0.0.1:1 --output json w"
 check "json text" "compressctl --output "
 check "json text" "compressctl --output="

@@ -350,12 +350,12 @@ class DeployTest(unittest.TestCase):
 
     def test_manifests_secure_the_grpc_port(self):
         """compressd in compose and k8s serves TLS with bearer tokens (never --insecure), the
-        workers and the healthcheck present a token and verify the server, and every file those
+        workers present a token, workers and the healthcheck verify the server, and every file those
         flags name lies in a mounted secret."""
         file_flags = ("token_file", "tls_cert", "tls_key", "tls_ca", "tls_client_ca")
         wanted = {"compressd": {"token_file", "tls_cert", "tls_key"},
                   "compress-worker": {"token_file", "tls_ca"},
-                  "compressctl": {"token_file", "tls_ca"}}
+                  "compressctl": {"tls_ca"}}
         checked = []
 
         def check(where, argv, secret_dirs):
@@ -403,6 +403,78 @@ class DeployTest(unittest.TestCase):
                         check(f"{path}:{container['name']}", argv, dirs)
         self.assertEqual(sorted(checked), ["compress-worker", "compress-worker", "compressctl",
                                            "compressd", "compressd"])
+
+    def test_dockerfile_stages_and_commands(self):
+        """The Dockerfile's stages are the ones compose and docs/deploy.md build (the default
+        target is the CPU image), the CUDA stage builds the pipeline half alone, both runtime
+        images run as a non-root user, and every command the images run (CMD, HEALTHCHECK, the
+        local worker's flags) uses a real program and real flags."""
+        with open(os.path.join(ARGS.source_dir, "Dockerfile")) as f:
+            text = f.read()
+        lines = []  # instructions, continuation lines joined, comments dropped
+        pending = ""
+        for line in text.splitlines():
+            if not pending and (not line.strip() or line.lstrip().startswith("#")):
+                continue
+            if line.rstrip().endswith("\\"):
+                pending += line.rstrip()[:-1] + " "
+                continue
+            lines.append(pending + line)
+            pending = ""
+        self.assertEqual(pending, "", "Dockerfile ends inside a continuation")
+        stages = []  # (name or None, base, [instructions])
+        for line in lines:
+            words = line.split()
+            if words[0].upper() == "FROM":
+                name = words[3] if len(words) >= 4 and words[2].upper() == "AS" else None
+                stages.append((name, words[1], []))
+            else:
+                self.assertTrue(stages, f"instruction before FROM: {line}")
+                stages[-1][2].append(line)
+        names = [name for name, _, _ in stages if name]
+        self.assertEqual(names, ["build", "cpu", "executor-cuda", "worker-cuda"])
+        self.assertEqual(stages[-1][1], "cpu", "the default target must be the CPU image")
+        by_name = {name: (base, body) for name, base, body in stages if name}
+        self.assertEqual(by_name["worker-cuda"][0], "cpu")
+        cuda_build = " ".join(by_name["executor-cuda"][1])
+        self.assertIn("-DCOMPRESS_BUILD_SERVICE=OFF", cuda_build)
+        self.assertIn("--target compress-run", cuda_build)
+        for body in (by_name["cpu"][1], by_name["worker-cuda"][1]):
+            users = [l.split()[1] for l in body if l.split()[0].upper() == "USER"]
+            self.assertTrue(users and users[-1] != "root", f"runs as {users}")
+
+        with open(deploy_path("compose", "compose.yaml")) as f:
+            compose = yaml.safe_load(f)
+        for name, service in compose["services"].items():
+            target = service.get("build", {}).get("target")
+            if target is not None:
+                self.assertIn(target, names, f"compose:{name} builds target {target}")
+
+        flags = {"compressd": help_flags(ARGS.compressd), "compress-worker": help_flags(ARGS.worker),
+                 "compressctl": help_flags(ARGS.ctl)}
+        commands = []
+        for name, _, body in stages:
+            for line in body:
+                keyword, _, rest = line.partition(" ")
+                if keyword.upper() == "CMD":
+                    commands.append((f"{name} CMD", json.loads(rest)))
+                elif keyword.upper() == "HEALTHCHECK" and " CMD " in f" {rest} ":
+                    commands.append((f"{name} HEALTHCHECK", rest.split(" CMD ", 1)[1].split()))
+        self.assertGreaterEqual(len(commands), 3)
+        for where, argv in commands:
+            self.assertIn(argv[0], flags, where)
+            for arg in argv[1:]:
+                if not arg.startswith("--"):
+                    continue
+                flag, _, value = arg[2:].partition("=")
+                self.assertIn(flag, flags[argv[0]], f"{where}: {argv[0]} has no flag --{flag}")
+                if flag == "local_worker_flags":
+                    for worker_arg in value.split(","):
+                        worker_flag = worker_arg[2:].partition("=")[0]
+                        self.assertIn(worker_flag, flags["compress-worker"],
+                                      f"{where}: compress-worker has no flag --{worker_flag}")
+        healthchecks = [argv for where, argv in commands if "HEALTHCHECK" in where]
+        self.assertEqual([argv[-1] for argv in healthchecks], ["health"])
 
     def test_kustomize_build(self):
         kubectl = shutil.which("kubectl")

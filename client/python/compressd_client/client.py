@@ -286,6 +286,10 @@ class Client:
                 error = _rpc_error(e, f"watch {name}")
                 if error.code == "DEADLINE_EXCEEDED" and deadline is not None:
                     continue  # the loop's head raises when the overall deadline has passed
+                if error.code == "CANCELLED":
+                    # Not this client's doing (it cancels only after it stopped reading): a
+                    # server that stops cancels the calls still open, like a dropped connection.
+                    error = CompressdError("UNAVAILABLE", error.message)
                 unavailable_since = self._retrying(error, unavailable_since, f"watch {name}")
             except CompressdError as error:
                 unavailable_since = self._retrying(error, unavailable_since, f"watch {name}")
