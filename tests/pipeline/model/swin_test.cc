@@ -5,10 +5,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <set>
 #include <string>
 
 #include "worker/pipeline/model/cost.h"
+#include "worker/pipeline/model/swin_block.h"
 #include "worker/pipeline/model/swin_config.h"
 
 namespace compress::pipeline {
@@ -231,6 +233,43 @@ TEST(ShiftedWindowMaskTest, TokensDoNotAttendAcrossTheShiftBoundary) {
   const torch::Tensor leaky_base = block->forward(x);
   const torch::Tensor leaky_moved = block->forward(perturbed);
   EXPECT_FALSE(torch::allclose(leaky_base[0][7][7], leaky_moved[0][7][7], 1e-6, 1e-6));
+}
+
+// Window attention (fused with LibTorch >= 2.0, explicit before) against a per-window,
+// per-head loop of the textbook formula, with and without the shifted-window mask; and its
+// counted cost, which must not depend on the path.
+TEST(WindowSoftmaxAttentionTest, MatchesThePerWindowFormulaAndCountsTheSameCost) {
+  torch::manual_seed(3);
+  const int64_t images = 2, windows = 4, heads = 3, tokens = 9, dim = 5;
+  const int64_t batch_windows = images * windows;
+  torch::Tensor q = torch::randn({batch_windows, heads, tokens, dim});
+  torch::Tensor k = torch::randn({batch_windows, heads, tokens, dim});
+  torch::Tensor v = torch::randn({batch_windows, heads, tokens, dim});
+  torch::Tensor bias = torch::randn({heads, tokens, tokens});
+  torch::Tensor mask = torch::zeros({windows, tokens, tokens});
+  mask.index_put_({1, torch::indexing::Slice(0, 4), torch::indexing::Slice(4, tokens)}, -100.0);
+  mask.index_put_({3, torch::indexing::Slice(5, tokens), torch::indexing::Slice(0, 5)}, -100.0);
+
+  for (bool masked : {false, true}) {
+    SCOPED_TRACE(masked ? "masked" : "unmasked");
+    torch::Tensor expected = torch::empty_like(q);
+    for (int64_t b = 0; b < batch_windows; ++b) {
+      for (int64_t h = 0; h < heads; ++h) {
+        torch::Tensor logits = torch::mm(q[b][h], k[b][h].t()) / std::sqrt(static_cast<double>(dim)) +
+                                 bias[h];
+        if (masked) logits = logits + mask[b % windows];
+        expected[b][h] = torch::mm(torch::softmax(logits, 1), v[b][h]);
+      }
+    }
+    MacCounter counter;
+    torch::Tensor got = WindowSoftmaxAttention(q, k, v, bias, masked ? mask : torch::Tensor());
+    EXPECT_TRUE(torch::allclose(got, expected, 1e-5, 1e-5))
+        << "max abs error " << (got - expected).abs().max().item<float>()
+        << (FusedWindowAttentionAvailable() ? " (fused)" : " (explicit)");
+    const int64_t logits = batch_windows * heads * tokens * tokens;
+    EXPECT_EQ(counter.count().macs, 2 * logits * dim);
+    EXPECT_EQ(counter.count().elementwise, q.numel() + logits * (masked ? 3 : 2));
+  }
 }
 
 TEST(PatchMergingTest, ConcatenatesTheNeighbourhoodInTimmOrder) {

@@ -1,5 +1,7 @@
 #include "worker/pipeline/model/swin_block.h"
 
+#include <torch/version.h>
+
 #include <cmath>
 
 #include "worker/pipeline/model/counted_ops.h"
@@ -117,15 +119,57 @@ torch::Tensor WindowAttentionImpl::forward(const torch::Tensor& windows,
   torch::Tensor qkv_out = ops::Linear(windows, qkv)
                               .view({batch_windows, tokens, 3, heads, head_dim})
                               .permute({2, 0, 3, 1, 4});
-  torch::Tensor q = ops::Elementwise(qkv_out[0] * (1.0 / std::sqrt(static_cast<double>(head_dim))));
-  torch::Tensor k = qkv_out[1];
-  torch::Tensor v = qkv_out[2];
+  // Nothing stands between the logits (with bias and mask) and the softmax: one fused call
+  // where the LibTorch version has it.
+  torch::Tensor out = WindowSoftmaxAttention(qkv_out[0], qkv_out[1], qkv_out[2],
+                                             RelativePositionBias(), mask)  // [B_, h, N, d]
+                          .transpose(1, 2)
+                          .reshape({batch_windows, tokens, heads * head_dim});
+  return ops::Linear(out, proj);
+}
 
-  // Explicit attention: the logits get the position bias (and the shift mask) before the
-  // softmax. A fused scaled_dot_product_attention (LibTorch >= 2.0) could take the sum of both
-  // as its additive attn_mask; LibTorch 1.13 has none.
-  torch::Tensor logits = ops::Matmul(q, k.transpose(-2, -1));  // [B_, h, N, N]
-  logits = ops::Elementwise(logits + RelativePositionBias().unsqueeze(0));
+bool FusedWindowAttentionAvailable() {
+#if TORCH_VERSION_MAJOR >= 2
+  return true;
+#else
+  return false;
+#endif
+}
+
+torch::Tensor WindowSoftmaxAttention(const torch::Tensor& q, const torch::Tensor& k,
+                                     const torch::Tensor& v, const torch::Tensor& bias,
+                                     const torch::Tensor& mask) {
+  const int64_t batch_windows = q.size(0);
+  const int64_t heads = q.size(1);
+  const int64_t tokens = q.size(2);
+  const int64_t head_dim = q.size(3);
+#if TORCH_VERSION_MAJOR >= 2
+  if (MacCounter::Active()) {
+    // As the explicit path below counts: the scaling, two matmuls, bias, mask and softmax.
+    const int64_t logits = batch_windows * heads * tokens * tokens;
+    MacCounter::AddElementwise(q.numel() + logits * (mask.defined() ? 3 : 2));
+    MacCounter::AddMacs(2 * logits * head_dim);
+  }
+  if (!mask.defined()) {
+    // The bias [h, N, N] broadcasts over the windows.
+    return at::scaled_dot_product_attention(q, k, v, bias.unsqueeze(0).to(q.scalar_type()));
+  }
+  // The mask differs per window and the bias per head: fold the windows into the heads,
+  // [B, nW * h, N, d], so that bias + mask is one [1, nW * h, N, N] addend shared by the images.
+  const int64_t num_windows = mask.size(0);
+  const int64_t images = batch_windows / num_windows;
+  auto fold = [&](const torch::Tensor& t) {
+    return t.reshape({images, num_windows * heads, tokens, head_dim});
+  };
+  torch::Tensor addend = (mask.unsqueeze(1) + bias.unsqueeze(0))
+                             .reshape({1, num_windows * heads, tokens, tokens})
+                             .to(q.scalar_type());
+  return at::scaled_dot_product_attention(fold(q), fold(k), fold(v), addend)
+      .reshape({batch_windows, heads, tokens, head_dim});
+#else
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  torch::Tensor logits = ops::Matmul(ops::Elementwise(q * scale), k.transpose(-2, -1));
+  logits = ops::Elementwise(logits + bias.unsqueeze(0));  // [B_, h, N, N]
   if (mask.defined()) {
     const int64_t num_windows = mask.size(0);
     logits = ops::Elementwise(
@@ -133,11 +177,8 @@ torch::Tensor WindowAttentionImpl::forward(const torch::Tensor& windows,
         mask.unsqueeze(1).unsqueeze(0));
     logits = logits.view({batch_windows, heads, tokens, tokens});
   }
-  torch::Tensor probs = ops::Elementwise(torch::softmax(logits, -1));
-  torch::Tensor out = ops::Matmul(probs, v)  // [B_, h, N, d]
-                          .transpose(1, 2)
-                          .reshape({batch_windows, tokens, heads * head_dim});
-  return ops::Linear(out, proj);
+  return ops::Matmul(ops::Elementwise(torch::softmax(logits, -1)), v);
+#endif
 }
 
 MlpImpl::MlpImpl(int dim, int hidden) {

@@ -25,6 +25,20 @@ inline constexpr const char* kAttentionMaskName = "attn_mask";
 torch::nn::Linear MakeSwinLinear(int in, int out, bool bias);
 torch::nn::LayerNorm MakeSwinLayerNorm(int dim);
 
+// softmax(q kᵀ / sqrt(d) + bias [+ mask]) v for the windows' heads: q, k, v [B_, h, N, d] with
+// B_ = images * num_windows (window-major within an image, as PartitionWindows lays them out),
+// bias [h, N, N], mask undefined or [num_windows, N, N] additive. Returns [B_, h, N, d].
+// With LibTorch >= 2.0 this is one fused scaled_dot_product_attention call taking bias + mask as
+// its additive attn_mask (the kernels that need no [B_, h, N, N] probabilities kept for the
+// backward pass); with older LibTorch the explicit matmul, add, softmax, matmul. Both count the
+// same MACs and elementwise operations (counted_ops.h).
+torch::Tensor WindowSoftmaxAttention(const torch::Tensor& q, const torch::Tensor& k,
+                                     const torch::Tensor& v, const torch::Tensor& bias,
+                                     const torch::Tensor& mask);
+
+// Whether WindowSoftmaxAttention runs the fused kernel call (LibTorch >= 2.0).
+bool FusedWindowAttentionAvailable();
+
 // Multi-head self-attention inside square windows of `window * window` tokens, with a learned
 // bias per head and relative offset (Swin, section 3.2). qkv rows are [Q | K | V], each
 // head-major; attention runs at width num_heads * head_dim, which may differ from `dim`.

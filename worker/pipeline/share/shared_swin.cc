@@ -94,6 +94,15 @@ torch::Tensor SharedPassImpl::Attention(const torch::Tensor& windows, SharedBloc
 
   QkvTensors qkv_out = ComputeQkv(windows, attn.qkv, heads, head_dim);
   if (qkv != nullptr) *qkv = qkv_out;
+  if (!proj_l && !proj_w) {
+    // Without head mixing nothing stands between the logits and the softmax: the plain block's
+    // attention, fused where the LibTorch version has it.
+    torch::Tensor out = WindowSoftmaxAttention(qkv_out.q, qkv_out.k, qkv_out.v,
+                                               attn.RelativePositionBias(), attn_mask)
+                            .transpose(1, 2)
+                            .reshape({batch_windows, tokens, heads * head_dim});
+    return ops::Linear(out, attn.proj);
+  }
   torch::Tensor q = ops::Elementwise(qkv_out.q * (1.0 / std::sqrt(static_cast<double>(head_dim))));
   torch::Tensor logits = ops::Matmul(q, qkv_out.k.transpose(-2, -1));  // [B_, h, N, N]
   logits = ops::Elementwise(logits + attn.RelativePositionBias().unsqueeze(0));
