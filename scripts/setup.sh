@@ -16,6 +16,10 @@ packages=(
   python3-grpcio python3-protobuf
   # deploy checks: promtool and a Prometheus server on loopback
   prometheus
+  # fuzz targets (fuzz/): clang, libFuzzer and the sanitizer runtimes, llvm-symbolizer
+  clang libclang-rt-14-dev llvm
+  # shell completion tests
+  zsh
   # data
   dataset-fashion-mnist
 )

@@ -353,12 +353,14 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "compressd: %s received; shutting down\n",
                signal_number == SIGINT ? "SIGINT" : "SIGTERM");
 
-  // Load balancers and health checks see NOT_SERVING first; local workers stop while the
-  // server still answers them (they may end their attempts); waiting workers get an empty
-  // lease; calls still running after the grace period are cancelled.
+  // New jobs and leases are refused (UNAVAILABLE), waiting workers get an empty lease and open
+  // watches end UNAVAILABLE once they have sent what is stored; then health checks see
+  // NOT_SERVING (so a client that saw it is refused too); local workers stop while the server
+  // still answers them, so they hand their attempts back (requeued, resumed after a restart);
+  // calls still running after the grace period are cancelled.
+  (*scheduler)->Shutdown();
   health->SetServingStatus(false);
   if (local_workers != nullptr) local_workers->Stop();
-  (*scheduler)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() +
                    absl::ToChronoSeconds(absl::GetFlag(FLAGS_shutdown_grace)));
   server->Wait();

@@ -23,6 +23,6 @@ for p in r["phases"]:
     print(f"| {p['name']} | {p['top1']*100:.2f}% | {p['top5']*100:.2f}% | {p['params']:,} | "
           f"{p['macs']:,} | {p['latency_ms_per_image']:.2f} | {p['wall_seconds']:.0f} |")
 c = r["comparison"]
-print(f"MACs -{c['macs_reduction']*100:.1f}%, params -{c['params_reduction']*100:.1f}%, "
+print(f"MACs {-c['macs_reduction']*100:+.1f}%, params {-c['params_reduction']*100:+.1f}%, "
       f"top-1 {c['top1_delta']*100:+.2f} points, total {r['wall_seconds']:.0f} s")
 PY

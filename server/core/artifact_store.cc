@@ -27,6 +27,7 @@ absl::Status ErrnoError(int error, absl::string_view what, absl::string_view pat
       return absl::NotFoundError(message);
     case ENOSPC:
     case EDQUOT:
+    case EFBIG:  // past a file size limit: no room, as a full disk
       return absl::ResourceExhaustedError(message);
     case EACCES:
     case EPERM:
@@ -220,7 +221,7 @@ absl::StatusOr<std::unique_ptr<PendingFile>> ArtifactStore::BeginArtifact(const 
   return Begin(*std::move(path), name);
 }
 
-absl::StatusOr<std::unique_ptr<PendingFile>> ArtifactStore::BeginBlob() { return Begin("", ""); }
+absl::StatusOr<std::unique_ptr<PendingFile>> ArtifactStore::BeginBlob() { return Begin("", "blob"); }
 
 absl::StatusOr<int64_t> ArtifactStore::ArtifactSize(const std::string& job_id,
                                                     const std::string& name) {

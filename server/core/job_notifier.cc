@@ -32,6 +32,11 @@ void JobNotifier::Notify(const std::string& job_id) {
   for (auto it = begin; it != end; ++it) subscriptions_.at(it->second).callback();
 }
 
+void JobNotifier::NotifyAll() {
+  absl::MutexLock lock(&mu_);
+  for (auto& [token, subscription] : subscriptions_) subscription.callback();
+}
+
 int JobNotifier::SubscriberCount() {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(subscriptions_.size());

@@ -25,6 +25,8 @@ class JobNotifier {
   void Unsubscribe(int64_t token);
   // Runs the callbacks of every subscriber of `job_id`.
   void Notify(const std::string& job_id);
+  // Runs the callbacks of every subscriber (the server is shutting down).
+  void NotifyAll();
 
   // Number of live subscriptions (for tests and leak checks).
   int SubscriberCount();

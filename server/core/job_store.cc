@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
@@ -75,7 +76,12 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const Options& options)
   }
   std::unique_ptr<JobStore> store(new JobStore(db));
   absl::MutexLock lock(&store->mu_);
-  if (absl::Status s = store->Init(options); !s.ok()) return s;
+  if (absl::Status s = store->Init(options); !s.ok()) {
+    // Say which store: an unwritable data dir shows only here (SQLite opens a file it may not
+    // write read-only, and the first write fails).
+    if (absl::StrContains(s.message(), options.path)) return s;
+    return absl::Status(s.code(), absl::StrCat("cannot open ", options.path, ": ", s.message()));
+  }
   return store;
 }
 

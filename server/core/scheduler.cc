@@ -40,7 +40,8 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(JobStore* store,
   return scheduler;
 }
 
-Scheduler::~Scheduler() { Shutdown(); }
+// Watches cannot outlive the server whose scheduler this is, so there is nobody to notify.
+Scheduler::~Scheduler() { Stop(/*notify_watchers=*/false); }
 
 absl::Status Scheduler::RecoverLocked(Deferred& deferred) {
   absl::StatusOr<std::vector<Job>> jobs =
@@ -90,10 +91,13 @@ void Scheduler::StartBackgroundThread() {
   background_ = std::thread([this] { BackgroundLoop(); });
 }
 
-void Scheduler::Shutdown() {
+void Scheduler::Shutdown() { Stop(/*notify_watchers=*/true); }
+
+void Scheduler::Stop(bool notify_watchers) {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
+    if (shut_down_) notify_watchers = false;
     shut_down_ = true;
     wake_ = true;
     for (Waiter& waiter : waiters_) {
@@ -102,9 +106,15 @@ void Scheduler::Shutdown() {
     waiters_.clear();
   }
   RunDeferred(deferred);
+  if (notify_watchers) notifier_.NotifyAll();
   if (background_.joinable() && background_.get_id() != std::this_thread::get_id()) {
     background_.join();
   }
+}
+
+bool Scheduler::ShuttingDown() {
+  absl::MutexLock lock(&mu_);
+  return shut_down_;
 }
 
 void Scheduler::RunDeferred(Deferred& deferred) {
@@ -196,6 +206,11 @@ absl::StatusOr<CreatedJob> Scheduler::CreateJob(const JobRequest& request) {
   absl::StatusOr<CreatedJob> result;
   {
     absl::MutexLock lock(&mu_);
+    if (shut_down_) {
+      return absl::UnavailableError(
+          "compressd is shutting down and accepts no new job; retry (with the same request_id) "
+          "once it is back");
+    }
     absl::Time now = clock_->Now();
     Job job;
     job.id = NewJobId(now);

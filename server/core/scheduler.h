@@ -107,15 +107,20 @@ class Scheduler {
   // Starts a thread that expires leases and times out waiters as the clock passes their
   // deadlines. Without it, ProcessTimeouts() must be called (as tests do with a ManualClock).
   void StartBackgroundThread();
-  // Answers every lease waiter with no lease and refuses new waits (UNAVAILABLE); stops the
-  // background thread. Idempotent.
+  // Answers every lease waiter with no lease and refuses new waits, leases and jobs
+  // (UNAVAILABLE); tells every notifier subscriber, so that open watches can end; stops the
+  // background thread. Workers may still report on and complete the attempts they hold.
+  // Idempotent.
   void Shutdown();
+  // Whether Shutdown() was called.
+  bool ShuttingDown();
 
   JobNotifier& notifier() { return notifier_; }
   JobStore& store() { return *store_; }
 
   // Creates a QUEUED job, or returns the earlier job of the tenant with the same request_id.
-  // RESOURCE_EXHAUSTED when the tenant is at Options::max_queued_jobs_per_tenant.
+  // RESOURCE_EXHAUSTED when the tenant is at Options::max_queued_jobs_per_tenant; UNAVAILABLE
+  // after Shutdown().
   absl::StatusOr<CreatedJob> CreateJob(const JobRequest& request);
   // QUEUED -> CANCELLED; RUNNING -> CANCELLING (the worker learns it on its next heartbeat);
   // CANCELLING stays. A finished job is FAILED_PRECONDITION.
@@ -186,6 +191,8 @@ class Scheduler {
 
   Scheduler(JobStore* store, const Options& options);
 
+  // Shutdown(), telling notifier subscribers when `notify_watchers` (and this is the first call).
+  void Stop(bool notify_watchers);
   absl::Status RecoverLocked(Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EnqueueLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::optional<Lease>> LeaseNextLocked(const std::string& worker_id,

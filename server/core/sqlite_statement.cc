@@ -14,6 +14,14 @@ absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what) {
   switch (rc & 0xff) {
     case SQLITE_FULL:
       return absl::ResourceExhaustedError(message);
+    case SQLITE_IOERR:
+      // The files could not be written or read: a disk that is full in a way SQLite does not
+      // report as SQLITE_FULL (a late ENOSPC, EDQUOT, EFBIG past a file size limit) or one that
+      // fails. The store itself is intact (the transaction was rolled back), so the call may
+      // be retried once the disk is fixed. sqlite3_system_errno() cannot tell the causes apart:
+      // it is 0 by the time the statement reports the error.
+      return absl::UnavailableError(
+          absl::StrCat(message, " (is the disk of the data dir full or failing?)"));
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
       return absl::UnavailableError(message);

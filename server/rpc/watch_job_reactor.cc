@@ -68,6 +68,9 @@ void WatchJobReactor::Fetch() {
   }
   absl::StatusOr<std::vector<JobEvent>> events =
       job.ok() ? scheduler_->store().ListEvents(job_id_, after, kBatch) : job.status();
+  // Read after the events: Shutdown() sets the flag before it notifies, so a reactor that saw
+  // it unset is notified (dirty_) and reads again.
+  const bool shutting_down = scheduler_->ShuttingDown();
   grpc::Status finish_status;
   {
     absl::MutexLock lock(&mu_);
@@ -80,6 +83,10 @@ void WatchJobReactor::Fetch() {
       return;
     } else if (IsFinished(job->state)) {
       finish_status = grpc::Status::OK;
+    } else if (shutting_down) {
+      finish_status = grpc::Status(
+          grpc::StatusCode::UNAVAILABLE,
+          absl::StrCat("compressd is shutting down; watch again with after_sequence ", after));
     } else if (dirty_ && !cancelled_) {
       dirty_ = false;
       pool_->Schedule([this] { Fetch(); });

@@ -20,10 +20,12 @@ namespace compress::server {
 
 // Streams the stored events of a job after a sequence number, then follows new ones as the
 // scheduler announces them (JobNotifier), and finishes OK once the job has finished and every
-// event was sent. Reads from the store run on the thread pool; gRPC's threads only start writes.
-// At most one store read or one write is in flight at a time ("busy"); a notification that
-// arrives meanwhile is remembered ("dirty") and read afterwards, so no event is missed and no
-// thread waits. Deletes itself in OnDone, after unsubscribing.
+// event was sent. When the server shuts down, a watch of an unfinished job finishes UNAVAILABLE
+// once it has sent every stored event, so that the client resumes it (after_sequence) later. Reads
+// from the store run on the thread pool; gRPC's threads only start writes. At most one store read
+// or one write is in flight at a time ("busy"); a notification that arrives meanwhile is remembered
+// ("dirty") and read afterwards, so no event is missed and no thread waits. Deletes itself in
+// OnDone, after unsubscribing.
 class WatchJobReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
  public:
   // `scheduler` and `pool` must outlive the call. With `tenant` set, a job of another tenant

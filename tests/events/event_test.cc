@@ -80,6 +80,36 @@ TEST(EventTest, MalformedLinesNameTheProblem) {
   }
 }
 
+// Regression input of fuzz/ (corpus/event_fuzzer/crash-deep-report): copying a "report" nested
+// 50000 levels deep overflowed the stack. Such a line is now malformed; one at the limit is not.
+TEST(EventTest, DeeplyNestedLinesAreMalformed) {
+  // A report of `depth` nested arrays; the line's object is level 0.
+  auto nested = [](int depth) {
+    return std::string(R"({"type":"report","report":)") + std::string(depth, '[') +
+           std::string(depth, ']') + "}";
+  };
+  for (int depth : {kMaxNestingDepth + 1, 50000, 200000}) {
+    auto parsed = Parse(nested(depth));
+    ASSERT_FALSE(parsed.ok()) << "depth " << depth;
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(parsed.status().message().find("deeper than 100 levels"), absl::string_view::npos)
+        << parsed.status();
+  }
+  auto parsed = Parse(nested(kMaxNestingDepth));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_EQ(parsed->type, EventType::kReport);
+  int depth = 0;
+  const nlohmann::json* v = &parsed->report;
+  while (v->is_array()) {
+    ++depth;
+    if (v->empty()) break;
+    v = &v->front();
+  }
+  EXPECT_EQ(depth, kMaxNestingDepth);
+  EXPECT_NE(Serialize(*parsed).find(R"("report":)" + std::string(kMaxNestingDepth, '[')),
+            std::string::npos);
+}
+
 TEST(EventTest, UnknownFieldsAreIgnoredAndTrailingNewlineAccepted) {
   auto parsed = Parse(R"({"type":"log","level":"info","message":"hi","future":1})"
                       "\n");

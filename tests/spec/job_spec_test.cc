@@ -122,7 +122,7 @@ TEST(JobSpecTest, ErrorsNameTheField) {
       {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
            "resources": {"device": "tpu"}})",
        "spec.resources.device: unknown device 'tpu'"},
-      {"{not json", "spec: not valid JSON"},
+      {"{not json", "spec: not valid JSON: parse error at line 1, column 3"},
   };
   for (const Case& c : cases) {
     auto spec = ParseJobSpec(c.json);

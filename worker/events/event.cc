@@ -180,10 +180,23 @@ std::string Serialize(const Event& event) {
 
 absl::StatusOr<Event> Parse(absl::string_view line) {
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-  nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  // nlohmann-json parses iteratively but copies and dumps values recursively: a "report" nested
+  // 200000 levels deep (a 400-KB line) overflowed the reader's stack while being copied.
+  bool too_deep = false;
+  nlohmann::json j = nlohmann::json::parse(
+      line,
+      [&too_deep](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+        if (depth > kMaxNestingDepth) too_deep = true;
+        return true;
+      },
+      /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     return absl::InvalidArgumentError(
         absl::StrCat("event line is not valid JSON: '", line.substr(0, 200), "'"));
+  }
+  if (too_deep) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("event line nests JSON deeper than ", kMaxNestingDepth, " levels"));
   }
   if (!j.is_object()) return absl::InvalidArgumentError("event line is not a JSON object");
   std::string type_name;

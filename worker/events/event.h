@@ -69,6 +69,10 @@ Event Error(const absl::Status& status);
 // One line of JSON, without the trailing newline. Non-finite values are written as null.
 std::string Serialize(const Event& event);
 
+// Deepest nesting of JSON arrays and objects a line may have (protobuf's JSON parser allows
+// the same); deeper lines are malformed.
+inline constexpr int kMaxNestingDepth = 100;
+
 // Parses one line. INVALID_ARGUMENT naming the field for malformed input; unknown fields are
 // ignored so that newer executors can add fields.
 absl::StatusOr<Event> Parse(absl::string_view line);

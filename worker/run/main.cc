@@ -60,7 +60,11 @@ int main(int argc, char** argv) {
   const std::string spec_path = absl::GetFlag(FLAGS_spec);
   const std::string workdir = absl::GetFlag(FLAGS_workdir);
   if (spec_path.empty() || workdir.empty()) {
-    return Fail(events, absl::InvalidArgumentError("--spec and --workdir are required"), 2);
+    return Fail(events,
+                absl::InvalidArgumentError(spec_path.empty()
+                                               ? "--spec is required: the job spec JSON file"
+                                               : "--workdir is required: the job's work directory"),
+                2);
   }
   absl::StatusOr<std::string> text = ReadFile(spec_path);
   if (!text.ok()) return Fail(events, text.status(), 1);

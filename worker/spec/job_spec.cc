@@ -356,9 +356,16 @@ absl::StatusOr<JobSpec> ParseJobSpecJson(const nlohmann::json& json) {
 }
 
 absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view json_text) {
-  nlohmann::json j = nlohmann::json::parse(json_text.begin(), json_text.end(), nullptr,
-                                           /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError("spec: not valid JSON");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(json_text.begin(), json_text.end());
+  } catch (const nlohmann::json::parse_error& e) {
+    // e.what() is "[json.exception.parse_error.N] parse error at line L, column C: ...".
+    std::string what = e.what();
+    const size_t tag_end = what.find("] ");
+    if (tag_end != std::string::npos) what = what.substr(tag_end + 2);
+    return absl::InvalidArgumentError(absl::StrCat("spec: not valid JSON: ", what));
+  }
   return ParseJobSpecJson(j);
 }
 

@@ -3,12 +3,15 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/pipeline/data/data_test_util.h"
+#include "worker/pipeline/data/cifar_reader.h"
 #include "worker/pipeline/data/dataset.h"
+#include "worker/pipeline/data/idx_reader.h"
 
 namespace compress::pipeline {
 namespace {
@@ -203,6 +206,34 @@ TEST(FashionMnistTest, LabelOutOfRangeAndCountMismatch) {
   EXPECT_THAT(std::string(d.status().message()), HasSubstr(dir / "train-labels-idx1-ubyte"));
 }
 
+// ParseIdxSplit, the reader's entry point for bytes in memory (fuzz/idx_reader_fuzzer.cc).
+TEST(FashionMnistTest, ParsesFilesHeldInMemory) {
+  for (bool gzip : {false, true}) {
+    std::string images = data_test::IdxImages(4, 3, 2);
+    std::string labels = data_test::IdxLabels(4);
+    if (gzip) {
+      images = data_test::Gzip(images);
+      labels = data_test::Gzip(labels);
+    }
+    absl::StatusOr<RawImages> split =
+        ParseIdxSplit(images, "mem-images", labels, "mem-labels", /*limit=*/3, /*num_classes=*/10);
+    ASSERT_TRUE(split.ok()) << split.status();
+    EXPECT_EQ(split->count, 3);
+    EXPECT_EQ(split->channels, 1);
+    EXPECT_EQ(split->height, 3);
+    EXPECT_EQ(split->width, 2);
+    EXPECT_EQ(split->labels, (std::vector<int64_t>{0, 1, 2}));
+    ASSERT_EQ(split->pixels.size(), 3u * 6);
+    EXPECT_EQ(split->pixels[6 + 1 * 2 + 1], TestPixel(1, 0, 1, 1));
+  }
+  ExpectError(ParseIdxSplit(data_test::IdxImages(4, 3, 2).substr(0, 30), "mem-images",
+                            data_test::IdxLabels(4), "mem-labels", 0, 10),
+              absl::StatusCode::kDataLoss, "truncated IDX images file mem-images");
+  ExpectError(ParseIdxSplit(data_test::IdxImages(4, 3, 2), "mem-images", data_test::IdxLabels(4),
+                            "mem-labels", 0, /*num_classes=*/3),
+              absl::StatusCode::kInvalidArgument, "label 3 out of range [0, 3) in mem-labels");
+}
+
 TEST(CifarTest, ReadsBinaryBatches) {
   TempDir dir;
   data_test::WriteCifarDataset(dir.path(), 4, 3);
@@ -249,6 +280,39 @@ TEST(CifarTest, MalformedFiles) {
   d = LoadDataset(Options(DatasetFormat::kCifar10, dir.path()));
   ExpectError(d, absl::StatusCode::kInvalidArgument, dir / "data_batch_3.bin");
   EXPECT_THAT(std::string(d.status().message()), HasSubstr("record 1 (offset 3073)"));
+}
+
+// AppendCifarBatch and ParseCifarClassNames, the reader's entry points for bytes in memory
+// (fuzz/cifar_reader_fuzzer.cc).
+TEST(CifarTest, AppendsBatchesHeldInMemory) {
+  RawImages out;
+  out.channels = 3;
+  out.height = 32;
+  out.width = 32;
+  ASSERT_TRUE(AppendCifarBatch(data_test::CifarBatch(0, 3), "mem-1", /*limit=*/5, out).ok());
+  ASSERT_TRUE(AppendCifarBatch(data_test::CifarBatch(3, 3), "mem-2", /*limit=*/5, out).ok());
+  EXPECT_EQ(out.count, 5);
+  EXPECT_EQ(out.labels, (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  ASSERT_EQ(out.pixels.size(), 5u * 3072);
+  EXPECT_EQ(out.pixels[4 * 3072 + 2 * 1024 + 5 * 32 + 7], TestPixel(4, 2, 5, 7));
+
+  // A bad label in the second record leaves `out` as it was.
+  std::string bad = data_test::CifarBatch(0, 2);
+  bad[3073] = 11;
+  const RawImages before = out;
+  absl::Status status = AppendCifarBatch(bad, "mem-bad", /*limit=*/0, out);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("mem-bad at record 1 (offset 3073)"));
+  EXPECT_EQ(out.count, before.count);
+  EXPECT_EQ(out.labels, before.labels);
+  EXPECT_EQ(out.pixels, before.pixels);
+
+  absl::StatusOr<std::vector<std::string>> names =
+      ParseCifarClassNames("a\r\n\n b \nc\nd\ne\nf\ng\nh\ni\nj", "mem-meta");
+  ASSERT_TRUE(names.ok()) << names.status();
+  EXPECT_EQ(*names, (std::vector<std::string>{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}));
+  ExpectError(ParseCifarClassNames("a\nb\n", "mem-meta"), absl::StatusCode::kInvalidArgument,
+              "CIFAR-10 meta file mem-meta lists 2 class names, expected 10");
 }
 
 // Tiny-ImageNet-200 tree: 3 classes, 4 training images each (two of them greyscale), 5

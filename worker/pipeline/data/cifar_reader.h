@@ -11,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "worker/pipeline/data/raw_dataset.h"
 
 namespace compress::pipeline {
@@ -28,6 +30,16 @@ absl::StatusOr<CifarFiles> LocateCifarFiles(const std::string& dir);
 
 // Size and mtime of every file, for the cache key.
 absl::StatusOr<std::vector<SourceFile>> CifarSources(const CifarFiles& files);
+
+// Decodes one batch file held in memory (`path` names it in messages) and appends its records to
+// `out`, which must be set up for 3x32x32 images, until `out` holds `limit` (0 = no limit). On
+// error `out` is left unchanged.
+absl::Status AppendCifarBatch(const std::string& batch, const std::string& path, int64_t limit,
+                              RawImages& out);
+
+// The class names of batches.meta.txt's text: its non-blank lines, stripped, which must be 10.
+absl::StatusOr<std::vector<std::string>> ParseCifarClassNames(absl::string_view text,
+                                                              const std::string& path);
 
 // Decodes the data set; reads at most limit_train / limit_val records (0 = all).
 absl::StatusOr<RawDataset> ReadCifarDataset(const CifarFiles& files, int64_t limit_train,

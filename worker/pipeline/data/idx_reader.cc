@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "worker/pipeline/data/source_files.h"
 
 namespace compress::pipeline {
@@ -16,28 +17,29 @@ namespace {
 constexpr uint32_t kImagesMagic = 0x00000803;  // unsigned byte, 3 dimensions
 constexpr uint32_t kLabelsMagic = 0x00000801;  // unsigned byte, 1 dimension
 
-uint32_t BigEndian32(const std::string& bytes, size_t offset) {
+uint32_t BigEndian32(absl::string_view bytes, size_t offset) {
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data() + offset);
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
 }
 
-// Reads a whole file, inflating it when it carries the gzip magic.
-absl::StatusOr<std::string> ReadMaybeGzip(const std::string& path) {
-  absl::StatusOr<std::string> raw = ReadFileBytes(path, "IDX file");
-  if (!raw.ok()) return raw.status();
-  if (raw->size() < 2 || static_cast<unsigned char>((*raw)[0]) != 0x1f ||
-      static_cast<unsigned char>((*raw)[1]) != 0x8b) {
-    return raw;
+// The contents of an IDX file from its bytes: `file` itself, or, when it carries the gzip magic,
+// its inflated form, held in `inflated`. `path` names the file in messages.
+absl::StatusOr<absl::string_view> MaybeGunzip(const std::string& file, const std::string& path,
+                                              std::string& inflated) {
+  if (file.size() < 2 || static_cast<unsigned char>(file[0]) != 0x1f ||
+      static_cast<unsigned char>(file[1]) != 0x8b) {
+    return absl::string_view(file);
   }
   z_stream stream;
   std::memset(&stream, 0, sizeof(stream));
   if (inflateInit2(&stream, 16 + MAX_WBITS) != Z_OK) {
     return absl::InternalError(absl::StrCat("zlib inflateInit2 failed for ", path));
   }
-  std::string out;
-  out.resize(raw->size() * 4 + 4096);
-  stream.next_in = reinterpret_cast<Bytef*>(raw->data());
-  stream.avail_in = static_cast<uInt>(raw->size());
+  std::string& out = inflated;
+  out.resize(file.size() * 4 + 4096);
+  // zlib reads next_in without writing to it.
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(file.data()));
+  stream.avail_in = static_cast<uInt>(file.size());
   int rc = Z_OK;
   while (true) {
     if (stream.total_out == out.size()) out.resize(out.size() * 2);
@@ -54,19 +56,23 @@ absl::StatusOr<std::string> ReadMaybeGzip(const std::string& path) {
   inflateEnd(&stream);
   if (rc != Z_STREAM_END) {
     if (rc == Z_BUF_ERROR || rc == Z_OK) {
-      return absl::DataLossError(absl::StrCat("truncated gzip stream in ", path, " (", raw->size(),
+      return absl::DataLossError(absl::StrCat("truncated gzip stream in ", path, " (", file.size(),
                                               " compressed bytes, ended after ", out.size(),
                                               " decompressed bytes)"));
     }
     return absl::DataLossError(absl::StrCat("corrupt gzip data in ", path, " at compressed offset ",
                                             consumed, ": ", zmsg));
   }
-  return out;
+  return absl::string_view(out);
 }
 
-absl::StatusOr<std::string> ReadIdxHeader(const std::string& path, uint32_t magic, size_t dims,
-                                          std::vector<uint32_t>& shape) {
-  absl::StatusOr<std::string> bytes = ReadMaybeGzip(path);
+// The contents of an IDX file from its bytes (see MaybeGunzip), after checking its magic number
+// and reading its header's `dims` sizes into `shape`.
+absl::StatusOr<absl::string_view> ParseIdxHeader(const std::string& file, const std::string& path,
+                                                 uint32_t magic, size_t dims,
+                                                 std::vector<uint32_t>& shape,
+                                                 std::string& inflated) {
+  absl::StatusOr<absl::string_view> bytes = MaybeGunzip(file, path, inflated);
   if (!bytes.ok()) return bytes.status();
   const size_t header = 4 + 4 * dims;
   if (bytes->size() < header) {
@@ -122,11 +128,27 @@ absl::StatusOr<std::vector<SourceFile>> IdxSources(const IdxFiles& files) {
 absl::StatusOr<RawImages> ReadIdxSplit(const std::string& images_path,
                                        const std::string& labels_path, int64_t limit,
                                        int64_t num_classes) {
+  absl::StatusOr<std::string> images = ReadFileBytes(images_path, "IDX file");
+  if (!images.ok()) return images.status();
+  absl::StatusOr<std::string> labels = ReadFileBytes(labels_path, "IDX file");
+  if (!labels.ok()) return labels.status();
+  return ParseIdxSplit(*images, images_path, *labels, labels_path, limit, num_classes);
+}
+
+absl::StatusOr<RawImages> ParseIdxSplit(const std::string& images_file,
+                                        const std::string& images_path,
+                                        const std::string& labels_file,
+                                        const std::string& labels_path, int64_t limit,
+                                        int64_t num_classes) {
   std::vector<uint32_t> image_shape;
-  absl::StatusOr<std::string> images = ReadIdxHeader(images_path, kImagesMagic, 3, image_shape);
+  std::string inflated_images;
+  absl::StatusOr<absl::string_view> images =
+      ParseIdxHeader(images_file, images_path, kImagesMagic, 3, image_shape, inflated_images);
   if (!images.ok()) return images.status();
   std::vector<uint32_t> label_shape;
-  absl::StatusOr<std::string> labels = ReadIdxHeader(labels_path, kLabelsMagic, 1, label_shape);
+  std::string inflated_labels;
+  absl::StatusOr<absl::string_view> labels =
+      ParseIdxHeader(labels_file, labels_path, kLabelsMagic, 1, label_shape, inflated_labels);
   if (!labels.ok()) return labels.status();
 
   const int64_t count = image_shape[0];

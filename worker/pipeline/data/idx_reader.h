@@ -35,6 +35,14 @@ absl::StatusOr<RawImages> ReadIdxSplit(const std::string& images_path,
                                        const std::string& labels_path, int64_t limit,
                                        int64_t num_classes);
 
+// ReadIdxSplit on files already in memory: the bytes of an images file and of a labels file, each
+// gzip-compressed or raw. The paths only name the files in error messages.
+absl::StatusOr<RawImages> ParseIdxSplit(const std::string& images_file,
+                                        const std::string& images_path,
+                                        const std::string& labels_file,
+                                        const std::string& labels_path, int64_t limit,
+                                        int64_t num_classes);
+
 // Decodes the whole data set (10 classes, Fashion-MNIST class names).
 absl::StatusOr<RawDataset> ReadIdxDataset(const IdxFiles& files, int64_t limit_train,
                                           int64_t limit_val);
