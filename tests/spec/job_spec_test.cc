@@ -123,6 +123,9 @@ TEST(JobSpecTest, ErrorsNameTheField) {
            "resources": {"device": "tpu"}})",
        "spec.resources.device: unknown device 'tpu'"},
       {"{not json", "spec: not valid JSON: parse error at line 1, column 3"},
+      // Found by fuzz/job_spec_fuzzer: nlohmann throws out_of_range, not parse_error, here.
+      {"1e8888888888888888888888888[s\"", "spec: not valid JSON: number overflow parsing"},
+      {R"({"resources": {"seed": 1e999}})", "spec: not valid JSON: number overflow parsing"},
   };
   for (const Case& c : cases) {
     auto spec = ParseJobSpec(c.json);

@@ -359,8 +359,9 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view json_text) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(json_text.begin(), json_text.end());
-  } catch (const nlohmann::json::parse_error& e) {
-    // e.what() is "[json.exception.parse_error.N] parse error at line L, column C: ...".
+  } catch (const nlohmann::json::exception& e) {
+    // A parse_error ("[json.exception.parse_error.N] parse error at line L, column C: ...") or
+    // an out_of_range for a number beyond double's range ("... number overflow parsing '1e999'").
     std::string what = e.what();
     const size_t tag_end = what.find("] ");
     if (tag_end != std::string::npos) what = what.substr(tag_end + 2);
