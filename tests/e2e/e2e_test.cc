@@ -24,6 +24,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/faults/fault_processes.h"
 #include "worker/agent/subprocess.h"
 #include "worker/events/sha256.h"
 
@@ -31,6 +32,8 @@ namespace compress::e2e {
 namespace {
 
 namespace fs = std::filesystem;
+using compress::faults::CommandResult;
+using compress::faults::RunCommand;
 using compress::worker::ExitInfo;
 using compress::worker::Subprocess;
 
@@ -42,37 +45,6 @@ int64_t Int64Field(const nlohmann::json& object, const char* key) {
   int64_t value = 0;
   if (it->is_string() && absl::SimpleAtoi(it->get<std::string>(), &value)) return value;
   return 0;
-}
-
-struct CommandResult {
-  ExitInfo exit;
-  std::string out;
-  std::string err;
-};
-
-// Runs a program to its end (SIGKILL after `timeout`), collecting stdout and stderr's tail.
-CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration timeout) {
-  Subprocess::Options options;
-  options.argv = argv;
-  options.stderr_tail_bytes = 16384;
-  absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(options);
-  CommandResult result;
-  if (!process.ok()) {
-    result.err = std::string(process.status().message());
-    return result;
-  }
-  absl::Notification done;
-  std::thread watchdog([&] {
-    if (!done.WaitForNotificationWithTimeout(timeout)) (*process)->Signal(SIGKILL);
-  });
-  while (std::optional<std::string> line = (*process)->ReadLine()) {
-    absl::StrAppend(&result.out, *line, "\n");
-  }
-  result.exit = (*process)->Wait();
-  done.Notify();
-  watchdog.join();
-  result.err = (*process)->StderrTail();
-  return result;
 }
 
 // A compressd process with one local worker.
