@@ -20,6 +20,8 @@ packages=(
   clang libclang-rt-14-dev llvm
   # shell completion tests
   zsh
+  # server benchmark (bench/server): the loopback TCP figure the download is compared with
+  iperf3
   # data
   dataset-fashion-mnist
 )
