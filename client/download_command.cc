@@ -68,6 +68,20 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
                                             artifact.size_bytes()));
   }
   result.resumed_from = offset;
+  // The file is hashed as it is written, after the part an earlier run left.
+  Sha256 hasher;
+  if (offset > 0) {
+    std::ifstream in(part_path, std::ios::binary);
+    std::string buffer(1 << 20, '\0');
+    int64_t left = offset;
+    while (left > 0 && in.read(buffer.data(), std::min<int64_t>(left, buffer.size()))) {
+      hasher.Update(buffer.data(), static_cast<size_t>(in.gcount()));
+      left -= in.gcount();
+    }
+    if (left > 0) {
+      return absl::DataLossError(absl::StrCat("cannot read ", part_path.string(), " to resume"));
+    }
+  }
   std::string expected_sha = artifact.sha256();
   absl::Duration backoff = absl::Milliseconds(200);
   absl::Time give_up = absl::Now() + env.retry_for;
@@ -97,12 +111,16 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
         context->TryCancel();
         break;
       }
+      hasher.Update(chunk.data());
       offset += static_cast<int64_t>(chunk.data().size());
       progressed = progressed || !chunk.data().empty();
       if (!chunk.sha256().empty()) expected_sha = chunk.sha256();
     }
     grpc::Status status = reader->Finish();
     out.close();
+    if (broken.ok() && !out) {
+      broken = absl::DataLossError(absl::StrCat("cannot write ", part_path.string()));
+    }
     if (!broken.ok()) return broken;
     if (status.ok()) {
       if (offset < artifact.size_bytes() && !progressed) {
@@ -123,13 +141,12 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
     backoff = std::min(backoff * 2, absl::Seconds(5));
   }
 
-  absl::StatusOr<FileDigest> digest = Sha256File(part_path.string());
-  if (!digest.ok()) return digest.status();
-  if (digest->sha256 != expected_sha || expected_sha != artifact.sha256() ||
-      digest->size_bytes != artifact.size_bytes()) {
+  const FileDigest digest{hasher.HexDigest(), offset};
+  if (digest.sha256 != expected_sha || expected_sha != artifact.sha256() ||
+      digest.size_bytes != artifact.size_bytes()) {
     return absl::DataLossError(
-        absl::StrCat(artifact.name(), ": downloaded ", digest->size_bytes, " bytes with sha256 ",
-                     digest->sha256, ", expected ", artifact.size_bytes(), " bytes with sha256 ",
+        absl::StrCat(artifact.name(), ": downloaded ", digest.size_bytes, " bytes with sha256 ",
+                     digest.sha256, ", expected ", artifact.size_bytes(), " bytes with sha256 ",
                      artifact.sha256(), "; the partial file is kept at ", part_path.string()));
   }
   fs::rename(part_path, final_path, ec);
