@@ -106,7 +106,7 @@ for i in $(seq 1 300); do
   emit "{\"type\":\"metric\",\"time\":1,\"phase\":\"teacher\",\"step\":$i,\"values\":{\"loss\":1}}"
   if [ $i = 150 ]; then echo 'plain text, not an event'; fi
 done
-echo "device=$DEVICE spec=$(cat "$SPEC")" >&2
+echo "device=$DEVICE visible=[$CUDA_VISIBLE_DEVICES] spec=$(cat "$SPEC")" >&2
 head -c 3000000 /dev/urandom > "$WORKDIR/model.bin"
 sum=$(sha256sum "$WORKDIR/model.bin" | cut -d' ' -f1)
 emit "{\"type\":\"artifact\",\"time\":1,\"name\":\"model.bin\",\"path\":\"$WORKDIR/model.bin\",\"sha256\":\"$sum\",\"size_bytes\":3000000}"
@@ -153,9 +153,32 @@ TEST_F(AttemptRunnerTest, RelaysEveryLineInOrderAndUploadsArtifacts) {
   EXPECT_EQ(completions[0].attempt(), 1);
   EXPECT_EQ(completions[0].outcome(), compress::v1::ATTEMPT_SUCCEEDED);
   EXPECT_THAT(completions[0].report_json(), HasSubstr("\"top1\":0.5"));
-  EXPECT_THAT(completions[0].stderr_tail(), HasSubstr("device=cpu spec={\"dataset\""));
+  // A CPU attempt sees no GPU.
+  EXPECT_THAT(completions[0].stderr_tail(), HasSubstr("device=cpu visible=[] spec={\"dataset\""));
   // The job is over: its work dir is gone.
   EXPECT_FALSE(fs::exists(options_.work_root + "/j1"));
+}
+
+// The executor of a GPU lease sees that GPU alone, as its cuda:0; the rest of the agent's
+// environment reaches it unchanged.
+TEST_F(AttemptRunnerTest, ExecutorOfAGpuLeaseIsPinnedToItsGpu) {
+  device_.set_name("cuda:2");
+  setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3", 1);
+  setenv("ATTEMPT_RUNNER_TEST_INHERITED", "kept", 1);
+  WriteExecutor(R"sh(
+echo "device=$DEVICE visible=[$CUDA_VISIBLE_DEVICES] order=$CUDA_DEVICE_ORDER inherited=$ATTEMPT_RUNNER_TEST_INHERITED" >&2
+echo '{}' > "$WORKDIR/report.json"
+emit '{"type":"report","time":1,"report":{}}'
+exit 0
+)sh");
+  RunAttempt();
+  unsetenv("CUDA_VISIBLE_DEVICES");
+  unsetenv("ATTEMPT_RUNNER_TEST_INHERITED");
+  std::vector<compress::v1::CompleteAttemptRequest> completions = service_.completions();
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_EQ(completions[0].outcome(), compress::v1::ATTEMPT_SUCCEEDED);
+  EXPECT_THAT(completions[0].stderr_tail(),
+              HasSubstr("device=cuda:0 visible=[2] order=PCI_BUS_ID inherited=kept"));
 }
 
 TEST_F(AttemptRunnerTest, CrashIsRetryableFailureWithExitStatusAndStderrTail) {

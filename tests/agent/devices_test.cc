@@ -34,5 +34,22 @@ TEST(DevicesTest, RejectsBadEntriesAndDuplicates) {
   }
 }
 
+using Environment = std::vector<std::pair<std::string, std::string>>;
+
+TEST(DevicesTest, ExecutorOfAGpuSeesOnlyThatGpu) {
+  ExecutorDevice gpu = ExecutorDeviceFor("cuda:3");
+  EXPECT_EQ(gpu.flag, "cuda:0");
+  EXPECT_EQ(gpu.environment,
+            (Environment{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, {"CUDA_VISIBLE_DEVICES", "3"}}));
+
+  ExecutorDevice cpu = ExecutorDeviceFor("cpu");
+  EXPECT_EQ(cpu.flag, "cpu");
+  EXPECT_EQ(cpu.environment, (Environment{{"CUDA_VISIBLE_DEVICES", ""}}));
+
+  ExecutorDevice other = ExecutorDeviceFor("cuda");
+  EXPECT_EQ(other.flag, "cuda");
+  EXPECT_TRUE(other.environment.empty());
+}
+
 }  // namespace
 }  // namespace compress::worker

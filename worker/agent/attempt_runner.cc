@@ -15,6 +15,7 @@
 #include "absl/strings/strip.h"
 #include "grpcpp/client_context.h"
 #include "worker/agent/blob_fetcher.h"
+#include "worker/agent/devices.h"
 #include "worker/agent/log.h"
 #include "worker/events/event.h"
 #include "worker/spec/job_spec.h"
@@ -176,8 +177,10 @@ AttemptResult AttemptRunner::Run() {
   }
 
   Subprocess::Options process;
+  ExecutorDevice executor_device = ExecutorDeviceFor(device_.name());
   process.argv = {options_.executor_path, "--spec", spec_path_, "--workdir", work_dir_, "--device",
-                  device_.name()};
+                  executor_device.flag};
+  process.environment = std::move(executor_device.environment);
   if (options_.executor_threads > 0) {
     process.argv.push_back("--threads");
     process.argv.push_back(std::to_string(options_.executor_threads));

@@ -104,4 +104,18 @@ absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string
   return devices;
 }
 
+ExecutorDevice ExecutorDeviceFor(const std::string& device) {
+  ExecutorDevice executor{device, {}};
+  absl::string_view index = device;
+  int number = 0;
+  if (absl::ConsumePrefix(&index, "cuda:") && absl::SimpleAtoi(index, &number) && number >= 0) {
+    executor.flag = "cuda:0";
+    executor.environment = {{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
+                            {"CUDA_VISIBLE_DEVICES", std::string(index)}};
+  } else if (device == "cpu") {
+    executor.environment = {{"CUDA_VISIBLE_DEVICES", ""}};
+  }
+  return executor;
+}
+
 }  // namespace compress::worker

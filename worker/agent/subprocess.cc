@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -87,8 +88,27 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const Options& opt
   for (const std::string& arg : options.argv) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
 
+  // This process's environment without the variables Options::environment sets, then those.
+  std::vector<std::string> set_variables;
+  for (const auto& [name, value] : options.environment) {
+    set_variables.push_back(name + "=" + value);
+  }
+  std::vector<char*> envp;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const char* equals = std::strchr(*entry, '=');
+    const size_t name_length = equals == nullptr ? std::strlen(*entry) : equals - *entry;
+    const bool replaced = std::any_of(
+        options.environment.begin(), options.environment.end(), [&](const auto& variable) {
+          return variable.first.size() == name_length &&
+                 std::strncmp(variable.first.c_str(), *entry, name_length) == 0;
+        });
+    if (!replaced) envp.push_back(*entry);
+  }
+  for (std::string& variable : set_variables) envp.push_back(variable.data());
+  envp.push_back(nullptr);
+
   pid_t pid = -1;
-  int err = posix_spawn(&pid, program.c_str(), &actions, &attr, argv.data(), environ);
+  int err = posix_spawn(&pid, program.c_str(), &actions, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   close(out_pipe[1]);

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -50,6 +51,9 @@ class Subprocess {
     // When not empty, every stderr line of the child is also written to this process's stderr,
     // prefixed with this string.
     std::string stderr_echo_prefix;
+    // Variables set in the child's environment, replacing those of this process with the same
+    // name; the rest of this process's environment is inherited.
+    std::vector<std::pair<std::string, std::string>> environment;
   };
 
   // Starts the child in a new process group whose id is its pid, stdin from /dev/null, stdout
