@@ -61,6 +61,9 @@
 
 ABSL_FLAG(std::string, sections, "create,watch,download,schedule,memory,sha256",
           "Comma-separated sections to run, in this order");
+ABSL_FLAG(std::string, compressd, "",
+          "The compressd to measure (default: the one built with this benchmark), e.g. an older "
+          "build to compare with");
 ABSL_FLAG(int, create_jobs, 5000, "create: timed CreateJob calls per sync mode");
 ABSL_FLAG(std::string, create_in_flight, "1,8,50,200",
           "create: comma-separated numbers of calls kept in flight, one row each");
@@ -161,6 +164,7 @@ double CpuSeconds(pid_t pid) {
 absl::StatusOr<std::unique_ptr<faults::ServerProcess>> StartServer(const std::string& data_dir,
                                                                    std::vector<std::string> flags) {
   faults::ServerOptions options;
+  options.binary = absl::GetFlag(FLAGS_compressd);
   options.data_dir = data_dir;
   options.flags = std::move(flags);
   return faults::ServerProcess::Start(options);

@@ -26,15 +26,15 @@ void JobNotifier::Unsubscribe(int64_t token) {
   subscriptions_.erase(it);
 }
 
-void JobNotifier::Notify(const std::string& job_id) {
+void JobNotifier::Notify(const std::string& job_id, std::shared_ptr<const JobUpdate> update) {
   absl::MutexLock lock(&mu_);
   auto [begin, end] = by_job_.equal_range(job_id);
-  for (auto it = begin; it != end; ++it) subscriptions_.at(it->second).callback();
+  for (auto it = begin; it != end; ++it) subscriptions_.at(it->second).callback(update.get());
 }
 
 void JobNotifier::NotifyAll() {
   absl::MutexLock lock(&mu_);
-  for (auto& [token, subscription] : subscriptions_) subscription.callback();
+  for (auto& [token, subscription] : subscriptions_) subscription.callback(nullptr);
 }
 
 int JobNotifier::SubscriberCount() {

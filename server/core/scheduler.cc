@@ -4,11 +4,20 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 #include "server/core/executor_events.h"
 
 namespace compress::server {
 namespace {
+
+// Every DeviceNeed, each the index of its queue in Scheduler::queues_.
+constexpr DeviceNeed kAllDeviceNeeds[] = {DeviceNeed::kCpu, DeviceNeed::kCuda, DeviceNeed::kAuto};
+
+bool IsCudaDevice(absl::string_view device) {
+  return device == "cuda" || absl::StartsWith(device, "cuda:");
+}
 
 absl::Status NotCurrent(const std::string& job_id, int attempt, absl::string_view why) {
   return absl::AbortedError(
@@ -16,6 +25,31 @@ absl::Status NotCurrent(const std::string& job_id, int attempt, absl::string_vie
 }
 
 }  // namespace
+
+DeviceNeed DeviceNeedOfSpec(const std::string& spec_json) {
+  nlohmann::json spec = nlohmann::json::parse(spec_json, nullptr, /*allow_exceptions=*/false);
+  if (!spec.is_object()) return DeviceNeed::kAuto;
+  auto resources = spec.find("resources");
+  if (resources == spec.end() || !resources->is_object()) return DeviceNeed::kAuto;
+  auto device = resources->find("device");
+  if (device == resources->end() || !device->is_string()) return DeviceNeed::kAuto;
+  const std::string& name = device->get_ref<const std::string&>();
+  if (name == "cpu") return DeviceNeed::kCpu;
+  if (IsCudaDevice(name)) return DeviceNeed::kCuda;
+  return DeviceNeed::kAuto;
+}
+
+bool DeviceMayRun(absl::string_view device, DeviceNeed need) {
+  switch (need) {
+    case DeviceNeed::kCpu:
+      return device == "cpu";
+    case DeviceNeed::kCuda:
+      return IsCudaDevice(device);
+    case DeviceNeed::kAuto:
+      return true;
+  }
+  return false;
+}
 
 Scheduler::Scheduler(JobStore* store, const Options& options)
     : store_(store),
@@ -123,9 +157,37 @@ void Scheduler::RunDeferred(Deferred& deferred) {
 }
 
 void Scheduler::EnqueueLocked(const Job& job) {
-  QueueKey key{-static_cast<int64_t>(job.priority), absl::ToUnixMicros(job.create_time), job.id};
-  queue_.insert(key);
-  queued_[job.id] = key;
+  QueuedJob queued{
+      QueueKey{-static_cast<int64_t>(job.priority), absl::ToUnixMicros(job.create_time), job.id},
+      DeviceNeedOfSpec(job.spec_json)};
+  InsertQueuedLocked(job.id, queued);
+}
+
+void Scheduler::InsertQueuedLocked(const std::string& id, const QueuedJob& queued) {
+  queues_[static_cast<int>(queued.need)].insert(queued.key);
+  queued_[id] = queued;
+}
+
+std::optional<DeviceNeed> Scheduler::BestQueueLocked(absl::string_view device) {
+  std::optional<DeviceNeed> best;
+  for (DeviceNeed need : kAllDeviceNeeds) {
+    const std::set<QueueKey>& queue = queues_[static_cast<int>(need)];
+    if (queue.empty() || !DeviceMayRun(device, need)) continue;
+    if (!best.has_value() || *queue.begin() < *queues_[static_cast<int>(*best)].begin()) {
+      best = need;
+    }
+  }
+  return best;
+}
+
+int64_t Scheduler::QueuedJobs(DeviceNeed need) {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int64_t>(queues_[static_cast<int>(need)].size());
+}
+
+bool Scheduler::QueueEmptyLocked() {
+  return std::all_of(queues_.begin(), queues_.end(),
+                     [](const std::set<QueueKey>& queue) { return queue.empty(); });
 }
 
 absl::Status Scheduler::CommitLocked(Job& job, JobState from, std::vector<JobEvent> events,
@@ -134,6 +196,7 @@ absl::Status Scheduler::CommitLocked(Job& job, JobState from, std::vector<JobEve
       store_->Write(job.id, &job, std::move(events), artifact);
   if (!stored.ok()) return stored.status();
   if (!stored->empty()) job.last_event_sequence = stored->back().sequence;
+  auto update = std::make_shared<JobUpdate>(JobUpdate{*std::move(stored), job.state});
   if (from != job.state) {
     if (options_.observer != nullptr) {
       options_.observer->JobStateChanged(from, job.state);
@@ -147,7 +210,7 @@ absl::Status Scheduler::CommitLocked(Job& job, JobState from, std::vector<JobEve
     }
     if (from == JobState::kQueued) {
       if (auto it = queued_.find(job.id); it != queued_.end()) {
-        queue_.erase(it->second);
+        queues_[static_cast<int>(it->second.need)].erase(it->second.key);
         queued_.erase(it);
       }
     }
@@ -160,7 +223,8 @@ absl::Status Scheduler::CommitLocked(Job& job, JobState from, std::vector<JobEve
       }
     }
   }
-  deferred.push_back([this, id = job.id] { notifier_.Notify(id); });
+  deferred.push_back(
+      [this, id = job.id, update = std::move(update)] { notifier_.Notify(id, std::move(update)); });
   if (job.state == JobState::kQueued && from != JobState::kQueued) {
     EnqueueLocked(job);
     DispatchLocked(deferred);
@@ -299,16 +363,16 @@ absl::StatusOr<Job> Scheduler::DeleteJob(const std::string& job_id) {
 absl::StatusOr<std::optional<Lease>> Scheduler::LeaseNextLocked(const std::string& worker_id,
                                                                 const std::string& device,
                                                                 Deferred& deferred) {
-  while (!queue_.empty()) {
-    QueueKey key = *queue_.begin();
-    const std::string id = std::get<2>(key);
-    queue_.erase(queue_.begin());
+  while (std::optional<DeviceNeed> need = BestQueueLocked(device)) {
+    std::set<QueueKey>& queue = queues_[static_cast<int>(*need)];
+    const QueuedJob queued{*queue.begin(), *need};
+    const std::string id = std::get<2>(queued.key);
+    queue.erase(queue.begin());
     queued_.erase(id);
     absl::StatusOr<Job> job = store_->GetJob(id);
     if (absl::IsNotFound(job.status())) continue;
     if (!job.ok()) {
-      queue_.insert(key);
-      queued_[id] = key;
+      InsertQueuedLocked(id, queued);
       return job.status();
     }
     if (job->state != JobState::kQueued) continue;
@@ -327,8 +391,7 @@ absl::StatusOr<std::optional<Lease>> Scheduler::LeaseNextLocked(const std::strin
                               now)},
             deferred);
         !s.ok()) {
-      queue_.insert(key);
-      queued_[id] = key;
+      InsertQueuedLocked(id, queued);
       return s;
     }
     leases_[id] = ActiveLease{worker_id, device, j.attempt_count, now + options_.lease_duration};
@@ -340,13 +403,21 @@ absl::StatusOr<std::optional<Lease>> Scheduler::LeaseNextLocked(const std::strin
 }
 
 void Scheduler::DispatchLocked(Deferred& deferred) {
-  while (!waiters_.empty() && !queue_.empty()) {
-    Waiter waiter = std::move(waiters_.front());
-    waiters_.pop_front();
+  for (auto it = waiters_.begin(); it != waiters_.end() && !QueueEmptyLocked();) {
+    if (!BestQueueLocked(it->device).has_value()) {
+      ++it;
+      continue;
+    }
     absl::StatusOr<std::optional<Lease>> lease =
-        LeaseNextLocked(waiter.worker_id, waiter.device, deferred);
+        LeaseNextLocked(it->worker_id, it->device, deferred);
+    // Only stale entries (jobs deleted or no longer QUEUED) were found: keep waiting.
+    if (lease.ok() && !lease->has_value()) {
+      ++it;
+      continue;
+    }
     deferred.push_back(
-        [done = std::move(waiter.done), lease = std::move(lease)] { done(std::move(lease)); });
+        [done = std::move(it->done), lease = std::move(lease)] { done(std::move(lease)); });
+    it = waiters_.erase(it);
   }
 }
 
@@ -502,7 +573,10 @@ absl::StatusOr<bool> Scheduler::ReportEvents(const std::string& job_id, int atte
       absl::StatusOr<std::vector<JobEvent>> stored =
           store_->Write(job_id, nullptr, std::move(update.events));
       if (!stored.ok()) return stored.status();
-      deferred.push_back([this, job_id] { notifier_.Notify(job_id); });
+      auto job_update = std::make_shared<JobUpdate>(JobUpdate{*std::move(stored), std::nullopt});
+      deferred.push_back([this, job_id, job_update = std::move(job_update)] {
+        notifier_.Notify(job_id, std::move(job_update));
+      });
     }
     if (options_.observer != nullptr) {
       for (const auto& [phase, seconds] : phases_finished) {
@@ -523,6 +597,7 @@ absl::Status Scheduler::CheckAttempt(const std::string& job_id, int attempt,
 
 absl::Status Scheduler::RecordArtifact(const std::string& job_id, int attempt,
                                        const std::string& worker_id, const Artifact& artifact) {
+  std::shared_ptr<const JobUpdate> update;
   {
     absl::MutexLock lock(&mu_);
     absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, worker_id);
@@ -530,8 +605,9 @@ absl::Status Scheduler::RecordArtifact(const std::string& job_id, int attempt,
     absl::StatusOr<std::vector<JobEvent>> stored = store_->Write(
         job_id, nullptr, {ArtifactEvent(attempt, artifact, clock_->Now())}, &artifact);
     if (!stored.ok()) return stored.status();
+    update = std::make_shared<JobUpdate>(JobUpdate{*std::move(stored), std::nullopt});
   }
-  notifier_.Notify(job_id);
+  notifier_.Notify(job_id, std::move(update));
   return absl::OkStatus();
 }
 

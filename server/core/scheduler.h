@@ -2,10 +2,12 @@
 //
 // Every change of a job's state goes through here, is written to the JobStore (with its events)
 // before the call returns, and is announced through the JobNotifier. The queue runs by priority
-// (higher first), then in order of creation. A worker leases one job per device; the lease names
-// an attempt number, which every later call of the worker must carry: a call of an attempt that
-// is no longer current is ABORTED (fencing), so a worker that lost its lease cannot touch the
-// attempt that replaced it.
+// (higher first), then in order of creation. A worker leases one job per device, and only a job
+// that device may run (see DeviceNeed): the queue is kept as one ordered set per DeviceNeed, and
+// a worker device takes the best head among the sets it may take. The lease names an attempt
+// number, which every later call of the worker must carry: a call of an attempt that is no
+// longer current is ABORTED (fencing), so a worker that lost its lease cannot touch the attempt
+// that replaced it.
 //
 // Leases are renewed by heartbeats and kept in memory only: when the server restarts, jobs that
 // were RUNNING go back to the queue (their attempt count kept) and CANCELLING ones become
@@ -13,6 +15,7 @@
 #ifndef COMPRESS_SERVER_CORE_SCHEDULER_H_
 #define COMPRESS_SERVER_CORE_SCHEDULER_H_
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -28,6 +31,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/core/clock.h"
@@ -37,6 +41,21 @@
 #include "server/core/scheduler_observer.h"
 
 namespace compress::server {
+
+// The kind of worker device a job may run on, from its spec's `resources.device`.
+enum class DeviceNeed {
+  kCpu = 0,   // "cpu": only a worker device "cpu".
+  kCuda = 1,  // "cuda" or "cuda:N": only a worker device "cuda" or "cuda:N" (any index).
+  kAuto = 2,  // "auto", missing or empty: any worker device.
+};
+inline constexpr int kDeviceNeedCount = 3;
+
+// The DeviceNeed of a job spec (JSON, as in Job::spec_json). A spec that cannot be read, or whose
+// resources.device is not a string, needs kAuto.
+DeviceNeed DeviceNeedOfSpec(const std::string& spec_json);
+// Whether a worker device named `device` ("cpu", "cuda:N", ...) may lease a job needing `need`.
+// A device that is neither "cpu" nor "cuda"/"cuda:N" takes kAuto jobs only.
+bool DeviceMayRun(absl::string_view device, DeviceNeed need);
 
 // What a client asks for in CreateJob (validated by the caller).
 struct JobRequest {
@@ -128,12 +147,13 @@ class Scheduler {
   // Deletes a finished job (FAILED_PRECONDITION otherwise) from the store. Returns it as it was.
   absl::StatusOr<Job> DeleteJob(const std::string& job_id);
 
-  // Leases the next job to `worker_id` for `device`, or nullopt when the queue is empty.
+  // Leases to `worker_id` for `device` the next queued job that device may run (DeviceMayRun), or
+  // nullopt when none is queued.
   absl::StatusOr<std::optional<Lease>> LeaseNext(const std::string& worker_id,
                                                  const std::string& device);
-  // Like LeaseNext, but when the queue is empty waits until a job arrives or `deadline` passes,
-  // then calls `done` (with nullopt on timeout). `done` may run before this returns. Returns a
-  // waiter id for CancelWait.
+  // Like LeaseNext, but when no job for `device` is queued waits until one arrives or `deadline`
+  // passes, then calls `done` (with nullopt on timeout). `done` may run before this returns.
+  // Returns a waiter id for CancelWait.
   int64_t WaitForLease(const std::string& worker_id, const std::string& device, absl::Time deadline,
                        LeaseCallback done);
   // Withdraws a waiter. True when it was still waiting: its callback will then never run.
@@ -169,6 +189,9 @@ class Scheduler {
   // Workers that leased, waited or heartbeat within the last lease window, or are waiting now.
   int WorkersConnected();
 
+  // How many QUEUED jobs needing `need` the queue holds.
+  int64_t QueuedJobs(DeviceNeed need);
+
  private:
   struct ActiveLease {
     std::string worker_id;
@@ -186,6 +209,11 @@ class Scheduler {
   };
   // Higher priority first (hence the negation), then older first, then by id.
   using QueueKey = std::tuple<int64_t, int64_t, std::string>;
+  // Where a QUEUED job sits: its key in queues_[need].
+  struct QueuedJob {
+    QueueKey key;
+    DeviceNeed need = DeviceNeed::kAuto;
+  };
   // Work to do once the mutex is released.
   using Deferred = std::vector<std::function<void()>>;
 
@@ -194,12 +222,21 @@ class Scheduler {
   // Shutdown(), telling notifier subscribers when `notify_watchers` (and this is the first call).
   void Stop(bool notify_watchers);
   absl::Status RecoverLocked(Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts `job` in the queue of its DeviceNeed (read from its spec).
   void EnqueueLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void InsertQueuedLocked(const std::string& id, const QueuedJob& queued)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The queue (by its DeviceNeed) whose head is the best job `device` may run; nullopt when no
+  // such job is queued.
+  std::optional<DeviceNeed> BestQueueLocked(absl::string_view device)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool QueueEmptyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::optional<Lease>> LeaseNextLocked(const std::string& worker_id,
                                                        const std::string& device,
                                                        Deferred& deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Hands queued jobs to waiting workers.
+  // Hands queued jobs to waiting workers, oldest waiter first; a waiter whose device may run none
+  // of the queued jobs keeps waiting without holding up younger ones.
   void DispatchLocked(Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The current lease of the attempt, or ABORTED / NOT_FOUND.
   absl::StatusOr<ActiveLease*> CurrentLeaseLocked(const std::string& job_id, int attempt,
@@ -232,9 +269,10 @@ class Scheduler {
   JobNotifier notifier_;
 
   absl::Mutex mu_;
-  std::set<QueueKey> queue_ ABSL_GUARDED_BY(mu_);
-  // Queue key of each QUEUED job.
-  std::map<std::string, QueueKey> queued_ ABSL_GUARDED_BY(mu_);
+  // The QUEUED jobs, one ordered set per DeviceNeed (indexed by its value).
+  std::array<std::set<QueueKey>, kDeviceNeedCount> queues_ ABSL_GUARDED_BY(mu_);
+  // Where each QUEUED job sits in queues_.
+  std::map<std::string, QueuedJob> queued_ ABSL_GUARDED_BY(mu_);
   // Lease of each RUNNING or CANCELLING job.
   std::map<std::string, ActiveLease> leases_ ABSL_GUARDED_BY(mu_);
   // Waiting workers, oldest first.

@@ -21,7 +21,8 @@ WatchJobReactor::WatchJobReactor(Scheduler* scheduler, ThreadPool* pool, std::st
     absl::MutexLock lock(&mu_);
     busy_ = true;
   }
-  token_ = scheduler_->notifier().Subscribe(job_id_, [this] { OnNotify(); });
+  token_ = scheduler_->notifier().Subscribe(job_id_,
+                                            [this](const JobUpdate* update) { OnNotify(update); });
   pool_->Schedule([this] { Fetch(); });
 }
 
@@ -31,15 +32,43 @@ bool WatchJobReactor::ClaimFinishLocked() {
   return true;
 }
 
-void WatchJobReactor::OnNotify() {
+void WatchJobReactor::OnNotify(const JobUpdate* update) {
   absl::MutexLock lock(&mu_);
   if (finished_) return;
-  if (busy_) {
+  // Events that follow the last one queued are taken as they are; their order and completeness
+  // hold by their sequence numbers, whatever order notifications arrive in.
+  const bool follows = update != nullptr && !update->events.empty() &&
+                       update->events.front().sequence == last_read_ + 1;
+  // A watch whose client lags keeps at most kBatch events queued; the rest is read later.
+  if (!follows || pending_.size() >= kBatch) {
     dirty_ = true;
-    return;
+  } else {
+    for (const JobEvent& event : update->events) pending_.push_back(event);
+    last_read_ = update->events.back().sequence;
+    if (update->state.has_value() && IsFinished(*update->state)) finish_seen_ = true;
   }
+  if (busy_) return;
   busy_ = true;
-  pool_->Schedule([this] { Fetch(); });
+  // The write (or read) starts on the pool, so that the thread that committed the change, which
+  // notifies every watcher of the job, only queues work.
+  if (!pending_.empty()) {
+    pool_->Schedule([this] { SendPending(); });
+  } else {
+    pool_->Schedule([this] { Fetch(); });
+  }
+}
+
+void WatchJobReactor::SendPending() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!cancelled_) {
+      // Only the holder of busy_ takes from pending_, so it still holds what OnNotify queued.
+      WriteNextLocked();
+      return;
+    }
+    if (!ClaimFinishLocked()) return;
+  }
+  Finish(grpc::Status::CANCELLED);
 }
 
 void WatchJobReactor::Fetch() {
@@ -74,11 +103,20 @@ void WatchJobReactor::Fetch() {
   grpc::Status finish_status;
   {
     absl::MutexLock lock(&mu_);
+    if (events.ok()) {
+      caught_up_ = static_cast<int>(events->size()) < kBatch;
+      // Once what is queued is sent, the store decides how the call ends.
+      if (IsFinished(job->state) || shutting_down) finish_seen_ = true;
+      // Notifications may have queued some of these meanwhile.
+      for (JobEvent& event : *events) {
+        if (event.sequence <= last_read_) continue;
+        last_read_ = event.sequence;
+        pending_.push_back(std::move(event));
+      }
+    }
     if (!events.ok()) {
       finish_status = ToGrpcStatus(events.status());
-    } else if (!events->empty()) {
-      last_read_ = events->back().sequence;
-      for (JobEvent& event : *events) pending_.push_back(std::move(event));
+    } else if (!pending_.empty()) {
       WriteNextLocked();
       return;
     } else if (IsFinished(job->state)) {
@@ -114,8 +152,12 @@ void WatchJobReactor::OnWriteDone(bool ok) {
     if (ok && !cancelled_) {
       if (!pending_.empty()) {
         WriteNextLocked();
-      } else {
+      } else if (dirty_ || !caught_up_ || finish_seen_) {
+        // More may be stored than was queued, or the call may be over: read the store.
         pool_->Schedule([this] { Fetch(); });
+      } else {
+        // Up to date: the next notification wakes the watch.
+        busy_ = false;
       }
       return;
     }

@@ -23,9 +23,13 @@ namespace compress::server {
 // event was sent. When the server shuts down, a watch of an unfinished job finishes UNAVAILABLE
 // once it has sent every stored event, so that the client resumes it (after_sequence) later. Reads
 // from the store run on the thread pool; gRPC's threads only start writes. At most one store read
-// or one write is in flight at a time ("busy"); a notification that arrives meanwhile is remembered
-// ("dirty") and read afterwards, so no event is missed and no thread waits. Deletes itself in
-// OnDone, after unsubscribing.
+// or one write is in flight at a time ("busy").
+//
+// A watch that is up to date takes new events from the notification itself (JobUpdate) when they
+// follow the last event it has, so a thousand watchers of a running job cost no store reads per
+// event; a notification it cannot use that way (a gap, no events, another order than the commits)
+// is remembered ("dirty") and answered with a store read, so no event is missed, none is sent
+// twice, and no thread waits. Deletes itself in OnDone, after unsubscribing.
 class WatchJobReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
  public:
   // `scheduler` and `pool` must outlive the call. With `tenant` set, a job of another tenant
@@ -41,7 +45,10 @@ class WatchJobReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
   // Events read per store query.
   static constexpr int kBatch = 256;
 
-  void OnNotify();
+  void OnNotify(const JobUpdate* update);
+  // Runs on the pool while busy_: writes pending_.front() (queued by OnNotify), or finishes a
+  // cancelled call.
+  void SendPending();
   // Runs on the pool while busy_: reads the next events and writes the first, or goes idle, or
   // finishes the call.
   void Fetch();
@@ -59,8 +66,14 @@ class WatchJobReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
   int64_t token_ = 0;  // set in the constructor, read in OnDone
 
   absl::Mutex mu_;
-  // Sequence of the newest event read from the store.
+  // Sequence of the newest event queued for sending (from the store or a notification).
   int64_t last_read_ ABSL_GUARDED_BY(mu_);
+  // Whether the last store read found every stored event (fewer than kBatch); when not, the
+  // store is read again once the queue is sent.
+  bool caught_up_ ABSL_GUARDED_BY(mu_) = false;
+  // The job finished or the server is stopping (as a notification or a store read said): read
+  // the store once more, after what is queued was sent, to end the call.
+  bool finish_seen_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<JobEvent> pending_ ABSL_GUARDED_BY(mu_);
   bool busy_ ABSL_GUARDED_BY(mu_) = false;
   bool dirty_ ABSL_GUARDED_BY(mu_) = false;

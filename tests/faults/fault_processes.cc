@@ -80,9 +80,9 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const Server
   worker_flags.insert(worker_flags.end(), options.local_worker_flags.begin(),
                       options.local_worker_flags.end());
   for (const std::string& arg :
-       {std::string(COMPRESSD_BIN), std::string("--insecure"),
-        absl::StrCat("--grpc_address=127.0.0.1:", options.port), std::string("--metrics_address="),
-        absl::StrCat("--data_dir=", options.data_dir),
+       {options.binary.empty() ? std::string(COMPRESSD_BIN) : options.binary,
+        std::string("--insecure"), absl::StrCat("--grpc_address=127.0.0.1:", options.port),
+        std::string("--metrics_address="), absl::StrCat("--data_dir=", options.data_dir),
         absl::StrCat("--local_workers=", options.local_workers),
         absl::StrCat("--worker_binary=", COMPRESS_WORKER_BIN),
         absl::StrCat("--local_worker_flags=", absl::StrJoin(worker_flags, ",")),

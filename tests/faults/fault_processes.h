@@ -36,6 +36,8 @@ class TempDir {
 };
 
 struct ServerOptions {
+  // The compressd to run; empty = the one built with the tests.
+  std::string binary;
   std::string data_dir;
   // 0 = a port picked by the kernel.
   int port = 0;

@@ -1,7 +1,9 @@
 #include "server/core/scheduler.h"
 
+#include <memory>
 #include <optional>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -49,9 +51,9 @@ class SchedulerTest : public ::testing::Test {
     StartScheduler();
   }
 
-  std::string Create(int priority = 0, int max_attempts = 0) {
+  std::string Create(int priority = 0, int max_attempts = 0, const std::string& spec = "{}") {
     JobRequest request;
-    request.spec_json = "{}";
+    request.spec_json = spec;
     request.priority = priority;
     request.max_attempts = max_attempts;
     absl::StatusOr<CreatedJob> created = scheduler_->CreateJob(request);
@@ -65,6 +67,36 @@ class SchedulerTest : public ::testing::Test {
     EXPECT_TRUE(lease.ok()) << lease.status();
     EXPECT_TRUE(lease->has_value());
     return lease->value_or(Lease{});
+  }
+
+  // A job whose spec asks for `device` ("cpu", "cuda", "auto", ...).
+  std::string CreateNeeding(const std::string& device, int priority = 0) {
+    return Create(priority, 0, absl::StrCat(R"({"resources":{"device":")", device, R"("}})"));
+  }
+
+  // The id of the job leased for `device`, or "" when none was.
+  std::string LeaseFor(const std::string& device, const std::string& worker = "w1") {
+    absl::StatusOr<std::optional<Lease>> lease = scheduler_->LeaseNext(worker, device);
+    EXPECT_TRUE(lease.ok()) << lease.status();
+    if (!lease.ok() || !lease->has_value()) return "";
+    return (*lease)->job_id;
+  }
+
+  // Parks a lease waiter of `worker` for `device`. The returned slot holds its answer once given:
+  // the leased job's id, "" for no lease, or the error. Shared with the callback, so that a waiter
+  // answered after the test body (at shutdown) writes to live memory.
+  std::shared_ptr<std::optional<std::string>> Wait(const std::string& worker,
+                                                   const std::string& device) {
+    auto slot = std::make_shared<std::optional<std::string>>();
+    scheduler_->WaitForLease(worker, device, clock_.Now() + absl::Seconds(10),
+                             [slot](absl::StatusOr<std::optional<Lease>> lease) {
+                               if (!lease.ok()) {
+                                 *slot = absl::StrCat("error: ", lease.status().ToString());
+                               } else {
+                                 *slot = lease->has_value() ? (*lease)->job_id : "";
+                               }
+                             });
+    return slot;
   }
 
   Job Get(const std::string& id) {
@@ -370,7 +402,15 @@ TEST_F(SchedulerTest, ReportEventsTranslatesExecutorLines) {
   std::string id = Create();
   Lease lease = LeaseOne();
   int notified = 0;
-  int64_t token = scheduler_->notifier().Subscribe(id, [&] { ++notified; });
+  std::vector<int64_t> notified_sequences;
+  int64_t token = scheduler_->notifier().Subscribe(id, [&](const JobUpdate* update) {
+    ++notified;
+    // The notification carries the stored events, so watchers need not read them back.
+    ASSERT_NE(update, nullptr);
+    // The lines set the current phase and the report, so the job was written with its state.
+    EXPECT_EQ(update->state, std::optional<JobState>(JobState::kRunning));
+    for (const JobEvent& event : update->events) notified_sequences.push_back(event.sequence);
+  });
   std::vector<std::string> lines = {
       events::Serialize(events::PhaseStarted("share")),
       events::Serialize(events::Metric("share", 10, 0.5, 0.25, {{"loss", 1.5}})),
@@ -383,6 +423,7 @@ TEST_F(SchedulerTest, ReportEventsTranslatesExecutorLines) {
   ASSERT_TRUE(cancel.ok()) << cancel.status();
   EXPECT_FALSE(*cancel);
   EXPECT_EQ(notified, 1);
+  EXPECT_EQ(notified_sequences, (std::vector<int64_t>{3, 4, 5, 6, 7}));
   scheduler_->notifier().Unsubscribe(token);
   Job job = Get(id);
   EXPECT_EQ(job.current_phase, "share");
@@ -426,6 +467,188 @@ TEST_F(SchedulerTest, DeleteOnlyFinishedJobs) {
   EXPECT_EQ(scheduler_->DeleteJob(id).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(MetricValue("compressd_jobs", "CANCELLED"), 0);
   EXPECT_EQ(MetricValue("compressd_jobs_created_total"), 1);
+}
+
+TEST(DeviceNeedTest, ReadFromTheSpecsResourcesDevice) {
+  EXPECT_EQ(DeviceNeedOfSpec(R"({"resources":{"device":"cpu"}})"), DeviceNeed::kCpu);
+  EXPECT_EQ(DeviceNeedOfSpec(R"({"resources":{"device":"cuda"}})"), DeviceNeed::kCuda);
+  EXPECT_EQ(DeviceNeedOfSpec(R"({"resources":{"device":"cuda:1"}})"), DeviceNeed::kCuda);
+  EXPECT_EQ(DeviceNeedOfSpec(R"({"resources":{"device":"auto"}})"), DeviceNeed::kAuto);
+  EXPECT_EQ(DeviceNeedOfSpec(R"({"resources":{"device":""}})"), DeviceNeed::kAuto);
+  EXPECT_EQ(DeviceNeedOfSpec(R"({"resources":{"threads":2}})"), DeviceNeed::kAuto);
+  EXPECT_EQ(DeviceNeedOfSpec("{}"), DeviceNeed::kAuto);
+  // Unreadable specs count as auto.
+  EXPECT_EQ(DeviceNeedOfSpec(""), DeviceNeed::kAuto);
+  EXPECT_EQ(DeviceNeedOfSpec("not json"), DeviceNeed::kAuto);
+  EXPECT_EQ(DeviceNeedOfSpec("[1]"), DeviceNeed::kAuto);
+  EXPECT_EQ(DeviceNeedOfSpec(R"({"resources":"cuda"})"), DeviceNeed::kAuto);
+  EXPECT_EQ(DeviceNeedOfSpec(R"({"resources":{"device":5}})"), DeviceNeed::kAuto);
+}
+
+TEST(DeviceNeedTest, WhichWorkerDeviceMayRunWhat) {
+  EXPECT_TRUE(DeviceMayRun("cpu", DeviceNeed::kCpu));
+  EXPECT_FALSE(DeviceMayRun("cpu", DeviceNeed::kCuda));
+  EXPECT_TRUE(DeviceMayRun("cpu", DeviceNeed::kAuto));
+  for (const char* cuda : {"cuda", "cuda:0", "cuda:3"}) {
+    EXPECT_FALSE(DeviceMayRun(cuda, DeviceNeed::kCpu)) << cuda;
+    EXPECT_TRUE(DeviceMayRun(cuda, DeviceNeed::kCuda)) << cuda;
+    EXPECT_TRUE(DeviceMayRun(cuda, DeviceNeed::kAuto)) << cuda;
+  }
+  // A device the server does not know (LeaseJob without a device name) takes auto jobs only.
+  for (const char* other : {"unspecified", "cudax", "cpu:0", ""}) {
+    EXPECT_FALSE(DeviceMayRun(other, DeviceNeed::kCpu)) << other;
+    EXPECT_FALSE(DeviceMayRun(other, DeviceNeed::kCuda)) << other;
+    EXPECT_TRUE(DeviceMayRun(other, DeviceNeed::kAuto)) << other;
+  }
+}
+
+TEST_F(SchedulerTest, CpuWorkerNeverLeasesACudaJob) {
+  std::string a = CreateNeeding("cuda"), b = CreateNeeding("cuda:1", 5);
+  EXPECT_EQ(scheduler_->QueuedJobs(DeviceNeed::kCuda), 2);
+  EXPECT_EQ(LeaseFor("cpu"), "");
+  EXPECT_EQ(LeaseFor("unspecified"), "");
+  EXPECT_EQ(Get(a).state, JobState::kQueued);
+  EXPECT_EQ(Get(b).state, JobState::kQueued);
+  EXPECT_EQ(Get(a).attempt_count, 0);
+  EXPECT_EQ(LeaseFor("cuda:0"), b);
+  EXPECT_EQ(LeaseFor("cuda"), a);
+  EXPECT_EQ(scheduler_->QueuedJobs(DeviceNeed::kCuda), 0);
+}
+
+TEST_F(SchedulerTest, CudaWorkerTakesACudaJobQueuedBehindOlderCpuJobs) {
+  std::string a = CreateNeeding("cpu"), b = CreateNeeding("cpu"), c = CreateNeeding("cuda");
+  EXPECT_EQ(LeaseFor("cuda:0"), c);
+  EXPECT_EQ(LeaseFor("cuda:0"), "");
+  EXPECT_EQ(Get(a).state, JobState::kQueued);
+  EXPECT_EQ(LeaseFor("cpu"), a);
+  EXPECT_EQ(LeaseFor("cpu"), b);
+  EXPECT_EQ(LeaseFor("cpu"), "");
+}
+
+TEST_F(SchedulerTest, AutoJobsGoToBothKindsInQueueOrder) {
+  std::string a = CreateNeeding("auto"), b = CreateNeeding("cpu"), c = Create(),
+              d = CreateNeeding("cuda"), e = CreateNeeding("");
+  EXPECT_EQ(scheduler_->QueuedJobs(DeviceNeed::kAuto), 3);
+  EXPECT_EQ(LeaseFor("cuda:0"), a);
+  EXPECT_EQ(LeaseFor("cpu"), b);
+  EXPECT_EQ(LeaseFor("cuda:1"), c);
+  EXPECT_EQ(LeaseFor("cpu"), e);
+  EXPECT_EQ(LeaseFor("cpu"), "");
+  EXPECT_EQ(LeaseFor("cuda:0"), d);
+  EXPECT_EQ(LeaseFor("cuda:0"), "");
+}
+
+TEST_F(SchedulerTest, PriorityOrderHoldsAcrossQueues) {
+  std::string cuda = CreateNeeding("cuda", 1);
+  std::string cpu = CreateNeeding("cpu", 1);
+  std::string auto_high = CreateNeeding("auto", 5);
+  std::string cpu_higher = CreateNeeding("cpu", 9);
+  std::string auto_low = Create(-1);
+  // A higher-priority auto job beats an older cuda job; a newer cpu job of the highest priority
+  // goes first to a cpu worker.
+  EXPECT_EQ(LeaseFor("cuda:0"), auto_high);
+  EXPECT_EQ(LeaseFor("cpu"), cpu_higher);
+  EXPECT_EQ(LeaseFor("cuda:0"), cuda);
+  // Equal priority: the older job first, whatever its queue.
+  EXPECT_EQ(LeaseFor("cpu"), cpu);
+  EXPECT_EQ(LeaseFor("cuda:0"), auto_low);
+}
+
+TEST_F(SchedulerTest, WaiterWithoutAMatchingJobDoesNotBlockYoungerWaiters) {
+  auto cpu_waiter = Wait("w1", "cpu");
+  clock_.Advance(absl::Seconds(1));
+  auto cuda_waiter = Wait("w2", "cuda:0");
+  std::string cuda = CreateNeeding("cuda");
+  EXPECT_EQ(*cuda_waiter, cuda);
+  EXPECT_EQ(Get(cuda).lease_owner, "w2");
+  // The cpu waiter is still waiting, and gets the next cpu job.
+  EXPECT_EQ(*cpu_waiter, std::nullopt);
+  EXPECT_EQ(scheduler_->WorkersConnected(), 2);
+  std::string cpu = CreateNeeding("cpu");
+  EXPECT_EQ(*cpu_waiter, cpu);
+}
+
+TEST_F(SchedulerTest, OldestMatchingWaiterGetsTheJob) {
+  auto first = Wait("w1", "cuda:0");
+  auto second = Wait("w2", "cpu");
+  auto third = Wait("w3", "cpu");
+  // A cpu job goes to the oldest cpu waiter; an auto job to the oldest waiter of all.
+  std::string cpu = CreateNeeding("cpu");
+  EXPECT_EQ(*second, cpu);
+  EXPECT_EQ(*first, std::nullopt);
+  EXPECT_EQ(*third, std::nullopt);
+  std::string any = Create();
+  EXPECT_EQ(*first, any);
+  EXPECT_EQ(*third, std::nullopt);
+  // The last waiter times out with no lease while only a cuda job is queued.
+  std::string cuda = CreateNeeding("cuda");
+  EXPECT_EQ(*third, std::nullopt);
+  clock_.Advance(absl::Seconds(11));
+  scheduler_->ProcessTimeouts();
+  EXPECT_EQ(*third, "");
+  EXPECT_EQ(Get(cuda).state, JobState::kQueued);
+}
+
+TEST_F(SchedulerTest, CancelledAndDeletedCudaJobsLeaveTheirQueue) {
+  std::string cancelled = CreateNeeding("cuda", 5);
+  std::string deleted = CreateNeeding("cuda", 5);
+  std::string kept = CreateNeeding("cuda");
+  ASSERT_EQ(scheduler_->QueuedJobs(DeviceNeed::kCuda), 3);
+  ASSERT_TRUE(scheduler_->CancelJob(cancelled).ok());
+  ASSERT_TRUE(scheduler_->CancelJob(deleted).ok());
+  EXPECT_EQ(scheduler_->QueuedJobs(DeviceNeed::kCuda), 1);
+  ASSERT_TRUE(scheduler_->DeleteJob(deleted).ok());
+  EXPECT_EQ(LeaseFor("cuda:0"), kept);
+  EXPECT_EQ(LeaseFor("cuda:0"), "");
+  EXPECT_EQ(Get(cancelled).state, JobState::kCancelled);
+  EXPECT_EQ(scheduler_->QueuedJobs(DeviceNeed::kCuda), 0);
+}
+
+TEST_F(SchedulerTest, RequeuedJobsKeepTheirDeviceNeed) {
+  std::string id = CreateNeeding("cuda");
+  ASSERT_EQ(LeaseFor("cuda:0", "w1"), id);
+  // Lease expiry.
+  clock_.Advance(kLease + absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  ASSERT_EQ(Get(id).state, JobState::kQueued);
+  EXPECT_EQ(scheduler_->QueuedJobs(DeviceNeed::kCuda), 1);
+  EXPECT_EQ(LeaseFor("cpu", "w2"), "");
+  ASSERT_EQ(LeaseFor("cuda:1", "w2"), id);
+  // A failed, retryable attempt.
+  AttemptResult crash;
+  crash.outcome = AttemptResult::Outcome::kFailed;
+  crash.retryable = true;
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, 2, "w2", crash).ok());
+  ASSERT_EQ(Get(id).state, JobState::kQueued);
+  EXPECT_EQ(LeaseFor("cpu", "w2"), "");
+  ASSERT_EQ(LeaseFor("cuda:0", "w3"), id);
+  // A lease given back.
+  ASSERT_TRUE(scheduler_->ReturnLease(id, 3, "w3").ok());
+  EXPECT_EQ(LeaseFor("cpu", "w2"), "");
+  EXPECT_EQ(LeaseFor("cuda:0", "w3"), id);
+}
+
+TEST_F(SchedulerTest, RestartKeepsEachJobsDeviceNeed) {
+  std::string cuda_running = CreateNeeding("cuda");
+  std::string cpu_running = CreateNeeding("cpu");
+  std::string cuda_queued = CreateNeeding("cuda");
+  std::string cpu_queued = CreateNeeding("cpu");
+  std::string auto_queued = Create();
+  ASSERT_EQ(LeaseFor("cuda:0"), cuda_running);
+  ASSERT_EQ(LeaseFor("cpu"), cpu_running);
+
+  Restart();
+
+  EXPECT_EQ(scheduler_->QueuedJobs(DeviceNeed::kCuda), 2);
+  EXPECT_EQ(scheduler_->QueuedJobs(DeviceNeed::kCpu), 2);
+  EXPECT_EQ(scheduler_->QueuedJobs(DeviceNeed::kAuto), 1);
+  EXPECT_EQ(LeaseFor("cpu"), cpu_running);
+  EXPECT_EQ(LeaseFor("cpu"), cpu_queued);
+  EXPECT_EQ(LeaseFor("cpu"), auto_queued);
+  EXPECT_EQ(LeaseFor("cpu"), "");
+  EXPECT_EQ(LeaseFor("cuda:0"), cuda_running);
+  EXPECT_EQ(LeaseFor("cuda:0"), cuda_queued);
+  EXPECT_EQ(LeaseFor("cuda:0"), "");
 }
 
 }  // namespace

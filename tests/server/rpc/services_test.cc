@@ -5,11 +5,13 @@
 
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "compress/v1/compression_service.grpc.pb.h"
 #include "compress/v1/worker_service.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "absl/synchronization/notification.h"
 #include "server/core/artifact_store.h"
 #include "server/core/job_store.h"
 #include "server/core/scheduler.h"
@@ -313,6 +315,73 @@ TEST_F(ServicesTest, GetListCancelDeleteStatusCodes) {
   EXPECT_EQ(api_->GetJob(Context().get(), get, &job).error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(api_->DeleteJob(Context().get(), del, &empty).error_code(),
             grpc::StatusCode::NOT_FOUND);
+}
+
+// Watchers take live events from the scheduler's notifications when they follow what they
+// have sent. With events written by concurrent ReportEvents calls (whose notifications may
+// arrive out of order), and one watcher that stops reading until the writes end (so that its
+// queue fills and it falls back to store reads), every watcher gets every event exactly once,
+// in order.
+TEST_F(ServicesTest, WatchersOfConcurrentWritesGetEveryEventOnceInOrder) {
+  v1::Job job = CreateJob();
+  v1::Lease lease = Lease();
+  constexpr int kWatchers = 8, kWriters = 4, kCalls = 100, kLines = 5;
+  std::vector<std::vector<v1::JobEvent>> seen(kWatchers + 1);
+  std::vector<grpc::Status> statuses(kWatchers + 1);
+  std::vector<std::thread> watchers;
+  for (int w = 0; w < kWatchers; ++w) {
+    watchers.emplace_back([&, w] { statuses[w] = Watch(job.name(), 0, &seen[w], 60); });
+  }
+  absl::Notification writes_done;
+  watchers.emplace_back([&] {
+    v1::WatchJobRequest request;
+    request.set_name(job.name());
+    auto context = Context(60);
+    auto reader = api_->WatchJob(context.get(), request);
+    v1::JobEvent event;
+    bool first = true;
+    while (reader->Read(&event)) {
+      seen[kWatchers].push_back(event);
+      if (first) writes_done.WaitForNotification();
+      first = false;
+    }
+    statuses[kWatchers] = reader->Finish();
+  });
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kWriters; ++t) {
+    writers.emplace_back([&, t] {
+      for (int call = 0; call < kCalls; ++call) {
+        v1::ReportEventsRequest report;
+        report.set_worker_id("w1");
+        report.set_job(lease.job());
+        report.set_attempt(lease.attempt());
+        for (int line = 0; line < kLines; ++line) {
+          report.add_event_json(events::Serialize(events::Metric(
+              "teacher", (t * kCalls + call) * kLines + line, 0, -1,
+              {{"padding_to_fill_flow_control_windows_0123456789", 1.0}})));
+        }
+        v1::ReportEventsResponse response;
+        grpc::Status status = workers_->ReportEvents(Context().get(), report, &response);
+        ASSERT_TRUE(status.ok()) << status.error_message();
+      }
+    });
+  }
+  for (std::thread& writer : writers) writer.join();
+  writes_done.Notify();
+  ASSERT_TRUE(Complete(lease, v1::ATTEMPT_SUCCEEDED).ok());
+  for (std::thread& watcher : watchers) watcher.join();
+
+  // created, leased, the executor's events, succeeded
+  const size_t expected = 2 + kWriters * kCalls * kLines + 1;
+  for (int w = 0; w <= kWatchers; ++w) {
+    SCOPED_TRACE(w == kWatchers ? "the watcher that paused" : absl::StrCat("watcher ", w));
+    EXPECT_TRUE(statuses[w].ok()) << statuses[w].error_message();
+    ASSERT_EQ(seen[w].size(), expected);
+    for (size_t i = 0; i < seen[w].size(); ++i) {
+      ASSERT_EQ(seen[w][i].sequence(), static_cast<int64_t>(i + 1));
+    }
+    EXPECT_EQ(seen[w].back().state_change().state(), v1::SUCCEEDED);
+  }
 }
 
 TEST_F(ServicesTest, WorkerFlowWatchFollowsLiveAndResumes) {
