@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 
 #include "worker/pipeline/train/evaluation.h"
 #include "worker/pipeline/train/trainer.h"
@@ -124,6 +125,32 @@ TEST(ClipTest, LeavesSmallGradientsAlone) {
   EXPECT_FLOAT_EQ(a.grad()[1].item<float>(), 4.0f);
   EXPECT_NEAR(ClipGradientNorm({a}, 0.0), 5.0, 1e-6);  // disabled: norm only
   EXPECT_FLOAT_EQ(a.grad()[1].item<float>(), 4.0f);
+}
+
+// The device variant scales like ClipGradientNorm and returns the norm as a tensor; it leaves
+// gradients alone when the norm is small or not finite.
+TEST(ClipTest, OnDeviceVariantMatchesTheHostOne) {
+  torch::Tensor a = torch::zeros({2}, torch::requires_grad());
+  torch::Tensor b = torch::zeros({1}, torch::requires_grad());
+  a.mutable_grad() = torch::tensor({3.0f, 0.0f});
+  b.mutable_grad() = torch::tensor({4.0f});
+  torch::Tensor norm = ClipGradientNormOnDevice({a, b}, 1.0);
+  ASSERT_TRUE(norm.defined());
+  EXPECT_EQ(norm.dim(), 0);
+  EXPECT_NEAR(norm.item<double>(), 5.0, 1e-6);
+  EXPECT_NEAR(a.grad()[0].item<float>(), 0.6f, 1e-5);
+  EXPECT_NEAR(b.grad()[0].item<float>(), 0.8f, 1e-5);
+
+  a.mutable_grad() = torch::tensor({3.0f, 4.0f});
+  EXPECT_NEAR(ClipGradientNormOnDevice({a}, 10.0).item<double>(), 5.0, 1e-6);
+  EXPECT_FLOAT_EQ(a.grad()[1].item<float>(), 4.0f);
+
+  a.mutable_grad() = torch::tensor({std::numeric_limits<float>::infinity(), 4.0f});
+  EXPECT_TRUE(std::isinf(ClipGradientNormOnDevice({a}, 1.0).item<double>()));
+  EXPECT_FLOAT_EQ(a.grad()[1].item<float>(), 4.0f);
+
+  torch::Tensor no_grad = torch::zeros({2}, torch::requires_grad());
+  EXPECT_FALSE(ClipGradientNormOnDevice({no_grad}, 1.0).defined());
 }
 
 TEST(MetricsTest, TopKOnHandMadeLogits) {

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -201,6 +202,84 @@ TEST_F(TrainerTest, NonFiniteLossStopsWithTheStep) {
   EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(absl::StrContains(result.status().message(), "at step 3")) << result.status();
   EXPECT_TRUE(absl::StrContains(result.status().message(), "nan")) << result.status();
+}
+
+// Without per-step loss checks (the CUDA default), training follows the same path: same losses
+// reported, same parameters up to rounding of the clipping scale.
+TEST_F(TrainerTest, StepsWithoutPerStepChecksTrainTheSame) {
+  auto run = [&](bool check_every_step, std::vector<double>* losses) {
+    TinyNet net = MakeNet(5);
+    TrainerOptions options = BaseOptions();
+    options.log_every_steps = 4;
+    options.check_loss_every_step = check_every_step;
+    auto trainer = MakeTrainer(net, options);
+    EXPECT_TRUE(trainer.ok()) << trainer.status();
+    auto train = MakeSource(train_, true, true);
+    TrainerCallbacks callbacks;
+    callbacks.on_metric = [&](const MetricPoint& p) {
+      if (p.kind == MetricPoint::Kind::kTrain) losses->push_back(p.loss);
+    };
+    auto result = (*trainer)->Train(*train, nullptr, callbacks);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return net;
+  };
+  std::vector<double> checked_losses, deferred_losses;
+  TinyNet checked = run(true, &checked_losses);
+  TinyNet deferred = run(false, &deferred_losses);
+  ASSERT_EQ(checked_losses.size(), 9u);  // 36 steps, a point every 4
+  ASSERT_EQ(deferred_losses.size(), checked_losses.size());
+  for (size_t i = 0; i < checked_losses.size(); ++i) {
+    EXPECT_NEAR(deferred_losses[i], checked_losses[i], 1e-4) << "point " << i;
+  }
+  const auto expected = checked->named_parameters();
+  const auto actual = deferred->named_parameters();
+  for (const auto& item : expected) {
+    EXPECT_TRUE(torch::allclose(item.value(), actual[item.key()], 1e-4, 1e-5)) << item.key();
+  }
+}
+
+// Without per-step checks a NaN is found at the next metric point or checkpoint, before anything
+// is saved: the checkpoint of step 2 stays, none is written after the NaN of step 3.
+TEST_F(TrainerTest, NonFiniteLossWithoutPerStepChecksStopsBeforeTheNextCheckpoint) {
+  TinyNet net = MakeNet(5);
+  int calls = 0;
+  LossFn loss = [&](const TrainBatch& batch) {
+    LossOutput output;
+    output.loss = net->forward(batch.inputs).pow(2).mean();
+    if (++calls == 4) output.loss = output.loss * std::numeric_limits<float>::quiet_NaN();
+    return output;
+  };
+  TrainerOptions options = BaseOptions();
+  options.check_loss_every_step = false;
+  options.log_every_steps = 10;
+  options.checkpoint_every_steps = 2;
+  options.checkpoint_at_end = false;
+  options.checkpoint_dir = dir_.string();
+  auto trainer = Trainer::Create(*net, loss, nullptr, options);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  auto train = MakeSource(train_, true, false);
+  auto result = (*trainer)->Train(*train, nullptr);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "in one of steps 2 to 3"))
+      << result.status();
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "nan")) << result.status();
+
+  // The checkpoint on disk is step 2's: a new run resumes there, with finite weights.
+  TinyNet fresh = MakeNet(6);
+  LossFn finite = [&](const TrainBatch& batch) {
+    LossOutput output;
+    output.loss = fresh->forward(batch.inputs).pow(2).mean();
+    return output;
+  };
+  auto resumed = Trainer::Create(*fresh, finite, nullptr, options);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  auto again = MakeSource(train_, true, false);
+  auto second = (*resumed)->Train(*again, nullptr);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->resumed_from_step, 2);
+  for (const auto& item : fresh->named_parameters()) {
+    EXPECT_TRUE(torch::isfinite(item.value()).all().item<bool>()) << item.key();
+  }
 }
 
 TEST_F(TrainerTest, CancellationBetweenSteps) {

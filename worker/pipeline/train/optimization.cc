@@ -133,4 +133,26 @@ double ClipGradientNorm(const std::vector<torch::Tensor>& parameters, double max
   return total;
 }
 
+torch::Tensor ClipGradientNormOnDevice(const std::vector<torch::Tensor>& parameters,
+                                       double max_norm) {
+  std::vector<torch::Tensor> grads;
+  grads.reserve(parameters.size());
+  for (const torch::Tensor& parameter : parameters) {
+    const torch::Tensor& grad = parameter.grad();
+    if (grad.defined()) grads.push_back(grad);
+  }
+  if (grads.empty()) return torch::Tensor();
+  std::vector<torch::Tensor> norms;
+  norms.reserve(grads.size());
+  for (const torch::Tensor& grad : grads) norms.push_back(grad.detach().norm(2).to(torch::kFloat));
+  torch::Tensor total = torch::stack(norms).norm(2);
+  if (max_norm > 0.0) {
+    torch::NoGradGuard no_grad;
+    torch::Tensor scale = (max_norm / (total + 1e-6)).clamp_max(1.0);
+    scale = torch::where(torch::isfinite(total), scale, torch::ones_like(scale));
+    for (torch::Tensor& grad : grads) grad.mul_(scale.to(grad.scalar_type()));
+  }
+  return total;
+}
+
 }  // namespace compress::pipeline

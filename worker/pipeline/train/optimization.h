@@ -66,6 +66,13 @@ void SetLearningRate(torch::optim::Optimizer& optimizer, double lr);
 // max_norm <= 0) and returns the norm before clipping (0 when no parameter has a gradient).
 double ClipGradientNorm(const std::vector<torch::Tensor>& parameters, double max_norm);
 
+// ClipGradientNorm without waiting for the device: returns the norm before clipping as a scalar
+// tensor on the gradients' device (undefined when no parameter has a gradient) and scales the
+// gradients by min(1, max_norm / (norm + 1e-6)) on the device, leaving them as they are when the
+// norm is not finite (as ClipGradientNorm does).
+torch::Tensor ClipGradientNormOnDevice(const std::vector<torch::Tensor>& parameters,
+                                       double max_norm);
+
 }  // namespace compress::pipeline
 
 #endif  // COMPRESS_WORKER_PIPELINE_TRAIN_OPTIMIZATION_H_

@@ -100,12 +100,22 @@ struct Interval {
   int64_t steps = 0;
   int64_t images = 0;
   double loss_sum = 0.0;
+  // Losses not yet read from the device (steps unchecked_from ... on), summed there.
+  torch::Tensor device_loss_sum;
+  int64_t unchecked_from = 0;
   std::vector<std::pair<std::string, torch::Tensor>> term_sums;
 
-  void Add(double loss, int64_t batch_images, const LossOutput& output) {
+  // `loss` is the step's loss when it was read on the host; otherwise output.loss is added on
+  // the device.
+  void Add(std::optional<double> loss, int64_t batch_images, const LossOutput& output) {
     ++steps;
     images += batch_images;
-    loss_sum += loss;
+    if (loss.has_value()) {
+      loss_sum += *loss;
+    } else {
+      const torch::Tensor value = output.loss.detach().to(torch::kDouble);
+      device_loss_sum = device_loss_sum.defined() ? device_loss_sum + value : value;
+    }
     for (size_t i = 0; i < output.terms.size(); ++i) {
       const torch::Tensor value = output.terms[i].second.detach().to(torch::kFloat).sum();
       if (i < term_sums.size() && term_sums[i].first == output.terms[i].first) {
@@ -114,6 +124,23 @@ struct Interval {
         term_sums.emplace_back(output.terms[i].first, value.clone());
       }
     }
+  }
+
+  // Reads the losses kept on the device (waiting for their steps) into loss_sum; a NaN or
+  // infinity among them stops training. `next_step` is the step after the last one added.
+  absl::Status SettleDeviceLoss(int64_t next_step, int64_t epoch, double lr) {
+    if (!device_loss_sum.defined()) return absl::OkStatus();
+    const double sum = device_loss_sum.item<double>();
+    device_loss_sum = torch::Tensor();
+    const int64_t first = unchecked_from;
+    unchecked_from = next_step;
+    if (!std::isfinite(sum)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "training stopped: the loss is ", sum, " in one of steps ", first, " to ", next_step - 1,
+          " (epoch ", epoch, ", lr ", lr, "); lower the learning rate or check the data"));
+    }
+    loss_sum += sum;
+    return absl::OkStatus();
   }
 };
 
@@ -252,6 +279,9 @@ absl::StatusOr<TrainResult> Trainer::TrainUnchecked(BatchSource& train, BatchSou
   int64_t images = 0;
   double last_lr = 0.0;
   double last_grad_norm = 0.0;
+  torch::Tensor device_grad_norm;
+  const bool check_every_step = options_.check_loss_every_step.value_or(!device.is_cuda());
+  interval.unchecked_from = position.step;
   bool epoch_open = false;
   while (position.step < total_steps) {
     if (!epoch_open) {
@@ -300,25 +330,45 @@ absl::StatusOr<TrainResult> Trainer::TrainUnchecked(BatchSource& train, BatchSou
       return absl::InvalidArgumentError(absl::StrCat(
           "training step ", position.step, ": the loss function must return a scalar loss"));
     }
-    const double loss = output.loss.item<double>();
-    if (!std::isfinite(loss)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("training stopped: the loss is ", loss, " at step ", position.step,
-                       " (epoch ", position.epoch, ", batch ", position.batch, ", lr ", last_lr,
-                       "); lower the learning rate or check the data"));
+    std::optional<double> loss;
+    if (check_every_step) {
+      loss = output.loss.item<double>();
+      if (!std::isfinite(*loss)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("training stopped: the loss is ", *loss, " at step ", position.step,
+                         " (epoch ", position.epoch, ", batch ", position.batch, ", lr ", last_lr,
+                         "); lower the learning rate or check the data"));
+      }
     }
     output.loss.backward();
-    last_grad_norm = ClipGradientNorm(parameters_, options_.clip_grad_norm);
+    if (check_every_step) {
+      last_grad_norm = ClipGradientNorm(parameters_, options_.clip_grad_norm);
+    } else {
+      device_grad_norm = ClipGradientNormOnDevice(parameters_, options_.clip_grad_norm);
+    }
     optimizer_->step();
     ++position.step;
     ++position.batch;
     images += batch_images;
     interval.Add(loss, batch_images, output);
-    train_seconds += SecondsSince(step_start);
 
     const bool last_step = position.step == total_steps;
-    if (options_.log_every_steps > 0 &&
-        (position.step % options_.log_every_steps == 0 || last_step)) {
+    const bool log_now = options_.log_every_steps > 0 &&
+                         (position.step % options_.log_every_steps == 0 || last_step);
+    const bool checkpoint_now = options_.checkpoint_every_steps > 0 &&
+                                position.step % options_.checkpoint_every_steps == 0 && !last_step;
+    if (log_now || checkpoint_now || last_step) {
+      // Without per-step checks, the one wait for the device in this interval: its losses are
+      // checked before anything is reported or saved.
+      if (absl::Status status = interval.SettleDeviceLoss(position.step, position.epoch, last_lr);
+          !status.ok()) {
+        return status;
+      }
+      if (device_grad_norm.defined()) last_grad_norm = device_grad_norm.item<double>();
+    }
+    train_seconds += SecondsSince(step_start);
+
+    if (log_now) {
       MetricPoint point;
       point.kind = MetricPoint::Kind::kTrain;
       point.step = position.step;
@@ -335,9 +385,9 @@ absl::StatusOr<TrainResult> Trainer::TrainUnchecked(BatchSource& train, BatchSou
       FillDeviceMemory(device, point);
       emit(point);
       interval = Interval();
+      interval.unchecked_from = position.step;
     }
-    if (options_.checkpoint_every_steps > 0 &&
-        position.step % options_.checkpoint_every_steps == 0 && !last_step) {
+    if (checkpoint_now) {
       if (absl::Status status = SaveCheckpoint(position, batches_per_epoch); !status.ok()) {
         return status;
       }

@@ -69,6 +69,12 @@ struct TrainerOptions {
 
   // Device the model and batches live on; the model must already be there.
   torch::Device device = torch::kCPU;
+  // Check the loss for NaN or infinity after every step, which waits for the step to finish on
+  // the device. Unset: yes on the CPU (where it costs nothing), no on CUDA, where the step loop
+  // then runs without waiting on the device and the interval's losses are checked (one wait) at
+  // every metric point, before every checkpoint and at the end of the phase, so nothing is
+  // reported or saved from a diverged model.
+  std::optional<bool> check_loss_every_step;
   // Run the loss function under bf16 autocast (CUDA only; ignored on CPU).
   bool bf16_autocast = true;
   // Allow TF32 matmuls and convolutions (CUDA only; ignored on CPU).
