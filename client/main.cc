@@ -22,6 +22,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "worker/events/stream_memory.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "compressd's address, host:port");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
@@ -118,6 +119,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::string> labels;
   if (!ExtractLabels(argc, argv, &labels)) return compress::client::kExitError;
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  compress::ConfigureMallocForStreaming();
   std::vector<std::string> args(positional.begin() + 1, positional.end());
   if (args.empty() || args[0] == "help") return Usage(args.empty() ? "no command" : "");
   const std::string command = args[0];

@@ -38,6 +38,7 @@
 #include "server/rpc/security_config.h"
 #include "server/rpc/thread_pool.h"
 #include "server/rpc/worker_service.h"
+#include "worker/events/stream_memory.h"
 
 ABSL_FLAG(std::string, grpc_address, "127.0.0.1:50051",
           "host:port of the gRPC services; port 0 picks a free port (the line 'compressd "
@@ -178,6 +179,7 @@ int main(int argc, char** argv) {
       " | --insecure) [--data_root=DIR]...");
   const std::vector<std::string> data_root_flags = DataRootFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
+  compress::ConfigureMallocForStreaming();
 
   // Block the stop and reload signals in every thread; the main thread waits for them with
   // sigwait.

@@ -58,6 +58,7 @@
 #include "tests/faults/fault_processes.h"
 #include "worker/events/event.h"
 #include "worker/events/sha256.h"
+#include "worker/events/stream_memory.h"
 
 ABSL_FLAG(std::string, sections, "create,watch,download,schedule,memory,sha256",
           "Comma-separated sections to run, in this order");
@@ -1011,6 +1012,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "server_bench [--sections=create,watch,download,schedule,memory] [sizes]");
   absl::ParseCommandLine(argc, argv);
+  compress::ConfigureMallocForStreaming();
   std::printf("## server_bench, %d CPUs, %s\n",
               static_cast<int>(std::thread::hardware_concurrency()),
               absl::FormatTime("%Y-%m-%d %H:%M UTC", absl::Now(), absl::UTCTimeZone()).c_str());

@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/devices.h"
+#include "worker/events/stream_memory.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "compressd's address, host:port");
 ABSL_FLAG(std::string, devices, "auto",
@@ -68,6 +69,7 @@ int main(int argc, char** argv) {
       "compress-worker [--server=HOST:PORT] [--devices=auto|cpu,cuda:N] [--work_root=DIR] "
       "[--executor=PATH] [--token_file=F] [--tls_ca=CA.pem [--tls_cert=C --tls_key=K]]");
   absl::ParseCommandLine(argc, argv);
+  compress::ConfigureMallocForStreaming();
 
   // Every thread inherits this mask; one thread waits for the signals (the executors get the
   // default mask back when they are started).
