@@ -1,6 +1,8 @@
 // compress-run as a process: the event stream and exit status of the executor contract
 // (docs/executor-contract.md), resume on the same work directory, cancellation by SIGTERM.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -145,6 +147,36 @@ TEST(CompressRunTest, TinyJobSucceedsWithArtifactsAndReport) {
   // Four learnable synthetic classes: eight epochs (seeded) get well past chance (25%).
   EXPECT_GT(report["teacher"]["top1"].get<double>(), 0.4);
   EXPECT_TRUE(fs::exists(dir + "/work/report.json"));
+}
+
+// Two executors never share a work dir: while another process holds DIR/.lock, compress-run
+// waits (saying so), then gives up UNAVAILABLE naming the holder; once the lock is free it runs.
+TEST(CompressRunTest, WaitsForAnotherExecutorOnTheSameWorkDir) {
+  const std::string dir = FreshDir("locked");
+  const std::string work = dir + "/work";
+  fs::create_directories(work);
+  const int fd = open((work + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(flock(fd, LOCK_EX), 0);
+  ASSERT_EQ(write(fd, "4242\n", 5), 5);
+  const std::string spec = WriteSpec(dir, TinySpec());
+  RunResult busy = RunExecutor({"--spec", spec, "--workdir", work, "--workdir_lock_wait=1s"});
+  EXPECT_EQ(busy.exit_code, 1);
+  std::vector<Event> logs = OfType(busy, EventType::kLog);
+  ASSERT_FALSE(logs.empty());
+  EXPECT_EQ(logs[0].level, "warning");
+  EXPECT_NE(logs[0].message.find("in use by another executor (pid 4242)"), std::string::npos)
+      << logs[0].message;
+  ASSERT_FALSE(busy.events.empty());
+  EXPECT_EQ(busy.events.back().type, EventType::kError);
+  EXPECT_EQ(busy.events.back().code, "UNAVAILABLE");
+  EXPECT_NE(busy.events.back().message.find(work), std::string::npos) << busy.events.back().message;
+  EXPECT_TRUE(OfType(busy, EventType::kPhaseStarted).empty());
+
+  close(fd);
+  RunResult free = RunExecutor({"--spec", spec, "--workdir", work});
+  EXPECT_EQ(free.exit_code, 0);
+  EXPECT_EQ(OfType(free, EventType::kReport).size(), 1u);
 }
 
 TEST(CompressRunTest, SecondRunResumesWithoutRetraining) {

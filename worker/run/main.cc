@@ -19,10 +19,13 @@
 #include "absl/time/time.h"
 #include "worker/events/event.h"
 #include "worker/run/job_runner.h"
+#include "worker/run/work_dir.h"
 #include "worker/spec/job_spec.h"
 
 ABSL_FLAG(std::string, spec, "", "Job spec JSON file (compress.v1.JobSpec, proto field names).");
 ABSL_FLAG(std::string, workdir, "", "Work directory; re-running on it resumes the job.");
+ABSL_FLAG(absl::Duration, workdir_lock_wait, absl::Seconds(60),
+          "How long to wait for another executor that holds the work dir to stop");
 ABSL_FLAG(std::string, device, "auto", "auto, cpu, cuda or cuda:N; overrides resources.device.");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; overrides resources.threads (0 = spec).");
 ABSL_FLAG(std::string, cache_dir, "", "Decoded data set cache; empty = WORKDIR/cache.");
@@ -87,6 +90,18 @@ int main(int argc, char** argv) {
         g_cancel.store(true);
       }
     });
+  }
+
+  // One executor per work dir: an executor of an earlier attempt may still be stopping.
+  absl::StatusOr<compress::run::WorkDirLock> lock =
+      compress::run::WorkDirLock::Acquire(workdir, absl::GetFlag(FLAGS_workdir_lock_wait),
+                                          &g_cancel, [&events](const std::string& message) {
+                                            events.Write(compress::events::Log("warning", message));
+                                          });
+  if (!lock.ok()) {
+    done.Notify();
+    if (watchdog.joinable()) watchdog.join();
+    return Fail(events, lock.status(), 1);
   }
 
   compress::run::RunnerOptions options;

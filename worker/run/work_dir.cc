@@ -1,6 +1,7 @@
 #include "worker/run/work_dir.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,7 +11,10 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 
 namespace compress::run {
 namespace {
@@ -129,6 +133,63 @@ absl::Status WorkDir::MarkCompleted(const std::string& phase, nlohmann::json res
   }
   state_ = std::move(next);
   return absl::OkStatus();
+}
+
+absl::StatusOr<WorkDirLock> WorkDirLock::Acquire(
+    const std::string& dir, absl::Duration wait, const std::atomic<bool>* cancel,
+    const std::function<void(const std::string&)>& on_wait) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create work dir ", dir, ": ", ec.message()));
+  }
+  const std::string path = dir + "/.lock";
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError("cannot open", path);
+  WorkDirLock lock(fd);
+  const absl::Time give_up = absl::Now() + wait;
+  bool told = false;
+  while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) return ErrnoError("cannot lock", path);
+    // The holder wrote its pid into the file.
+    char buffer[32] = {};
+    const ssize_t n = pread(fd, buffer, sizeof(buffer) - 1, 0);
+    const std::string holder =
+        n > 0 ? std::string(absl::StripAsciiWhitespace(absl::string_view(buffer, n))) : "?";
+    if (cancel != nullptr && cancel->load()) {
+      return absl::CancelledError(absl::StrCat("cancelled while waiting for work dir ", dir,
+                                               " (held by pid ", holder, ")"));
+    }
+    if (absl::Now() >= give_up) {
+      return absl::UnavailableError(absl::StrCat(
+          "work dir ", dir, " is in use by another executor (pid ", holder, ") for more than ",
+          absl::FormatDuration(wait), "; retry once it has stopped"));
+    }
+    if (!told && on_wait) {
+      on_wait(absl::StrCat("work dir ", dir, " is in use by another executor (pid ", holder,
+                           "); waiting up to ", absl::FormatDuration(wait), " for it to stop"));
+      told = true;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  const std::string pid = absl::StrCat(getpid(), "\n");
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    return ErrnoError("cannot write", path);
+  }
+  return lock;
+}
+
+WorkDirLock& WorkDirLock::operator=(WorkDirLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+WorkDirLock::~WorkDirLock() {
+  if (fd_ >= 0) close(fd_);  // releases the flock
 }
 
 }  // namespace compress::run

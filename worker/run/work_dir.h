@@ -3,17 +3,45 @@
 #ifndef COMPRESS_WORKER_RUN_WORK_DIR_H_
 #define COMPRESS_WORKER_RUN_WORK_DIR_H_
 
+#include <atomic>
+#include <functional>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 
 namespace compress::run {
 
 // Writes `contents` to `path` atomically: a temporary file in the same directory, fsync, rename.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);
+
+// An exclusive lock on a work directory (flock of DIR/.lock, released when the object goes away
+// or the process ends), so that two executors never run the same job's directory at once: after
+// a crash of compressd, an executor of the old attempt may still be stopping when the next
+// attempt starts on the same node.
+class WorkDirLock {
+ public:
+  // Creates the directory if needed and takes the lock, waiting up to `wait` (polling every
+  // 100 ms) while another executor holds it, and calling `on_wait` once when it has to wait.
+  // UNAVAILABLE (retryable) naming the directory and the holder's pid when the wait ends,
+  // CANCELLED when `cancel` becomes true meanwhile.
+  static absl::StatusOr<WorkDirLock> Acquire(
+      const std::string& dir, absl::Duration wait, const std::atomic<bool>* cancel,
+      const std::function<void(const std::string&)>& on_wait);
+  WorkDirLock(WorkDirLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  WorkDirLock& operator=(WorkDirLock&& other) noexcept;
+  WorkDirLock(const WorkDirLock&) = delete;
+  WorkDirLock& operator=(const WorkDirLock&) = delete;
+  ~WorkDirLock();
+
+ private:
+  explicit WorkDirLock(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
 
 // Not thread-safe; one executor owns its work directory.
 class WorkDir {
