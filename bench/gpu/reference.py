@@ -18,6 +18,7 @@ Writes OUT_DIR/gpu-results.md and prints it.
 """
 import argparse
 import json
+import os
 import statistics
 import struct
 import subprocess
@@ -28,28 +29,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# The golden-file script's safetensors writer (F32/I64, no extra package needed).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests",
+                                "pipeline", "golden"))
+from make_golden import write_safetensors  # noqa: E402
+
 # Largest |ours - reference| accepted, relative to max(1, max |reference logit|).
 FP32_TOLERANCE_CPU = 1e-4
 FP32_TOLERANCE_CUDA = 1e-3  # kernels reduce in another order than the CPU
 BF16_TOLERANCE = 5e-2       # bf16 keeps 8 bits of mantissa
-
-
-def write_safetensors(path, tensors):
-    """Minimal safetensors writer (F32 only), so that no extra package is needed."""
-    header, offset, blobs = {}, 0, []
-    for name, tensor in tensors.items():
-        data = tensor.detach().to(torch.float32).cpu().contiguous().numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-        blobs.append(data)
-    text = json.dumps(header).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for blob in blobs:
-            f.write(blob)
 
 
 def read_safetensors_f32(path, name):
@@ -89,7 +77,11 @@ def autocast(device):
 def parity(args, device, teacher, naming):
     torch.manual_seed(1)
     images = torch.randn(args.parity_batch, 3, 224, 224)
-    write_safetensors(f"{args.out}/weights.safetensors", teacher.state_dict())
+    # Parameters as F32, index buffers as I64 (our loader rebuilds those).
+    weights = {name: tensor.float() if tensor.is_floating_point() else tensor
+               for name, tensor in teacher.state_dict().items()
+               if tensor.is_floating_point() or tensor.dtype == torch.int64}
+    write_safetensors(f"{args.out}/weights.safetensors", weights)
     write_safetensors(f"{args.out}/input.safetensors", {"input": images})
     model = teacher.to(device).eval()
     rows = []
