@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -186,15 +187,22 @@ TEST_F(TrainerTest, ResumeMatchesAnUninterruptedRun) {
   }
 }
 
-TEST_F(TrainerTest, NonFiniteLossStopsWithTheStep) {
-  TinyNet net = MakeNet(5);
-  int calls = 0;
-  LossFn loss = [&](const TrainBatch& batch) {
+// Mean squared output of `net`; call number `nan_at_call` (1-based) returns NaN (0: never).
+LossFn SquaredOutputLoss(TinyNet net, int nan_at_call = 0) {
+  auto calls = std::make_shared<int>(0);
+  return [net, calls, nan_at_call](const TrainBatch& batch) mutable {
     LossOutput output;
     output.loss = net->forward(batch.inputs).pow(2).mean();
-    if (++calls == 4) output.loss = output.loss * std::numeric_limits<float>::quiet_NaN();
+    if (++*calls == nan_at_call) {
+      output.loss = output.loss * std::numeric_limits<float>::quiet_NaN();
+    }
     return output;
   };
+}
+
+TEST_F(TrainerTest, NonFiniteLossStopsWithTheStep) {
+  TinyNet net = MakeNet(5);
+  LossFn loss = SquaredOutputLoss(net, /*nan_at_call=*/4);
   auto trainer = Trainer::Create(*net, loss, nullptr, BaseOptions());
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   auto train = MakeSource(train_, true, false);
@@ -242,13 +250,7 @@ TEST_F(TrainerTest, StepsWithoutPerStepChecksTrainTheSame) {
 // is saved: the checkpoint of step 2 stays, none is written after the NaN of step 3.
 TEST_F(TrainerTest, NonFiniteLossWithoutPerStepChecksStopsBeforeTheNextCheckpoint) {
   TinyNet net = MakeNet(5);
-  int calls = 0;
-  LossFn loss = [&](const TrainBatch& batch) {
-    LossOutput output;
-    output.loss = net->forward(batch.inputs).pow(2).mean();
-    if (++calls == 4) output.loss = output.loss * std::numeric_limits<float>::quiet_NaN();
-    return output;
-  };
+  LossFn loss = SquaredOutputLoss(net, /*nan_at_call=*/4);
   TrainerOptions options = BaseOptions();
   options.check_loss_every_step = false;
   options.log_every_steps = 10;
@@ -266,11 +268,7 @@ TEST_F(TrainerTest, NonFiniteLossWithoutPerStepChecksStopsBeforeTheNextCheckpoin
 
   // The checkpoint on disk is step 2's: a new run resumes there, with finite weights.
   TinyNet fresh = MakeNet(6);
-  LossFn finite = [&](const TrainBatch& batch) {
-    LossOutput output;
-    output.loss = fresh->forward(batch.inputs).pow(2).mean();
-    return output;
-  };
+  LossFn finite = SquaredOutputLoss(fresh);
   auto resumed = Trainer::Create(*fresh, finite, nullptr, options);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   auto again = MakeSource(train_, true, false);
