@@ -62,6 +62,13 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
       jobs_finished_[state] = &finished.Add({{kStateLabel, JobStateName(state)}});
     }
   }
+  auto& queued = prometheus::BuildGauge()
+                     .Name("compressd_jobs_queued")
+                     .Help("QUEUED jobs by the device their spec needs (cpu, cuda, auto: any).")
+                     .Register(*registry_);
+  for (const char* device : {"cpu", "cuda", "auto"}) {
+    queued_[device] = &queued.Add({{"device", device}});
+  }
   queue_wait_ = &prometheus::BuildHistogram()
                      .Name("compressd_job_queue_wait_seconds")
                      .Help("Time from (re)queueing a job to leasing it to a worker.")
@@ -156,6 +163,11 @@ void Metrics::JobStateChanged(std::optional<JobState> from, std::optional<JobSta
   if (!from.has_value()) jobs_created_->Increment();
   if (from.has_value()) jobs_.at(*from)->Decrement();
   if (to.has_value()) jobs_.at(*to)->Increment();
+}
+
+void Metrics::QueuedForDevice(const std::string& device, int64_t count) {
+  auto it = queued_.find(device);
+  if (it != queued_.end()) it->second->Set(static_cast<double>(count));
 }
 
 void Metrics::JobLeased(absl::Duration queue_wait) {

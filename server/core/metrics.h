@@ -78,6 +78,7 @@ class Metrics : public SchedulerObserver {
   // SchedulerObserver.
   void JobCounts(const std::map<JobState, int64_t>& counts) override;
   void JobStateChanged(std::optional<JobState> from, std::optional<JobState> to) override;
+  void QueuedForDevice(const std::string& device, int64_t count) override;
   void JobLeased(absl::Duration queue_wait) override;
   void JobFinished(JobState state, std::optional<absl::Duration> duration) override;
   void WorkersConnected(int count) override;
@@ -105,6 +106,8 @@ class Metrics : public SchedulerObserver {
   prometheus::Counter* jobs_created_;
   std::map<JobState, prometheus::Counter*> jobs_finished_;
   std::map<JobState, prometheus::Gauge*> jobs_;
+  // compressd_jobs_queued{device}: "cpu", "cuda", "auto"; built in the constructor.
+  std::map<std::string, prometheus::Gauge*> queued_;
   prometheus::Histogram* queue_wait_;
   prometheus::Histogram* job_duration_;
   prometheus::Gauge* workers_connected_;

@@ -39,6 +39,18 @@ DeviceNeed DeviceNeedOfSpec(const std::string& spec_json) {
   return DeviceNeed::kAuto;
 }
 
+const char* DeviceNeedName(DeviceNeed need) {
+  switch (need) {
+    case DeviceNeed::kCpu:
+      return "cpu";
+    case DeviceNeed::kCuda:
+      return "cuda";
+    case DeviceNeed::kAuto:
+      return "auto";
+  }
+  return "auto";
+}
+
 bool DeviceMayRun(absl::string_view device, DeviceNeed need) {
   switch (need) {
     case DeviceNeed::kCpu:
@@ -166,6 +178,13 @@ void Scheduler::EnqueueLocked(const Job& job) {
 void Scheduler::InsertQueuedLocked(const std::string& id, const QueuedJob& queued) {
   queues_[static_cast<int>(queued.need)].insert(queued.key);
   queued_[id] = queued;
+  QueueChangedLocked(queued.need);
+}
+
+void Scheduler::QueueChangedLocked(DeviceNeed need) {
+  if (options_.observer == nullptr) return;
+  options_.observer->QueuedForDevice(DeviceNeedName(need),
+                                     static_cast<int64_t>(queues_[static_cast<int>(need)].size()));
 }
 
 std::optional<DeviceNeed> Scheduler::BestQueueLocked(absl::string_view device) {
@@ -210,8 +229,10 @@ absl::Status Scheduler::CommitLocked(Job& job, JobState from, std::vector<JobEve
     }
     if (from == JobState::kQueued) {
       if (auto it = queued_.find(job.id); it != queued_.end()) {
-        queues_[static_cast<int>(it->second.need)].erase(it->second.key);
+        const DeviceNeed need = it->second.need;
+        queues_[static_cast<int>(need)].erase(it->second.key);
         queued_.erase(it);
+        QueueChangedLocked(need);
       }
     }
     if (!IsLeased(job.state)) {
@@ -368,6 +389,7 @@ absl::StatusOr<std::optional<Lease>> Scheduler::LeaseNextLocked(const std::strin
     const QueuedJob queued{*queue.begin(), *need};
     const std::string id = std::get<2>(queued.key);
     queue.erase(queue.begin());
+    QueueChangedLocked(*need);
     queued_.erase(id);
     absl::StatusOr<Job> job = store_->GetJob(id);
     if (absl::IsNotFound(job.status())) continue;

@@ -53,6 +53,8 @@ inline constexpr int kDeviceNeedCount = 3;
 // The DeviceNeed of a job spec (JSON, as in Job::spec_json). A spec that cannot be read, or whose
 // resources.device is not a string, needs kAuto.
 DeviceNeed DeviceNeedOfSpec(const std::string& spec_json);
+// "cpu", "cuda" or "auto".
+const char* DeviceNeedName(DeviceNeed need);
 // Whether a worker device named `device` ("cpu", "cuda:N", ...) may lease a job needing `need`.
 // A device that is neither "cpu" nor "cuda"/"cuda:N" takes kAuto jobs only.
 bool DeviceMayRun(absl::string_view device, DeviceNeed need);
@@ -231,6 +233,8 @@ class Scheduler {
   std::optional<DeviceNeed> BestQueueLocked(absl::string_view device)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool QueueEmptyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tells the observer the length of the queue of `need`.
+  void QueueChangedLocked(DeviceNeed need) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::optional<Lease>> LeaseNextLocked(const std::string& worker_id,
                                                        const std::string& device,
                                                        Deferred& deferred)

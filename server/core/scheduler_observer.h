@@ -23,6 +23,9 @@ class SchedulerObserver {
   virtual void JobCounts(const std::map<JobState, int64_t>& counts) {}
   // A job was created (from = nullopt), moved between states, or deleted (to = nullopt).
   virtual void JobStateChanged(std::optional<JobState> from, std::optional<JobState> to) {}
+  // The number of QUEUED jobs whose spec needs `device` ("cpu", "cuda" or "auto"; see
+  // DeviceNeed) is now `count`.
+  virtual void QueuedForDevice(const std::string& device, int64_t count) {}
   // A job left the queue for a worker after waiting `queue_wait`.
   virtual void JobLeased(absl::Duration queue_wait) {}
   // A job finished; `duration` runs from its first lease to now (nullopt if it never ran).

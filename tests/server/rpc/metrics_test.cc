@@ -378,6 +378,52 @@ TEST(MetricsSchedulerTest, ExpiredLeaseCountsAndDropsDeviceGauges) {
   scheduler->Shutdown();
 }
 
+// compressd_jobs_queued{device} follows the queue of each device need: creation, lease, cancel
+// and requeue.
+TEST(MetricsSchedulerTest, QueuedJobsByDevice) {
+  TestDir dir;
+  std::unique_ptr<JobStore> store = *JobStore::Open({dir.File("jobs.db")});
+  Metrics metrics;
+  ManualClock clock;
+  Scheduler::Options options;
+  options.clock = &clock;
+  options.observer = &metrics;
+  options.lease_duration = absl::Seconds(30);
+  std::unique_ptr<Scheduler> scheduler = *Scheduler::Create(store.get(), options);
+  auto scrape = [&metrics] {
+    return ParseExposition(prometheus::TextSerializer().Serialize(metrics.registry()->Collect()));
+  };
+  const std::string cpu = "compressd_jobs_queued{device=\"cpu\"}";
+  const std::string cuda = "compressd_jobs_queued{device=\"cuda\"}";
+  const std::string any = "compressd_jobs_queued{device=\"auto\"}";
+  EXPECT_EQ(scrape()[cuda], 0);
+  std::vector<std::string> ids;
+  for (const char* spec :
+       {R"({"resources":{"device":"cuda"}})", R"({"resources":{"device":"cuda"}})",
+        R"({"resources":{"device":"cpu"}})", "{}"}) {
+    JobRequest request;
+    request.spec_json = spec;
+    absl::StatusOr<CreatedJob> created = scheduler->CreateJob(request);
+    ASSERT_TRUE(created.ok()) << created.status();
+    ids.push_back(created->job.id);
+    clock.Advance(absl::Milliseconds(1));  // queue order = creation order
+  }
+  std::map<std::string, double> series = scrape();
+  EXPECT_EQ(series[cuda], 2);
+  EXPECT_EQ(series[cpu], 1);
+  EXPECT_EQ(series[any], 1);
+
+  absl::StatusOr<std::optional<Lease>> lease = scheduler->LeaseNext("w1", "cuda:0");
+  ASSERT_TRUE(lease.ok() && lease->has_value());
+  EXPECT_EQ(scrape()[cuda], 1);
+  ASSERT_TRUE(scheduler->CancelJob(ids[2]).ok());
+  EXPECT_EQ(scrape()[cpu], 0);
+  clock.Advance(absl::Seconds(31));
+  scheduler->ProcessTimeouts();  // the cuda lease expires: requeued
+  EXPECT_EQ(scrape()[cuda], 2);
+  scheduler->Shutdown();
+}
+
 TEST(GrpcCodeNameTest, MatchesGoNames) {
   EXPECT_STREQ(Metrics::GrpcCodeName(0), "OK");
   EXPECT_STREQ(Metrics::GrpcCodeName(1), "Canceled");
