@@ -337,91 +337,89 @@ TEST_F(MetricsTest, FailedCallsCountByCode) {
       0u);
 }
 
+// A scheduler reporting to a Metrics object, on a manual clock, without the RPC layer.
+class MetricsSchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = *JobStore::Open({dir_.File("jobs.db")});
+    Scheduler::Options options;
+    options.clock = &clock_;
+    options.observer = &metrics_;
+    options.lease_duration = absl::Seconds(30);
+    scheduler_ = *Scheduler::Create(store_.get(), options);
+  }
+  void TearDown() override { scheduler_->Shutdown(); }
+
+  std::map<std::string, double> Scrape() {
+    return ParseExposition(prometheus::TextSerializer().Serialize(metrics_.registry()->Collect()));
+  }
+
+  TestDir dir_;
+  std::unique_ptr<JobStore> store_;
+  Metrics metrics_;
+  ManualClock clock_;
+  std::unique_ptr<Scheduler> scheduler_;
+};
+
 // A lease that expires counts in compressd_leases_expired_total and drops its device gauges.
-TEST(MetricsSchedulerTest, ExpiredLeaseCountsAndDropsDeviceGauges) {
-  TestDir dir;
-  std::unique_ptr<JobStore> store = *JobStore::Open({dir.File("jobs.db")});
-  Metrics metrics;
-  ManualClock clock;
-  Scheduler::Options options;
-  options.clock = &clock;
-  options.observer = &metrics;
-  options.lease_duration = absl::Seconds(30);
-  std::unique_ptr<Scheduler> scheduler = *Scheduler::Create(store.get(), options);
+TEST_F(MetricsSchedulerTest, ExpiredLeaseCountsAndDropsDeviceGauges) {
   JobRequest request;
   request.spec_json = "{}";
-  ASSERT_TRUE(scheduler->CreateJob(request).ok());
-  absl::StatusOr<std::optional<Lease>> lease = scheduler->LeaseNext("w9", "cuda:1");
+  ASSERT_TRUE(scheduler_->CreateJob(request).ok());
+  absl::StatusOr<std::optional<Lease>> lease = scheduler_->LeaseNext("w9", "cuda:1");
   ASSERT_TRUE(lease.ok() && lease->has_value());
-  ASSERT_TRUE(scheduler
+  ASSERT_TRUE(scheduler_
                   ->ReportEvents((*lease)->job_id, (*lease)->attempt, "w9",
                                  {events::Serialize(events::Metric(
                                      "distill", 1, 0.1, 0.1, {{"device_memory_bytes", 1024}}))})
                   .ok());
-  auto scrape = [&metrics] {
-    return ParseExposition(prometheus::TextSerializer().Serialize(metrics.registry()->Collect()));
-  };
   const std::string gauge =
       "compressd_worker_device_memory_used_bytes{device=\"cuda:1\",worker=\"w9\"}";
-  std::map<std::string, double> before = scrape();
+  std::map<std::string, double> before = Scrape();
   EXPECT_EQ(before[gauge], 1024);
   // No images_per_second reading came, so that gauge was not created.
   EXPECT_EQ(before.count("compressd_train_images_per_second{device=\"cuda:1\",worker=\"w9\"}"), 0u);
   EXPECT_EQ(before["compressd_leases_expired_total"], 0);
 
-  clock.Advance(absl::Seconds(31));
-  scheduler->ProcessTimeouts();
-  std::map<std::string, double> after = scrape();
+  clock_.Advance(absl::Seconds(31));
+  scheduler_->ProcessTimeouts();
+  std::map<std::string, double> after = Scrape();
   EXPECT_EQ(after["compressd_leases_expired_total"], 1);
   EXPECT_EQ(after.count(gauge), 0u);
   EXPECT_EQ(after["compressd_jobs{state=\"QUEUED\"}"], 1);  // requeued
-  scheduler->Shutdown();
 }
 
 // compressd_jobs_queued{device} follows the queue of each device need: creation, lease, cancel
 // and requeue.
-TEST(MetricsSchedulerTest, QueuedJobsByDevice) {
-  TestDir dir;
-  std::unique_ptr<JobStore> store = *JobStore::Open({dir.File("jobs.db")});
-  Metrics metrics;
-  ManualClock clock;
-  Scheduler::Options options;
-  options.clock = &clock;
-  options.observer = &metrics;
-  options.lease_duration = absl::Seconds(30);
-  std::unique_ptr<Scheduler> scheduler = *Scheduler::Create(store.get(), options);
-  auto scrape = [&metrics] {
-    return ParseExposition(prometheus::TextSerializer().Serialize(metrics.registry()->Collect()));
-  };
+TEST_F(MetricsSchedulerTest, QueuedJobsByDevice) {
   const std::string cpu = "compressd_jobs_queued{device=\"cpu\"}";
   const std::string cuda = "compressd_jobs_queued{device=\"cuda\"}";
   const std::string any = "compressd_jobs_queued{device=\"auto\"}";
-  EXPECT_EQ(scrape()[cuda], 0);
+  EXPECT_EQ(Scrape()[cuda], 0);
   std::vector<std::string> ids;
   for (const char* spec :
        {R"({"resources":{"device":"cuda"}})", R"({"resources":{"device":"cuda"}})",
         R"({"resources":{"device":"cpu"}})", "{}"}) {
     JobRequest request;
     request.spec_json = spec;
-    absl::StatusOr<CreatedJob> created = scheduler->CreateJob(request);
+    absl::StatusOr<CreatedJob> created = scheduler_->CreateJob(request);
     ASSERT_TRUE(created.ok()) << created.status();
     ids.push_back(created->job.id);
-    clock.Advance(absl::Milliseconds(1));  // queue order = creation order
+    clock_.Advance(absl::Milliseconds(1));  // queue order = creation order
   }
-  std::map<std::string, double> series = scrape();
+  std::map<std::string, double> series = Scrape();
   EXPECT_EQ(series[cuda], 2);
   EXPECT_EQ(series[cpu], 1);
   EXPECT_EQ(series[any], 1);
 
-  absl::StatusOr<std::optional<Lease>> lease = scheduler->LeaseNext("w1", "cuda:0");
+  absl::StatusOr<std::optional<Lease>> lease = scheduler_->LeaseNext("w1", "cuda:0");
   ASSERT_TRUE(lease.ok() && lease->has_value());
-  EXPECT_EQ(scrape()[cuda], 1);
-  ASSERT_TRUE(scheduler->CancelJob(ids[2]).ok());
-  EXPECT_EQ(scrape()[cpu], 0);
-  clock.Advance(absl::Seconds(31));
-  scheduler->ProcessTimeouts();  // the cuda lease expires: requeued
-  EXPECT_EQ(scrape()[cuda], 2);
-  scheduler->Shutdown();
+  EXPECT_EQ(Scrape()[cuda], 1);
+  ASSERT_TRUE(scheduler_->CancelJob(ids[2]).ok());
+  EXPECT_EQ(Scrape()[cpu], 0);
+  clock_.Advance(absl::Seconds(31));
+  scheduler_->ProcessTimeouts();  // the cuda lease expires: requeued
+  EXPECT_EQ(Scrape()[cuda], 2);
 }
 
 TEST(GrpcCodeNameTest, MatchesGoNames) {
