@@ -39,6 +39,7 @@ from compress.v1 import compression_service_pb2_grpc as pb_grpc
 from compress.v1 import job_spec_pb2
 from compress.v1 import worker_service_pb2
 from compress.v1 import worker_service_pb2_grpc
+from compressd_process import wait_until_listening
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SUBMITTER_TOKEN = "submitter-" + "a" * 32
@@ -170,19 +171,8 @@ class Server:
              f"--data_root={env.root}", f"--max_blob_bytes={MAX_BLOB_BYTES}",
              "--local_workers=0"],
             stdout=subprocess.PIPE, stderr=self.log, start_new_session=True)
-        found = threading.Event()
-        self.address = None
-
-        def read_stdout():
-            for raw in self.process.stdout:
-                match = re.match(r"compressd listening on (\S+)", raw.decode(errors="replace"))
-                if match and not found.is_set():
-                    self.address = match.group(1)
-                    found.set()
-
-        self.reader = threading.Thread(target=read_stdout, daemon=True)
-        self.reader.start()
-        if not found.wait(60):
+        self.address, self.reader = wait_until_listening(self.process)
+        if self.address is None:
             self.stop()
             raise RuntimeError(f"compressd did not start; log:\n{self.read_log()}")
         self.channel = grpc.insecure_channel(self.address)

@@ -22,6 +22,7 @@ import time
 import unittest
 
 from compressd_client import Client, CompressdError, JobFailedError
+from compressd_process import wait_until_listening
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SPEC_PATH = os.path.join(REPO, "client", "examples", "tiny-synthetic-job.json")
@@ -61,19 +62,8 @@ class Server:
              f"--kill_grace=5s,--lease_wait_seconds=5,--token_file={self.worker_token}",
              "--lease_seconds=10"],
             stdout=subprocess.PIPE, stderr=self.stderr, start_new_session=True)
-        found = threading.Event()
-        process = self.process
-
-        def read_stdout():
-            for raw in process.stdout:
-                match = re.match(r"compressd listening on (\S+)", raw.decode(errors="replace"))
-                if match and not found.is_set():
-                    self.address = match.group(1)
-                    found.set()
-
-        self.reader = threading.Thread(target=read_stdout, daemon=True)
-        self.reader.start()
-        if not found.wait(60):
+        self.address, self.reader = wait_until_listening(self.process)
+        if self.address is None:
             self.stop()
             raise RuntimeError(f"compressd did not start; log:\n{self.log()}")
 
