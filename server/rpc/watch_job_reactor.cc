@@ -124,7 +124,9 @@ void WatchJobReactor::Fetch() {
     } else if (shutting_down) {
       finish_status = grpc::Status(
           grpc::StatusCode::UNAVAILABLE,
-          absl::StrCat("compressd is shutting down; watch again with after_sequence ", after));
+          // Every event up to last_read_ was sent (nothing is pending), some perhaps from
+          // notifications that arrived during the read.
+          absl::StrCat("compressd is shutting down; watch again with after_sequence ", last_read_));
     } else if (dirty_ && !cancelled_) {
       dirty_ = false;
       pool_->Schedule([this] { Fetch(); });
