@@ -339,7 +339,10 @@ class DeployTest(unittest.TestCase):
         limits = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
         self.assertEqual(limits["nvidia.com/gpu"], 1)
         trigger = kinds["ScaledObject"]["spec"]["triggers"][0]
-        self.assertIn('compressd_jobs{state="QUEUED"}', trigger["metadata"]["query"])
+        # GPU workers scale on the jobs a GPU can take, not on cpu jobs they would never lease.
+        query = trigger["metadata"]["query"]
+        self.assertIn('compressd_jobs_queued{device=~"cuda|auto"}', query)
+        self.assertNotIn('state="QUEUED"', query)
         self.assertEqual(kinds["ScaledObject"]["spec"]["scaleTargetRef"]["name"],
                          kinds["Deployment"]["metadata"]["name"])
         statefulset = kinds["StatefulSet"]["spec"]
