@@ -205,51 +205,101 @@ absl::Status JobStore::InsertJobLocked(const Job& job) {
 
 absl::StatusOr<CreatedJob> JobStore::CreateJob(const Job& job, std::vector<JobEvent> events,
                                                int64_t max_queued_in_tenant) {
+  std::vector<NewJob> one;
+  one.push_back({job, std::move(events)});
+  return std::move(CreateJobs(std::move(one), max_queued_in_tenant).front());
+}
+
+std::vector<absl::StatusOr<CreatedJob>> JobStore::CreateJobs(std::vector<NewJob> jobs,
+                                                             int64_t max_queued_in_tenant) {
   absl::MutexLock lock(&mu_);
-  return InTransactionLocked([&]() -> absl::StatusOr<CreatedJob> {
-    if (!job.request_id.empty()) {
-      absl::StatusOr<Statement*> find =
-          StatementLocked("SELECT id FROM jobs WHERE tenant = ? AND request_id = ?");
-      if (!find.ok()) return find.status();
-      (*find)->BindText(1, job.tenant);
-      (*find)->BindText(2, job.request_id);
-      absl::StatusOr<bool> row = (*find)->Step();
-      if (!row.ok()) return row.status();
-      if (*row) {
-        std::string existing = (*find)->ColumnText(0);
-        (*find)->Reset();
-        absl::StatusOr<Job> earlier = GetJobLocked(existing);
-        if (!earlier.ok()) return earlier.status();
-        return CreatedJob{*std::move(earlier), /*created=*/false};
+  std::vector<absl::StatusOr<CreatedJob>> results;
+  results.reserve(jobs.size());
+  auto fail_all = [&](const absl::Status& status) {
+    results.assign(jobs.size(), status);
+    return results;
+  };
+  if (absl::Status s = SqliteExec(db_, "BEGIN IMMEDIATE"); !s.ok()) return fail_all(s);
+  // A job alone needs no savepoint: when it fails, the whole transaction is rolled back.
+  const bool savepoints = jobs.size() > 1;
+  for (NewJob& new_job : jobs) {
+    if (savepoints) {
+      if (absl::Status s = SqliteExec(db_, "SAVEPOINT create_job"); !s.ok()) {
+        SqliteExec(db_, "ROLLBACK").IgnoreError();
+        return fail_all(s);
       }
     }
-    if (max_queued_in_tenant > 0) {
-      absl::StatusOr<Statement*> count =
-          StatementLocked("SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state = ?");
-      if (!count.ok()) return count.status();
-      (*count)->BindText(1, job.tenant);
-      (*count)->BindInt(2, static_cast<int>(JobState::kQueued));
-      absl::StatusOr<bool> row = (*count)->Step();
-      if (!row.ok()) return row.status();
-      int64_t queued = (*count)->ColumnInt(0);
-      (*count)->Reset();
-      if (queued >= max_queued_in_tenant) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("tenant '", job.tenant, "' has ", queued,
-                         " queued jobs, the most allowed (--max_queued_jobs_per_tenant); retry "
-                         "once some have started"));
+    absl::StatusOr<CreatedJob> result =
+        CreateJobLocked(new_job.job, std::move(new_job.events), max_queued_in_tenant);
+    if (!savepoints) {
+      if (!result.ok()) {
+        SqliteExec(db_, "ROLLBACK").IgnoreError();
+        return fail_all(result.status());
+      }
+    } else {
+      absl::Status undo = result.ok() ? absl::OkStatus()
+                                      : SqliteExec(db_, "ROLLBACK TO SAVEPOINT create_job");
+      absl::Status release = SqliteExec(db_, "RELEASE SAVEPOINT create_job");
+      if (!undo.ok() || !release.ok()) {
+        // SQLite rolled the whole transaction back itself (an I/O error, a full disk): the batch
+        // fails with the error that did it.
+        SqliteExec(db_, "ROLLBACK").IgnoreError();
+        return fail_all(!result.ok() ? result.status() : release);
       }
     }
-    if (absl::Status s = InsertJobLocked(job); !s.ok()) return s;
-    if (absl::StatusOr<std::vector<JobEvent>> appended =
-            AppendEventsLocked(job.id, std::move(events));
-        !appended.ok()) {
-      return appended.status();
+    results.push_back(std::move(result));
+  }
+  if (absl::Status s = SqliteExec(db_, "COMMIT"); !s.ok()) {
+    SqliteExec(db_, "ROLLBACK").IgnoreError();
+    return fail_all(s);
+  }
+  return results;
+}
+
+absl::StatusOr<CreatedJob> JobStore::CreateJobLocked(const Job& job, std::vector<JobEvent> events,
+                                                     int64_t max_queued_in_tenant) {
+  if (!job.request_id.empty()) {
+    absl::StatusOr<Statement*> find =
+        StatementLocked("SELECT id FROM jobs WHERE tenant = ? AND request_id = ?");
+    if (!find.ok()) return find.status();
+    (*find)->BindText(1, job.tenant);
+    (*find)->BindText(2, job.request_id);
+    absl::StatusOr<bool> row = (*find)->Step();
+    if (!row.ok()) return row.status();
+    if (*row) {
+      std::string existing = (*find)->ColumnText(0);
+      (*find)->Reset();
+      absl::StatusOr<Job> earlier = GetJobLocked(existing);
+      if (!earlier.ok()) return earlier.status();
+      return CreatedJob{*std::move(earlier), /*created=*/false};
     }
-    absl::StatusOr<Job> stored = GetJobLocked(job.id);
-    if (!stored.ok()) return stored.status();
-    return CreatedJob{*std::move(stored), /*created=*/true};
-  });
+  }
+  if (max_queued_in_tenant > 0) {
+    absl::StatusOr<Statement*> count =
+        StatementLocked("SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state = ?");
+    if (!count.ok()) return count.status();
+    (*count)->BindText(1, job.tenant);
+    (*count)->BindInt(2, static_cast<int>(JobState::kQueued));
+    absl::StatusOr<bool> row = (*count)->Step();
+    if (!row.ok()) return row.status();
+    int64_t queued = (*count)->ColumnInt(0);
+    (*count)->Reset();
+    if (queued >= max_queued_in_tenant) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("tenant '", job.tenant, "' has ", queued,
+                       " queued jobs, the most allowed (--max_queued_jobs_per_tenant); retry "
+                       "once some have started"));
+    }
+  }
+  if (absl::Status s = InsertJobLocked(job); !s.ok()) return s;
+  if (absl::StatusOr<std::vector<JobEvent>> appended =
+          AppendEventsLocked(job.id, std::move(events));
+      !appended.ok()) {
+    return appended.status();
+  }
+  absl::StatusOr<Job> stored = GetJobLocked(job.id);
+  if (!stored.ok()) return stored.status();
+  return CreatedJob{*std::move(stored), /*created=*/true};
 }
 
 absl::StatusOr<Job> JobStore::GetJob(const std::string& id) {

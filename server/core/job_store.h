@@ -40,6 +40,12 @@ struct CreatedJob {
   bool created = false;
 };
 
+// A job for CreateJobs, with the events it starts with.
+struct NewJob {
+  Job job;
+  std::vector<JobEvent> events;
+};
+
 // Thread-safe: one connection, serialised by a mutex. Every write is one transaction.
 class JobStore {
  public:
@@ -63,6 +69,13 @@ class JobStore {
   // its job).
   absl::StatusOr<CreatedJob> CreateJob(const Job& job, std::vector<JobEvent> events,
                                        int64_t max_queued_in_tenant = 0);
+  // CreateJob for each of `jobs`, in order, in one transaction (one sync to disk): each job in a
+  // savepoint of its own, so that one refused (a quota, a constraint) leaves the others. A job
+  // sees those before it in the batch (a repeated request_id returns the earlier one; they count
+  // towards the quota). When the transaction cannot commit, every result is that error and
+  // nothing is written.
+  std::vector<absl::StatusOr<CreatedJob>> CreateJobs(std::vector<NewJob> jobs,
+                                                     int64_t max_queued_in_tenant = 0);
 
   // NOT_FOUND when no job has this id. Artifacts are filled in.
   absl::StatusOr<Job> GetJob(const std::string& id);
@@ -108,6 +121,10 @@ class JobStore {
                                                            std::vector<JobEvent> events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status InsertJobLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // CreateJob's checks and writes, inside the caller's transaction.
+  absl::StatusOr<CreatedJob> CreateJobLocked(const Job& job, std::vector<JobEvent> events,
+                                             int64_t max_queued_in_tenant)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs `body` inside BEGIN IMMEDIATE ... COMMIT, rolling back when it fails.
   template <typename Body>
   auto InTransactionLocked(Body body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> decltype(body());

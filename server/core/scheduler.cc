@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "nlohmann/json.hpp"
 #include "server/core/executor_events.h"
 
@@ -287,41 +288,88 @@ absl::Status Scheduler::FinishLocked(Job& job, JobState state, const std::string
 }
 
 absl::StatusOr<CreatedJob> Scheduler::CreateJob(const JobRequest& request) {
-  Deferred deferred;
+  absl::Notification committed;
   absl::StatusOr<CreatedJob> result;
+  CreateJobAsync(request, [&](absl::StatusOr<CreatedJob> created) {
+    result = std::move(created);
+    committed.Notify();
+  });
+  committed.WaitForNotification();
+  return result;
+}
+
+void Scheduler::CreateJobAsync(JobRequest request, CreateDone done) {
+  {
+    absl::MutexLock lock(&create_mu_);
+    pending_creates_.push_back({std::move(request), std::move(done), absl::UnknownError("")});
+    if (create_writer_) return;  // the writing thread takes it with its next batch
+    create_writer_ = true;
+  }
+  for (;;) {
+    std::vector<PendingCreate> batch;
+    {
+      absl::MutexLock lock(&create_mu_);
+      if (pending_creates_.empty()) {
+        create_writer_ = false;
+        return;
+      }
+      while (!pending_creates_.empty() && static_cast<int>(batch.size()) < kMaxCreateBatch) {
+        batch.push_back(std::move(pending_creates_.front()));
+        pending_creates_.pop_front();
+      }
+    }
+    CreateBatch(batch);
+    for (PendingCreate& pending : batch) pending.done(std::move(pending.result));
+  }
+}
+
+void Scheduler::CreateBatch(std::vector<PendingCreate>& batch) {
+  Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
     if (shut_down_) {
-      return absl::UnavailableError(
-          "compressd is shutting down and accepts no new job; retry (with the same request_id) "
-          "once it is back");
+      for (PendingCreate& pending : batch) {
+        pending.result = absl::UnavailableError(
+            "compressd is shutting down and accepts no new job; retry (with the same request_id) "
+            "once it is back");
+      }
+      return;
     }
     absl::Time now = clock_->Now();
-    Job job;
-    job.id = NewJobId(now);
-    job.tenant = request.tenant;
-    job.spec_json = request.spec_json;
-    job.state = JobState::kQueued;
-    job.labels = request.labels;
-    job.priority = request.priority;
-    job.request_id = request.request_id;
-    job.create_time = now;
-    job.queue_time = now;
-    job.max_attempts =
-        request.max_attempts > 0 ? request.max_attempts : options_.default_max_attempts;
-    result = store_->CreateJob(job, {StateChangeEvent(JobState::kQueued, "created", now)},
-                               options_.max_queued_jobs_per_tenant);
-    if (result.ok() && result->created) {
-      if (options_.observer != nullptr) {
-        options_.observer->JobStateChanged(std::nullopt, JobState::kQueued);
-      }
-      EnqueueLocked(result->job);
-      deferred.push_back([this, id = result->job.id] { notifier_.Notify(id); });
-      DispatchLocked(deferred);
+    std::vector<NewJob> jobs;
+    jobs.reserve(batch.size());
+    for (const PendingCreate& pending : batch) {
+      const JobRequest& request = pending.request;
+      Job job;
+      job.id = NewJobId(now);
+      job.tenant = request.tenant;
+      job.spec_json = request.spec_json;
+      job.state = JobState::kQueued;
+      job.labels = request.labels;
+      job.priority = request.priority;
+      job.request_id = request.request_id;
+      job.create_time = now;
+      job.queue_time = now;
+      job.max_attempts =
+          request.max_attempts > 0 ? request.max_attempts : options_.default_max_attempts;
+      jobs.push_back({std::move(job), {StateChangeEvent(JobState::kQueued, "created", now)}});
     }
+    std::vector<absl::StatusOr<CreatedJob>> results =
+        store_->CreateJobs(std::move(jobs), options_.max_queued_jobs_per_tenant);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      absl::StatusOr<CreatedJob>& result = results[i];
+      if (result.ok() && result->created) {
+        if (options_.observer != nullptr) {
+          options_.observer->JobStateChanged(std::nullopt, JobState::kQueued);
+        }
+        EnqueueLocked(result->job);
+        deferred.push_back([this, id = result->job.id] { notifier_.Notify(id); });
+      }
+      batch[i].result = std::move(result);
+    }
+    DispatchLocked(deferred);
   }
   RunDeferred(deferred);
-  return result;
 }
 
 absl::StatusOr<Job> Scheduler::CancelJob(const std::string& job_id) {

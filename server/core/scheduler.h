@@ -17,6 +17,7 @@
 
 #include <array>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <list>
 #include <map>
@@ -143,6 +144,14 @@ class Scheduler {
   // RESOURCE_EXHAUSTED when the tenant is at Options::max_queued_jobs_per_tenant; UNAVAILABLE
   // after Shutdown().
   absl::StatusOr<CreatedJob> CreateJob(const JobRequest& request);
+  // CreateJob, answering through `done` once the job is committed (on this thread or another).
+  // Calls share transactions (group commit): a call made while none is writing writes its job
+  // at once; calls arriving meanwhile queue up, and the writing thread then writes all of them
+  // (up to kMaxCreateBatch at a time) in one transaction, one sync to disk, in arrival order,
+  // until none is left.
+  using CreateDone = std::function<void(absl::StatusOr<CreatedJob>)>;
+  void CreateJobAsync(JobRequest request, CreateDone done);
+  static constexpr int kMaxCreateBatch = 64;
   // QUEUED -> CANCELLED; RUNNING -> CANCELLING (the worker learns it on its next heartbeat);
   // CANCELLING stays. A finished job is FAILED_PRECONDITION.
   absl::StatusOr<Job> CancelJob(const std::string& job_id);
@@ -216,6 +225,12 @@ class Scheduler {
     QueueKey key;
     DeviceNeed need = DeviceNeed::kAuto;
   };
+  // A CreateJob call waiting for its transaction.
+  struct PendingCreate {
+    JobRequest request;
+    CreateDone done;
+    absl::StatusOr<CreatedJob> result;
+  };
   // Work to do once the mutex is released.
   using Deferred = std::vector<std::function<void()>>;
 
@@ -261,6 +276,8 @@ class Scheduler {
   absl::Status RetryOrFailLocked(Job& job, bool retryable, const std::string& code,
                                  const std::string& message, std::vector<JobEvent> events,
                                  Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Creates the jobs of `batch` in one store transaction and sets their results.
+  void CreateBatch(std::vector<PendingCreate>& batch) ABSL_LOCKS_EXCLUDED(mu_);
   void SeenLocked(const std::string& worker_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int WorkersConnectedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void BackgroundLoop();
@@ -288,6 +305,11 @@ class Scheduler {
   // Set to wake the background thread (a new deadline, or shutdown).
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
   std::thread background_;
+
+  // CreateJob calls not yet written, in arrival order, and whether a thread is writing them.
+  absl::Mutex create_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::deque<PendingCreate> pending_creates_ ABSL_GUARDED_BY(create_mu_);
+  bool create_writer_ ABSL_GUARDED_BY(create_mu_) = false;
 };
 
 }  // namespace compress::server

@@ -106,25 +106,28 @@ grpc::ServerUnaryReactor* CompressionServiceImpl::CreateJob(grpc::CallbackServer
       AuthorizeCall(options_.authenticator, *context, Permission::kWriteJobs);
   if (!authorized.ok()) return FinishUnary(context, authorized.status());
   Caller caller = *std::move(authorized);
-  return RunUnaryOnPool(context, pool_, [this, request, response, caller]() -> absl::Status {
+  // The job is written by the scheduler's group commit: this pool thread validates and queues the
+  // call, and whichever thread writes the batch answers it.
+  return RunUnaryOnPoolAsync(context, pool_, [this, request, response, caller](FinishCall finish) {
     absl::StatusOr<ValidCreateJob> valid = ValidateCreateJobRequest(
         *request, options_.data_roots != nullptr ? *options_.data_roots : no_data_roots_);
-    if (!valid.ok()) return valid.status();
+    if (!valid.ok()) return finish(valid.status());
     if (!valid->teacher_blob_sha256.empty() && !caller.all_tenants) {
       absl::StatusOr<bool> owner =
           scheduler_->store().IsBlobOwner(caller.tenant, valid->teacher_blob_sha256);
-      if (!owner.ok()) return owner.status();
+      if (!owner.ok()) return finish(owner.status());
       if (!*owner) {
-        return absl::NotFoundError(absl::StrCat("spec.teacher.blob_sha256: no blob ",
-                                                valid->teacher_blob_sha256,
-                                                " was uploaded by tenant '", caller.tenant, "'"));
+        return finish(absl::NotFoundError(
+            absl::StrCat("spec.teacher.blob_sha256: no blob ", valid->teacher_blob_sha256,
+                         " was uploaded by tenant '", caller.tenant, "'")));
       }
     }
     valid->job.tenant = caller.tenant;
-    absl::StatusOr<CreatedJob> created = scheduler_->CreateJob(valid->job);
-    if (!created.ok()) return created.status();
-    JobToProto(created->job, response);
-    return absl::OkStatus();
+    scheduler_->CreateJobAsync(std::move(valid->job),
+                               [response, finish](absl::StatusOr<CreatedJob> created) {
+                                 if (created.ok()) JobToProto(created->job, response);
+                                 finish(created.status());
+                               });
   });
 }
 

@@ -1,11 +1,12 @@
 // RunUnaryOnPool: the shape of every unary method: the work runs on the thread pool, its status
-// finishes the call.
+// finishes the call. RunUnaryOnPoolAsync: the same for work that finishes the call later.
 #ifndef COMPRESS_SERVER_RPC_UNARY_CALL_H_
 #define COMPRESS_SERVER_RPC_UNARY_CALL_H_
 
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <functional>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -33,6 +34,30 @@ grpc::ServerUnaryReactor* RunUnaryOnPool(grpc::CallbackServerContext* context, T
     }
     absl::Status status = work();
     reactor->Finish(ToGrpcStatus(status));
+  });
+  return reactor;
+}
+
+// RunUnaryOnPool for work that ends later, elsewhere: `work` gets a `finish` to call exactly once
+// with the call's status (from any thread); the response must be filled before.
+using FinishCall = std::function<void(const absl::Status&)>;
+template <typename Work>
+grpc::ServerUnaryReactor* RunUnaryOnPoolAsync(grpc::CallbackServerContext* context,
+                                              ThreadPool* pool, Work work) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  pool->Schedule([context, reactor, work = std::move(work)]() mutable {
+    if (context->deadline() <= std::chrono::system_clock::now()) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                   "the deadline passed before the call was served"));
+      return;
+    }
+    if (context->IsCancelled()) {
+      reactor->Finish(grpc::Status::CANCELLED);
+      return;
+    }
+    work(FinishCall([reactor](const absl::Status& status) {
+      reactor->Finish(ToGrpcStatus(status));
+    }));
   });
   return reactor;
 }

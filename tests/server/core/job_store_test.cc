@@ -268,6 +268,50 @@ TEST_F(JobStoreTest, QueuedLimitPerTenant) {
   EXPECT_TRUE(store_->CreateJob(third, {}, 2).ok());
 }
 
+TEST_F(JobStoreTest, CreateJobsRefusesOneJobAndKeepsTheRestOfItsBatch) {
+  auto job_of = [&](const std::string& id, const std::string& tenant,
+                    const std::string& request_id = "") {
+    Job job = MakeJob(id, {{"batch", "1"}}, request_id);
+    job.tenant = tenant;
+    return NewJob{job, {StateChangeEvent(JobState::kQueued, "created", {})}};
+  };
+  std::vector<NewJob> batch;
+  batch.push_back(job_of("a1", "alpha", "req-1"));
+  batch.push_back(job_of("a2", "alpha", "req-1"));  // the same request: a1 again
+  batch.push_back(job_of("a3", "alpha"));
+  batch.push_back(job_of("a4", "alpha"));  // over the quota of 2 queued
+  batch.push_back(job_of("a1", "beta"));   // an id already taken: a constraint error
+  batch.push_back(job_of("b1", "beta"));
+  std::vector<absl::StatusOr<CreatedJob>> results =
+      store_->CreateJobs(std::move(batch), /*max_queued_in_tenant=*/2);
+  ASSERT_EQ(results.size(), 6u);
+  ASSERT_TRUE(results[0].ok()) << results[0].status();
+  EXPECT_TRUE(results[0]->created);
+  ASSERT_TRUE(results[1].ok()) << results[1].status();
+  EXPECT_FALSE(results[1]->created);
+  EXPECT_EQ(results[1]->job.id, "a1");
+  ASSERT_TRUE(results[2].ok()) << results[2].status();
+  EXPECT_TRUE(results[2]->created);
+  EXPECT_EQ(results[3].status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_FALSE(results[4].ok());
+  EXPECT_NE(results[4].status().code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(results[5].ok()) << results[5].status();
+  EXPECT_TRUE(results[5]->created);
+  EXPECT_EQ(results[5]->job.last_event_sequence, 1);
+
+  // What was refused left nothing behind; the rest is stored (after a reopen: committed).
+  Reopen();
+  JobFilter filter;
+  absl::StatusOr<JobPage> page = store_->ListJobs(filter, 100, 0);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(Ids(page->jobs), ElementsAre("a1", "a3", "b1"));
+  EXPECT_EQ(store_->GetJob("a1")->tenant, "alpha");
+  for (const char* id : {"a1", "a3", "b1"}) {
+    EXPECT_EQ(store_->ListEvents(id, 0, 10)->size(), 1u) << id;
+  }
+  EXPECT_EQ(store_->ListEvents("a4", 0, 10)->size(), 0u);
+}
+
 TEST_F(JobStoreTest, BlobOwners) {
   const std::string sha(64, 'a');
   EXPECT_FALSE(*store_->IsBlobOwner("alpha", sha));

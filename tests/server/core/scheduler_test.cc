@@ -2,6 +2,9 @@
 
 #include <memory>
 #include <optional>
+#include <set>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -649,6 +652,140 @@ TEST_F(SchedulerTest, RestartKeepsEachJobsDeviceNeed) {
   EXPECT_EQ(LeaseFor("cuda:0"), cuda_running);
   EXPECT_EQ(LeaseFor("cuda:0"), cuda_queued);
   EXPECT_EQ(LeaseFor("cuda:0"), "");
+}
+
+// Concurrent CreateJob calls: every one returns its own committed job, none twice, none lost.
+TEST_F(SchedulerTest, ConcurrentCreatesEachGetTheirOwnJob) {
+  constexpr int kThreads = 16, kEach = 25;
+  std::vector<std::vector<std::string>> ids(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        JobRequest request;
+        request.spec_json = "{}";
+        request.labels = {{"thread", absl::StrCat(t)}, {"call", absl::StrCat(i)}};
+        if (i % 5 == 0) request.request_id = absl::StrCat("t", t, "-", i / 5);
+        absl::StatusOr<CreatedJob> created = scheduler_->CreateJob(request);
+        ASSERT_TRUE(created.ok()) << created.status();
+        EXPECT_TRUE(created->created);
+        EXPECT_EQ(created->job.labels, request.labels) << "a result went to the wrong caller";
+        ids[t].push_back(created->job.id);
+        if (i % 5 == 0) {  // a retry of the same request answers with the same job
+          absl::StatusOr<CreatedJob> again = scheduler_->CreateJob(request);
+          ASSERT_TRUE(again.ok()) << again.status();
+          EXPECT_FALSE(again->created);
+          EXPECT_EQ(again->job.id, created->job.id);
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  std::set<std::string> distinct;
+  for (const auto& mine : ids) distinct.insert(mine.begin(), mine.end());
+  EXPECT_EQ(distinct.size(), static_cast<size_t>(kThreads * kEach));
+  EXPECT_EQ(MetricValue("compressd_jobs", "QUEUED"), kThreads * kEach);
+  for (const std::string& id : distinct) EXPECT_EQ(Get(id).state, JobState::kQueued);
+  int leased = 0;
+  while (scheduler_->LeaseNext("w1", "cpu")->has_value()) ++leased;
+  EXPECT_EQ(leased, kThreads * kEach);
+}
+
+// For each created job, counts the QUEUED jobs committed to the store when the scheduler reports
+// it (a batch reports its jobs after committing all of them); the first report blocks until
+// released.
+class BatchObserver : public SchedulerObserver {
+ public:
+  explicit BatchObserver(JobStore* store) : store_(store) {}
+
+  void JobStateChanged(std::optional<JobState> from, std::optional<JobState> to) override {
+    if (from.has_value()) return;
+    absl::StatusOr<std::map<JobState, int64_t>> counts = store_->CountByState();
+    absl::MutexLock lock(&mu_);
+    committed_.push_back(counts.ok() ? (*counts)[JobState::kQueued] : -1);
+    if (committed_.size() == 1) mu_.Await(absl::Condition(&released_));
+  }
+  void Release() {
+    absl::MutexLock lock(&mu_);
+    released_ = true;
+  }
+  std::vector<int64_t> Committed() {
+    absl::MutexLock lock(&mu_);
+    return committed_;
+  }
+
+ private:
+  JobStore* const store_;
+  absl::Mutex mu_;
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<int64_t> committed_ ABSL_GUARDED_BY(mu_);
+};
+
+// Calls arriving while a job is being written queue up and are then written together, in one
+// transaction, not one by one.
+TEST_F(SchedulerTest, CreatesArrivingDuringAWriteShareTheNextTransaction) {
+  scheduler_.reset();
+  BatchObserver observer(store_.get());
+  Scheduler::Options options;
+  options.clock = &clock_;
+  options.observer = &observer;
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = Scheduler::Create(store_.get(), options);
+  ASSERT_TRUE(scheduler.ok()) << scheduler.status();
+  auto create = [&] {
+    JobRequest request;
+    request.spec_json = "{}";
+    absl::StatusOr<CreatedJob> created = (*scheduler)->CreateJob(request);
+    EXPECT_TRUE(created.ok()) << created.status();
+  };
+  std::thread first(create);
+  while (observer.Committed().empty()) absl::SleepFor(absl::Milliseconds(1));
+  constexpr int kLater = 10;
+  std::vector<std::thread> later;
+  for (int i = 0; i < kLater; ++i) later.emplace_back(create);
+  absl::SleepFor(absl::Milliseconds(300));  // let them all queue up behind the first write
+  observer.Release();
+  first.join();
+  for (std::thread& thread : later) thread.join();
+  std::vector<int64_t> committed = observer.Committed();
+  ASSERT_EQ(committed.size(), static_cast<size_t>(1 + kLater));
+  EXPECT_EQ(committed[0], 1);
+  // One by one, the second job would be reported with 2 committed; together, with all of them.
+  EXPECT_GT(committed[1], 2) << "each waiting call had a transaction of its own";
+  EXPECT_EQ(store_->CountByState()->at(JobState::kQueued), 1 + kLater);
+}
+
+// CreateJob calls waiting behind a write when the scheduler shuts down are answered UNAVAILABLE
+// or with their job; none hangs.
+TEST_F(SchedulerTest, ShutdownAnswersWaitingCreates) {
+  scheduler_.reset();
+  BatchObserver observer(store_.get());
+  Scheduler::Options options;
+  options.clock = &clock_;
+  options.observer = &observer;
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = Scheduler::Create(store_.get(), options);
+  ASSERT_TRUE(scheduler.ok()) << scheduler.status();
+  std::vector<absl::StatusCode> codes(6, absl::StatusCode::kUnknown);
+  auto create = [&](int i) {
+    JobRequest request;
+    request.spec_json = "{}";
+    codes[i] = (*scheduler)->CreateJob(request).status().code();
+  };
+  std::thread first(create, 0);
+  while (observer.Committed().empty()) absl::SleepFor(absl::Milliseconds(1));
+  std::vector<std::thread> later;
+  for (int i = 1; i < 6; ++i) later.emplace_back(create, i);
+  absl::SleepFor(absl::Milliseconds(100));
+  std::thread stop([&] { (*scheduler)->Shutdown(); });
+  absl::SleepFor(absl::Milliseconds(100));
+  observer.Release();
+  stop.join();
+  first.join();
+  for (std::thread& thread : later) thread.join();
+  EXPECT_EQ(codes[0], absl::StatusCode::kOk);
+  for (int i = 1; i < 6; ++i) {
+    EXPECT_TRUE(codes[i] == absl::StatusCode::kOk || codes[i] == absl::StatusCode::kUnavailable)
+        << i << ": " << absl::StatusCodeToString(codes[i]);
+  }
 }
 
 }  // namespace
