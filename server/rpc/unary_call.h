@@ -15,31 +15,10 @@
 
 namespace compress::server {
 
-// `work` returns an absl::Status and fills the response it captured; the request and response
-// stay valid until Finish. A call whose deadline passed (or that was cancelled) while it waited
-// for a pool thread ends DEADLINE_EXCEEDED (CANCELLED) without running `work`.
-template <typename Work>
-grpc::ServerUnaryReactor* RunUnaryOnPool(grpc::CallbackServerContext* context, ThreadPool* pool,
-                                         Work work) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  pool->Schedule([context, reactor, work = std::move(work)]() mutable {
-    if (context->deadline() <= std::chrono::system_clock::now()) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                   "the deadline passed before the call was served"));
-      return;
-    }
-    if (context->IsCancelled()) {
-      reactor->Finish(grpc::Status::CANCELLED);
-      return;
-    }
-    absl::Status status = work();
-    reactor->Finish(ToGrpcStatus(status));
-  });
-  return reactor;
-}
-
 // RunUnaryOnPool for work that ends later, elsewhere: `work` gets a `finish` to call exactly once
-// with the call's status (from any thread); the response must be filled before.
+// with the call's status (from any thread); the response must be filled before. A call whose
+// deadline passed (or that was cancelled) while it waited for a pool thread ends
+// DEADLINE_EXCEEDED (CANCELLED) without running `work`.
 using FinishCall = std::function<void(const absl::Status&)>;
 template <typename Work>
 grpc::ServerUnaryReactor* RunUnaryOnPoolAsync(grpc::CallbackServerContext* context,
@@ -55,11 +34,20 @@ grpc::ServerUnaryReactor* RunUnaryOnPoolAsync(grpc::CallbackServerContext* conte
       reactor->Finish(grpc::Status::CANCELLED);
       return;
     }
-    work(FinishCall([reactor](const absl::Status& status) {
-      reactor->Finish(ToGrpcStatus(status));
-    }));
+    work(FinishCall(
+        [reactor](const absl::Status& status) { reactor->Finish(ToGrpcStatus(status)); }));
   });
   return reactor;
+}
+
+// `work` returns an absl::Status and fills the response it captured; the request and response
+// stay valid until Finish.
+template <typename Work>
+grpc::ServerUnaryReactor* RunUnaryOnPool(grpc::CallbackServerContext* context, ThreadPool* pool,
+                                         Work work) {
+  return RunUnaryOnPoolAsync(
+      context, pool,
+      [work = std::move(work)](const FinishCall& finish) mutable { finish(work()); });
 }
 
 // A unary call that ends at once with `status` (a request refused before any work started).

@@ -130,7 +130,8 @@ TEST(DistillLossesTest, WeightDistillationLossOfAnEquivalentStudent) {
   options.relation_on_all_blocks = true;
   ASSERT_TRUE(ValidateWeightDistillOptions(options, (*config).base, teacher->config()).ok());
   LossFn loss = WeightDistillationLoss(*shared, teacher, options);
-  TrainBatch batch{torch::randn({2, 3, 16, 16}), torch::tensor({0, 3}, torch::kLong)};
+  TrainBatch batch{torch::randn({2, 3, 16, 16}), torch::tensor({0, 3}, torch::kLong),
+                   torch::Tensor()};
   LossOutput out = loss(batch);
   ASSERT_EQ(out.terms.size(), 4u);
   const torch::Tensor logits = teacher->forward(batch.inputs);

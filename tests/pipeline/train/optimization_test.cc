@@ -191,7 +191,7 @@ TEST(MetricsTest, EvaluateOverASplit) {
 
 TEST(ClassificationLossTest, LabelSmoothing) {
   const torch::Tensor logits = torch::tensor({{1.0f, 0.0f, 0.0f}});
-  const TrainBatch batch{logits, torch::tensor({0}, torch::kLong)};
+  const TrainBatch batch{logits, torch::tensor({0}, torch::kLong), torch::Tensor()};
   const LossFn loss_fn =
       ClassificationLoss([](const torch::Tensor& x) { return x; }, /*label_smoothing=*/0.3);
   const LossOutput output = loss_fn(batch);

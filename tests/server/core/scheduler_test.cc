@@ -46,6 +46,16 @@ class SchedulerTest : public ::testing::Test {
     scheduler_ = *std::move(scheduler);
   }
 
+  // A scheduler on the fixture's store and clock reporting to `observer`; null on failure.
+  std::unique_ptr<Scheduler> StartObserved(SchedulerObserver* observer) {
+    Scheduler::Options options;
+    options.clock = &clock_;
+    options.observer = observer;
+    absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = Scheduler::Create(store_.get(), options);
+    EXPECT_TRUE(scheduler.ok()) << scheduler.status();
+    return scheduler.ok() ? *std::move(scheduler) : nullptr;
+  }
+
   // Simulates a restart: the scheduler and the store go away and come back from disk.
   void Restart() {
     scheduler_.reset();
@@ -726,15 +736,12 @@ class BatchObserver : public SchedulerObserver {
 TEST_F(SchedulerTest, CreatesArrivingDuringAWriteShareTheNextTransaction) {
   scheduler_.reset();
   BatchObserver observer(store_.get());
-  Scheduler::Options options;
-  options.clock = &clock_;
-  options.observer = &observer;
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = Scheduler::Create(store_.get(), options);
-  ASSERT_TRUE(scheduler.ok()) << scheduler.status();
+  std::unique_ptr<Scheduler> scheduler = StartObserved(&observer);
+  ASSERT_NE(scheduler, nullptr);
   auto create = [&] {
     JobRequest request;
     request.spec_json = "{}";
-    absl::StatusOr<CreatedJob> created = (*scheduler)->CreateJob(request);
+    absl::StatusOr<CreatedJob> created = scheduler->CreateJob(request);
     EXPECT_TRUE(created.ok()) << created.status();
   };
   std::thread first(create);
@@ -759,23 +766,20 @@ TEST_F(SchedulerTest, CreatesArrivingDuringAWriteShareTheNextTransaction) {
 TEST_F(SchedulerTest, ShutdownAnswersWaitingCreates) {
   scheduler_.reset();
   BatchObserver observer(store_.get());
-  Scheduler::Options options;
-  options.clock = &clock_;
-  options.observer = &observer;
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = Scheduler::Create(store_.get(), options);
-  ASSERT_TRUE(scheduler.ok()) << scheduler.status();
+  std::unique_ptr<Scheduler> scheduler = StartObserved(&observer);
+  ASSERT_NE(scheduler, nullptr);
   std::vector<absl::StatusCode> codes(6, absl::StatusCode::kUnknown);
   auto create = [&](int i) {
     JobRequest request;
     request.spec_json = "{}";
-    codes[i] = (*scheduler)->CreateJob(request).status().code();
+    codes[i] = scheduler->CreateJob(request).status().code();
   };
   std::thread first(create, 0);
   while (observer.Committed().empty()) absl::SleepFor(absl::Milliseconds(1));
   std::vector<std::thread> later;
   for (int i = 1; i < 6; ++i) later.emplace_back(create, i);
   absl::SleepFor(absl::Milliseconds(100));
-  std::thread stop([&] { (*scheduler)->Shutdown(); });
+  std::thread stop([&] { scheduler->Shutdown(); });
   absl::SleepFor(absl::Milliseconds(100));
   observer.Release();
   stop.join();
