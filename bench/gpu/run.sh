@@ -4,7 +4,7 @@
 # Builds the LibTorch side against PyTorch's CUDA LibTorch, then in the same call:
 #   1. parity of our swin_t with timm's swin_tiny_patch4_window7_224 (fp32 and bf16),
 #   2. a distillation step at 224x224, batch 128, bf16: ours vs PyTorch eager with timm models,
-#   3. the pipeline tests on the GPU (ctest -L pipeline, including the CUDA test),
+#   3. every test of that build (the pipeline's and the executor's, with the CUDA test) on the GPU,
 #   4. a short real job with compress-run alone on cuda:0 (bench/gpu/short-job.json).
 # Everything it reports lands in $OUT (default /tmp/gpu-out): gpu-results.md, the ctest log,
 # the job's events and report.json.
@@ -32,7 +32,7 @@ bin() { find build-gpu -name "$1" -type f -perm -u+x | head -1; }
 
 python3 bench/gpu/reference.py --binary "$(bin gpu_bench)" --out "$OUT" || status=1
 
-ctest --test-dir build-gpu -L pipeline --output-on-failure -j4 --timeout 300 > "$OUT/ctest.log" 2>&1 \
+ctest --test-dir build-gpu --output-on-failure -j4 --timeout 300 > "$OUT/ctest.log" 2>&1 \
   || status=1
 grep -E "tests passed|tests failed|Failed|Skipped" "$OUT/ctest.log" | tail -8
 
