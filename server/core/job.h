@@ -81,6 +81,9 @@ struct Job {
   int64_t last_event_sequence = 0;
   // Filled by JobStore::GetJob and ListJobs.
   std::vector<Artifact> artifacts;
+  // The store's creation order (jobs.seq): increasing with every job created; set when read
+  // from the store, 0 before.
+  int64_t creation_order = 0;
 };
 
 // A new job id: 16 characters of lowercase Crockford base32, the first 10 encoding the

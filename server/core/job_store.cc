@@ -59,7 +59,8 @@ int64_t ReadJobRow(const Statement& row, Job& job) {
   job.lease_owner = row.ColumnText(17);
   job.last_event_sequence = row.ColumnInt(18);
   job.tenant = row.ColumnText(19);
-  return row.ColumnInt(0);
+  job.creation_order = row.ColumnInt(0);
+  return job.creation_order;
 }
 
 }  // namespace

@@ -171,7 +171,8 @@ void Scheduler::RunDeferred(Deferred& deferred) {
 
 void Scheduler::EnqueueLocked(const Job& job) {
   QueuedJob queued{
-      QueueKey{-static_cast<int64_t>(job.priority), absl::ToUnixMicros(job.create_time), job.id},
+      QueueKey{-static_cast<int64_t>(job.priority), absl::ToUnixMicros(job.create_time),
+               job.creation_order, job.id},
       DeviceNeedOfSpec(job.spec_json)};
   InsertQueuedLocked(job.id, queued);
 }
@@ -435,7 +436,7 @@ absl::StatusOr<std::optional<Lease>> Scheduler::LeaseNextLocked(const std::strin
   while (std::optional<DeviceNeed> need = BestQueueLocked(device)) {
     std::set<QueueKey>& queue = queues_[static_cast<int>(*need)];
     const QueuedJob queued{*queue.begin(), *need};
-    const std::string id = std::get<2>(queued.key);
+    const std::string id = std::get<3>(queued.key);
     queue.erase(queue.begin());
     QueueChangedLocked(*need);
     queued_.erase(id);

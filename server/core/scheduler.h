@@ -218,8 +218,9 @@ class Scheduler {
     absl::Time deadline;
     LeaseCallback done;
   };
-  // Higher priority first (hence the negation), then older first, then by id.
-  using QueueKey = std::tuple<int64_t, int64_t, std::string>;
+  // Higher priority first (hence the negation), then older first, then in creation order (jobs
+  // written in one transaction share their creation time), then the id.
+  using QueueKey = std::tuple<int64_t, int64_t, int64_t, std::string>;
   // Where a QUEUED job sits: its key in queues_[need].
   struct QueuedJob {
     QueueKey key;

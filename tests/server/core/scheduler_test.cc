@@ -156,6 +156,33 @@ TEST_F(SchedulerTest, LeasesByPriorityThenInOrderOfCreation) {
   EXPECT_FALSE(none->has_value());
 }
 
+// Jobs created in the same instant (as the jobs of one transaction are) lease in creation order.
+TEST_F(SchedulerTest, JobsCreatedInOneInstantLeaseInCreationOrder) {
+  std::vector<std::string> created;
+  for (int i = 0; i < 8; ++i) {
+    JobRequest request;
+    request.spec_json = "{}";
+    absl::StatusOr<CreatedJob> job = scheduler_->CreateJob(request);
+    ASSERT_TRUE(job.ok()) << job.status();
+    created.push_back(job->job.id);
+  }
+  std::vector<Lease> leases;
+  std::vector<std::string> leased;
+  for (int i = 0; i < 8; ++i) {
+    leases.push_back(LeaseOne());
+    leased.push_back(leases.back().job_id);
+  }
+  EXPECT_EQ(leased, created);
+  // The order survives a restart (the queue is rebuilt from the store).
+  for (const Lease& lease : leases) {
+    ASSERT_TRUE(scheduler_->ReturnLease(lease.job_id, lease.attempt, "w1").ok());
+  }
+  Restart();
+  leased.clear();
+  for (int i = 0; i < 8; ++i) leased.push_back(LeaseOne().job_id);
+  EXPECT_EQ(leased, created);
+}
+
 TEST_F(SchedulerTest, LeaseStartsAnAttempt) {
   std::string id = Create();
   clock_.Advance(absl::Seconds(4));
