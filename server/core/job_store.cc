@@ -83,10 +83,19 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const Options& options)
     if (absl::StrContains(s.message(), options.path)) return s;
     return absl::Status(s.code(), absl::StrCat("cannot open ", options.path, ": ", s.message()));
   }
+  WalCheckpointer::Options wal;
+  wal.pages = options.wal_checkpoint_pages;
+  wal.max_pages = 8 * options.wal_checkpoint_pages;
+  wal.writer_mu = &store->mu_;
+  absl::StatusOr<std::unique_ptr<WalCheckpointer>> checkpointer =
+      WalCheckpointer::Start(db, options.path, wal);
+  if (!checkpointer.ok()) return checkpointer.status();
+  store->checkpointer_ = *std::move(checkpointer);
   return store;
 }
 
 JobStore::~JobStore() {
+  checkpointer_.reset();
   {
     absl::MutexLock lock(&mu_);
     statements_.clear();
@@ -572,6 +581,11 @@ absl::StatusOr<std::map<JobState, int64_t>> JobStore::CountByState() {
   }
   (*select)->Reset();
   return counts;
+}
+
+JobStore::WalCheckpoints JobStore::wal_checkpoints() {
+  if (checkpointer_ == nullptr) return {};
+  return {checkpointer_->background_checkpoints(), checkpointer_->inline_checkpoints()};
 }
 
 }  // namespace compress::server

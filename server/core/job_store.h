@@ -21,6 +21,7 @@
 #include "server/core/job.h"
 #include "server/core/job_filter.h"
 #include "server/core/sqlite_statement.h"
+#include "server/core/wal_checkpointer.h"
 
 struct sqlite3;
 
@@ -54,6 +55,9 @@ class JobStore {
     std::string path;
     // synchronous=FULL (true) or NORMAL (false, faster, durable across process crashes only).
     bool synchronous_full = true;
+    // The WAL is checkpointed on a thread of its own once a commit takes it past this many pages
+    // (see WalCheckpointer).
+    int wal_checkpoint_pages = 1000;
   };
 
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(const Options& options);
@@ -111,6 +115,14 @@ class JobStore {
   // Number of jobs in each state (states without jobs are absent).
   absl::StatusOr<std::map<JobState, int64_t>> CountByState();
 
+  // Checkpoints of the WAL so far: by the checkpointer's thread, and by commits that found it
+  // fallen behind.
+  struct WalCheckpoints {
+    int64_t background = 0;
+    int64_t in_commits = 0;
+  };
+  WalCheckpoints wal_checkpoints();
+
  private:
   explicit JobStore(sqlite3* db) : db_(db) {}
 
@@ -131,6 +143,7 @@ class JobStore {
 
   absl::Mutex mu_;
   sqlite3* const db_;  // owned; closed by the destructor
+  std::unique_ptr<WalCheckpointer> checkpointer_;  // set by Open
   // Prepared statements, keyed by their SQL text, prepared on first use and reused.
   std::map<std::string, Statement> statements_ ABSL_GUARDED_BY(mu_);
   // The prepared statement for `sql`, reset and with no bindings.

@@ -2,6 +2,11 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/server/core/test_dir.h"
@@ -310,6 +315,36 @@ TEST_F(JobStoreTest, CreateJobsRefusesOneJobAndKeepsTheRestOfItsBatch) {
     EXPECT_EQ(store_->ListEvents(id, 0, 10)->size(), 1u) << id;
   }
   EXPECT_EQ(store_->ListEvents("a4", 0, 10)->size(), 0u);
+}
+
+// Checkpoints run on the checkpointer's thread, not in the commits, and keep the WAL short:
+// 4,000 jobs would leave a far longer log without checkpoints.
+TEST_F(JobStoreTest, WalIsCheckpointedInTheBackground) {
+  store_.reset();
+  JobStore::Options options;
+  options.path = dir_.File("wal.db");
+  options.synchronous_full = false;
+  absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  int64_t largest_wal = 0;
+  for (int i = 0; i < 4000; ++i) {
+    Job job = MakeJob(absl::StrCat("j", i), {{"batch", "wal"}});
+    ASSERT_TRUE((*store)->CreateJob(job, {StateChangeEvent(JobState::kQueued, "created", {})}).ok());
+    if (i % 100 == 99) {
+      largest_wal = std::max<int64_t>(largest_wal, std::filesystem::file_size(options.path + "-wal"));
+      absl::SleepFor(absl::Milliseconds(5));  // room for the checkpointer's thread
+    }
+  }
+  // The log starts over after each checkpoint: it stays near the 1,000 pages (4 MiB) that wake
+  // the checkpointer, far from the 8,000 where commits would checkpoint themselves.
+  EXPECT_LT(largest_wal, 16 << 20);
+  EXPECT_GT((*store)->wal_checkpoints().background, 0);
+  EXPECT_EQ((*store)->wal_checkpoints().in_commits, 0);
+  // Everything is there after a reopen.
+  store->reset();
+  store = JobStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->CountByState()->at(JobState::kQueued), 4000);
 }
 
 TEST_F(JobStoreTest, BlobOwners) {
