@@ -300,11 +300,22 @@ absl::StatusOr<CreatedJob> Scheduler::CreateJob(const JobRequest& request) {
 }
 
 void Scheduler::CreateJobAsync(JobRequest request, CreateDone done) {
+  std::optional<size_t> refused;  // the number of calls waiting, when this one is refused
   {
     absl::MutexLock lock(&create_mu_);
-    pending_creates_.push_back({std::move(request), std::move(done), absl::UnknownError("")});
-    if (create_writer_) return;  // the writing thread takes it with its next batch
-    create_writer_ = true;
+    if (static_cast<int64_t>(pending_creates_.size()) >= options_.max_pending_creates) {
+      refused = pending_creates_.size();
+    } else {
+      pending_creates_.push_back({std::move(request), std::move(done), absl::UnknownError("")});
+      if (create_writer_) return;  // the writing thread takes it with its next batch
+      create_writer_ = true;
+    }
+  }
+  if (refused.has_value()) {
+    done(absl::UnavailableError(absl::StrCat("compressd has ", *refused,
+                                             " CreateJob calls waiting for the job store; retry "
+                                             "(with the same request_id) shortly")));
+    return;
   }
   for (;;) {
     std::vector<PendingCreate> batch;

@@ -108,6 +108,9 @@ class Scheduler {
     // CreateJob is RESOURCE_EXHAUSTED while the request's tenant has this many QUEUED jobs;
     // 0 = no limit.
     int64_t max_queued_jobs_per_tenant = 0;
+    // CreateJob calls waiting to be written at most; one more is UNAVAILABLE at once (the store
+    // is not keeping up).
+    int max_pending_creates = 4096;
     // Source of time; nullptr = the system clock. Not owned; must outlive the scheduler.
     Clock* clock = nullptr;
     // Told about jobs and workers (metrics); may be nullptr. Not owned; must outlive the
@@ -148,7 +151,11 @@ class Scheduler {
   // Calls share transactions (group commit): a call made while none is writing writes its job
   // at once; calls arriving meanwhile queue up, and the writing thread then writes all of them
   // (up to kMaxCreateBatch at a time) in one transaction, one sync to disk, in arrival order,
-  // until none is left.
+  // until none is left: under a steady stream of calls, one caller's thread keeps writing (and a
+  // synchronous CreateJob that became the writer returns only then). `done` runs with no lock
+  // held and must not call CreateJob itself. UNAVAILABLE at once when
+  // Options::max_pending_creates calls are already waiting. The scheduler must outlive every
+  // call.
   using CreateDone = std::function<void(absl::StatusOr<CreatedJob>)>;
   void CreateJobAsync(JobRequest request, CreateDone done);
   static constexpr int kMaxCreateBatch = 64;

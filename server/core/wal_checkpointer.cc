@@ -19,15 +19,17 @@ absl::StatusOr<std::unique_ptr<WalCheckpointer>> WalCheckpointer::Start(sqlite3*
   }
   // A connection learns that the database is in WAL mode when it first reads it; until then a
   // checkpoint does nothing.
-  if (absl::Status s = SqliteExec(db, "PRAGMA journal_mode=WAL"); !s.ok()) {
+  if (absl::Status s = SqliteExec(db, "PRAGMA journal_mode"); !s.ok()) {
     sqlite3_close(db);
     return s;
   }
   // RESTART runs with the writer held off (Options::writer_mu): it waits for no transaction, and
   // one that finds the database busy (a reader left open) is tried again after a later commit.
-  if (options.writer_mu == nullptr) {
+  if (options.writer_mu == nullptr || options.pages <= 0 || options.max_pages < options.pages) {
     sqlite3_close(db);
-    return absl::InvalidArgumentError("WalCheckpointer: Options::writer_mu is required");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "WalCheckpointer: needs Options::writer_mu and 0 < pages <= max_pages (pages ",
+        options.pages, ", max_pages ", options.max_pages, ")"));
   }
   std::unique_ptr<WalCheckpointer> checkpointer(new WalCheckpointer(writer, db, options));
   sqlite3_wal_hook(writer, &WalCheckpointer::OnCommit, checkpointer.get());
@@ -53,9 +55,11 @@ int WalCheckpointer::OnCommit(void* self, sqlite3* db, const char* name, int pag
   auto* checkpointer = static_cast<WalCheckpointer*>(self);
   if (pages >= checkpointer->options_.max_pages) {
     // Best effort, as SQLite's own: a checkpoint that cannot finish now is retried later.
-    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-    absl::MutexLock lock(&checkpointer->mu_);
-    ++checkpointer->inline_;
+    if (sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) ==
+        SQLITE_OK) {
+      absl::MutexLock lock(&checkpointer->mu_);
+      ++checkpointer->inline_;
+    }
   } else if (pages >= checkpointer->options_.pages) {
     absl::MutexLock lock(&checkpointer->mu_);
     checkpointer->wanted_ = true;

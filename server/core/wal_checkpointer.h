@@ -18,11 +18,12 @@ namespace compress::server {
 // By default SQLite checkpoints in the commit that takes the WAL past 1,000 pages: that commit
 // copies the log into the database and syncs it, and every call waiting behind it waits too
 // (bench/results/server.md: the p99 of CreateJob with synchronous=NORMAL at 8 calls in flight is
-// 12 ms that way, 5 ms with this). This replaces that: a commit that takes the WAL past `pages` wakes a thread of its own, which copies
-// the log into the database on a second connection while the writer goes on (PASSIVE), then holds
-// the writer off only for what was added meanwhile, so that the log starts over (RESTART). Should
-// checkpoints fall behind (the WAL past `max_pages`), the committing connection checkpoints
-// itself, as SQLite would.
+// 12 ms that way, 5 ms with this). This replaces that: a commit that takes the WAL past `pages`
+// wakes a thread of its own, which copies the log into the database on a second connection while
+// the writer goes on (PASSIVE), then, holding the writer's mutex, copies what was added meanwhile
+// and syncs the log and the database (RESTART), so that the next commit starts the log over.
+// Should checkpoints fall behind (a commit finding `max_pages` pages in the WAL), the committing
+// connection checkpoints itself, as SQLite would.
 class WalCheckpointer {
  public:
   struct Options {
@@ -44,7 +45,7 @@ class WalCheckpointer {
   WalCheckpointer(const WalCheckpointer&) = delete;
   WalCheckpointer& operator=(const WalCheckpointer&) = delete;
 
-  // Checkpoints completed by the thread and by commits (the fall-back).
+  // Checkpoints completed by the thread, and by commits (the fall-back).
   int64_t background_checkpoints();
   int64_t inline_checkpoints();
 

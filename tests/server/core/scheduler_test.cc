@@ -46,9 +46,10 @@ class SchedulerTest : public ::testing::Test {
     scheduler_ = *std::move(scheduler);
   }
 
-  // A scheduler on the fixture's store and clock reporting to `observer`; null on failure.
-  std::unique_ptr<Scheduler> StartObserved(SchedulerObserver* observer) {
-    Scheduler::Options options;
+  // A scheduler with `options` on the fixture's store and clock reporting to `observer`; null on
+  // failure.
+  std::unique_ptr<Scheduler> StartObserved(SchedulerObserver* observer,
+                                           Scheduler::Options options = {}) {
     options.clock = &clock_;
     options.observer = observer;
     absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = Scheduler::Create(store_.get(), options);
@@ -786,6 +787,42 @@ TEST_F(SchedulerTest, CreatesArrivingDuringAWriteShareTheNextTransaction) {
   // One by one, the second job would be reported with 2 committed; together, with all of them.
   EXPECT_GT(committed[1], 2) << "each waiting call had a transaction of its own";
   EXPECT_EQ(store_->CountByState()->at(JobState::kQueued), 1 + kLater);
+}
+
+// Past Options::max_pending_creates calls waiting for the store, CreateJob is UNAVAILABLE at once;
+// those already waiting are written.
+TEST_F(SchedulerTest, TooManyWaitingCreatesAreRefusedAtOnce) {
+  scheduler_.reset();
+  BatchObserver observer(store_.get());
+  Scheduler::Options options;
+  options.max_pending_creates = 3;
+  std::unique_ptr<Scheduler> scheduler = StartObserved(&observer, options);
+  ASSERT_NE(scheduler, nullptr);
+  JobRequest request;
+  request.spec_json = "{}";
+  std::thread first([&] { EXPECT_TRUE(scheduler->CreateJob(request).ok()); });
+  while (observer.Committed().empty()) absl::SleepFor(absl::Milliseconds(1));
+  // The first write is held up: three calls wait, the fourth is refused without waiting.
+  absl::Mutex mu;
+  std::vector<absl::Status> answers;
+  for (int i = 0; i < 4; ++i) {
+    scheduler->CreateJobAsync(request, [&](absl::StatusOr<CreatedJob> created) {
+      absl::MutexLock lock(&mu);
+      answers.push_back(created.status());
+    });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_EQ(answers.size(), 1u);
+    EXPECT_EQ(answers[0].code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(answers[0].message(), HasSubstr("3 CreateJob calls waiting"));
+  }
+  observer.Release();
+  first.join();
+  absl::MutexLock lock(&mu);
+  mu.Await(absl::Condition(+[](std::vector<absl::Status>* a) { return a->size() == 4; }, &answers));
+  for (int i = 1; i < 4; ++i) EXPECT_TRUE(answers[i].ok()) << answers[i];
+  EXPECT_EQ(store_->CountByState()->at(JobState::kQueued), 4);
 }
 
 // CreateJob calls waiting behind a write when the scheduler shuts down are answered UNAVAILABLE

@@ -76,8 +76,9 @@ TEST_F(WalCheckpointerTest, BackgroundCheckpointsKeepTheLogShort) {
   // 1,000 rows are some 2,000 pages of log; the log starts over near 50 pages, far from the 400
   // where commits would checkpoint themselves.
   int64_t largest = Write(1000);
-  EXPECT_LT(largest, 200 * 4096);
+  EXPECT_LT(largest, 400 * 4096);
   EXPECT_GT(checkpointer_->background_checkpoints(), 0);
+  EXPECT_EQ(checkpointer_->inline_checkpoints(), 0);
 }
 
 TEST_F(WalCheckpointerTest, CommitsCheckpointThemselvesWhenTheThreadIsHeldUp) {
@@ -97,11 +98,21 @@ TEST_F(WalCheckpointerTest, CommitsCheckpointThemselvesWhenTheThreadIsHeldUp) {
   EXPECT_GT(checkpointer_->background_checkpoints(), background);
 }
 
-TEST_F(WalCheckpointerTest, RequiresTheWritersMutex) {
-  WalCheckpointer::Options options;
-  absl::StatusOr<std::unique_ptr<WalCheckpointer>> checkpointer =
-      WalCheckpointer::Start(db_, path_, options);
-  EXPECT_EQ(checkpointer.status().code(), absl::StatusCode::kInvalidArgument);
+TEST_F(WalCheckpointerTest, RefusesOptionsItCannotWorkWith) {
+  WalCheckpointer::Options no_mutex;
+  EXPECT_EQ(WalCheckpointer::Start(db_, path_, no_mutex).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  WalCheckpointer::Options no_pages;
+  no_pages.writer_mu = &mu_;
+  no_pages.pages = 0;
+  EXPECT_EQ(WalCheckpointer::Start(db_, path_, no_pages).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  WalCheckpointer::Options inverted;
+  inverted.writer_mu = &mu_;
+  inverted.pages = 100;
+  inverted.max_pages = 50;
+  EXPECT_EQ(WalCheckpointer::Start(db_, path_, inverted).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
