@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
 #include "server/core/executor_events.h"
 
@@ -299,14 +300,14 @@ absl::StatusOr<CreatedJob> Scheduler::CreateJob(const JobRequest& request) {
   return result;
 }
 
-void Scheduler::CreateJobAsync(JobRequest request, CreateDone done) {
+void Scheduler::CreateJobAsync(JobRequest request, CreateDone done, absl::Time deadline) {
   std::optional<size_t> refused;  // the number of calls waiting, when this one is refused
   {
     absl::MutexLock lock(&create_mu_);
     if (static_cast<int64_t>(pending_creates_.size()) >= options_.max_pending_creates) {
       refused = pending_creates_.size();
     } else {
-      pending_creates_.push_back({std::move(request), std::move(done), absl::UnknownError("")});
+      pending_creates_.push_back({std::move(request), std::move(done), deadline});
       if (create_writer_) return;  // the writing thread takes it with its next batch
       create_writer_ = true;
     }
@@ -348,9 +349,17 @@ void Scheduler::CreateBatch(std::vector<PendingCreate>& batch) {
       return;
     }
     absl::Time now = clock_->Now();
+    const absl::Time real_now = absl::Now();
     std::vector<NewJob> jobs;
+    std::vector<PendingCreate*> writing;  // the calls of `jobs`, in the same order
     jobs.reserve(batch.size());
-    for (const PendingCreate& pending : batch) {
+    for (PendingCreate& pending : batch) {
+      if (pending.deadline < real_now) {
+        pending.result = absl::DeadlineExceededError(
+            "the deadline passed while the call waited for the job store; no job was created");
+        continue;
+      }
+      writing.push_back(&pending);
       const JobRequest& request = pending.request;
       Job job;
       job.id = NewJobId(now);
@@ -366,9 +375,10 @@ void Scheduler::CreateBatch(std::vector<PendingCreate>& batch) {
           request.max_attempts > 0 ? request.max_attempts : options_.default_max_attempts;
       jobs.push_back({std::move(job), {StateChangeEvent(JobState::kQueued, "created", now)}});
     }
+    if (jobs.empty()) return;
     std::vector<absl::StatusOr<CreatedJob>> results =
         store_->CreateJobs(std::move(jobs), options_.max_queued_jobs_per_tenant);
-    for (size_t i = 0; i < batch.size(); ++i) {
+    for (size_t i = 0; i < writing.size(); ++i) {
       absl::StatusOr<CreatedJob>& result = results[i];
       if (result.ok() && result->created) {
         if (options_.observer != nullptr) {
@@ -377,7 +387,7 @@ void Scheduler::CreateBatch(std::vector<PendingCreate>& batch) {
         EnqueueLocked(result->job);
         deferred.push_back([this, id = result->job.id] { notifier_.Notify(id); });
       }
-      batch[i].result = std::move(result);
+      writing[i]->result = std::move(result);
     }
     DispatchLocked(deferred);
   }

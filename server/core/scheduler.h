@@ -157,7 +157,10 @@ class Scheduler {
   // Options::max_pending_creates calls are already waiting. The scheduler must outlive every
   // call.
   using CreateDone = std::function<void(absl::StatusOr<CreatedJob>)>;
-  void CreateJobAsync(JobRequest request, CreateDone done);
+  // A call still waiting when `deadline` (real time) has passed is answered DEADLINE_EXCEEDED
+  // and its job is not written (its caller has given up on it).
+  void CreateJobAsync(JobRequest request, CreateDone done,
+                      absl::Time deadline = absl::InfiniteFuture());
   static constexpr int kMaxCreateBatch = 64;
   // QUEUED -> CANCELLED; RUNNING -> CANCELLING (the worker learns it on its next heartbeat);
   // CANCELLING stays. A finished job is FAILED_PRECONDITION.
@@ -237,7 +240,8 @@ class Scheduler {
   struct PendingCreate {
     JobRequest request;
     CreateDone done;
-    absl::StatusOr<CreatedJob> result;
+    absl::Time deadline = absl::InfiniteFuture();
+    absl::StatusOr<CreatedJob> result = absl::UnknownError("not written");
   };
   // Work to do once the mutex is released.
   using Deferred = std::vector<std::function<void()>>;

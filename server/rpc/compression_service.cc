@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "server/rpc/chunk_stream_reactor.h"
 #include "server/rpc/failed_stream.h"
 #include "server/rpc/proto_convert.h"
@@ -108,7 +109,8 @@ grpc::ServerUnaryReactor* CompressionServiceImpl::CreateJob(grpc::CallbackServer
   Caller caller = *std::move(authorized);
   // The job is written by the scheduler's group commit: this pool thread validates and queues the
   // call, and whichever thread writes the batch answers it.
-  return RunUnaryOnPoolAsync(context, pool_, [this, request, response, caller](FinishCall finish) {
+  return RunUnaryOnPoolAsync(context, pool_, [this, context, request, response,
+                                               caller](FinishCall finish) {
     absl::StatusOr<ValidCreateJob> valid = ValidateCreateJobRequest(
         *request, options_.data_roots != nullptr ? *options_.data_roots : no_data_roots_);
     if (!valid.ok()) return finish(valid.status());
@@ -123,11 +125,15 @@ grpc::ServerUnaryReactor* CompressionServiceImpl::CreateJob(grpc::CallbackServer
       }
     }
     valid->job.tenant = caller.tenant;
-    scheduler_->CreateJobAsync(std::move(valid->job),
-                               [response, finish](absl::StatusOr<CreatedJob> created) {
-                                 if (created.ok()) JobToProto(created->job, response);
-                                 finish(created.status());
-                               });
+    const auto deadline = context->deadline();
+    scheduler_->CreateJobAsync(
+        std::move(valid->job),
+        [response, finish](absl::StatusOr<CreatedJob> created) {
+          if (created.ok()) JobToProto(created->job, response);
+          finish(created.status());
+        },
+        deadline == std::chrono::system_clock::time_point::max() ? absl::InfiniteFuture()
+                                                                   : absl::FromChrono(deadline));
   });
 }
 

@@ -1,5 +1,6 @@
 #include "server/core/scheduler.h"
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -823,6 +824,38 @@ TEST_F(SchedulerTest, TooManyWaitingCreatesAreRefusedAtOnce) {
   mu.Await(absl::Condition(+[](std::vector<absl::Status>* a) { return a->size() == 4; }, &answers));
   for (int i = 1; i < 4; ++i) EXPECT_TRUE(answers[i].ok()) << answers[i];
   EXPECT_EQ(store_->CountByState()->at(JobState::kQueued), 4);
+}
+
+// A call whose deadline passes while it waits for the store is answered DEADLINE_EXCEEDED and
+// writes no job; the others of its batch are written.
+TEST_F(SchedulerTest, CreatesWhoseDeadlinePassedWhileWaitingWriteNothing) {
+  scheduler_.reset();
+  BatchObserver observer(store_.get());
+  std::unique_ptr<Scheduler> scheduler = StartObserved(&observer);
+  ASSERT_NE(scheduler, nullptr);
+  JobRequest request;
+  request.spec_json = "{}";
+  std::thread first([&] { EXPECT_TRUE(scheduler->CreateJob(request).ok()); });
+  while (observer.Committed().empty()) absl::SleepFor(absl::Milliseconds(1));
+  absl::Mutex mu;
+  std::map<std::string, absl::Status> answers;
+  auto answer = [&](const std::string& name) {
+    return [&, name](absl::StatusOr<CreatedJob> created) {
+      absl::MutexLock lock(&mu);
+      answers[name] = created.status();
+    };
+  };
+  scheduler->CreateJobAsync(request, answer("late"), absl::Now() + absl::Milliseconds(50));
+  scheduler->CreateJobAsync(request, answer("patient"), absl::Now() + absl::Seconds(60));
+  absl::SleepFor(absl::Milliseconds(100));
+  observer.Release();
+  first.join();
+  absl::MutexLock lock(&mu);
+  mu.Await(absl::Condition(
+      +[](std::map<std::string, absl::Status>* a) { return a->size() == 2; }, &answers));
+  EXPECT_EQ(answers["late"].code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(answers["patient"].ok()) << answers["patient"];
+  EXPECT_EQ(store_->CountByState()->at(JobState::kQueued), 2);
 }
 
 // CreateJob calls waiting behind a write when the scheduler shuts down are answered UNAVAILABLE
