@@ -84,8 +84,6 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const Options& options)
     return absl::Status(s.code(), absl::StrCat("cannot open ", options.path, ": ", s.message()));
   }
   WalCheckpointer::Options wal;
-  wal.pages = options.wal_checkpoint_pages;
-  wal.max_pages = 8 * options.wal_checkpoint_pages;
   wal.writer_mu = &store->mu_;
   absl::StatusOr<std::unique_ptr<WalCheckpointer>> checkpointer =
       WalCheckpointer::Start(db, options.path, wal);

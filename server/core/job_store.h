@@ -47,7 +47,9 @@ struct NewJob {
   std::vector<JobEvent> events;
 };
 
-// Thread-safe: one connection, serialised by a mutex. Every write is one transaction.
+// Thread-safe: one connection for reads and writes, serialised by a mutex; every write is one
+// transaction (CreateJobs: one for the batch). A WalCheckpointer with a second connection of its
+// own keeps the WAL short.
 class JobStore {
  public:
   struct Options {
@@ -55,9 +57,6 @@ class JobStore {
     std::string path;
     // synchronous=FULL (true) or NORMAL (false, faster, durable across process crashes only).
     bool synchronous_full = true;
-    // The WAL is checkpointed on a thread of its own once a commit takes it past this many pages
-    // (see WalCheckpointer).
-    int wal_checkpoint_pages = 1000;
   };
 
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(const Options& options);

@@ -147,6 +147,7 @@ class Scheduler {
   // RESOURCE_EXHAUSTED when the tenant is at Options::max_queued_jobs_per_tenant; UNAVAILABLE
   // after Shutdown().
   absl::StatusOr<CreatedJob> CreateJob(const JobRequest& request);
+  using CreateDone = std::function<void(absl::StatusOr<CreatedJob>)>;
   // CreateJob, answering through `done` once the job is committed (on this thread or another).
   // Calls share transactions (group commit): a call made while none is writing writes its job
   // at once; calls arriving meanwhile queue up, and the writing thread then writes all of them
@@ -154,11 +155,9 @@ class Scheduler {
   // until none is left: under a steady stream of calls, one caller's thread keeps writing (and a
   // synchronous CreateJob that became the writer returns only then). `done` runs with no lock
   // held and must not call CreateJob itself. UNAVAILABLE at once when
-  // Options::max_pending_creates calls are already waiting. The scheduler must outlive every
-  // call.
-  using CreateDone = std::function<void(absl::StatusOr<CreatedJob>)>;
-  // A call still waiting when `deadline` (real time) has passed is answered DEADLINE_EXCEEDED
-  // and its job is not written (its caller has given up on it).
+  // Options::max_pending_creates calls are already waiting. A call still waiting when
+  // `deadline` (real time) has passed is answered DEADLINE_EXCEEDED and its job is not written
+  // (its caller has given up on it). The scheduler must outlive every call.
   void CreateJobAsync(JobRequest request, CreateDone done,
                       absl::Time deadline = absl::InfiniteFuture());
   static constexpr int kMaxCreateBatch = 64;
@@ -319,7 +318,7 @@ class Scheduler {
   std::thread background_;
 
   // CreateJob calls not yet written, in arrival order, and whether a thread is writing them.
-  absl::Mutex create_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  absl::Mutex create_mu_;  // never held while taking mu_
   std::deque<PendingCreate> pending_creates_ ABSL_GUARDED_BY(create_mu_);
   bool create_writer_ ABSL_GUARDED_BY(create_mu_) = false;
 };

@@ -10,6 +10,11 @@ namespace compress::server {
 absl::StatusOr<std::unique_ptr<WalCheckpointer>> WalCheckpointer::Start(sqlite3* writer,
                                                                         const std::string& path,
                                                                         const Options& options) {
+  if (options.writer_mu == nullptr || options.pages <= 0 || options.max_pages < options.pages) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "WalCheckpointer: needs Options::writer_mu and 0 < pages <= max_pages (pages ",
+        options.pages, ", max_pages ", options.max_pages, ")"));
+  }
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
@@ -18,18 +23,11 @@ absl::StatusOr<std::unique_ptr<WalCheckpointer>> WalCheckpointer::Start(sqlite3*
     return status;
   }
   // A connection learns that the database is in WAL mode when it first reads it; until then a
-  // checkpoint does nothing.
+  // checkpoint does nothing. (No busy handler: RESTART runs with the writer held off by
+  // Options::writer_mu, and one that finds a reader is tried again after a later commit.)
   if (absl::Status s = SqliteExec(db, "PRAGMA journal_mode"); !s.ok()) {
     sqlite3_close(db);
     return s;
-  }
-  // RESTART runs with the writer held off (Options::writer_mu): it waits for no transaction, and
-  // one that finds the database busy (a reader left open) is tried again after a later commit.
-  if (options.writer_mu == nullptr || options.pages <= 0 || options.max_pages < options.pages) {
-    sqlite3_close(db);
-    return absl::InvalidArgumentError(absl::StrCat(
-        "WalCheckpointer: needs Options::writer_mu and 0 < pages <= max_pages (pages ",
-        options.pages, ", max_pages ", options.max_pages, ")"));
   }
   std::unique_ptr<WalCheckpointer> checkpointer(new WalCheckpointer(writer, db, options));
   sqlite3_wal_hook(writer, &WalCheckpointer::OnCommit, checkpointer.get());
