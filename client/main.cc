@@ -11,7 +11,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -22,6 +21,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "worker/events/program_usage.h"
 #include "worker/events/stream_memory.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "compressd's address, host:port");
@@ -115,13 +115,17 @@ int Usage(const std::string& problem) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
+  compress::SetProgramUsage("compressctl", kUsage);
   std::map<std::string, std::string> labels;
   if (!ExtractLabels(argc, argv, &labels)) return compress::client::kExitError;
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   compress::ConfigureMallocForStreaming();
   std::vector<std::string> args(positional.begin() + 1, positional.end());
-  if (args.empty() || args[0] == "help") return Usage(args.empty() ? "no command" : "");
+  if (args.empty()) return Usage("no command");
+  if (args[0] == "help") {
+    std::cout << kUsage << "\n\nflags: compressctl --help\n";
+    return compress::client::kExitOk;
+  }
   const std::string command = args[0];
   args.erase(args.begin());
 

@@ -19,7 +19,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -39,6 +38,7 @@
 #include "server/rpc/security_config.h"
 #include "server/rpc/thread_pool.h"
 #include "server/rpc/worker_service.h"
+#include "worker/events/program_usage.h"
 #include "worker/events/stream_memory.h"
 
 ABSL_FLAG(std::string, grpc_address, "127.0.0.1:50051",
@@ -174,7 +174,8 @@ std::vector<compress::server::GrpcMethodInfo> ServedMethods() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  compress::SetProgramUsage(
+      "compressd",
       "compressd [--grpc_address=HOST:PORT] [--metrics_address=HOST:PORT] [--data_dir=DIR] "
       "[--local_workers=N] (--token_file=FILE [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]"
       " | --insecure) [--data_root=DIR]...");

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <iterator>
 
+#include "worker/events/program_usage.h"
+
 namespace compress::server {
 namespace {
 
@@ -43,6 +45,12 @@ void GrpcMethodMetrics::Handled(const std::string& code, double seconds) {
 }
 
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  prometheus::BuildGauge()
+      .Name("compressd_build_info")
+      .Help("Always 1; the label version is compressd's version.")
+      .Register(*registry_)
+      .Add({{"version", ProjectVersion()}})
+      .Set(1);
   jobs_created_ = &prometheus::BuildCounter()
                        .Name("compressd_jobs_created_total")
                        .Help("Jobs accepted by CreateJob (duplicates by request_id excluded).")

@@ -1,6 +1,6 @@
 // compressd's security and limit flags, on the real binaries: unsafe starts are refused, TLS and
 // tokens work end to end with compressctl's flags, repeated --data_root flags all count, and
-// --max_message_bytes bounds requests.
+// --max_message_bytes bounds requests; --help and --version of compressd and compressctl.
 #include <signal.h>
 #include <stdlib.h>
 
@@ -21,12 +21,14 @@
 #include "gtest/gtest.h"
 #include "tests/server/core/test_dir.h"
 #include "worker/agent/subprocess.h"
+#include "worker/events/program_usage.h"
 
 namespace compress::server {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using worker::ExitInfo;
 using worker::Subprocess;
 
@@ -51,6 +53,39 @@ TEST(CompressdFlagsTest, RefusesUnsafeStarts) {
     EXPECT_EQ(exit.exit_code, 1) << exit.ToString();
     EXPECT_THAT((*started)->StderrTail(), HasSubstr(c.message));
   }
+}
+
+// Runs `argv` to its end; returns its stdout and sets `exit_code`.
+std::string RunToEnd(const std::vector<std::string>& argv, int* exit_code) {
+  Subprocess::Options options;
+  options.argv = argv;
+  absl::StatusOr<std::unique_ptr<Subprocess>> started = Subprocess::Start(options);
+  EXPECT_TRUE(started.ok()) << started.status();
+  if (!started.ok()) return "";
+  std::string out;
+  while (std::optional<std::string> line = (*started)->ReadLine())
+    absl::StrAppend(&out, *line, "\n");
+  *exit_code = (*started)->Wait().exit_code;
+  return out;
+}
+
+TEST(CompressdFlagsTest, HelpListsTheProgramsFlagsAndVersionNamesIt) {
+  int exit_code = -1;
+  std::string help = RunToEnd({COMPRESSD_BIN, "--help"}, &exit_code);
+  EXPECT_THAT(help, HasSubstr("Flags from server/main.cc:"));
+  EXPECT_THAT(help, HasSubstr("--grpc_address"));
+  EXPECT_THAT(help, HasSubstr("--data_root"));
+  EXPECT_THAT(help, Not(HasSubstr("No flags matched")));
+  EXPECT_EQ(RunToEnd({COMPRESSD_BIN, "--version"}, &exit_code),
+            absl::StrCat("compressd ", ProjectVersion(), "\n"));
+  EXPECT_EQ(exit_code, 0);
+
+  help = RunToEnd({COMPRESSCTL_BIN, "--help"}, &exit_code);
+  EXPECT_THAT(help, HasSubstr("Flags from client/main.cc:"));
+  EXPECT_THAT(help, HasSubstr("--token_file"));
+  help = RunToEnd({COMPRESSCTL_BIN, "help"}, &exit_code);
+  EXPECT_THAT(help, HasSubstr("download JOB [ARTIFACT]"));
+  EXPECT_EQ(exit_code, 0);
 }
 
 class CompressdProcessTest : public ::testing::Test {

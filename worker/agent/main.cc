@@ -11,11 +11,11 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/devices.h"
+#include "worker/events/program_usage.h"
 #include "worker/events/stream_memory.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "compressd's address, host:port");
@@ -65,7 +65,8 @@ std::string DefaultWorkRoot() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  compress::SetProgramUsage(
+      "compress-worker",
       "compress-worker [--server=HOST:PORT] [--devices=auto|cpu,cuda:N] [--work_root=DIR] "
       "[--executor=PATH] [--token_file=F] [--tls_ca=CA.pem [--tls_cert=C --tls_key=K]]");
   absl::ParseCommandLine(argc, argv);

@@ -12,12 +12,12 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "worker/events/event.h"
+#include "worker/events/program_usage.h"
 #include "worker/run/job_runner.h"
 #include "worker/run/work_dir.h"
 #include "worker/spec/job_spec.h"
@@ -55,8 +55,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Runs one compression job: compress-run --spec SPEC.json --workdir DIR");
+  compress::SetProgramUsage(
+      "compress-run", "Runs one compression job: compress-run --spec SPEC.json --workdir DIR");
   absl::ParseCommandLine(argc, argv);
   compress::events::EventWriter events(stdout);
 

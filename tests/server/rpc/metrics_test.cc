@@ -29,6 +29,7 @@
 #include "server/rpc/worker_service.h"
 #include "tests/server/core/test_dir.h"
 #include "worker/events/event.h"
+#include "worker/events/program_usage.h"
 #include "worker/events/sha256.h"
 
 namespace compress::server {
@@ -237,6 +238,7 @@ TEST_F(MetricsTest, FamiliesExistBeforeAnyCall) {
     EXPECT_EQ(series[name], 0) << name;
   }
   EXPECT_EQ(series.count("compressd_jobs{state=\"QUEUED\"}"), 1u);
+  EXPECT_EQ(series[absl::StrCat("compressd_build_info{version=\"", ProjectVersion(), "\"}")], 1);
   EXPECT_EQ(series.count("compressd_jobs_finished_total{state=\"FAILED\"}"), 1u);
   for (const char* phase : Metrics::kPhases) {
     EXPECT_EQ(
