@@ -106,6 +106,42 @@ TEST_F(AgentTest, ConnectsOnceTheServerComesUpAndRunsTheLeasedJob) {
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
 }
 
+TEST_F(AgentTest, RelativeWorkRootAndExecutorAreTheAgentsNotTheJobDirectorys) {
+  // The executor fails unless its --spec (argument 2) is readable from its working directory
+  // (the job's directory).
+  std::ofstream(root_ + "/reads-spec.sh")
+      << "#!/bin/sh\n"
+         "test -r \"$2\" || { echo \"cannot read $2 from $(pwd)\" >&2; exit 3; }\n"
+         "echo '{\"type\":\"report\",\"time\":1,\"report\":{\"ok\":true}}'\n";
+  chmod((root_ + "/reads-spec.sh").c_str(), 0755);
+  const fs::path previous = fs::current_path();
+  fs::current_path(root_);
+  options_.attempt.executor_path = "./reads-spec.sh";
+  options_.attempt.work_root = "relative/work";
+  options_.server = absl::StrCat("127.0.0.1:", FreePort());
+  absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Create(options_);
+  fs::current_path(previous);  // the agent must not depend on the directory it was created in
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  FakeWorkerService service;
+  compress::v1::Lease lease;
+  lease.set_job("jobs/r1");
+  lease.set_attempt(1);
+  lease.set_spec_json("{}");
+  lease.set_lease_seconds(30);
+  service.AddLease(lease);
+  int bound = 0;
+  std::unique_ptr<grpc::Server> server =
+      FakeWorkerService::Serve(&service, options_.server, &bound);
+  ASSERT_NE(server, nullptr);
+  std::thread runner([&agent] { (*agent)->Run(); });
+  ASSERT_TRUE(service.WaitForCompletions(1, absl::Seconds(20)));
+  EXPECT_EQ(service.completions()[0].outcome(), compress::v1::ATTEMPT_SUCCEEDED)
+      << service.completions()[0].error_message();
+  (*agent)->Stop();
+  runner.join();
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+}
+
 TEST_F(AgentTest, DoesNotSpinWhileTheServerIsAway) {
   options_.server = absl::StrCat("127.0.0.1:", FreePort());
   options_.initial_backoff = absl::Milliseconds(200);

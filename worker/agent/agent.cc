@@ -1,5 +1,7 @@
 #include "worker/agent/agent.h"
 
+#include <filesystem>
+#include <string>
 #include <thread>
 #include <utility>
 
@@ -12,6 +14,8 @@
 
 namespace compress::worker {
 
+namespace fs = std::filesystem;
+
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const Options& options) {
   if (options.server.empty()) return absl::InvalidArgumentError("--server: empty address");
   if (options.devices.empty()) return absl::InvalidArgumentError("--devices: no device");
@@ -23,6 +27,19 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const Options& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("--lease_wait_seconds: must be in [0, 30], got ", options.lease_wait_seconds));
   }
+  // The executor runs in its job's directory: relative paths (a relative --work_root, such as
+  // compressd's default ./compressd-data/work, or --executor) would resolve against it there.
+  Options absolute = options;
+  std::error_code ec;
+  for (std::string* path : {&absolute.attempt.work_root, &absolute.attempt.executor_path}) {
+    if (path->empty()) continue;
+    fs::path made = fs::absolute(*path, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot make ", *path, " an absolute path: ", ec.message()));
+    }
+    *path = made.lexically_normal().string();
+  }
   grpc::ChannelArguments args;
   // Reconnect within seconds once a restarted server is back, instead of gRPC's default of up
   // to two minutes between connection attempts.
@@ -33,7 +50,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const Options& options) {
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       client::Dial(options.server, options.security, args);
   if (!channel.ok()) return channel.status();
-  return std::unique_ptr<Agent>(new Agent(options, *std::move(channel)));
+  return std::unique_ptr<Agent>(new Agent(absolute, *std::move(channel)));
 }
 
 Agent::Agent(const Options& options, std::shared_ptr<grpc::Channel> channel)
