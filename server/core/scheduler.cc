@@ -171,10 +171,9 @@ void Scheduler::RunDeferred(Deferred& deferred) {
 }
 
 void Scheduler::EnqueueLocked(const Job& job) {
-  QueuedJob queued{
-      QueueKey{-static_cast<int64_t>(job.priority), absl::ToUnixMicros(job.create_time),
-               job.creation_order, job.id},
-      DeviceNeedOfSpec(job.spec_json)};
+  QueuedJob queued{QueueKey{-static_cast<int64_t>(job.priority),
+                            absl::ToUnixMicros(job.create_time), job.creation_order, job.id},
+                   DeviceNeedOfSpec(job.spec_json)};
   InsertQueuedLocked(job.id, queued);
 }
 
@@ -273,6 +272,18 @@ absl::Status Scheduler::RetryOrFailLocked(Job& job, bool retryable, const std::s
     job.end_time = now;
     events.push_back(StateChangeEvent(job.state, message, now));
   }
+  return CommitLocked(job, from, std::move(events), deferred);
+}
+
+absl::Status Scheduler::RequeueUncountedLocked(Job& job, const std::string& reason,
+                                               std::vector<JobEvent> events, Deferred& deferred) {
+  JobState from = job.state;
+  absl::Time now = clock_->Now();
+  job.attempt_count--;
+  job.lease_owner.clear();
+  job.state = JobState::kQueued;
+  job.queue_time = now;
+  events.push_back(StateChangeEvent(JobState::kQueued, reason, now));
   return CommitLocked(job, from, std::move(events), deferred);
 }
 
@@ -411,15 +422,25 @@ absl::StatusOr<Job> Scheduler::CancelJob(const std::string& job_id) {
                               "cancelled before it ran", deferred);
         break;
       case JobState::kRunning:
+      case JobState::kCancelling: {
+        auto lease = leases_.find(job_id);
+        if (lease == leases_.end()) {
+          // No worker holds it (its lease ended but the job's new state was never written):
+          // there is nobody to wait for.
+          status = FinishLocked(job, JobState::kCancelled, "CANCELLED",
+                                "cancelled (no worker held the job)",
+                                "cancelled by request; no worker held the job", deferred);
+          break;
+        }
+        if (job.state == JobState::kCancelling) break;
+        lease->second.cancel_requested = true;
         job.state = JobState::kCancelling;
-        if (auto it = leases_.find(job_id); it != leases_.end()) it->second.cancel_requested = true;
         status = CommitLocked(
             job, from,
             {StateChangeEvent(job.state, "cancellation requested; waiting for the worker", now)},
             deferred);
         break;
-      case JobState::kCancelling:
-        break;
+      }
       default:
         return absl::FailedPreconditionError(
             absl::StrCat("job ", job_id, " has already finished (", JobStateName(job.state), ")"));
@@ -573,31 +594,22 @@ absl::Status Scheduler::ReturnLease(const std::string& job_id, int attempt,
     if (!lease.ok()) return lease.status();
     absl::StatusOr<Job> job = store_->GetJob(job_id);
     if (!job.ok()) return job.status();
-    JobState from = job->state;
-    absl::Time now = clock_->Now();
-    job->attempt_count--;
-    if (job->attempt_count == 0) job->start_time.reset();
-    job->lease_owner.clear();
-    if (from == JobState::kCancelling) {
-      if (absl::Status s = FinishLocked(*job, JobState::kCancelled, "CANCELLED",
-                                        "cancelled by request", "cancelled by request", deferred);
-          !s.ok()) {
-        return s;
-      }
+    absl::Status status;
+    if (job->state == JobState::kCancelling) {
+      job->attempt_count--;
+      if (job->attempt_count == 0) job->start_time.reset();
+      status = FinishLocked(*job, JobState::kCancelled, "CANCELLED", "cancelled by request",
+                            "cancelled by request", deferred);
     } else {
-      job->state = JobState::kQueued;
-      job->queue_time = now;
-      if (absl::Status s = CommitLocked(
-              *job, from,
-              {StateChangeEvent(JobState::kQueued,
-                                absl::StrCat("attempt ", attempt, " never reached worker ",
-                                             worker_id, " (its LeaseJob call ended); requeued"),
-                                now)},
-              deferred);
-          !s.ok()) {
-        return s;
-      }
+      // The attempt never ran: the job has not started.
+      if (job->attempt_count == 1) job->start_time.reset();
+      status =
+          RequeueUncountedLocked(*job,
+                                 absl::StrCat("attempt ", attempt, " never reached worker ",
+                                              worker_id, " (its LeaseJob call ended); requeued"),
+                                 {}, deferred);
     }
+    if (!status.ok()) return status;
   }
   RunDeferred(deferred);
   return absl::OkStatus();
@@ -617,6 +629,7 @@ absl::StatusOr<Scheduler::ActiveLease*> Scheduler::CurrentLeaseLocked(
     return NotCurrent(job_id, attempt,
                       absl::StrCat("attempt ", it->second.attempt, " replaced it"));
   }
+  if (it->second.expired) return NotCurrent(job_id, attempt, "its lease expired");
   if (it->second.worker_id != worker_id) {
     return NotCurrent(
         job_id, attempt,
@@ -732,12 +745,26 @@ absl::Status Scheduler::CompleteAttempt(const std::string& job_id, int attempt,
         events.push_back(LogEvent(
             attempt, "error", absl::StrCat("executor stderr (tail):\n", result.stderr_tail), now));
       }
-      std::string message = absl::StrCat(
-          "attempt ", attempt, " of ", job->max_attempts, " failed",
-          result.exit_status != 0 ? absl::StrCat(" (exit status ", result.exit_status, ")") : "",
-          ": ", result.error_message.empty() ? "no reason given" : result.error_message);
-      status = RetryOrFailLocked(*job, result.retryable, result.error_code, message,
-                                 std::move(events), deferred);
+      if (result.stopping) {
+        // The executor was stopped, not failing: like a lease that never reached its worker,
+        // this attempt does not use up one of the job's attempts, so that a job on its last
+        // attempt resumes after a restart of compressd or of its worker.
+        std::string message = absl::StrCat(
+            "attempt ", attempt, " of ", job->max_attempts, " handed back by worker ", worker_id,
+            ": ", result.error_message.empty() ? "stopping" : result.error_message);
+        job->error_code = result.error_code.empty() ? "UNAVAILABLE" : result.error_code;
+        job->error_message = message;
+        status = RequeueUncountedLocked(
+            *job, absl::StrCat(message, "; requeued (the attempt is not counted)"),
+            std::move(events), deferred);
+      } else {
+        std::string message = absl::StrCat(
+            "attempt ", attempt, " of ", job->max_attempts, " failed",
+            result.exit_status != 0 ? absl::StrCat(" (exit status ", result.exit_status, ")") : "",
+            ": ", result.error_message.empty() ? "no reason given" : result.error_message);
+        status = RetryOrFailLocked(*job, result.retryable, result.error_code, message,
+                                   std::move(events), deferred);
+      }
     }
     if (!status.ok()) return status;
   }

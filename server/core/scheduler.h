@@ -92,6 +92,9 @@ struct AttemptResult {
   int exit_status = 0;
   std::string stderr_tail;
   bool retryable = false;
+  // For failures: the worker stopped the attempt because it or compressd is shutting down (the
+  // executor did not fail); the job is requeued without counting the attempt.
+  bool stopping = false;
   // The executor's report (JSON), on success; empty keeps the one its events carried.
   std::string report_json;
 };
@@ -161,8 +164,12 @@ class Scheduler {
   void CreateJobAsync(JobRequest request, CreateDone done,
                       absl::Time deadline = absl::InfiniteFuture());
   static constexpr int kMaxCreateBatch = 64;
+  // How soon ProcessTimeouts writes an expired lease's job again when the write failed (a full or
+  // failing disk).
+  static constexpr absl::Duration kExpiryRetryDelay = absl::Seconds(1);
   // QUEUED -> CANCELLED; RUNNING -> CANCELLING (the worker learns it on its next heartbeat);
-  // CANCELLING stays. A finished job is FAILED_PRECONDITION.
+  // CANCELLING stays; a RUNNING or CANCELLING job that no worker holds -> CANCELLED. A finished
+  // job is FAILED_PRECONDITION.
   absl::StatusOr<Job> CancelJob(const std::string& job_id);
   // Deletes a finished job (FAILED_PRECONDITION otherwise) from the store. Returns it as it was.
   absl::StatusOr<Job> DeleteJob(const std::string& job_id);
@@ -198,7 +205,9 @@ class Scheduler {
   absl::Status RecordArtifact(const std::string& job_id, int attempt, const std::string& worker_id,
                               const Artifact& artifact);
   // Ends the attempt: SUCCEEDED; FAILED and retryable -> QUEUED again while attempts remain;
-  // otherwise FAILED; a job being cancelled (or an attempt reporting CANCELLED) -> CANCELLED.
+  // otherwise FAILED; FAILED with `stopping` -> QUEUED again and the attempt is not counted (as
+  // ReturnLease), even on the last attempt; a job being cancelled (or an attempt reporting
+  // CANCELLED) -> CANCELLED.
   absl::Status CompleteAttempt(const std::string& job_id, int attempt, const std::string& worker_id,
                                const AttemptResult& result);
 
@@ -219,6 +228,9 @@ class Scheduler {
     int attempt = 0;
     absl::Time expiry;
     bool cancel_requested = false;
+    // The lease expired but writing the job's requeue (or failure) failed: the worker's calls are
+    // refused as for a lease that is gone, and the write is tried again at `expiry`.
+    bool expired = false;
   };
   struct Waiter {
     int64_t id = 0;
@@ -282,10 +294,20 @@ class Scheduler {
   absl::Status FinishLocked(Job& job, JobState state, const std::string& code,
                             const std::string& message, const std::string& reason,
                             Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves a RUNNING job back to the queue without counting its current attempt (its number is
+  // given again), with a state_change event giving `reason` after `events`.
+  absl::Status RequeueUncountedLocked(Job& job, const std::string& reason,
+                                      std::vector<JobEvent> events, Deferred& deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves a job whose attempt ended without success: back to the queue while attempts remain
   // and `retryable`, else to FAILED with `code` and `message`.
   absl::Status RetryOrFailLocked(Job& job, bool retryable, const std::string& code,
                                  const std::string& message, std::vector<JobEvent> events,
+                                 Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes what the expiry of `lease` makes of its job: requeued or FAILED when RUNNING,
+  // CANCELLED when CANCELLING. The error of the store when that write failed (NOT_FOUND for a job
+  // that is gone).
+  absl::Status ExpireLeaseLocked(const std::string& job_id, const ActiveLease& lease,
                                  Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Creates the jobs of `batch` in one store transaction and sets their results.
   void CreateBatch(std::vector<PendingCreate>& batch) ABSL_LOCKS_EXCLUDED(mu_);

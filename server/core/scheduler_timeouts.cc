@@ -1,10 +1,12 @@
 // Scheduler, continued: what happens as time passes (lease expiry, waiter deadlines, the
 // workers gauge) and the thread that drives it.
 #include <algorithm>
+#include <cstdio>
 #include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "server/core/scheduler.h"  // the class implemented here
 
 namespace compress::server {
@@ -18,30 +20,30 @@ void Scheduler::ProcessTimeouts() {
     for (const auto& [id, lease] : leases_) {
       if (lease.expiry <= now) expired.emplace_back(id, lease);
     }
-    for (const auto& [id, lease] : expired) {
+    for (auto& [id, lease] : expired) {
+      // Out of leases_ while the job is written, so that CommitLocked does not count it as a
+      // lease that ended normally.
       leases_.erase(id);
-      if (options_.observer != nullptr)
-        options_.observer->LeaseEnded(lease.worker_id, lease.device, true);
-      absl::StatusOr<Job> job = store_->GetJob(id);
-      if (!job.ok()) continue;
-      JobState from = job->state;
-      if (from == JobState::kCancelling) {
-        std::string message =
-            absl::StrCat("cancelled (worker ", lease.worker_id, " lost: lease expired)");
-        FinishLocked(*job, JobState::kCancelled, "CANCELLED", message, message, deferred)
-            .IgnoreError();
+      absl::Status written = ExpireLeaseLocked(id, lease, deferred);
+      if (written.ok() || absl::IsNotFound(written)) {
+        if (options_.observer != nullptr) {
+          options_.observer->LeaseEnded(lease.worker_id, lease.device, true);
+        }
         continue;
       }
-      if (from != JobState::kRunning) continue;
-      std::string message =
-          job->attempt_count < job->max_attempts
-              ? absl::StrCat("worker ", lease.worker_id, " lost: lease expired during attempt ",
-                             job->attempt_count, " of ", job->max_attempts)
-              : absl::StrCat("worker ", lease.worker_id, " lost: lease expired after ",
-                             job->attempt_count, " attempts");
-      // A failed write leaves the job RUNNING without a lease until the next restart requeues it.
-      RetryOrFailLocked(*job, /*retryable=*/true, "UNAVAILABLE", message, {}, deferred)
-          .IgnoreError();
+      // The job is still RUNNING (or CANCELLING) in the store: keep the lease, refusing its
+      // worker, and write again shortly, so that the job does not stay RUNNING with nobody to
+      // requeue it until the next restart.
+      lease.expired = true;
+      lease.expiry = now + kExpiryRetryDelay;
+      leases_[id] = lease;
+      deferred.push_back([id, written] {
+        std::fprintf(stderr,
+                     "compressd: job %s: lease expired but the job could not be written (%s); "
+                     "retrying in %s\n",
+                     id.c_str(), written.ToString().c_str(),
+                     absl::FormatDuration(kExpiryRetryDelay).c_str());
+      });
     }
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       if (it->deadline <= now) {
@@ -56,6 +58,25 @@ void Scheduler::ProcessTimeouts() {
     }
   }
   RunDeferred(deferred);
+}
+
+absl::Status Scheduler::ExpireLeaseLocked(const std::string& job_id, const ActiveLease& lease,
+                                          Deferred& deferred) {
+  absl::StatusOr<Job> job = store_->GetJob(job_id);
+  if (!job.ok()) return job.status();
+  if (job->state == JobState::kCancelling) {
+    std::string message =
+        absl::StrCat("cancelled (worker ", lease.worker_id, " lost: lease expired)");
+    return FinishLocked(*job, JobState::kCancelled, "CANCELLED", message, message, deferred);
+  }
+  if (job->state != JobState::kRunning) return absl::OkStatus();
+  std::string message =
+      job->attempt_count < job->max_attempts
+          ? absl::StrCat("worker ", lease.worker_id, " lost: lease expired during attempt ",
+                         job->attempt_count, " of ", job->max_attempts)
+          : absl::StrCat("worker ", lease.worker_id, " lost: lease expired after ",
+                         job->attempt_count, " attempts");
+  return RetryOrFailLocked(*job, /*retryable=*/true, "UNAVAILABLE", message, {}, deferred);
 }
 
 void Scheduler::SeenLocked(const std::string& worker_id) {

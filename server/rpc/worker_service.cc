@@ -313,6 +313,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteAttempt(
     result.exit_status = request->exit_status();
     result.stderr_tail = request->stderr_tail();
     result.retryable = request->retryable();
+    result.stopping = request->stopping();
     result.report_json = request->report_json();
     return scheduler_->CompleteAttempt(*job_id, request->attempt(), request->worker_id(), result);
   });

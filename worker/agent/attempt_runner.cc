@@ -349,6 +349,10 @@ AttemptResult AttemptRunner::Finish(const ExitInfo& exit_info, const std::string
       request.set_error_message("cancelled on request");
       return Complete(request);
     case StopReason::kShutdown:
+      // Handed back, not failed: compressd requeues the job without counting the attempt.
+      fail(stop_status, /*retryable=*/true);
+      request.set_stopping(true);
+      return Complete(request);
     case StopReason::kRelayFailed:
       fail(stop_status, /*retryable=*/true);
       return Complete(request);

@@ -1,5 +1,7 @@
 #include "server/core/scheduler.h"
 
+#include <sqlite3.h>
+
 #include <map>
 #include <memory>
 #include <optional>
@@ -22,6 +24,31 @@ namespace {
 using ::testing::HasSubstr;
 
 constexpr absl::Duration kLease = absl::Seconds(30);
+
+// Makes the store's updates of job rows fail, as a full disk would, while failing: a trigger
+// added through a connection of its own aborts them.
+class FailingJobWrites {
+ public:
+  explicit FailingJobWrites(const std::string& db_path) {
+    EXPECT_EQ(sqlite3_open(db_path.c_str(), &db_), SQLITE_OK);
+    Exec(
+        "CREATE TABLE IF NOT EXISTS fail_writes (on_off INTEGER);"
+        "CREATE TRIGGER IF NOT EXISTS fail_job_writes BEFORE UPDATE ON jobs "
+        "WHEN EXISTS (SELECT 1 FROM fail_writes) "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;");
+  }
+  ~FailingJobWrites() { sqlite3_close(db_); }
+
+  void Start() { Exec("INSERT INTO fail_writes VALUES (1)"); }
+  void Stop() { Exec("DELETE FROM fail_writes"); }
+
+ private:
+  void Exec(const char* sql) {
+    EXPECT_EQ(sqlite3_exec(db_, sql, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db_);
+  }
+
+  sqlite3* db_ = nullptr;
+};
 
 class SchedulerTest : public ::testing::Test {
  protected:
@@ -907,6 +934,103 @@ TEST_F(SchedulerTest, ShutdownAnswersWaitingCreates) {
     EXPECT_TRUE(codes[i] == absl::StatusCode::kOk || codes[i] == absl::StatusCode::kUnavailable)
         << i << ": " << absl::StatusCodeToString(codes[i]);
   }
+}
+
+// A lease that expires while the store cannot be written stays, refusing its worker, and the job
+// is requeued once the store takes writes again: it is not left RUNNING with nobody holding it.
+TEST_F(SchedulerTest, ExpiryWrittenOnceTheStoreTakesWritesAgain) {
+  std::string id = Create();
+  Lease lease = LeaseOne("w1");
+  FailingJobWrites failing(dir_.File("jobs.db"));
+  failing.Start();
+  clock_.Advance(kLease + absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  EXPECT_EQ(Get(id).state, JobState::kRunning);
+  EXPECT_EQ(scheduler_->Heartbeat(id, lease.attempt, "w1").status().code(),
+            absl::StatusCode::kAborted);
+  clock_.Advance(absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  EXPECT_EQ(Get(id).state, JobState::kRunning);
+  failing.Stop();
+  clock_.Advance(absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  Job job = Get(id);
+  EXPECT_EQ(job.state, JobState::kQueued);
+  EXPECT_EQ(job.attempt_count, 1);
+  EXPECT_THAT(job.error_message, HasSubstr("worker w1 lost: lease expired"));
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, "w1", AttemptResult{}).code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(LeaseOne("w2").attempt, 2);
+}
+
+// The same for a job being cancelled: it ends CANCELLED once the store takes writes again.
+TEST_F(SchedulerTest, CancellingExpiryWrittenOnceTheStoreTakesWritesAgain) {
+  std::string id = Create();
+  LeaseOne("w1");
+  ASSERT_TRUE(scheduler_->CancelJob(id).ok());
+  FailingJobWrites failing(dir_.File("jobs.db"));
+  failing.Start();
+  clock_.Advance(kLease + absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  EXPECT_EQ(Get(id).state, JobState::kCancelling);
+  failing.Stop();
+  clock_.Advance(absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  EXPECT_EQ(Get(id).state, JobState::kCancelled);
+  EXPECT_TRUE(scheduler_->DeleteJob(id).ok());
+}
+
+// A RUNNING job that no worker holds (its lease ended without its new state being written) is
+// CANCELLED at once by CancelJob, and can then be deleted.
+TEST_F(SchedulerTest, CancelOfARunningJobThatNoWorkerHoldsEndsIt) {
+  std::string id = Create();
+  Job job = Get(id);
+  job.state = JobState::kRunning;
+  job.attempt_count = 1;
+  ASSERT_TRUE(store_->Write(id, &job, {}).ok());
+  absl::StatusOr<Job> cancelled = scheduler_->CancelJob(id);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state, JobState::kCancelled);
+  EXPECT_EQ(Get(id).state, JobState::kCancelled);
+  EXPECT_TRUE(scheduler_->DeleteJob(id).ok());
+}
+
+// A worker (or compressd) that stops hands its attempt back: the job is requeued without
+// counting it, also on its last attempt, and after a restart resumes as the same attempt. A real
+// failure on the last attempt still fails the job.
+TEST_F(SchedulerTest, AttemptHandedBackWhileStoppingIsNotCounted) {
+  std::string id = Create(0, /*max_attempts=*/1);
+  Lease lease = LeaseOne("w1");
+  scheduler_->Shutdown();
+  AttemptResult stopped;
+  stopped.outcome = AttemptResult::Outcome::kFailed;
+  stopped.error_code = "UNAVAILABLE";
+  stopped.error_message = "the worker is shutting down";
+  stopped.retryable = true;
+  stopped.stopping = true;
+  stopped.stderr_tail = "checkpoint saved";
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, "w1", stopped).ok());
+  Job job = Get(id);
+  EXPECT_EQ(job.state, JobState::kQueued);
+  EXPECT_EQ(job.attempt_count, 0);
+  EXPECT_THAT(job.error_message, HasSubstr("handed back by worker w1"));
+  EXPECT_EQ(scheduler_->Heartbeat(id, lease.attempt, "w1").status().code(),
+            absl::StatusCode::kAborted);
+
+  Restart();
+  Lease again = LeaseOne("w2");
+  EXPECT_EQ(again.job_id, id);
+  EXPECT_EQ(again.attempt, 1);
+  AttemptResult failed;
+  failed.outcome = AttemptResult::Outcome::kFailed;
+  failed.error_code = "UNAVAILABLE";
+  failed.error_message = "device lost";
+  failed.retryable = true;
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, again.attempt, "w2", failed).ok());
+  job = Get(id);
+  EXPECT_EQ(job.state, JobState::kFailed);
+  EXPECT_EQ(job.attempt_count, 1);
+  EXPECT_THAT(job.error_message, HasSubstr("device lost"));
 }
 
 }  // namespace
