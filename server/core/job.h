@@ -40,6 +40,9 @@ bool IsFinished(JobState state);
 // RUNNING and CANCELLING: a worker holds a lease on the job.
 bool IsLeased(JobState state);
 
+// The most labels a job may have: CreateJob refuses more, and a ListJobs filter may test no more.
+inline constexpr int kMaxLabels = 64;
+
 struct Artifact {
   // A file name inside the job's artifact directory (see ArtifactStore::ValidateName).
   std::string name;

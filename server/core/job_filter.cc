@@ -74,6 +74,12 @@ class FilterParser {
       return absl::OkStatus();
     }
     if (field.rfind("labels.", 0) == 0 && field.size() > 7) {
+      if (static_cast<int>(filter.labels.size()) >= kMaxLabels) {
+        // No job has more labels, and the store's query grows with every clause.
+        pos_ = clause_start;
+        return Error(absl::StrCat("more than ", kMaxLabels, " labels clauses (a job has at most ",
+                                  kMaxLabels, " labels)"));
+      }
       std::string key = field.substr(7);
       absl::StatusOr<std::string> value = ReadQuoted();
       if (!value.ok()) return value.status();

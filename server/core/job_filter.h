@@ -26,7 +26,8 @@ struct JobFilter {
 
 // Parses `text`: clauses joined by `AND`, each `state = NAME` (NAME one of QUEUED, RUNNING,
 // CANCELLING, SUCCEEDED, FAILED, CANCELLED) or `labels.KEY = "VALUE"` (VALUE in double quotes,
-// with \" and \\ as escapes). INVALID_ARGUMENT naming "filter" and the offending position.
+// with \" and \\ as escapes), at most kMaxLabels of those. INVALID_ARGUMENT naming "filter" and
+// the offending position.
 absl::StatusOr<JobFilter> ParseJobFilter(absl::string_view text);
 
 }  // namespace compress::server

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -16,6 +17,9 @@ namespace {
 using job_store_schema::kMigrateV1ToV2;
 using job_store_schema::kSchema;
 using job_store_schema::kSchemaVersion;
+
+// ListJobs keeps its prepared statements for filters of up to this many label clauses.
+constexpr size_t kCachedLabelClauses = 4;
 
 constexpr char kJobColumns[] =
     "seq, id, spec_json, state, labels_json, priority, request_id, create_us, queue_us, "
@@ -245,8 +249,8 @@ std::vector<absl::StatusOr<CreatedJob>> JobStore::CreateJobs(std::vector<NewJob>
         return fail_all(result.status());
       }
     } else {
-      absl::Status undo = result.ok() ? absl::OkStatus()
-                                      : SqliteExec(db_, "ROLLBACK TO SAVEPOINT create_job");
+      absl::Status undo =
+          result.ok() ? absl::OkStatus() : SqliteExec(db_, "ROLLBACK TO SAVEPOINT create_job");
       absl::Status release = SqliteExec(db_, "RELEASE SAVEPOINT create_job");
       if (!undo.ok() || !release.ok()) {
         // SQLite rolled the whole transaction back itself (an I/O error, a full disk): the batch
@@ -349,6 +353,11 @@ absl::Status JobStore::LoadArtifactsLocked(Job& job) {
 
 absl::StatusOr<JobPage> JobStore::ListJobs(const JobFilter& filter, int page_size,
                                            int64_t after_cursor) {
+  if (static_cast<int>(filter.labels.size()) > kMaxLabels) {
+    return absl::InvalidArgumentError(absl::StrCat("filter: more than ", kMaxLabels,
+                                                   " labels clauses (a job has at most ",
+                                                   kMaxLabels, " labels)"));
+  }
   absl::MutexLock lock(&mu_);
   std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE seq > ?");
   if (filter.state.has_value()) absl::StrAppend(&sql, " AND state = ?");
@@ -359,9 +368,21 @@ absl::StatusOr<JobPage> JobStore::ListJobs(const JobFilter& filter, int page_siz
                     "l.key = ? AND l.value = ?)");
   }
   absl::StrAppend(&sql, " ORDER BY seq LIMIT ?");
-  absl::StatusOr<Statement*> select = StatementLocked(sql);
-  if (!select.ok()) return select.status();
-  Statement& s = **select;
+  // The query's text depends on the number of label clauses: those of short filters are kept
+  // with the other statements (a few shapes); a longer filter's is prepared for this call only,
+  // so that what clients send cannot grow the cache.
+  std::optional<Statement> one_off;
+  Statement* select = nullptr;
+  if (filter.labels.size() <= kCachedLabelClauses) {
+    absl::StatusOr<Statement*> cached = StatementLocked(sql);
+    if (!cached.ok()) return cached.status();
+    select = *cached;
+  } else {
+    absl::StatusOr<Statement> prepared = Statement::Prepare(db_, sql);
+    if (!prepared.ok()) return prepared.status();
+    select = &one_off.emplace(*std::move(prepared));
+  }
+  Statement& s = *select;
   int index = 1;
   s.BindInt(index++, after_cursor);
   if (filter.state.has_value()) s.BindInt(index++, static_cast<int>(*filter.state));
@@ -579,6 +600,11 @@ absl::StatusOr<std::map<JobState, int64_t>> JobStore::CountByState() {
   }
   (*select)->Reset();
   return counts;
+}
+
+size_t JobStore::CachedStatements() {
+  absl::MutexLock lock(&mu_);
+  return statements_.size();
 }
 
 JobStore::WalCheckpoints JobStore::wal_checkpoints() {

@@ -8,6 +8,7 @@
 #ifndef COMPRESS_SERVER_CORE_JOB_STORE_H_
 #define COMPRESS_SERVER_CORE_JOB_STORE_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -84,6 +85,7 @@ class JobStore {
   absl::StatusOr<Job> GetJob(const std::string& id);
 
   // Jobs matching `filter` in creation order, starting after `after_cursor` (0 = from the first).
+  // INVALID_ARGUMENT for a filter of more than kMaxLabels labels.
   absl::StatusOr<JobPage> ListJobs(const JobFilter& filter, int page_size, int64_t after_cursor);
 
   // Every job in one of `states`, in creation order, without artifacts.
@@ -122,6 +124,9 @@ class JobStore {
   };
   WalCheckpoints wal_checkpoints();
 
+  // How many prepared statements the store keeps for reuse (a fixed set, whatever the calls).
+  size_t CachedStatements();
+
  private:
   explicit JobStore(sqlite3* db) : db_(db) {}
 
@@ -141,7 +146,7 @@ class JobStore {
   auto InTransactionLocked(Body body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> decltype(body());
 
   absl::Mutex mu_;
-  sqlite3* const db_;  // owned; closed by the destructor
+  sqlite3* const db_;                              // owned; closed by the destructor
   std::unique_ptr<WalCheckpointer> checkpointer_;  // set by Open
   // Prepared statements, keyed by their SQL text, prepared on first use and reused.
   std::map<std::string, Statement> statements_ ABSL_GUARDED_BY(mu_);

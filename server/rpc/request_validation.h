@@ -13,9 +13,8 @@
 
 namespace compress::server {
 
-// Limits of CreateJob.
+// Limits of CreateJob (and kMaxLabels, in server/core/job.h).
 inline constexpr int kMaxRequestIdLength = 128;
-inline constexpr int kMaxLabels = 64;
 inline constexpr int kMaxLabelKeyLength = 63;
 inline constexpr int kMaxLabelValueLength = 256;
 inline constexpr int kMaxAttemptsLimit = 100;

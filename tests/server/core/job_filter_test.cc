@@ -1,5 +1,10 @@
 #include "server/core/job_filter.h"
 
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -37,6 +42,28 @@ TEST(JobFilterTest, RejectsWhatItDoesNotSupport) {
     absl::StatusOr<JobFilter> filter = ParseJobFilter(text);
     EXPECT_EQ(filter.status().code(), absl::StatusCode::kInvalidArgument) << text;
     EXPECT_THAT(filter.status().message(), HasSubstr("filter: ")) << text;
+  }
+}
+
+// `count` clauses labels.k0 = "v" AND labels.k1 = "v" ...
+std::string LabelClauses(int count) {
+  std::vector<std::string> clauses;
+  for (int i = 0; i < count; ++i) clauses.push_back(absl::StrCat("labels.k", i, " = \"v\""));
+  return absl::StrJoin(clauses, " AND ");
+}
+
+// No job has more than kMaxLabels labels: a filter testing more is refused, naming the limit,
+// before it reaches the store (whose query grows with every clause).
+TEST(JobFilterTest, AtMostAsManyLabelsClausesAsAJobHasLabels) {
+  absl::StatusOr<JobFilter> filter = ParseJobFilter(LabelClauses(kMaxLabels));
+  ASSERT_TRUE(filter.ok()) << filter.status();
+  EXPECT_EQ(filter->labels.size(), static_cast<size_t>(kMaxLabels));
+  for (int count : {kMaxLabels + 1, 1000}) {
+    filter = ParseJobFilter(LabelClauses(count));
+    EXPECT_EQ(filter.status().code(), absl::StatusCode::kInvalidArgument) << count;
+    EXPECT_THAT(filter.status().message(),
+                HasSubstr(absl::StrCat("filter: more than ", kMaxLabels, " labels clauses")))
+        << count;
   }
 }
 

@@ -329,9 +329,11 @@ TEST_F(JobStoreTest, WalIsCheckpointedInTheBackground) {
   int64_t largest_wal = 0;
   for (int i = 0; i < 4000; ++i) {
     Job job = MakeJob(absl::StrCat("j", i), {{"batch", "wal"}});
-    ASSERT_TRUE((*store)->CreateJob(job, {StateChangeEvent(JobState::kQueued, "created", {})}).ok());
+    ASSERT_TRUE(
+        (*store)->CreateJob(job, {StateChangeEvent(JobState::kQueued, "created", {})}).ok());
     if (i % 100 == 99) {
-      largest_wal = std::max<int64_t>(largest_wal, std::filesystem::file_size(options.path + "-wal"));
+      largest_wal =
+          std::max<int64_t>(largest_wal, std::filesystem::file_size(options.path + "-wal"));
       absl::SleepFor(absl::Milliseconds(5));  // room for the checkpointer's thread
     }
   }
@@ -415,6 +417,31 @@ INSERT INTO events VALUES ('old', 2, 1, 2000, 'log', '{}');
   store = JobStore::Open({dir.File("jobs.db")});
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_EQ((*store)->GetJob("new")->tenant, "alpha");
+}
+
+// A filter of more labels than a job may have is INVALID_ARGUMENT (SQLite would refuse the query
+// as too deep: INTERNAL), and filters of many shapes leave only a few statements cached.
+TEST_F(JobStoreTest, LongLabelFiltersAreRefusedOrNotCached) {
+  std::map<std::string, std::string> labels;
+  for (int i = 0; i < kMaxLabels; ++i) labels[absl::StrCat("k", i)] = "v";
+  Create("all", labels);
+  Create("none");
+  JobFilter filter;
+  for (int i = 0; i < 1000; ++i) filter.labels[absl::StrCat("k", i)] = "v";
+  absl::StatusOr<JobPage> page = store_->ListJobs(filter, 10, 0);
+  EXPECT_EQ(page.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(page.status().message(), HasSubstr(absl::StrCat("at most ", kMaxLabels, " labels")));
+
+  const size_t cached = store_->CachedStatements();
+  for (int count = 1; count <= kMaxLabels; ++count) {
+    JobFilter some;
+    for (int i = 0; i < count; ++i) some.labels[absl::StrCat("k", i)] = "v";
+    page = store_->ListJobs(some, 10, 0);
+    ASSERT_TRUE(page.ok()) << count << ": " << page.status();
+    ASSERT_EQ(page->jobs.size(), 1u) << count;
+    EXPECT_EQ(page->jobs[0].id, "all");
+  }
+  EXPECT_LE(store_->CachedStatements(), cached + 8);
 }
 
 }  // namespace
