@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <set>
@@ -12,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "worker/pipeline/model/swin.h"
 #include "worker/pipeline/model/swin_config.h"
@@ -154,6 +156,14 @@ void ExpectGroupSlicesRemoved(const Model& model, const Graph& g, const std::str
       for (const auto& [dim, indices] : it->second) {
         EXPECT_EQ(expected.size(dim) - tensor.size(dim), removed[name][dim]) << name;
         expected = expected.index_select(dim, torch::tensor(indices, torch::kLong));
+      }
+      // Cut head dims keep their attention scale through the queries (KeepAttentionScale).
+      if (target->kind == GroupKind::kHeadDims &&
+          (absl::EndsWith(name, "qkv.weight") || absl::EndsWith(name, "qkv.bias"))) {
+        torch::NoGradGuard no_grad;
+        expected.narrow(0, 0, expected.size(0) / 3)
+            .mul_(std::sqrt(static_cast<double>(kept[target->id].size()) /
+                            static_cast<double>(target->size)));
       }
     }
     EXPECT_TRUE(torch::equal(tensor, expected)) << group_name << ": " << name;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <numeric>
@@ -133,6 +134,53 @@ TEST(PrunerTest, SlicedQkvKeepsTheRemainingHeadsComputation) {
   const torch::Tensor images = Images(config, 2, 5);
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(torch::allclose(sliced->model->forward(images), model->forward(images), 1e-5, 1e-5));
+}
+
+TEST(PrunerTest, RemovedHeadDimsComputeWhatZeroingThemDid) {
+  // Cutting positions {1, 3} of every head of a block (head_dim 8 -> 6) equals zeroing them in
+  // Q, K and the proj columns of the original: the attention keeps its 1/sqrt(8) scale.
+  const SwinConfig config = TinyConfig();
+  SwinTransformer model = RandomModel(config, 6);
+  {
+    // Peaked attention, so that a wrong scale shows in the logits.
+    torch::NoGradGuard no_grad;
+    model->block(1, 0)->attn->qkv->weight.mul_(10);
+  }
+  Graph g = BuildGraph(config, AttentionGranularity::kHeadDims);
+  std::vector<std::vector<int64_t>> kept = AllUnits(g.groups);
+  const Group* group = prune_testing::FindGroup(g, "layers.1.blocks.0.attn.head_dims");
+  ASSERT_NE(group, nullptr);
+  const BlockWidths widths = config.stages[1].blocks[0];
+  ASSERT_EQ(group->size, widths.head_dim);
+  kept[group->id].clear();
+  for (int64_t p = 0; p < widths.head_dim; ++p) {
+    if (p != 1 && p != 3) kept[group->id].push_back(p);
+  }
+  absl::StatusOr<SlicedModel> sliced = SliceSwinModel(model, g.graph, g.groups, kept);
+  ASSERT_TRUE(sliced.ok()) << sliced.status();
+  ASSERT_EQ(sliced->model->block(1, 0)->attn->head_dim(), widths.head_dim - 2);
+  {
+    torch::NoGradGuard no_grad;
+    const int64_t attn = widths.attn_dim();
+    for (int64_t h = 0; h < widths.num_heads; ++h) {
+      for (int64_t p : {1, 3}) {
+        const int64_t i = h * widths.head_dim + p;
+        for (int64_t row : {i, attn + i}) {
+          model->block(1, 0)->attn->qkv->weight[row].zero_();
+          model->block(1, 0)->attn->qkv->bias[row].zero_();
+        }
+        model->block(1, 0)->attn->proj->weight.select(1, i).zero_();
+      }
+    }
+  }
+  const torch::Tensor images = Images(config, 2, 7);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor expected = model->forward(images);
+  EXPECT_TRUE(torch::allclose(sliced->model->forward(images), expected, 1e-5, 1e-5));
+  // Without the queries' rescale the block would compute something else.
+  torch::Tensor qkv = sliced->model->block(1, 0)->attn->qkv->weight;
+  qkv.narrow(0, 0, qkv.size(0) / 3).div_(std::sqrt(6.0 / 8.0));
+  EXPECT_GT((sliced->model->forward(images) - expected).abs().max().item<float>(), 1e-4);
 }
 
 class RatioTest : public ::testing::TestWithParam<double> {};

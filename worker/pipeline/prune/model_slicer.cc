@@ -19,6 +19,9 @@ absl::StatusOr<SlicedModel> SliceSwinModel(const SwinTransformer& model,
   if (!pruned.ok()) return pruned.status();
   absl::Status copied = CopyKeptSlices(model->StateDict(), (*pruned)->StateDict(), *kept, "model");
   if (!copied.ok()) return copied;
+  absl::Status scaled =
+      KeepAttentionScale(graph, groups, KeptCounts(kept_units), (*pruned)->StateDict());
+  if (!scaled.ok()) return scaled;
   (*pruned)->train(model->is_training());
   SlicedModel result;
   result.config = std::move(*config);

@@ -19,6 +19,9 @@ absl::StatusOr<SlicedSharedModel> SliceSharedSwinModel(
   absl::Status copied =
       CopyKeptSlices(model->StateDict(), (*pruned)->StateDict(), *kept, "shared model");
   if (!copied.ok()) return copied;
+  absl::Status scaled =
+      KeepAttentionScale(graph, groups, KeptCounts(kept_units), (*pruned)->StateDict());
+  if (!scaled.ok()) return scaled;
   (*pruned)->train(model->is_training());
   SlicedSharedModel result;
   result.config = std::move(*config);

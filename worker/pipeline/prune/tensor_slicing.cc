@@ -1,7 +1,10 @@
 #include "worker/pipeline/prune/tensor_slicing.h"
 
 #include <algorithm>
+#include <cmath>
+#include <stdexcept>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "worker/pipeline/model/torch_error.h"
@@ -94,6 +97,39 @@ absl::Status CopyKeptSlices(const NamedTensors& source, const NamedTensors& targ
     }
   } catch (const c10::Error& error) {
     return StatusFromTorchError(error, absl::StrCat("slicing the pruned ", what));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KeepAttentionScale(const DependencyGraph& graph, const std::vector<Group>& groups,
+                                const std::vector<int64_t>& kept_counts,
+                                const NamedTensors& target) {
+  try {
+    std::map<std::string, torch::Tensor> by_name(target.begin(), target.end());
+    torch::NoGradGuard no_grad;
+    for (const Group& group : groups) {
+      if (group.kind != GroupKind::kHeadDims) continue;
+      const int64_t kept = kept_counts.at(group.id);
+      if (kept == group.size) continue;
+      const double factor = std::sqrt(static_cast<double>(kept) / static_cast<double>(group.size));
+      for (int id : group.nodes) {
+        const SliceNode& node = graph.node(id);
+        if (node.dim != 0 || !(absl::EndsWith(node.tensor, "qkv.weight") ||
+                               absl::EndsWith(node.tensor, "qkv.bias"))) {
+          continue;
+        }
+        auto it = by_name.find(node.tensor);
+        if (it == by_name.end()) {
+          return absl::InternalError(absl::StrCat("the pruned model lacks \"", node.tensor, "\""));
+        }
+        torch::Tensor qkv = it->second;
+        qkv.narrow(0, 0, qkv.size(0) / 3).mul_(factor);
+      }
+    }
+  } catch (const c10::Error& error) {
+    return StatusFromTorchError(error, "rescaling the queries of pruned head dims");
+  } catch (const std::out_of_range&) {
+    return absl::InternalError("kept counts do not cover every group");
   }
   return absl::OkStatus();
 }

@@ -44,6 +44,17 @@ std::vector<std::vector<int64_t>> AllUnits(const std::vector<Group>& groups);
 absl::Status CopyKeptSlices(const NamedTensors& source, const NamedTensors& target,
                             const KeptIndices& kept, const std::string& what);
 
+// A block's attention scales its logits by 1/sqrt(head_dim), so cutting head dims from d to d'
+// would turn softmax(q·k/sqrt(d)) into softmax(q'·k'/sqrt(d')) and sharpen every head of the
+// block by sqrt(d/d'), even where the removed positions carried nothing. This multiplies the
+// query rows (the first third of every [Q|K|V] `qkv` weight and bias that a head-dims group
+// slices along dim 0) of the sliced `target` state by sqrt(d'/d), with d the group's size and
+// d' its kept count: removing positions then computes exactly what zeroing them did. Groups
+// that keep every unit, and other kinds, are left alone. INTERNAL if LibTorch fails.
+absl::Status KeepAttentionScale(const DependencyGraph& graph, const std::vector<Group>& groups,
+                                const std::vector<int64_t>& kept_counts,
+                                const NamedTensors& target);
+
 }  // namespace compress::pipeline
 
 #endif  // COMPRESS_WORKER_PIPELINE_PRUNE_TENSOR_SLICING_H_
