@@ -5,15 +5,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
@@ -86,6 +89,35 @@ class AttemptRunnerTest : public ::testing::Test {
   AttemptResult RunAttempt() {
     AttemptRunner runner(stub_.get(), "w1", device_, lease_, options_);
     return runner.Run();
+  }
+
+  // Runs an attempt and shuts the runner down if it has not ended within `limit`, so that a
+  // wedged attempt fails the test instead of hanging it; `*wedged` says whether that happened.
+  AttemptResult RunAttemptWithin(absl::Duration limit, bool* wedged) {
+    AttemptRunner runner(stub_.get(), "w1", device_, lease_, options_);
+    absl::Notification done;
+    std::atomic<bool> fired{false};
+    std::thread watchdog([&] {
+      if (!done.WaitForNotificationWithTimeout(limit)) {
+        fired = true;
+        runner.Shutdown();
+      }
+    });
+    AttemptResult result = runner.Run();
+    done.Notify();
+    watchdog.join();
+    *wedged = fired;
+    return result;
+  }
+
+  // Replaces the fake's server with one that refuses requests over `max_receive_bytes`.
+  void RestartServer(int max_receive_bytes) {
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+    server_ = FakeWorkerService::Serve(&service_, "127.0.0.1:0", &port_, max_receive_bytes);
+    ASSERT_NE(server_, nullptr);
+    channel_ =
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials());
+    stub_ = compress::v1::WorkerService::NewStub(channel_);
   }
 
   std::string root_;
@@ -350,6 +382,138 @@ while true; do sleep 0.1; done
   EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_FAILED);
   EXPECT_TRUE(result.retryable);
   EXPECT_EQ(result.error_code, "UNAVAILABLE");
+}
+
+// One line far over the server's message limit (4 MiB here, gRPC's default, as compressd's) must
+// not wedge the relay: it is cut to the relay's bound, keeping its type where it can, and stays a
+// well-formed event.
+TEST_F(AttemptRunnerTest, OversizedLinesAreCutAndTheAttemptCompletes) {
+  WriteExecutor(R"sh(
+big=$(head -c 5000000 /dev/zero | tr '\0' 'a')
+emit "{\"type\":\"log\",\"time\":1,\"level\":\"warning\",\"message\":\"$big\"}"
+echo "$big"
+emit "{\"type\":\"metric\",\"time\":1,\"phase\":\"teacher\",\"step\":1,\"values\":{\"$big\":1}}"
+emit '{"type":"phase_started","time":1,"phase":"teacher"}'
+echo '{}' > "$WORKDIR/report.json"
+emit '{"type":"report","time":1,"report":{}}'
+exit 0
+)sh");
+  bool wedged = false;
+  AttemptResult result = RunAttemptWithin(absl::Seconds(30), &wedged);
+  EXPECT_FALSE(wedged);
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_SUCCEEDED);
+  std::vector<std::string> events = service_.events();
+  ASSERT_EQ(events.size(), 5u);
+  for (const std::string& line : events) {
+    EXPECT_LE(line.size(), 256u << 10) << line.substr(0, 200);
+  }
+  absl::StatusOr<events::Event> log = events::Parse(events[0]);
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ(log->type, events::EventType::kLog);
+  EXPECT_EQ(log->level, "warning");
+  EXPECT_TRUE(absl::StartsWith(log->message, "aaaa"));
+  EXPECT_THAT(log->message, HasSubstr("cut"));
+  absl::StatusOr<events::Event> text = events::Parse(events[1]);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(text->type, events::EventType::kLog);
+  EXPECT_THAT(text->message, HasSubstr("cut"));
+  absl::StatusOr<events::Event> metric = events::Parse(events[2]);
+  ASSERT_TRUE(metric.ok()) << metric.status();
+  EXPECT_EQ(metric->type, events::EventType::kLog);
+  EXPECT_THAT(metric->message, HasSubstr("metric"));
+  EXPECT_THAT(events[3], HasSubstr("phase_started"));
+}
+
+// An error line too long for the server keeps its type and code on the relay, and
+// CompleteAttempt's error_message is capped so that it always fits a message.
+TEST_F(AttemptRunnerTest, OversizedErrorLineKeepsItsCodeAndTheReportedMessageIsCapped) {
+  WriteExecutor(R"sh(
+big=$(head -c 5000000 /dev/zero | tr '\0' 'e')
+emit "{\"type\":\"error\",\"time\":1,\"code\":\"INVALID_ARGUMENT\",\"message\":\"$big\"}"
+exit 1
+)sh");
+  bool wedged = false;
+  AttemptResult result = RunAttemptWithin(absl::Seconds(30), &wedged);
+  EXPECT_FALSE(wedged);
+  std::vector<compress::v1::CompleteAttemptRequest> completions = service_.completions();
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_EQ(completions[0].error_code(), "INVALID_ARGUMENT");
+  EXPECT_FALSE(completions[0].retryable());
+  EXPECT_LE(completions[0].error_message().size(), 64u << 10);
+  EXPECT_TRUE(absl::StartsWith(completions[0].error_message(), "eeee"));
+  std::vector<std::string> events = service_.events();
+  ASSERT_EQ(events.size(), 1u);
+  absl::StatusOr<events::Event> error = events::Parse(events[0]);
+  ASSERT_TRUE(error.ok()) << error.status();
+  EXPECT_EQ(error->type, events::EventType::kError);
+  EXPECT_EQ(error->code, "INVALID_ARGUMENT");
+}
+
+// A server with a smaller message limit than the relay's batches and line bound answers
+// RESOURCE_EXHAUSTED ("message larger than max"): the relay splits the batch, and a single line
+// the server still refuses is replaced by a short log line under the same number.
+TEST_F(AttemptRunnerTest, BatchesTooLargeForTheServerAreSplitAndRefusedLinesReplaced) {
+  RestartServer(64 << 10);
+  WriteExecutor(R"sh(
+line=$(head -c 30000 /dev/zero | tr '\0' 'b')
+for i in $(seq 1 20); do
+  emit "{\"type\":\"log\",\"time\":1,\"level\":\"info\",\"message\":\"$i $line\"}"
+done
+huge=$(head -c 100000 /dev/zero | tr '\0' 'c')
+emit "{\"type\":\"log\",\"time\":1,\"level\":\"info\",\"message\":\"$huge\"}"
+emit '{"type":"phase_started","time":1,"phase":"teacher"}'
+echo '{}' > "$WORKDIR/report.json"
+emit '{"type":"report","time":1,"report":{}}'
+exit 0
+)sh");
+  bool wedged = false;
+  AttemptResult result = RunAttemptWithin(absl::Seconds(30), &wedged);
+  EXPECT_FALSE(wedged);
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_SUCCEEDED);
+  std::vector<std::string> events = service_.events();
+  ASSERT_EQ(events.size(), 23u);
+  for (int i = 0; i < 20; ++i) {
+    absl::StatusOr<events::Event> event = events::Parse(events[i]);
+    ASSERT_TRUE(event.ok()) << event.status();
+    EXPECT_TRUE(absl::StartsWith(event->message, absl::StrCat(i + 1, " bbb")));
+  }
+  absl::StatusOr<events::Event> replaced = events::Parse(events[20]);
+  ASSERT_TRUE(replaced.ok()) << replaced.status();
+  EXPECT_EQ(replaced->type, events::EventType::kLog);
+  EXPECT_LT(events[20].size(), 1024u);
+  EXPECT_THAT(events[21], HasSubstr("phase_started"));
+  // The accepted batches number the lines 1..23 without a gap.
+  int64_t next = 1;
+  for (const FakeWorkerService::ReportCall& call : service_.report_calls()) {
+    if (!call.ok) continue;
+    EXPECT_EQ(call.first_line, next);
+    next += call.lines;
+  }
+  EXPECT_EQ(next, 24);
+}
+
+// Lines are numbered from 1 within the attempt; a retried batch carries the numbers it had, and
+// the next batch continues the count. A RESOURCE_EXHAUSTED that is not about the message's size
+// (the server's disk is full) is retried like UNAVAILABLE.
+TEST_F(AttemptRunnerTest, LinesAreNumberedAndARetriedBatchRepeatsItsNumbers) {
+  WriteExecutor(kSuccessBody);
+  options_.relay.max_batch_lines = 50;
+  service_.FailReportEvents(3, grpc::StatusCode::RESOURCE_EXHAUSTED);
+  AttemptResult result = RunAttempt();
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_SUCCEEDED);
+  EXPECT_EQ(service_.events().size(), 304u);
+  std::vector<FakeWorkerService::ReportCall> calls = service_.report_calls();
+  ASSERT_GE(calls.size(), 3u + 7u);
+  int64_t next = 1;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(calls[i].first_line, next) << "call " << i;
+    EXPECT_LE(calls[i].lines, 50);
+    if (calls[i].ok) next += calls[i].lines;
+  }
+  EXPECT_FALSE(calls[0].ok);
+  EXPECT_FALSE(calls[2].ok);
+  EXPECT_EQ(calls[3].first_line, 1);
+  EXPECT_EQ(next, 305);
 }
 
 }  // namespace

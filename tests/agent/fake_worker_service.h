@@ -21,12 +21,21 @@ namespace compress::worker::testing {
 // Thread-safe.
 class FakeWorkerService final : public compress::v1::WorkerService::Service {
  public:
+  // One ReportEvents call as received, whether it was answered OK or failed.
+  struct ReportCall {
+    int64_t first_line = 0;
+    int lines = 0;
+    bool ok = false;
+  };
+
   // Starts a server for the fake on `address` ("127.0.0.1:0" picks a port). Returns nullptr if
-  // the port cannot be bound.
+  // the port cannot be bound. `max_receive_bytes` > 0 limits the size of a request (gRPC answers
+  // a larger one RESOURCE_EXHAUSTED, as compressd --max_message_bytes does).
   static std::unique_ptr<grpc::Server> Serve(FakeWorkerService* service, const std::string& address,
-                                             int* port) {
+                                             int* port, int max_receive_bytes = 0) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
+    if (max_receive_bytes > 0) builder.SetMaxReceiveMessageSize(max_receive_bytes);
     builder.RegisterService(service);
     return builder.BuildAndStart();
   }
@@ -39,10 +48,11 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
     absl::MutexLock lock(&mu_);
     cancel_requested_ = value;
   }
-  // The next `n` ReportEvents calls fail with UNAVAILABLE.
-  void FailReportEvents(int n) {
+  // The next `n` ReportEvents calls fail with `code` (UNAVAILABLE by default).
+  void FailReportEvents(int n, grpc::StatusCode code = grpc::StatusCode::UNAVAILABLE) {
     absl::MutexLock lock(&mu_);
     report_failures_left_ = n;
+    report_failure_code_ = code;
   }
   // Heartbeats answer with `code` from now on.
   void SetHeartbeatError(grpc::StatusCode code) {
@@ -73,6 +83,10 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   int failed_report_calls() const {
     absl::MutexLock lock(&mu_);
     return failed_report_calls_;
+  }
+  std::vector<ReportCall> report_calls() const {
+    absl::MutexLock lock(&mu_);
+    return report_calls_;
   }
   // Waits until `n` attempts were completed; false on timeout.
   bool WaitForCompletions(size_t n, absl::Duration timeout) const {
@@ -113,11 +127,15 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   grpc::Status ReportEvents(grpc::ServerContext*, const compress::v1::ReportEventsRequest* request,
                             compress::v1::ReportEventsResponse* response) override {
     absl::MutexLock lock(&mu_);
+    ReportCall call{request->first_line(), request->event_json_size(), false};
     if (report_failures_left_ > 0) {
       --report_failures_left_;
       ++failed_report_calls_;
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the fake is unavailable");
+      report_calls_.push_back(call);
+      return grpc::Status(report_failure_code_, "the fake is unavailable");
     }
+    call.ok = true;
+    report_calls_.push_back(call);
     for (const std::string& line : request->event_json()) events_.push_back(line);
     response->set_cancel_requested(cancel_requested_);
     return grpc::Status::OK;
@@ -177,7 +195,9 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   std::deque<compress::v1::Lease> leases_ ABSL_GUARDED_BY(mu_);
   bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
   int report_failures_left_ ABSL_GUARDED_BY(mu_) = 0;
+  grpc::StatusCode report_failure_code_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::UNAVAILABLE;
   int failed_report_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<ReportCall> report_calls_ ABSL_GUARDED_BY(mu_);
   grpc::StatusCode heartbeat_error_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::OK;
   std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> artifacts_ ABSL_GUARDED_BY(mu_);

@@ -430,6 +430,10 @@ AttemptResult AttemptRunner::Complete(compress::v1::CompleteAttemptRequest reque
   request.set_worker_id(key_.worker_id);
   request.set_job(key_.job);
   request.set_attempt(key_.attempt);
+  // Whatever the executor wrote, the request stays well below the server's message limit.
+  if (request.error_message().size() > options_.max_error_message_bytes) {
+    request.set_error_message(CutText(request.error_message(), options_.max_error_message_bytes));
+  }
   AttemptResult result;
   result.outcome = request.outcome();
   result.error_code = request.error_code();
@@ -454,7 +458,7 @@ AttemptResult AttemptRunner::Complete(compress::v1::CompleteAttemptRequest reque
       return result;
     }
     absl::Duration delay = backoff.Next();
-    if (!IsTransient(status) || absl::Now() + delay > give_up) {
+    if (!IsTransient(status) || IsMessageTooLarge(status) || absl::Now() + delay > give_up) {
       AgentLog(key_.job, " attempt ", key_.attempt,
                ": CompleteAttempt failed: ", status.error_message());
       result.outcome = compress::v1::ATTEMPT_OUTCOME_UNSPECIFIED;

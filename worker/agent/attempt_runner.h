@@ -62,6 +62,9 @@ class AttemptRunner {
     absl::Duration rpc_timeout = absl::Seconds(10);
     // Completion is retried this long while the server is away.
     absl::Duration complete_retry_for = absl::Minutes(5);
+    // CompleteAttempt's error_message is cut to this many bytes, well below compressd's message
+    // limit (--max_message_bytes, 4 MiB by default).
+    size_t max_error_message_bytes = 64 << 10;
     // After Shutdown(), calls to the server are given up after this long.
     absl::Duration shutdown_retry_for = absl::Seconds(10);
     // Remove the job's work dir once the job is over (success, cancellation, final failure).

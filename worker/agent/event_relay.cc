@@ -1,12 +1,74 @@
 #include "worker/agent/event_relay.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/client_context.h"
+#include "worker/agent/log.h"
+#include "worker/events/event.h"
 
 namespace compress::worker {
+namespace {
+
+// The longest prefix of `text` of at most `max_bytes` bytes that does not end inside a UTF-8
+// character (protobuf strings and JSON must stay valid UTF-8).
+absl::string_view Utf8Prefix(absl::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return text;
+  size_t keep = max_bytes;
+  while (keep > 0 && (static_cast<unsigned char>(text[keep]) & 0xC0) == 0x80) --keep;
+  return text.substr(0, keep);
+}
+
+// A line the server refused as too large is replaced by a note, which is never this long.
+constexpr size_t kMaxNoteBytes = 4096;
+
+}  // namespace
+
+std::string CutText(std::string text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return text;
+  std::string note = absl::StrCat(" [cut: ", text.size(), " bytes in all]");
+  if (note.size() > max_bytes) note.clear();
+  std::string cut(Utf8Prefix(text, max_bytes - note.size()));
+  return cut + note;
+}
+
+std::string BoundEventLine(std::string line, size_t max_bytes) {
+  if (line.size() <= max_bytes) return line;
+  const size_t size = line.size();
+  absl::StatusOr<events::Event> parsed = events::Parse(line);
+  events::Event bounded = events::Log("warning", "");
+  std::string what = "a line that is not an event";
+  std::string text;
+  if (parsed.ok()) {
+    what = absl::StrCat("a ", events::EventTypeName(parsed->type), " event");
+    bounded.time = parsed->time;
+    // A log or error line keeps its type (an error line still ends a failed run), unless its
+    // level or code is itself what is too long.
+    bool keeps_type =
+        (parsed->type == events::EventType::kLog || parsed->type == events::EventType::kError) &&
+        parsed->level.size() + parsed->code.size() <= 64;
+    if (keeps_type) {
+      bounded.type = parsed->type;
+      bounded.level = parsed->level;
+      bounded.code = parsed->code;
+      text = std::move(parsed->message);
+    }
+  }
+  if (text.empty()) text = std::move(line);
+  const std::string note = absl::StrCat(" [cut by compress-worker: ", what, " of ", size,
+                                        " bytes, over its bound of ", max_bytes, " bytes]");
+  // JSON escapes can make the kept text longer than it is: shorten it until the line fits. Each
+  // byte taken off the text takes at least one off the line, so this ends.
+  size_t keep = max_bytes > 1024 ? max_bytes - 1024 : 0;
+  while (true) {
+    bounded.message = absl::StrCat(Utf8Prefix(text, keep), note);
+    std::string bounded_line = events::Serialize(bounded);
+    if (bounded_line.size() <= max_bytes || keep == 0) return bounded_line;
+    keep -= std::min(keep, bounded_line.size() - max_bytes);
+  }
+}
 
 EventRelay::EventRelay(compress::v1::WorkerService::StubInterface* stub, AttemptKey key,
                        const Options& options, CancelCallback on_cancel, FailureCallback on_failure)
@@ -14,7 +76,8 @@ EventRelay::EventRelay(compress::v1::WorkerService::StubInterface* stub, Attempt
       key_(std::move(key)),
       options_(options),
       on_cancel_(std::move(on_cancel)),
-      on_failure_(std::move(on_failure)) {
+      on_failure_(std::move(on_failure)),
+      batch_bytes_(options.max_batch_bytes) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -27,6 +90,12 @@ EventRelay::~EventRelay() {
 }
 
 void EventRelay::Add(std::string event_json) {
+  if (event_json.size() > options_.max_line_bytes) {
+    const size_t size = event_json.size();
+    event_json = BoundEventLine(std::move(event_json), options_.max_line_bytes);
+    AgentLog(key_.job, " attempt ", key_.attempt, ": cut an event line of ", size, " bytes to ",
+             event_json.size());
+  }
   absl::MutexLock lock(&mu_);
   pending_.push_back(std::move(event_json));
 }
@@ -66,10 +135,11 @@ void EventRelay::Loop() {
       };
       mu_.Await(absl::Condition(&ready));
       if (stopping_) return;
+      request.set_first_line(sent_ + 1);
       size_t bytes = 0;
       for (const std::string& line : pending_) {
         if (request.event_json_size() >= options_.max_batch_lines) break;
-        if (request.event_json_size() > 0 && bytes + line.size() > options_.max_batch_bytes) break;
+        if (request.event_json_size() > 0 && bytes + line.size() > batch_bytes_) break;
         bytes += line.size();
         request.add_event_json(line);
       }
@@ -90,8 +160,10 @@ void EventRelay::Loop() {
       continue;
     }
 
+    if (IsMessageTooLarge(status) && ShrinkRefused(request, status)) continue;
+
     absl::Status failure;
-    if (IsTransient(status)) {
+    if (IsTransient(status) && !IsMessageTooLarge(status)) {
       absl::Duration delay = backoff.Next();
       absl::MutexLock lock(&mu_);
       if (absl::Now() + delay < give_up_at_) {
@@ -114,6 +186,31 @@ void EventRelay::Loop() {
     on_failure_(failure);
     return;
   }
+}
+
+bool EventRelay::ShrinkRefused(const compress::v1::ReportEventsRequest& request,
+                               const grpc::Status& status) {
+  size_t bytes = 0;
+  for (const std::string& line : request.event_json()) bytes += line.size();
+  if (request.event_json_size() > 1) {
+    batch_bytes_ = std::max<size_t>(bytes / 2, 1);
+    AgentLog(key_.job, " attempt ", key_.attempt, ": ReportEvents refused ",
+             request.event_json_size(), " lines (", bytes, " bytes) as too large (",
+             status.error_message(), "); sending batches of at most ", batch_bytes_, " bytes");
+    return true;
+  }
+  // A note refused as well: the server's limit is below anything the relay can send.
+  if (bytes <= kMaxNoteBytes) return false;
+  std::string note = events::Serialize(events::Log(
+      "warning", absl::StrCat("compress-worker dropped an event line of ", bytes,
+                              " bytes: the server refused it as larger than its message limit (",
+                              CutText(status.error_message(), 512), ")")));
+  AgentLog(key_.job, " attempt ", key_.attempt, ": ReportEvents refused line ",
+           request.first_line(), " (", bytes, " bytes) as too large (", status.error_message(),
+           "); sending a note in its place");
+  absl::MutexLock lock(&mu_);
+  pending_.front() = std::move(note);
+  return true;
 }
 
 }  // namespace compress::worker

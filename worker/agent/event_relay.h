@@ -1,5 +1,6 @@
-// EventRelay: sends the executor's event lines to the server, in order, batched, from its own
-// thread, retrying with backoff while the server is away.
+// EventRelay: sends the executor's event lines to the server, in order, numbered, batched, from
+// its own thread, retrying with backoff while the server is away. A line over the relay's bound
+// is cut (BoundEventLine) so that no request can exceed the server's message limit.
 #ifndef COMPRESS_WORKER_AGENT_EVENT_RELAY_H_
 #define COMPRESS_WORKER_AGENT_EVENT_RELAY_H_
 
@@ -18,15 +19,34 @@
 
 namespace compress::worker {
 
+// `text` if it has at most `max_bytes` bytes; otherwise its beginning, cut at a UTF-8 character
+// boundary, followed by a note saying how long it was, `max_bytes` bytes at most in all.
+std::string CutText(std::string text, size_t max_bytes);
+
+// `line` if it has at most `max_bytes` bytes; otherwise a well-formed event line of at most
+// `max_bytes` bytes (for `max_bytes` of a few KiB or more) saying that it was cut: a `log` or
+// `error` event keeps its type, level or code, and the beginning of its message; any other line
+// becomes a `warning` log event carrying the beginning of the line's text.
+std::string BoundEventLine(std::string line, size_t max_bytes);
+
 // Thread-safety: every public method may be called from any thread. Lines are sent in the order
 // Add() received them, each exactly once unless the relay failed (then none is sent after the
-// failure). Invariant: a line leaves `pending_` only after the server acknowledged its batch.
+// failure), and numbered 1, 2, ... in that order: every ReportEvents request carries the number
+// of its first line (first_line), and a retried request the numbers it had, so that the server
+// can skip lines it already has. A line the server refuses as larger than its message limit is
+// replaced by a short `log` line under the same number. Invariant: a line leaves `pending_` only
+// after the server acknowledged its batch; the front of `pending_` is line number `sent_` + 1.
 class EventRelay {
  public:
   struct Options {
-    // Most lines, and most bytes, in one ReportEvents call.
+    // Most lines, and most bytes, in one ReportEvents call. After the server refused a batch as
+    // larger than its message limit, batches hold at most half that batch's bytes.
     int max_batch_lines = 256;
     size_t max_batch_bytes = 1 << 20;
+    // A longer line is cut to this many bytes (BoundEventLine): well below compressd's message
+    // limit (--max_message_bytes, 4 MiB by default), so that one line cannot make a request the
+    // server refuses.
+    size_t max_line_bytes = 256 << 10;
     // Deadline of each call.
     absl::Duration rpc_timeout = absl::Seconds(10);
     // Backoff between tries after a transient failure.
@@ -37,7 +57,8 @@ class EventRelay {
   // Called from the relay's thread when the server says the job's cancellation was requested.
   using CancelCallback = std::function<void()>;
   // Called from the relay's thread once when the relay gives up: the attempt is gone (ABORTED,
-  // NOT_FOUND, FAILED_PRECONDITION), the server refused a batch, or the give-up time passed.
+  // NOT_FOUND, FAILED_PRECONDITION), the server refused a batch (other than as too large), or
+  // the give-up time passed.
   using FailureCallback = std::function<void(const absl::Status&)>;
 
   // `stub` is not owned and must outlive the relay. Starts the relay's thread.
@@ -46,6 +67,7 @@ class EventRelay {
   // Stops the thread; lines not yet sent are dropped (call Flush() first to send them).
   ~EventRelay();
 
+  // Queues one line, cut to Options::max_line_bytes.
   void Add(std::string event_json);
 
   // Blocks until every line added so far was sent, or the relay failed; returns OK or the
@@ -61,6 +83,10 @@ class EventRelay {
 
  private:
   void Loop();
+  // The server refused `request` as larger than its message limit: sends smaller batches from now
+  // on, or, for a batch of one line, replaces that line with a short note. False when even that
+  // cannot help (the refused line was already short).
+  bool ShrinkRefused(const compress::v1::ReportEventsRequest& request, const grpc::Status& status);
 
   compress::v1::WorkerService::StubInterface* const stub_;
   const AttemptKey key_;
@@ -74,6 +100,9 @@ class EventRelay {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   absl::Time give_up_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+
+  // Owned by the relay's thread.
+  size_t batch_bytes_ = 0;  // the current most bytes in one batch
 
   std::thread thread_;
 };

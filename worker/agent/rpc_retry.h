@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/time/time.h"
 #include "grpcpp/support/status.h"
 
@@ -31,6 +32,14 @@ inline bool IsTransient(const grpc::Status& status) {
     default:
       return false;
   }
+}
+
+// The request was larger than the receiver's message limit (gRPC's own RESOURCE_EXHAUSTED,
+// "Received message larger than max (N vs. M)"): sending it again cannot help. Other
+// RESOURCE_EXHAUSTED answers (the server's disk is full) are transient.
+inline bool IsMessageTooLarge(const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+         absl::StrContains(status.error_message(), "larger than max");
 }
 
 // The server no longer considers this attempt current (its lease was taken over, or the job is
