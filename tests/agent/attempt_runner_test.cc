@@ -120,6 +120,17 @@ class AttemptRunnerTest : public ::testing::Test {
     stub_ = compress::v1::WorkerService::NewStub(channel_);
   }
 
+  // Makes the lease's spec name a teacher blob that the fake serves, slowly when asked to.
+  std::string UseTeacherBlob(size_t size, absl::Duration chunk_delay) {
+    std::string data(size, '\0');
+    for (size_t i = 0; i < size; ++i) data[i] = static_cast<char>(i * 7 + i / 251);
+    std::string sha = Sha256Hex(data);
+    service_.AddBlob(sha, std::move(data), 64 << 10, chunk_delay);
+    lease_.set_spec_json(absl::StrCat(
+        R"({"dataset":{"format":"synthetic"},"teacher":{"blob_sha256":")", sha, R"("}})"));
+    return sha;
+  }
+
   std::string root_;
   FakeWorkerService service_;
   int port_ = 0;
@@ -514,6 +525,56 @@ TEST_F(AttemptRunnerTest, LinesAreNumberedAndARetriedBatchRepeatsItsNumbers) {
   EXPECT_FALSE(calls[2].ok);
   EXPECT_EQ(calls[3].first_line, 1);
   EXPECT_EQ(next, 305);
+}
+
+// Fetching the teacher blob takes longer than the lease (3 s): heartbeats keep the lease
+// meanwhile.
+TEST_F(AttemptRunnerTest, FetchingTheTeacherBlobIsCoveredByHeartbeats) {
+  std::string sha = UseTeacherBlob(1 << 20, absl::Milliseconds(300));  // 16 chunks: 4.8 s
+  WriteExecutor(R"sh(
+ls "$WORKDIR/blobs" >&2
+echo '{}' > "$WORKDIR/report.json"
+emit '{"type":"report","time":1,"report":{}}'
+exit 0
+)sh");
+  AttemptResult result = RunAttempt();
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_SUCCEEDED) << result.error_message;
+  EXPECT_GE(service_.heartbeats(), 3);
+  std::vector<compress::v1::CompleteAttemptRequest> completions = service_.completions();
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_THAT(completions[0].stderr_tail(), HasSubstr(sha));
+}
+
+// A cancellation that arrives while the blob is fetched ends the fetch and the attempt without
+// starting the executor.
+TEST_F(AttemptRunnerTest, CancelDuringTheBlobFetchEndsTheAttemptWithoutStartingTheExecutor) {
+  UseTeacherBlob(1 << 20, absl::Seconds(1));  // 16 s
+  WriteExecutor(R"sh(
+touch "$WORKDIR/started"
+emit '{"type":"report","time":1,"report":{}}'
+exit 0
+)sh");
+  options_.remove_finished_work_dirs = false;
+  service_.SetCancelRequested(true);
+  absl::Time start = absl::Now();
+  AttemptResult result = RunAttempt();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_CANCELLED);
+  EXPECT_FALSE(fs::exists(options_.work_root + "/j1/work/started"));
+}
+
+// A blob the server does not have is a final failure, and the job's work dir goes with it.
+TEST_F(AttemptRunnerTest, MissingTeacherBlobIsAFinalFailureThatRemovesTheWorkDir) {
+  lease_.set_spec_json(
+      absl::StrCat(R"({"dataset":{"format":"synthetic"},"teacher":{"blob_sha256":")",
+                   std::string(64, 'a'), R"("}})"));
+  WriteExecutor("exit 0\n");
+  AttemptResult result = RunAttempt();
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_FAILED);
+  EXPECT_EQ(result.error_code, "NOT_FOUND");
+  EXPECT_FALSE(result.retryable);
+  EXPECT_TRUE(result.completed);
+  EXPECT_FALSE(fs::exists(options_.work_root + "/j1"));
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "compress/v1/worker_service.grpc.pb.h"
 #include "grpcpp/server.h"
@@ -54,6 +55,13 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
     report_failures_left_ = n;
     report_failure_code_ = code;
   }
+  // ReadBlob serves `data` under its sha256 `sha256`, in chunks of `chunk_bytes`, waiting
+  // `chunk_delay` before each chunk.
+  void AddBlob(const std::string& sha256, std::string data, int chunk_bytes = 64 << 10,
+               absl::Duration chunk_delay = absl::ZeroDuration()) {
+    absl::MutexLock lock(&mu_);
+    blobs_[sha256] = {std::move(data), chunk_bytes, chunk_delay};
+  }
   // Heartbeats answer with `code` from now on.
   void SetHeartbeatError(grpc::StatusCode code) {
     absl::MutexLock lock(&mu_);
@@ -87,6 +95,10 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   std::vector<ReportCall> report_calls() const {
     absl::MutexLock lock(&mu_);
     return report_calls_;
+  }
+  int read_blob_calls() const {
+    absl::MutexLock lock(&mu_);
+    return read_blob_calls_;
   }
   // Waits until `n` attempts were completed; false on timeout.
   bool WaitForCompletions(size_t n, absl::Duration timeout) const {
@@ -180,6 +192,30 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status ReadBlob(grpc::ServerContext* context, const compress::v1::ReadBlobRequest* request,
+                        grpc::ServerWriter<compress::v1::ReadArtifactResponse>* writer) override {
+    Blob blob;
+    {
+      absl::MutexLock lock(&mu_);
+      ++read_blob_calls_;
+      auto it = blobs_.find(request->sha256());
+      if (it == blobs_.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such blob");
+      blob = it->second;
+    }
+    const int64_t size = static_cast<int64_t>(blob.data.size());
+    if (request->offset() > size) return grpc::Status(grpc::StatusCode::OUT_OF_RANGE, "offset");
+    for (int64_t offset = request->offset(); offset < size; offset += blob.chunk_bytes) {
+      if (context->IsCancelled()) return grpc::Status::CANCELLED;
+      absl::SleepFor(blob.chunk_delay);
+      compress::v1::ReadArtifactResponse chunk;
+      chunk.set_offset(offset);
+      if (offset + blob.chunk_bytes >= size) chunk.set_size_bytes(size);
+      chunk.set_data(blob.data.substr(offset, blob.chunk_bytes));
+      if (!writer->Write(chunk)) return grpc::Status::CANCELLED;
+    }
+    return grpc::Status::OK;
+  }
+
   std::string artifact_sha256(const std::string& name) const {
     absl::MutexLock lock(&mu_);
     auto it = artifact_sha256_.find(name);
@@ -191,6 +227,12 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   }
 
  private:
+  struct Blob {
+    std::string data;
+    int chunk_bytes = 64 << 10;
+    absl::Duration chunk_delay;
+  };
+
   mutable absl::Mutex mu_;
   std::deque<compress::v1::Lease> leases_ ABSL_GUARDED_BY(mu_);
   bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
@@ -198,6 +240,8 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   grpc::StatusCode report_failure_code_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::UNAVAILABLE;
   int failed_report_calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<ReportCall> report_calls_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Blob> blobs_ ABSL_GUARDED_BY(mu_);
+  int read_blob_calls_ ABSL_GUARDED_BY(mu_) = 0;
   grpc::StatusCode heartbeat_error_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::OK;
   std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> artifacts_ ABSL_GUARDED_BY(mu_);

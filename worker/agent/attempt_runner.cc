@@ -85,6 +85,11 @@ bool AttemptRunner::ShuttingDown() const {
   return shutdown_;
 }
 
+bool AttemptRunner::StopRequested() const {
+  absl::MutexLock lock(&mu_);
+  return stop_reason_ != StopReason::kNone;
+}
+
 void AttemptRunner::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
@@ -149,20 +154,37 @@ absl::Status AttemptRunner::PrepareWorkDir() {
   if (spec.ok() && !spec->teacher.blob_sha256.empty()) {
     AgentLog(key_.job, " attempt ", key_.attempt, ": fetching teacher blob ",
              spec->teacher.blob_sha256);
-    return FetchBlob(stub_, key_.worker_id, spec->teacher.blob_sha256, work_dir_);
+    BlobFetchOptions fetch;
+    // A cancellation, a lost lease or a shutdown ends the fetch (heartbeats run meanwhile).
+    fetch.should_stop = [this] { return StopRequested(); };
+    return FetchBlob(stub_, key_.worker_id, spec->teacher.blob_sha256, work_dir_, fetch);
   }
   return absl::OkStatus();
 }
 
 AttemptResult AttemptRunner::Run() {
   AgentLog("running ", key_.job, " attempt ", key_.attempt, " on ", device_.name());
+  // Heartbeats keep the lease from now on: fetching the teacher blob may outlast it.
+  std::thread heartbeats([this] { HeartbeatLoop(); });
+  auto end = [this, &heartbeats](AttemptResult result) {
+    finished_.Notify();
+    heartbeats.join();
+    MaybeRemoveWorkDir(result);
+    return result;
+  };
   compress::v1::CompleteAttemptRequest failure;
   failure.set_outcome(compress::v1::ATTEMPT_FAILED);
   if (absl::Status prepared = PrepareWorkDir(); !prepared.ok()) {
+    if (StopRequested()) {
+      // The stop ended the blob fetch; no executor ran. Reported as a stopped executor is.
+      ExitInfo not_started;
+      not_started.exit_code = 0;
+      return end(Finish(not_started, ""));
+    }
     failure.set_error_code(absl::StatusCodeToString(prepared.code()));
     failure.set_error_message(std::string(prepared.message()));
     failure.set_retryable(!IsFinalCode(prepared.code()));
-    return Complete(failure);
+    return end(Complete(failure));
   }
 
   std::optional<absl::Time> time_limit;
@@ -195,7 +217,7 @@ AttemptResult AttemptRunner::Run() {
     failure.set_error_message(std::string(started.status().message()));
     // Another worker may have the executor this one lacks.
     failure.set_retryable(true);
-    return Complete(failure);
+    return end(Complete(failure));
   }
 
   relay_ = std::make_unique<EventRelay>(
@@ -216,9 +238,9 @@ AttemptResult AttemptRunner::Run() {
   {
     absl::MutexLock lock(&mu_);
     executor_ = std::move(*started);
+    time_limit_ = time_limit;
     if (stop_reason_ != StopReason::kNone) StartKillLocked();
   }
-  std::thread heartbeats([this, time_limit] { HeartbeatLoop(time_limit); });
 
   while (std::optional<std::string> line = executor->ReadLine()) HandleLine(std::move(*line));
   ExitInfo exit_info = executor->Wait();
@@ -229,11 +251,7 @@ AttemptResult AttemptRunner::Run() {
   }
   AgentLog(key_.job, " attempt ", key_.attempt, ": executor ended with ", exit_info.ToString());
 
-  AttemptResult result = Finish(exit_info, executor->StderrTail());
-  finished_.Notify();
-  heartbeats.join();
-  MaybeRemoveWorkDir(result);
-  return result;
+  return end(Finish(exit_info, executor->StderrTail()));
 }
 
 void AttemptRunner::HandleLine(std::string line) {
@@ -260,13 +278,20 @@ void AttemptRunner::HandleLine(std::string line) {
   relay_->Add(std::move(line));
 }
 
-void AttemptRunner::HeartbeatLoop(std::optional<absl::Time> time_limit) {
+void AttemptRunner::HeartbeatLoop() {
   absl::Duration interval =
       lease_.lease_seconds() > 0 ? absl::Seconds(lease_.lease_seconds()) / 3 : absl::Seconds(10);
   interval = std::clamp(interval, absl::Seconds(1),
                         std::max(options_.max_heartbeat_interval, absl::Seconds(1)));
   absl::Time next = absl::Now() + interval;
+  bool time_limit_checked = false;
   while (true) {
+    // Set once the executor started (fetching the teacher blob does not count against it).
+    std::optional<absl::Time> time_limit;
+    if (!time_limit_checked) {
+      absl::MutexLock lock(&mu_);
+      time_limit = time_limit_;
+    }
     absl::Time wake = next;
     if (time_limit.has_value() && !executor_exited_.HasBeenNotified()) {
       wake = std::min(wake, *time_limit);
@@ -277,7 +302,7 @@ void AttemptRunner::HeartbeatLoop(std::optional<absl::Time> time_limit) {
       RequestStop(StopReason::kTimeLimit, absl::DeadlineExceededError(absl::StrCat(
                                               "the executor ran past the job's time limit of ",
                                               time_limit_seconds_, " s")));
-      time_limit.reset();
+      time_limit_checked = true;
     }
     if (absl::Now() < next) continue;
     next = absl::Now() + interval;
@@ -318,8 +343,10 @@ AttemptResult AttemptRunner::Finish(const ExitInfo& exit_info, const std::string
     AgentLog(key_.job, " attempt ", key_.attempt, ": dropped: ", stop_status.message());
     return dropped;
   }
-  // Every line reaches the server before the outcome does.
-  if (absl::Status flushed = relay_->Flush(); !flushed.ok()) {
+  // Every line reaches the server before the outcome does (there is no relay when the attempt
+  // was stopped before its executor started).
+  if (absl::Status flushed = relay_ != nullptr ? relay_->Flush() : absl::OkStatus();
+      !flushed.ok()) {
     if (flushed.code() == absl::StatusCode::kAborted ||
         flushed.code() == absl::StatusCode::kNotFound ||
         flushed.code() == absl::StatusCode::kFailedPrecondition) {

@@ -1,12 +1,13 @@
 // AttemptRunner: runs one leased attempt of a job on one device, from the spec to
 // CompleteAttempt.
 //
-// It writes the spec into the job's work dir (kept across attempts on this node, so that the
-// executor resumes from its last completed phase), starts the executor in its own process group,
-// relays its stdout lines in order (EventRelay), heartbeats on a thread of its own, stops the
-// executor on cancellation, on a lost lease, on the spec's time limit or when the agent shuts
-// down (SIGTERM to the group, SIGKILL after a grace period), uploads the announced artifacts
-// after a successful exit, and reports the outcome.
+// It heartbeats on a thread of its own from the start (fetching a teacher blob may outlast the
+// lease), writes the spec into the job's work dir (kept across attempts on this node, so that the
+// executor resumes from its last completed phase), fetches the teacher blob the spec names,
+// starts the executor in its own process group, relays its stdout lines in order (EventRelay),
+// stops the executor on cancellation, on a lost lease, on the spec's time limit or when the agent
+// shuts down (SIGTERM to the group, SIGKILL after a grace period), uploads the announced
+// artifacts after a successful exit, and reports the outcome.
 #ifndef COMPRESS_WORKER_AGENT_ATTEMPT_RUNNER_H_
 #define COMPRESS_WORKER_AGENT_ATTEMPT_RUNNER_H_
 
@@ -93,8 +94,8 @@ class AttemptRunner {
   void RequestStop(StopReason reason, const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
   void StartKillLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Heartbeats every lease_seconds / 3 (at most max_heartbeat_interval) until Run() is done; stops
-  // the executor at `time_limit`.
-  void HeartbeatLoop(std::optional<absl::Time> time_limit);
+  // the executor at `time_limit_` once that is set.
+  void HeartbeatLoop();
   void HandleLine(std::string line);
   AttemptResult Finish(const ExitInfo& exit_info, const std::string& stderr_tail);
   AttemptResult Complete(compress::v1::CompleteAttemptRequest request);
@@ -102,6 +103,7 @@ class AttemptRunner {
   std::string ReadReportJson() const;
   void MaybeRemoveWorkDir(const AttemptResult& result) const;
   bool ShuttingDown() const ABSL_LOCKS_EXCLUDED(mu_);
+  bool StopRequested() const ABSL_LOCKS_EXCLUDED(mu_);
 
   compress::v1::WorkerService::StubInterface* const stub_;
   const compress::v1::Device device_;
@@ -132,6 +134,8 @@ class AttemptRunner {
   StopReason stop_reason_ ABSL_GUARDED_BY(mu_) = StopReason::kNone;
   absl::Status stop_status_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  // When the executor, once started, has outlived the spec's time limit (the backstop).
+  std::optional<absl::Time> time_limit_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace compress::worker

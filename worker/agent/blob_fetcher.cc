@@ -1,12 +1,21 @@
 #include "worker/agent/blob_fetcher.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <thread>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "grpcpp/grpcpp.h"
 #include "worker/events/sha256.h"
 
@@ -34,6 +43,53 @@ absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
                       absl::StrCat(what, ": ", status.error_message()));
 }
 
+// How often a fetch waiting for another, or downloading, asks should_stop.
+constexpr absl::Duration kStopPoll = absl::Milliseconds(100);
+
+// An exclusive flock on a file, held until destruction. flock locks belong to an open file
+// description, so two fetches in one process exclude each other as two processes do.
+class FileLock {
+ public:
+  // Takes the lock on `path` (created if absent), waiting while another holds it; CANCELLED when
+  // `should_stop` says so meanwhile.
+  static absl::StatusOr<std::unique_ptr<FileLock>> Acquire(
+      const fs::path& path, const std::function<bool()>& should_stop) {
+    // O_CLOEXEC: an executor started meanwhile must not inherit, and so hold, the lock.
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      return absl::InternalError(
+          absl::StrCat("cannot open ", path.string(), ": ", strerror(errno)));
+    }
+    auto lock = std::unique_ptr<FileLock>(new FileLock(fd));
+    while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK && errno != EINTR) {
+        return absl::InternalError(
+            absl::StrCat("cannot lock ", path.string(), ": ", strerror(errno)));
+      }
+      if (should_stop && should_stop()) {
+        return absl::CancelledError(absl::StrCat("stopped while waiting for ", path.string()));
+      }
+      absl::SleepFor(kStopPoll);
+    }
+    return lock;
+  }
+  ~FileLock() { close(fd_); }  // releases the lock
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  explicit FileLock(int fd) : fd_(fd) {}
+  const int fd_;
+};
+
+// Whether `path` holds a file hashing to `sha256`.
+bool HasBlob(const fs::path& path, const std::string& sha256) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return false;
+  absl::StatusOr<FileDigest> digest = Sha256File(path.string());
+  return digest.ok() && digest->sha256 == sha256;
+}
+
 }  // namespace
 
 absl::Status FetchBlob(compress::v1::WorkerService::StubInterface* stub,
@@ -52,11 +108,14 @@ absl::Status FetchBlob(compress::v1::WorkerService::StubInterface* stub,
   fs::create_directories(dir, ec);
   if (ec)
     return absl::InternalError(absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
-  if (fs::exists(final_path, ec)) {
-    absl::StatusOr<FileDigest> digest = Sha256File(final_path.string());
-    if (digest.ok() && digest->sha256 == sha256) return absl::OkStatus();
-    fs::remove(final_path, ec);
-  }
+  if (HasBlob(final_path, sha256)) return absl::OkStatus();
+  absl::StatusOr<std::unique_ptr<FileLock>> lock =
+      FileLock::Acquire(dir / (sha256 + ".lock"), options.should_stop);
+  if (!lock.ok()) return lock.status();
+  // Another fetch may have brought the blob while this one waited.
+  if (HasBlob(final_path, sha256)) return absl::OkStatus();
+  fs::remove(final_path, ec);
+  auto stopped = [&options] { return options.should_stop && options.should_stop(); };
   const std::string what = absl::StrCat("ReadBlob ", sha256);
   int64_t offset =
       fs::exists(part_path, ec) ? static_cast<int64_t>(fs::file_size(part_path, ec)) : 0;
@@ -74,6 +133,19 @@ absl::Status FetchBlob(compress::v1::WorkerService::StubInterface* stub,
     request.set_offset(offset);
     std::unique_ptr<grpc::ClientReaderInterface<compress::v1::ReadArtifactResponse>> reader =
         stub->ReadBlob(&context, request);
+    // Ends the call early when the fetch is to stop, also while no chunk arrives.
+    absl::Notification call_over;
+    std::thread watcher;
+    if (options.should_stop) {
+      watcher = std::thread([&] {
+        while (!call_over.WaitForNotificationWithTimeout(kStopPoll)) {
+          if (options.should_stop()) {
+            context.TryCancel();
+            return;
+          }
+        }
+      });
+    }
     compress::v1::ReadArtifactResponse chunk;
     bool progressed = false;
     int64_t size = -1;
@@ -96,7 +168,10 @@ absl::Status FetchBlob(compress::v1::WorkerService::StubInterface* stub,
       if (chunk.size_bytes() > 0) size = chunk.size_bytes();
     }
     grpc::Status status = reader->Finish();
+    call_over.Notify();
+    if (watcher.joinable()) watcher.join();
     out.close();
+    if (stopped()) return absl::CancelledError(absl::StrCat(what, ": stopped"));
     if (!broken.ok()) return broken;
     if (status.ok()) {
       if (size < 0 || offset >= size) break;
@@ -118,7 +193,10 @@ absl::Status FetchBlob(compress::v1::WorkerService::StubInterface* stub,
       backoff = absl::Milliseconds(200);
     }
     if (absl::Now() + backoff > give_up) return FromGrpc(status, absl::StrCat(what, ": gave up"));
-    absl::SleepFor(backoff);
+    for (absl::Time wake = absl::Now() + backoff; absl::Now() < wake;) {
+      if (stopped()) return absl::CancelledError(absl::StrCat(what, ": stopped"));
+      absl::SleepFor(std::min(kStopPoll, wake - absl::Now()));
+    }
     backoff = std::min(backoff * 2, absl::Seconds(5));
   }
   absl::StatusOr<FileDigest> digest = Sha256File(part_path.string());

@@ -1,0 +1,107 @@
+// FetchBlob against the fake WorkerService's ReadBlob.
+#include "worker/agent/blob_fetcher.h"
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "tests/agent/fake_worker_service.h"
+#include "worker/events/sha256.h"
+
+namespace compress::worker {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::FakeWorkerService;
+
+class BlobFetcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir_template[] = "/tmp/blob_fetcher_test.XXXXXX";
+    ASSERT_NE(mkdtemp(dir_template), nullptr);
+    root_ = dir_template;
+    server_ = FakeWorkerService::Serve(&service_, "127.0.0.1:0", &port_);
+    ASSERT_NE(server_, nullptr);
+    stub_ = compress::v1::WorkerService::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials()));
+  }
+  void TearDown() override {
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+  }
+
+  // A blob of `size` bytes that the fake serves in 64 KiB chunks, `chunk_delay` apart.
+  std::string AddBlob(size_t size, absl::Duration chunk_delay) {
+    data_.assign(size, '\0');
+    for (size_t i = 0; i < size; ++i) data_[i] = static_cast<char>(i * 13 + i / 509);
+    std::string sha = Sha256Hex(data_);
+    service_.AddBlob(sha, data_, 64 << 10, chunk_delay);
+    return sha;
+  }
+
+  std::string ReadFile(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream contents;
+    contents << in.rdbuf();
+    return contents.str();
+  }
+
+  std::string root_;
+  std::string data_;
+  FakeWorkerService service_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<compress::v1::WorkerService::Stub> stub_;
+};
+
+TEST_F(BlobFetcherTest, FetchesTheBlobIntoPlace) {
+  std::string sha = AddBlob(300000, absl::ZeroDuration());
+  ASSERT_TRUE(FetchBlob(stub_.get(), "w1", sha, root_).ok());
+  EXPECT_TRUE(ReadFile(fs::path(root_) / "blobs" / sha) == data_);
+  // A second fetch finds it in place and asks the server for nothing.
+  int calls = service_.read_blob_calls();
+  ASSERT_TRUE(FetchBlob(stub_.get(), "w1", sha, root_).ok());
+  EXPECT_EQ(service_.read_blob_calls(), calls);
+}
+
+// Two attempts of one job on two devices of one agent (the job was requeued while the first
+// still fetched) fetch the same blob into the same work dir at once: both must end with the
+// blob in place, neither with a mixed-up file.
+TEST_F(BlobFetcherTest, ConcurrentFetchesOfOneBlobBothSucceed) {
+  std::string sha = AddBlob(1 << 20, absl::Milliseconds(20));
+  absl::Status first;
+  absl::Status second;
+  std::thread other([&] { second = FetchBlob(stub_.get(), "w1", sha, root_); });
+  absl::SleepFor(absl::Milliseconds(50));
+  first = FetchBlob(stub_.get(), "w1", sha, root_);
+  other.join();
+  EXPECT_TRUE(first.ok()) << first;
+  EXPECT_TRUE(second.ok()) << second;
+  EXPECT_TRUE(ReadFile(fs::path(root_) / "blobs" / sha) == data_);
+}
+
+// A fetch asked to stop ends soon with CANCELLED and leaves no blob in place.
+TEST_F(BlobFetcherTest, StopsWhenAsked) {
+  std::string sha = AddBlob(1 << 20, absl::Milliseconds(500));  // 8 s
+  BlobFetchOptions options;
+  absl::Time stop_at = absl::Now() + absl::Seconds(1);
+  options.should_stop = [stop_at] { return absl::Now() >= stop_at; };
+  absl::Status status = FetchBlob(stub_.get(), "w1", sha, root_, options);
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
+  EXPECT_LT(absl::Now() - stop_at, absl::Seconds(2));
+  EXPECT_FALSE(fs::exists(fs::path(root_) / "blobs" / sha));
+}
+
+}  // namespace
+}  // namespace compress::worker
