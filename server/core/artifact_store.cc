@@ -9,6 +9,8 @@
 #include <cstring>
 #include <filesystem>
 #include <system_error>
+#include <tuple>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -27,7 +29,9 @@ absl::Status ErrnoError(int error, absl::string_view what, absl::string_view pat
       return absl::NotFoundError(message);
     case ENOSPC:
     case EDQUOT:
-    case EFBIG:  // past a file size limit: no room, as a full disk
+    case EFBIG:   // past a file size limit: no room, as a full disk
+    case EMFILE:  // out of file descriptors (every open read holds one)
+    case ENFILE:
       return absl::ResourceExhaustedError(message);
     case EACCES:
     case EPERM:
@@ -60,9 +64,9 @@ absl::StatusOr<int64_t> FileSize(const std::string& path, absl::string_view what
   return static_cast<int64_t>(size);
 }
 
-absl::StatusOr<std::string> ReadRange(const std::string& path, absl::string_view what,
-                                      int64_t offset, int64_t max_bytes) {
-  if (offset < 0) return absl::InvalidArgumentError("offset: must not be negative");
+// Opens `path` for reading, with its size from the open file.
+absl::StatusOr<std::tuple<int, int64_t>> OpenForReading(const std::string& path,
+                                                        absl::string_view what) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(what, " not found"));
@@ -74,28 +78,7 @@ absl::StatusOr<std::string> ReadRange(const std::string& path, absl::string_view
     ::close(fd);
     return ErrnoError(error, "stat", path);
   }
-  if (offset > st.st_size) {
-    ::close(fd);
-    return absl::OutOfRangeError(absl::StrCat("offset: ", offset, " is past the end of ", what,
-                                              " (", st.st_size, " bytes)"));
-  }
-  int64_t want = std::min<int64_t>(max_bytes, st.st_size - offset);
-  std::string data(static_cast<size_t>(want), '\0');
-  int64_t done = 0;
-  while (done < want) {
-    ssize_t n = ::pread(fd, data.data() + done, static_cast<size_t>(want - done), offset + done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int error = errno;
-      ::close(fd);
-      return ErrnoError(error, "read", path);
-    }
-    if (n == 0) break;
-    done += n;
-  }
-  ::close(fd);
-  data.resize(static_cast<size_t>(done));
-  return data;
+  return std::make_tuple(fd, static_cast<int64_t>(st.st_size));
 }
 
 }  // namespace
@@ -121,7 +104,15 @@ absl::Status PendingFile::Append(absl::string_view data) {
 
 absl::StatusOr<Artifact> PendingFile::Commit(const std::string& expected_sha256,
                                              int64_t expected_size) {
-  if (committed_ || fd_ < 0) return absl::FailedPreconditionError("file already committed");
+  absl::StatusOr<Artifact> artifact = Finish(expected_sha256, expected_size);
+  if (!artifact.ok()) return artifact.status();
+  if (absl::Status s = Publish(); !s.ok()) return s;
+  return artifact;
+}
+
+absl::StatusOr<Artifact> PendingFile::Finish(const std::string& expected_sha256,
+                                             int64_t expected_size) {
+  if (committed_ || fd_ < 0) return absl::FailedPreconditionError("file already finished");
   Artifact artifact{name_, size_, hasher_.HexDigest()};
   if (expected_size >= 0 && expected_size != size_) {
     return absl::DataLossError(absl::StrCat("size_bytes: ", name_, " announced ", expected_size,
@@ -134,19 +125,43 @@ absl::StatusOr<Artifact> PendingFile::Commit(const std::string& expected_sha256,
   if (::fsync(fd_) != 0) return ErrnoError(errno, "fsync", temp_path_);
   ::close(fd_);
   fd_ = -1;
-  std::string final_path = final_path_;
-  if (final_path.empty()) {
-    final_path = absl::StrCat(blob_dir_, "/", artifact.sha256);
-    artifact.name = artifact.sha256;
-  }
+  if (final_path_.empty()) artifact.name = artifact.sha256;
+  finished_ = artifact;
+  return artifact;
+}
+
+absl::Status PendingFile::Publish() {
+  if (committed_) return absl::FailedPreconditionError("file already committed");
+  if (!finished_.has_value()) return absl::FailedPreconditionError("file not finished");
+  std::string final_path =
+      final_path_.empty() ? absl::StrCat(blob_dir_, "/", finished_->sha256) : final_path_;
   if (::rename(temp_path_.c_str(), final_path.c_str()) != 0) {
     return ErrnoError(errno, "rename to", final_path);
   }
   committed_ = true;
-  if (absl::Status s = SyncDirectory(fs::path(final_path).parent_path().string()); !s.ok()) {
-    return s;
+  return SyncDirectory(fs::path(final_path).parent_path().string());
+}
+
+StoredFile::~StoredFile() { ::close(fd_); }
+
+absl::StatusOr<std::string> StoredFile::Read(int64_t offset, int64_t max_bytes) const {
+  if (offset < 0) return absl::InvalidArgumentError("offset: must not be negative");
+  if (offset > size_) {
+    return absl::OutOfRangeError(
+        absl::StrCat("offset: ", offset, " is past the end of ", what_, " (", size_, " bytes)"));
   }
-  return artifact;
+  int64_t want = std::min<int64_t>(max_bytes, size_ - offset);
+  std::string data(static_cast<size_t>(want), '\0');
+  int64_t done = 0;
+  while (done < want) {
+    ssize_t n = ::pread(fd_, data.data() + done, static_cast<size_t>(want - done), offset + done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, "read", path_);
+    if (n == 0) break;
+    done += n;
+  }
+  data.resize(static_cast<size_t>(done));
+  return data;
 }
 
 absl::StatusOr<std::unique_ptr<ArtifactStore>> ArtifactStore::Open(const Options& options) {
@@ -221,7 +236,9 @@ absl::StatusOr<std::unique_ptr<PendingFile>> ArtifactStore::BeginArtifact(const 
   return Begin(*std::move(path), name);
 }
 
-absl::StatusOr<std::unique_ptr<PendingFile>> ArtifactStore::BeginBlob() { return Begin("", "blob"); }
+absl::StatusOr<std::unique_ptr<PendingFile>> ArtifactStore::BeginBlob() {
+  return Begin("", "blob");
+}
 
 absl::StatusOr<int64_t> ArtifactStore::ArtifactSize(const std::string& job_id,
                                                     const std::string& name) {
@@ -235,19 +252,41 @@ absl::StatusOr<int64_t> ArtifactStore::BlobSize(const std::string& sha256) {
   return FileSize(absl::StrCat(root_, "/blobs/", sha256), absl::StrCat("blob ", sha256));
 }
 
+absl::StatusOr<std::unique_ptr<StoredFile>> ArtifactStore::Open(std::string path,
+                                                                std::string what) {
+  absl::StatusOr<std::tuple<int, int64_t>> opened = OpenForReading(path, what);
+  if (!opened.ok()) return opened.status();
+  auto [fd, size] = *opened;
+  return std::unique_ptr<StoredFile>(new StoredFile(fd, std::move(path), std::move(what), size));
+}
+
+absl::StatusOr<std::unique_ptr<StoredFile>> ArtifactStore::OpenArtifact(const std::string& job_id,
+                                                                        const std::string& name) {
+  absl::StatusOr<std::string> path = ArtifactPath(job_id, name);
+  if (!path.ok()) return path.status();
+  return Open(*std::move(path), absl::StrCat("artifact ", name, " of job ", job_id));
+}
+
+absl::StatusOr<std::unique_ptr<StoredFile>> ArtifactStore::OpenBlob(const std::string& sha256) {
+  if (absl::Status s = ValidateSha256("sha256", sha256); !s.ok()) return s;
+  return Open(absl::StrCat(root_, "/blobs/", sha256), absl::StrCat("blob ", sha256));
+}
+
 absl::StatusOr<std::string> ArtifactStore::ReadArtifact(const std::string& job_id,
                                                         const std::string& name, int64_t offset,
                                                         int64_t max_bytes) {
-  absl::StatusOr<std::string> path = ArtifactPath(job_id, name);
-  if (!path.ok()) return path.status();
-  return ReadRange(*path, absl::StrCat("artifact ", name, " of job ", job_id), offset, max_bytes);
+  if (offset < 0) return absl::InvalidArgumentError("offset: must not be negative");
+  absl::StatusOr<std::unique_ptr<StoredFile>> file = OpenArtifact(job_id, name);
+  if (!file.ok()) return file.status();
+  return (*file)->Read(offset, max_bytes);
 }
 
 absl::StatusOr<std::string> ArtifactStore::ReadBlob(const std::string& sha256, int64_t offset,
                                                     int64_t max_bytes) {
-  if (absl::Status s = ValidateSha256("sha256", sha256); !s.ok()) return s;
-  return ReadRange(absl::StrCat(root_, "/blobs/", sha256), absl::StrCat("blob ", sha256), offset,
-                   max_bytes);
+  if (offset < 0) return absl::InvalidArgumentError("offset: must not be negative");
+  absl::StatusOr<std::unique_ptr<StoredFile>> file = OpenBlob(sha256);
+  if (!file.ok()) return file.status();
+  return (*file)->Read(offset, max_bytes);
 }
 
 absl::Status ArtifactStore::RemoveJob(const std::string& job_id) {

@@ -13,7 +13,9 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -33,10 +35,15 @@ class PendingFile {
   absl::Status Append(absl::string_view data);
   int64_t size() const { return size_; }
 
-  // Finishes the file: checks it against `expected_sha256` and `expected_size` (each skipped
-  // when empty / negative; DATA_LOSS on a mismatch), syncs it and moves it to its final path
-  // (for a blob: blobs/<its sha256>), replacing any file there. Returns what was stored.
+  // Finish, then Publish. Returns what was stored.
   absl::StatusOr<Artifact> Commit(const std::string& expected_sha256, int64_t expected_size);
+  // Checks the file against `expected_sha256` and `expected_size` (each skipped when empty /
+  // negative; DATA_LOSS on a mismatch) and syncs it, still under its temporary name. Returns what
+  // Publish will store.
+  absl::StatusOr<Artifact> Finish(const std::string& expected_sha256, int64_t expected_size);
+  // Moves the finished file to its final path (for a blob: blobs/<its sha256>), replacing any
+  // file there (a reader that opened that one keeps reading it), and syncs the directory.
+  absl::Status Publish();
 
  private:
   friend class ArtifactStore;
@@ -56,7 +63,35 @@ class PendingFile {
   const std::string name_;
   Sha256 hasher_;
   int64_t size_ = 0;
+  // Set by Finish.
+  std::optional<Artifact> finished_;
   bool committed_ = false;
+};
+
+// A stored file open for reading. It keeps reading the file it opened, as it was, when an upload
+// replaces it (renames another file over it) or its job is deleted. Not thread-safe.
+class StoredFile {
+ public:
+  ~StoredFile();
+  StoredFile(const StoredFile&) = delete;
+  StoredFile& operator=(const StoredFile&) = delete;
+
+  // The size when it was opened (stored files are never written in place).
+  int64_t size() const { return size_; }
+  // Up to `max_bytes` from `offset`; fewer (possibly none) at the end of the file. OUT_OF_RANGE
+  // when offset is past the end.
+  absl::StatusOr<std::string> Read(int64_t offset, int64_t max_bytes) const;
+
+ private:
+  friend class ArtifactStore;
+  StoredFile(int fd, std::string path, std::string what, int64_t size)
+      : fd_(fd), path_(std::move(path)), what_(std::move(what)), size_(size) {}
+
+  const int fd_;
+  const std::string path_;
+  // "artifact NAME of job ID" or "blob SHA", for messages.
+  const std::string what_;
+  const int64_t size_;
 };
 
 // Thread-safe: files are written under unique temporary names and renamed atomically.
@@ -85,6 +120,11 @@ class ArtifactStore {
   absl::StatusOr<int64_t> ArtifactSize(const std::string& job_id, const std::string& name);
   absl::StatusOr<int64_t> BlobSize(const std::string& sha256);
 
+  // Opens a stored file for reading. NOT_FOUND naming it when absent.
+  absl::StatusOr<std::unique_ptr<StoredFile>> OpenArtifact(const std::string& job_id,
+                                                           const std::string& name);
+  absl::StatusOr<std::unique_ptr<StoredFile>> OpenBlob(const std::string& sha256);
+
   // Up to `max_bytes` from `offset`; fewer (possibly none) at the end of the file.
   // OUT_OF_RANGE when offset is past the end.
   absl::StatusOr<std::string> ReadArtifact(const std::string& job_id, const std::string& name,
@@ -99,6 +139,7 @@ class ArtifactStore {
   explicit ArtifactStore(std::string root) : root_(std::move(root)) {}
 
   absl::StatusOr<std::unique_ptr<PendingFile>> Begin(std::string final_path, std::string name);
+  absl::StatusOr<std::unique_ptr<StoredFile>> Open(std::string path, std::string what);
   absl::StatusOr<std::string> ArtifactPath(const std::string& job_id, const std::string& name);
 
   // Constant after construction.

@@ -700,13 +700,25 @@ absl::Status Scheduler::CheckAttempt(const std::string& job_id, int attempt,
   return CurrentLeaseLocked(job_id, attempt, worker_id).status();
 }
 
+absl::Status Scheduler::InspectJob(const std::string& job_id,
+                                   const std::function<absl::Status(const Job&)>& inspect) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Job> job = store_->GetJob(job_id);
+  if (!job.ok()) return job.status();
+  return inspect(*job);
+}
+
 absl::Status Scheduler::RecordArtifact(const std::string& job_id, int attempt,
-                                       const std::string& worker_id, const Artifact& artifact) {
+                                       const std::string& worker_id, const Artifact& artifact,
+                                       const std::function<absl::Status()>& place) {
   std::shared_ptr<const JobUpdate> update;
   {
     absl::MutexLock lock(&mu_);
     absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, worker_id);
     if (!lease.ok()) return lease.status();
+    if (place != nullptr) {
+      if (absl::Status s = place(); !s.ok()) return s;
+    }
     absl::StatusOr<std::vector<JobEvent>> stored = store_->Write(
         job_id, nullptr, {ArtifactEvent(attempt, artifact, clock_->Now())}, &artifact);
     if (!stored.ok()) return stored.status();

@@ -201,9 +201,20 @@ class Scheduler {
                                     const std::vector<std::string>& lines);
   // OK when the attempt is current and held by `worker_id`; ABORTED or NOT_FOUND otherwise.
   absl::Status CheckAttempt(const std::string& job_id, int attempt, const std::string& worker_id);
-  // Records an uploaded artifact of the attempt, with its event.
+  // Records an uploaded artifact of the attempt, with its event. `place`, when given, puts the
+  // file in place (replacing the one of the same name); it runs only once the attempt is known
+  // to be current, under the lock that also orders it with InspectJob, so that an attempt that
+  // was fenced off cannot replace the current attempt's file, and a reader never pairs one
+  // version's record with another's file. Its error is returned and nothing is recorded.
   absl::Status RecordArtifact(const std::string& job_id, int attempt, const std::string& worker_id,
-                              const Artifact& artifact);
+                              const Artifact& artifact,
+                              const std::function<absl::Status()>& place = nullptr);
+  // Calls `inspect` with the job as stored, under the scheduler's lock: no change of the job
+  // (and no artifact placed by RecordArtifact) happens while it runs, so a file it opens matches
+  // the job's artifact records. Returns what `inspect` returns; NOT_FOUND for an unknown job.
+  // `inspect` must be quick: every scheduler call waits for it.
+  absl::Status InspectJob(const std::string& job_id,
+                          const std::function<absl::Status(const Job&)>& inspect);
   // Ends the attempt: SUCCEEDED; FAILED and retryable -> QUEUED again while attempts remain;
   // otherwise FAILED; FAILED with `stopping` -> QUEUED again and the attempt is not counted (as
   // ReturnLease), even on the last attempt; a job being cancelled (or an attempt reporting

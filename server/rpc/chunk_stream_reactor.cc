@@ -14,22 +14,21 @@ ChunkStreamReactor::ChunkStreamReactor(ThreadPool* pool, ChunkSource source, int
 }
 
 void ChunkStreamReactor::Next() {
-  if (!described_) {
-    absl::StatusOr<Artifact> file = source_.describe();
+  if (file_.file == nullptr) {
+    absl::StatusOr<ChunkFile> file = source_.open();
     if (!file.ok()) {
       Finish(ToGrpcStatus(file.status()));
       return;
     }
     file_ = *std::move(file);
-    described_ = true;
-    if (offset_ > file_.size_bytes) {
-      Finish(ToGrpcStatus(
-          absl::OutOfRangeError(absl::StrCat("offset: ", offset_, " is past the end of ",
-                                             file_.name, " (", file_.size_bytes, " bytes)"))));
+    if (offset_ > file_.description.size_bytes) {
+      Finish(ToGrpcStatus(absl::OutOfRangeError(
+          absl::StrCat("offset: ", offset_, " is past the end of ", file_.description.name, " (",
+                       file_.description.size_bytes, " bytes)"))));
       return;
     }
   }
-  absl::StatusOr<std::string> data = source_.read(offset_, chunk_size_);
+  absl::StatusOr<std::string> data = file_.file->Read(offset_, chunk_size_);
   if (!data.ok()) {
     Finish(ToGrpcStatus(data.status()));
     return;
@@ -37,14 +36,15 @@ void ChunkStreamReactor::Next() {
   message_.Clear();
   message_.set_offset(offset_);
   offset_ += static_cast<int64_t>(data->size());
-  if (offset_ >= file_.size_bytes) {
+  if (offset_ >= file_.description.size_bytes) {
     last_ = true;
-    message_.set_size_bytes(file_.size_bytes);
-    message_.set_sha256(file_.sha256);
+    message_.set_size_bytes(file_.description.size_bytes);
+    message_.set_sha256(file_.description.sha256);
   } else if (data->empty()) {
-    // The file is shorter than its record says: it changed under us.
-    Finish(ToGrpcStatus(absl::DataLossError(absl::StrCat(
-        file_.name, " ended at ", offset_, " bytes, ", file_.size_bytes, " were recorded"))));
+    // Stored files are never written in place: the disk lost part of it.
+    Finish(ToGrpcStatus(
+        absl::DataLossError(absl::StrCat(file_.description.name, " ended at ", offset_, " bytes, ",
+                                         file_.description.size_bytes, " were recorded"))));
     return;
   }
   message_.set_data(*std::move(data));

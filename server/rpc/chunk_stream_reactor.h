@@ -6,21 +6,30 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "compress/v1/compression_service.pb.h"
+#include "server/core/artifact_store.h"
 #include "server/core/job.h"
 #include "server/rpc/thread_pool.h"
 
 namespace compress::server {
 
-// Where the bytes come from. Both functions run on the thread pool.
+// A file opened for a read, with what the last message says of it.
+struct ChunkFile {
+  // Its name, size and sha256: those of `file` (the size is `file`'s).
+  Artifact description;
+  std::unique_ptr<StoredFile> file;
+};
+
+// Where the bytes come from.
 struct ChunkSource {
-  // The file's size and sha256 (NOT_FOUND, ... when it is not there).
-  std::function<absl::StatusOr<Artifact>()> describe;
-  // Up to `max_bytes` from `offset`.
-  std::function<absl::StatusOr<std::string>(int64_t offset, int64_t max_bytes)> read;
+  // Opens the file, once, on the thread pool (NOT_FOUND, ... when it is not there). Every chunk is
+  // read from the file it opened, so that a file replaced meanwhile is not mixed with its
+  // successor.
+  std::function<absl::StatusOr<ChunkFile>()> open;
   // Called with the number of data bytes of each message once it was written; may be empty.
   std::function<void(int64_t bytes)> sent;
 };
@@ -45,8 +54,7 @@ class ChunkStreamReactor : public grpc::ServerWriteReactor<v1::ReadArtifactRespo
   const ChunkSource source_;
   const int64_t chunk_size_;
   // Only touched by the single task or write in flight, one after the other.
-  bool described_ = false;
-  Artifact file_;
+  ChunkFile file_;  // file_.file is null until opened
   int64_t offset_;
   bool last_ = false;
   v1::ReadArtifactResponse message_;

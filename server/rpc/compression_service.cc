@@ -1,5 +1,6 @@
 #include "server/rpc/compression_service.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
@@ -109,32 +110,32 @@ grpc::ServerUnaryReactor* CompressionServiceImpl::CreateJob(grpc::CallbackServer
   Caller caller = *std::move(authorized);
   // The job is written by the scheduler's group commit: this pool thread validates and queues the
   // call, and whichever thread writes the batch answers it.
-  return RunUnaryOnPoolAsync(context, pool_, [this, context, request, response,
-                                               caller](FinishCall finish) {
-    absl::StatusOr<ValidCreateJob> valid = ValidateCreateJobRequest(
-        *request, options_.data_roots != nullptr ? *options_.data_roots : no_data_roots_);
-    if (!valid.ok()) return finish(valid.status());
-    if (!valid->teacher_blob_sha256.empty() && !caller.all_tenants) {
-      absl::StatusOr<bool> owner =
-          scheduler_->store().IsBlobOwner(caller.tenant, valid->teacher_blob_sha256);
-      if (!owner.ok()) return finish(owner.status());
-      if (!*owner) {
-        return finish(absl::NotFoundError(
-            absl::StrCat("spec.teacher.blob_sha256: no blob ", valid->teacher_blob_sha256,
-                         " was uploaded by tenant '", caller.tenant, "'")));
-      }
-    }
-    valid->job.tenant = caller.tenant;
-    const auto deadline = context->deadline();
-    scheduler_->CreateJobAsync(
-        std::move(valid->job),
-        [response, finish](absl::StatusOr<CreatedJob> created) {
-          if (created.ok()) JobToProto(created->job, response);
-          finish(created.status());
-        },
-        deadline == std::chrono::system_clock::time_point::max() ? absl::InfiniteFuture()
-                                                                   : absl::FromChrono(deadline));
-  });
+  return RunUnaryOnPoolAsync(
+      context, pool_, [this, context, request, response, caller](FinishCall finish) {
+        absl::StatusOr<ValidCreateJob> valid = ValidateCreateJobRequest(
+            *request, options_.data_roots != nullptr ? *options_.data_roots : no_data_roots_);
+        if (!valid.ok()) return finish(valid.status());
+        if (!valid->teacher_blob_sha256.empty() && !caller.all_tenants) {
+          absl::StatusOr<bool> owner =
+              scheduler_->store().IsBlobOwner(caller.tenant, valid->teacher_blob_sha256);
+          if (!owner.ok()) return finish(owner.status());
+          if (!*owner) {
+            return finish(absl::NotFoundError(
+                absl::StrCat("spec.teacher.blob_sha256: no blob ", valid->teacher_blob_sha256,
+                             " was uploaded by tenant '", caller.tenant, "'")));
+          }
+        }
+        valid->job.tenant = caller.tenant;
+        const auto deadline = context->deadline();
+        scheduler_->CreateJobAsync(
+            std::move(valid->job),
+            [response, finish](absl::StatusOr<CreatedJob> created) {
+              if (created.ok()) JobToProto(created->job, response);
+              finish(created.status());
+            },
+            deadline == std::chrono::system_clock::time_point::max() ? absl::InfiniteFuture()
+                                                                     : absl::FromChrono(deadline));
+      });
 }
 
 grpc::ServerUnaryReactor* CompressionServiceImpl::GetJob(grpc::CallbackServerContext* context,
@@ -253,19 +254,35 @@ grpc::ServerWriteReactor<v1::ReadArtifactResponse>* CompressionServiceImpl::Read
                       : std::min<int64_t>(request->chunk_size(), options_.max_chunk_bytes);
   auto [job_id, artifact_name] = *std::move(name);
   ChunkSource source;
-  source.describe = [this, job_id = job_id, artifact_name = artifact_name,
-                     caller = *caller]() -> absl::StatusOr<Artifact> {
-    absl::StatusOr<Job> job = VisibleJob(caller, job_id);
-    if (!job.ok()) return job.status();
-    for (const Artifact& artifact : job->artifacts) {
-      if (artifact.name == artifact_name) return artifact;
-    }
-    return absl::NotFoundError(
-        absl::StrCat("job ", job_id, " has no artifact '", artifact_name, "'"));
-  };
-  source.read = [this, job_id = job_id, artifact_name = artifact_name](int64_t offset,
-                                                                       int64_t max_bytes) {
-    return artifacts_->ReadArtifact(job_id, artifact_name, offset, max_bytes);
+  source.open = [this, job_id = job_id, artifact_name = artifact_name,
+                 caller = *caller]() -> absl::StatusOr<ChunkFile> {
+    // The record is read and the file opened under the scheduler's lock, under which an upload
+    // replaces the file and records it: the two belong to the same upload.
+    ChunkFile opened;
+    absl::Status status = scheduler_->InspectJob(job_id, [&](const Job& job) -> absl::Status {
+      if (absl::Status s = caller.CheckVisible(job); !s.ok()) return s;
+      auto artifact = std::find_if(job.artifacts.begin(), job.artifacts.end(),
+                                   [&](const Artifact& a) { return a.name == artifact_name; });
+      if (artifact == job.artifacts.end()) {
+        return absl::NotFoundError(
+            absl::StrCat("job ", job_id, " has no artifact '", artifact_name, "'"));
+      }
+      absl::StatusOr<std::unique_ptr<StoredFile>> file =
+          artifacts_->OpenArtifact(job_id, artifact_name);
+      if (!file.ok()) return file.status();
+      if ((*file)->size() != artifact->size_bytes) {
+        // Only when recording an upload failed after its file was put in place.
+        return absl::UnavailableError(
+            absl::StrCat("artifact ", artifact_name, " of job ", job_id, " on disk (",
+                         (*file)->size(), " bytes) is not the one recorded (", artifact->size_bytes,
+                         " bytes): an upload replacing it did not finish; retry once it has"));
+      }
+      opened.description = *artifact;
+      opened.file = *std::move(file);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    return opened;
   };
   if (options_.metrics != nullptr) {
     source.sent = [metrics = options_.metrics](int64_t bytes) {

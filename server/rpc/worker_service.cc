@@ -124,7 +124,7 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
 };
 
 // UploadArtifact: a header, then data chunks; the attempt is checked at the start and again
-// when the artifact is recorded.
+// when the file is put in place and recorded.
 class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
  public:
   ArtifactUploadReactor(grpc::CallbackServerContext* context, ThreadPool* pool,
@@ -180,17 +180,15 @@ class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
 
   absl::Status Complete() override {
     if (file_ == nullptr) return absl::InvalidArgumentError("header: required");
-    // Checked again before the file replaces an earlier one of the same name.
-    if (absl::Status s = scheduler_->CheckAttempt(job_id_, header_.attempt(), header_.worker_id());
-        !s.ok()) {
-      return s;
-    }
     int64_t expected_size =
         header_.size_bytes() > 0 || !header_.sha256().empty() ? header_.size_bytes() : -1;
-    absl::StatusOr<Artifact> artifact = file_->Commit(header_.sha256(), expected_size);
+    absl::StatusOr<Artifact> artifact = file_->Finish(header_.sha256(), expected_size);
     if (!artifact.ok()) return artifact.status();
-    if (absl::Status s =
-            scheduler_->RecordArtifact(job_id_, header_.attempt(), header_.worker_id(), *artifact);
+    // The file replaces an earlier one of the same name only once the attempt is known to be
+    // current, in the same step that records it: an attempt fenced off meanwhile leaves the
+    // current attempt's file alone (ABORTED, its file discarded).
+    if (absl::Status s = scheduler_->RecordArtifact(job_id_, header_.attempt(), header_.worker_id(),
+                                                    *artifact, [this] { return file_->Publish(); });
         !s.ok()) {
       return s;
     }
@@ -330,14 +328,12 @@ grpc::ServerWriteReactor<v1::ReadArtifactResponse>* WorkerServiceImpl::ReadBlob(
     return reactor;
   }
   ChunkSource source;
-  source.describe = [this, sha = request->sha256()]() -> absl::StatusOr<Artifact> {
-    if (absl::Status s = ArtifactStore::ValidateSha256("sha256", sha); !s.ok()) return s;
-    absl::StatusOr<int64_t> size = artifacts_->BlobSize(sha);
-    if (!size.ok()) return size.status();
-    return Artifact{sha, *size, sha};
-  };
-  source.read = [this, sha = request->sha256()](int64_t offset, int64_t max_bytes) {
-    return artifacts_->ReadBlob(sha, offset, max_bytes);
+  source.open = [this, sha = request->sha256()]() -> absl::StatusOr<ChunkFile> {
+    absl::StatusOr<std::unique_ptr<StoredFile>> file = artifacts_->OpenBlob(sha);
+    if (!file.ok()) return file.status();
+    // Blobs are stored by content: the name is the sha256 of whatever file is there.
+    ChunkFile opened{Artifact{sha, (*file)->size(), sha}, *std::move(file)};
+    return opened;
   };
   return new ChunkStreamReactor(pool_, std::move(source), request->offset(), options_.chunk_bytes);
 }

@@ -1,8 +1,11 @@
 // The gRPC services in process, on a loopback port, through real channels and stubs.
+#include <fcntl.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <stdio.h>
 
+#include <cstring>
 #include <set>
 #include <thread>
 #include <vector>
@@ -26,6 +29,47 @@ namespace compress::server {
 namespace {
 
 using ::testing::HasSubstr;
+
+// Holds up the next rename into an artifacts/ directory once armed, until released: lets a test
+// run other calls while an upload is in its last step. `rename` below is this test program's.
+class RenameGate {
+ public:
+  static RenameGate& Get() {
+    static RenameGate* gate = new RenameGate;
+    return *gate;
+  }
+
+  void Arm() {
+    absl::MutexLock lock(&mu_);
+    armed_ = true;
+    reached_ = false;
+    released_ = false;
+  }
+  // Whether a rename reached the gate within `timeout`.
+  bool AwaitReached(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(&reached_), timeout);
+  }
+  void Release() {
+    absl::MutexLock lock(&mu_);
+    released_ = true;
+  }
+  // Called by rename: holds up an armed rename into `to`.
+  void Pass(const char* to) {
+    if (std::strstr(to, "/artifacts/") == nullptr) return;
+    absl::MutexLock lock(&mu_);
+    if (!armed_) return;
+    armed_ = false;
+    reached_ = true;
+    mu_.Await(absl::Condition(&released_));
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool armed_ ABSL_GUARDED_BY(mu_) = false;
+  bool reached_ ABSL_GUARDED_BY(mu_) = false;
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
+};
 
 class ServicesTest : public ::testing::Test {
  protected:
@@ -680,5 +724,113 @@ TEST_F(ServicesTest, HealthIsServing) {
   EXPECT_EQ(HealthStatus(), 2);
 }
 
+// A ReadArtifact stream sends the file it opened to the end, with that file's size and sha256,
+// while an upload replaces it; a read started afterwards sends the new one.
+TEST_F(ServicesTest, ReadArtifactKeepsReadingTheFileItOpened) {
+  v1::Job job = CreateJob();
+  v1::Lease lease = Lease();
+  std::string first(32 << 20, 'a'), second(32 << 20, 'b');
+  for (size_t i = 0; i < first.size(); i += 4096) first[i] = static_cast<char>(i / 4096);
+  v1::Artifact artifact;
+  ASSERT_TRUE(UploadArtifact(lease, "w1", "model.bin", first, Sha256Hex(first), &artifact).ok());
+
+  v1::ReadArtifactRequest request;
+  request.set_name(job.name() + "/artifacts/model.bin");
+  request.set_chunk_size(64 << 10);
+  auto context = Context(60);
+  auto reader = api_->ReadArtifact(context.get(), request);
+  v1::ReadArtifactResponse chunk;
+  ASSERT_TRUE(reader->Read(&chunk));
+  std::string received = chunk.data();
+  ASSERT_TRUE(UploadArtifact(lease, "w1", "model.bin", second, Sha256Hex(second), &artifact).ok());
+  std::string sha;
+  int64_t size = 0;
+  while (reader->Read(&chunk)) {
+    received += chunk.data();
+    if (!chunk.sha256().empty()) {
+      sha = chunk.sha256();
+      size = chunk.size_bytes();
+    }
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(received == first) << "the read mixed two versions of the file";
+  EXPECT_EQ(sha, Sha256Hex(first));
+  EXPECT_EQ(size, static_cast<int64_t>(first.size()));
+
+  context = Context(60);
+  reader = api_->ReadArtifact(context.get(), request);
+  received.clear();
+  while (reader->Read(&chunk)) {
+    received += chunk.data();
+    if (!chunk.sha256().empty()) sha = chunk.sha256();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(received == second);
+  EXPECT_EQ(sha, Sha256Hex(second));
+}
+
+// An upload of attempt 1 held up in its last step while attempt 1 ends and attempt 2 uploads the
+// same artifact: attempt 1's file never replaces attempt 2's, and the file on disk is the one
+// recorded.
+TEST_F(ServicesTest, StaleAttemptsUploadLeavesTheCurrentFileAlone) {
+  v1::Job job = CreateJob();
+  v1::Lease first = Lease("w1");
+  const std::string stale(100'000, 's'), current(100'000, 'c');
+  RenameGate::Get().Arm();
+  grpc::Status stale_status;
+  std::thread stale_upload([&] {
+    v1::Artifact out;
+    stale_status = UploadArtifact(first, "w1", "model.bin", stale, Sha256Hex(stale), &out);
+  });
+  ASSERT_TRUE(RenameGate::Get().AwaitReached(absl::Seconds(10)));
+  grpc::Status current_status;
+  absl::Notification current_done;
+  std::thread newer([&] {
+    v1::CompleteAttemptRequest failed;
+    failed.set_worker_id("w1");
+    failed.set_job(first.job());
+    failed.set_attempt(first.attempt());
+    failed.set_outcome(v1::ATTEMPT_FAILED);
+    failed.set_retryable(true);
+    v1::CompleteAttemptResponse response;
+    EXPECT_TRUE(workers_->CompleteAttempt(Context().get(), failed, &response).ok());
+    v1::Lease second = Lease("w2");
+    EXPECT_EQ(second.attempt(), 2);
+    v1::Artifact out;
+    current_status = UploadArtifact(second, "w2", "model.bin", current, Sha256Hex(current), &out);
+    current_done.Notify();
+  });
+  // Attempt 2 finishes meanwhile unless attempt 1's last step keeps it out until it is done.
+  current_done.WaitForNotificationWithTimeout(absl::Seconds(2));
+  RenameGate::Get().Release();
+  newer.join();
+  stale_upload.join();
+  EXPECT_TRUE(current_status.ok()) << current_status.error_message();
+
+  absl::StatusOr<std::string> on_disk =
+      artifacts_->ReadArtifact(job.name().substr(5), "model.bin", 0, 1 << 20);
+  ASSERT_TRUE(on_disk.ok()) << on_disk.status();
+  EXPECT_TRUE(*on_disk == current) << "attempt 1's upload replaced attempt 2's file";
+  v1::ReadArtifactRequest request;
+  request.set_name(job.name() + "/artifacts/model.bin");
+  auto context = Context();
+  auto reader = api_->ReadArtifact(context.get(), request);
+  v1::ReadArtifactResponse chunk;
+  std::string received, sha;
+  while (reader->Read(&chunk)) {
+    received += chunk.data();
+    if (!chunk.sha256().empty()) sha = chunk.sha256();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(received == current);
+  EXPECT_EQ(sha, Sha256Hex(current));
+}
+
 }  // namespace
 }  // namespace compress::server
+
+// The C library's rename, through RenameGate.
+extern "C" int rename(const char* from, const char* to) noexcept {
+  compress::server::RenameGate::Get().Pass(to);
+  return renameat(AT_FDCWD, from, AT_FDCWD, to);
+}
