@@ -82,6 +82,9 @@ struct Job {
   std::string lease_owner;
   // Sequence number of the job's newest event (0 when it has none).
   int64_t last_event_sequence = 0;
+  // How many of the current attempt's numbered executor event lines are stored (the highest
+  // line number received, see Scheduler::ReportEvents); 0 when an attempt starts.
+  int64_t attempt_lines = 0;
   // Filled by JobStore::GetJob and ListJobs.
   std::vector<Artifact> artifacts;
   // The store's creation order (jobs.seq): increasing with every job created; set when read

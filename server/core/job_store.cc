@@ -15,6 +15,7 @@ namespace compress::server {
 namespace {
 
 using job_store_schema::kMigrateV1ToV2;
+using job_store_schema::kMigrateV2ToV3;
 using job_store_schema::kSchema;
 using job_store_schema::kSchemaVersion;
 
@@ -24,7 +25,7 @@ constexpr size_t kCachedLabelClauses = 4;
 constexpr char kJobColumns[] =
     "seq, id, spec_json, state, labels_json, priority, request_id, create_us, queue_us, "
     "start_us, end_us, attempt_count, max_attempts, current_phase, error_code, error_message, "
-    "report_json, lease_owner, last_event_sequence, tenant";
+    "report_json, lease_owner, last_event_sequence, tenant, attempt_lines";
 
 std::optional<int64_t> ToMicros(const std::optional<absl::Time>& time) {
   if (!time.has_value()) return std::nullopt;
@@ -63,6 +64,7 @@ int64_t ReadJobRow(const Statement& row, Job& job) {
   job.lease_owner = row.ColumnText(17);
   job.last_event_sequence = row.ColumnInt(18);
   job.tenant = row.ColumnText(19);
+  job.attempt_lines = row.ColumnInt(20);
   job.creation_order = row.ColumnInt(0);
   return job.creation_order;
 }
@@ -135,6 +137,12 @@ absl::Status JobStore::Init(const Options& options) {
       if (absl::Status s = SqliteExec(db_, kMigrateV1ToV2); !s.ok()) {
         return absl::Status(s.code(), absl::StrCat("job store ", options.path,
                                                    ": migrating schema 1 to 2: ", s.message()));
+      }
+    }
+    if (version.has_value() && *version <= 2) {
+      if (absl::Status s = SqliteExec(db_, kMigrateV2ToV3); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("job store ", options.path,
+                                                   ": migrating schema 2 to 3: ", s.message()));
       }
     }
     if (absl::Status s = SqliteExec(db_, kSchema); !s.ok()) return s;
@@ -483,7 +491,7 @@ absl::StatusOr<std::vector<JobEvent>> JobStore::Write(const std::string& job_id,
       absl::StatusOr<Statement*> update = StatementLocked(
           "UPDATE jobs SET state = ?, queue_us = ?, start_us = ?, end_us = ?, attempt_count = ?, "
           "current_phase = ?, error_code = ?, error_message = ?, report_json = ?, "
-          "lease_owner = ? WHERE id = ?");
+          "lease_owner = ?, attempt_lines = ? WHERE id = ?");
       if (!update.ok()) return update.status();
       Statement& s = **update;
       s.BindInt(1, static_cast<int>(job->state));
@@ -496,7 +504,8 @@ absl::StatusOr<std::vector<JobEvent>> JobStore::Write(const std::string& job_id,
       s.BindText(8, job->error_message);
       s.BindText(9, job->report_json);
       s.BindText(10, job->lease_owner);
-      s.BindText(11, job_id);
+      s.BindInt(11, job->attempt_lines);
+      s.BindText(12, job_id);
       if (absl::Status st = s.Run(); !st.ok()) return st;
       if (sqlite3_changes(db_) == 0) {
         return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));

@@ -92,9 +92,9 @@ class JobStore {
   absl::StatusOr<std::vector<Job>> JobsInStates(const std::vector<JobState>& states);
 
   // In one transaction: writes the mutable fields of `job` when non-null (state, times, attempt
-  // count, phase, error, report, lease owner), records `artifact` when non-null (replacing one of
-  // the same name), and appends `events` with the next sequence numbers. Returns the events as
-  // stored. NOT_FOUND when the job does not exist.
+  // count, phase, error, report, lease owner, attempt lines), records `artifact` when non-null
+  // (replacing one of the same name), and appends `events` with the next sequence numbers. Returns
+  // the events as stored. NOT_FOUND when the job does not exist.
   absl::StatusOr<std::vector<JobEvent>> Write(const std::string& job_id, const Job* job,
                                               std::vector<JobEvent> events,
                                               const Artifact* artifact = nullptr);

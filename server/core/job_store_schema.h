@@ -6,7 +6,8 @@
 namespace compress::server::job_store_schema {
 
 // 1: the first schema. 2: jobs.tenant, and request ids unique per tenant (not globally).
-inline constexpr int kSchemaVersion = 2;
+// 3: jobs.attempt_lines, the executor event lines of the current attempt stored.
+inline constexpr int kSchemaVersion = 3;
 
 inline constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -30,7 +31,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   error_message TEXT NOT NULL,
   report_json TEXT NOT NULL,
   lease_owner TEXT NOT NULL,
-  last_event_sequence INTEGER NOT NULL);
+  last_event_sequence INTEGER NOT NULL,
+  attempt_lines INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, state, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request_id ON jobs (tenant, request_id);
@@ -93,6 +95,11 @@ INSERT INTO jobs_v2 (seq, id, tenant, spec_json, state, labels_json, priority, r
   report_json, lease_owner, last_event_sequence FROM jobs;
 DROP TABLE jobs;
 ALTER TABLE jobs_v2 RENAME TO jobs;
+)sql";
+
+// Version 2 -> 3 (after 1 -> 2 for a database of version 1).
+inline constexpr char kMigrateV2ToV3[] = R"sql(
+ALTER TABLE jobs ADD COLUMN attempt_lines INTEGER NOT NULL DEFAULT 0;
 )sql";
 
 }  // namespace compress::server::job_store_schema

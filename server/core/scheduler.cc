@@ -1,6 +1,7 @@
 #include "server/core/scheduler.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 #include <utility>
 
@@ -492,6 +493,7 @@ absl::StatusOr<std::optional<Lease>> Scheduler::LeaseNextLocked(const std::strin
     absl::Time now = clock_->Now();
     Job& j = *job;
     j.attempt_count++;
+    j.attempt_lines = 0;
     j.state = JobState::kRunning;
     if (!j.start_time.has_value()) j.start_time = now;
     j.lease_owner = worker_id;
@@ -650,7 +652,12 @@ absl::StatusOr<bool> Scheduler::Heartbeat(const std::string& job_id, int attempt
 
 absl::StatusOr<bool> Scheduler::ReportEvents(const std::string& job_id, int attempt,
                                              const std::string& worker_id,
-                                             const std::vector<std::string>& lines) {
+                                             const std::vector<std::string>& lines,
+                                             int64_t first_line) {
+  if (first_line < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("first_line: must not be negative, got ", first_line));
+  }
   Deferred deferred;
   bool cancel_requested = false;
   {
@@ -661,13 +668,42 @@ absl::StatusOr<bool> Scheduler::ReportEvents(const std::string& job_id, int atte
     absl::Time now = clock_->Now();
     (*lease)->expiry = now + options_.lease_duration;
     cancel_requested = (*lease)->cancel_requested;
-    ExecutorUpdate update = TranslateExecutorLines(lines, attempt, now);
     const std::string device = (*lease)->device;
+    // A numbered request is written with the job (its attempt_lines), in one transaction with
+    // its events, so that the count survives a restart exactly when the lines do.
+    std::optional<Job> job;
+    auto fresh = lines.begin();
+    if (first_line > 0) {
+      absl::StatusOr<Job> stored = store_->GetJob(job_id);
+      if (!stored.ok()) return stored.status();
+      job = *std::move(stored);
+      const int64_t have = job->attempt_lines;
+      const int64_t count = static_cast<int64_t>(lines.size());
+      if (first_line - 1 > have && count > 0) {
+        deferred.push_back([job_id, attempt, have, first_line] {
+          std::fprintf(stderr,
+                       "compressd: job %s attempt %d: event lines %lld to %lld never arrived; "
+                       "storing from line %lld\n",
+                       job_id.c_str(), attempt, static_cast<long long>(have + 1),
+                       static_cast<long long>(first_line - 1), static_cast<long long>(first_line));
+        });
+      }
+      fresh += std::clamp<int64_t>(have - (first_line - 1), 0, count);
+      if (fresh == lines.end()) return cancel_requested;  // a retry of lines already stored
+      job->attempt_lines = std::max(have, first_line - 1 + count);
+    }
+    ExecutorUpdate update =
+        fresh == lines.begin()
+            ? TranslateExecutorLines(lines, attempt, now)
+            : TranslateExecutorLines(std::vector<std::string>(fresh, lines.end()), attempt, now);
     auto phases_finished = std::move(update.phases_finished);
     const DeviceReport device_report = update.device;
-    if (update.current_phase.has_value() || update.report_json.has_value()) {
-      absl::StatusOr<Job> job = store_->GetJob(job_id);
-      if (!job.ok()) return job.status();
+    if (job.has_value() || update.current_phase.has_value() || update.report_json.has_value()) {
+      if (!job.has_value()) {
+        absl::StatusOr<Job> stored = store_->GetJob(job_id);
+        if (!stored.ok()) return stored.status();
+        job = *std::move(stored);
+      }
       if (update.current_phase.has_value()) job->current_phase = *update.current_phase;
       if (update.report_json.has_value()) job->report_json = *update.report_json;
       if (absl::Status s = CommitLocked(*job, job->state, std::move(update.events), deferred);

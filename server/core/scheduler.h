@@ -195,10 +195,13 @@ class Scheduler {
   absl::StatusOr<bool> Heartbeat(const std::string& job_id, int attempt,
                                  const std::string& worker_id);
   // Records executor event lines of the attempt (see executor_events.h) and renews its lease.
-  // Returns whether cancellation was requested.
+  // Returns whether cancellation was requested. `first_line` > 0 numbers the lines within the
+  // attempt (lines[0] is line first_line, and so on): lines the store already holds for the
+  // attempt (Job::attempt_lines, a retry whose answer was lost) are skipped, and a request that
+  // starts past them (a gap) is stored as it is. 0: not numbered, every line is stored.
   absl::StatusOr<bool> ReportEvents(const std::string& job_id, int attempt,
                                     const std::string& worker_id,
-                                    const std::vector<std::string>& lines);
+                                    const std::vector<std::string>& lines, int64_t first_line = 0);
   // OK when the attempt is current and held by `worker_id`; ABORTED or NOT_FOUND otherwise.
   absl::Status CheckAttempt(const std::string& job_id, int attempt, const std::string& worker_id);
   // Records an uploaded artifact of the attempt, with its event. `place`, when given, puts the

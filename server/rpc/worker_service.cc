@@ -265,8 +265,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReportEvents(grpc::CallbackServerCo
         AttemptJob(request->worker_id(), request->job(), request->attempt());
     if (!job_id.ok()) return job_id.status();
     std::vector<std::string> lines(request->event_json().begin(), request->event_json().end());
-    absl::StatusOr<bool> cancel =
-        scheduler_->ReportEvents(*job_id, request->attempt(), request->worker_id(), lines);
+    absl::StatusOr<bool> cancel = scheduler_->ReportEvents(
+        *job_id, request->attempt(), request->worker_id(), lines, request->first_line());
     if (!cancel.ok()) return cancel.status();
     response->set_cancel_requested(*cancel);
     return absl::OkStatus();

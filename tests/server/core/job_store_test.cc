@@ -398,6 +398,7 @@ INSERT INTO events VALUES ('old', 2, 1, 2000, 'log', '{}');
   EXPECT_EQ(old->request_id, "req-old");
   EXPECT_EQ(old->state, JobState::kSucceeded);
   EXPECT_EQ(old->last_event_sequence, 2);
+  EXPECT_EQ(old->attempt_lines, 0);
   EXPECT_EQ((*store)->ListEvents("old", 0, 10)->size(), 2u);
   // New jobs follow the old ones, and the request id is now unique per tenant.
   Job job;
@@ -413,7 +414,7 @@ INSERT INTO events VALUES ('old', 2, 1, 2000, 'log', '{}');
   EXPECT_EQ(page->jobs[0].id, "old");
   EXPECT_EQ(page->jobs[1].id, "new");
   store->reset();
-  // Opening it again finds version 2 and changes nothing.
+  // Opening it again finds version 3 and changes nothing.
   store = JobStore::Open({dir.File("jobs.db")});
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_EQ((*store)->GetJob("new")->tenant, "alpha");

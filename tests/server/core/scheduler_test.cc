@@ -1033,5 +1033,64 @@ TEST_F(SchedulerTest, AttemptHandedBackWhileStoppingIsNotCounted) {
   EXPECT_THAT(job.error_message, HasSubstr("device lost"));
 }
 
+// Log lines "line N" numbered from `from` to `to`.
+std::vector<std::string> NumberedLines(int from, int to) {
+  std::vector<std::string> lines;
+  for (int i = from; i <= to; ++i) {
+    lines.push_back(events::Serialize(events::Log("info", absl::StrCat("line ", i))));
+  }
+  return lines;
+}
+
+// The messages of the job's log events, in order.
+std::vector<std::string> LogMessages(const std::vector<JobEvent>& events) {
+  std::vector<std::string> messages;
+  for (const JobEvent& event : events) {
+    if (event.kind != EventKind::kLog) continue;
+    messages.push_back(nlohmann::json::parse(event.payload_json).value("message", ""));
+  }
+  return messages;
+}
+
+// Numbered ReportEvents requests store each line once: a retry stores nothing, a request that
+// overlaps what is stored stores only its new lines, a gap is stored as sent. The count comes
+// from the store (it survives a restart) and starts again with every attempt.
+TEST_F(SchedulerTest, NumberedEventLinesAreStoredOnce) {
+  std::string id = Create();
+  Lease lease = LeaseOne("w1");
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(1, 3), 1).ok());
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(1, 3), 1).ok());
+  EXPECT_THAT(LogMessages(Events(id)), ::testing::ElementsAre("line 1", "line 2", "line 3"));
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(2, 5), 2).ok());
+  EXPECT_THAT(LogMessages(Events(id)),
+              ::testing::ElementsAre("line 1", "line 2", "line 3", "line 4", "line 5"));
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(8, 8), 8).ok());
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(6, 8), 6).ok());
+  EXPECT_THAT(LogMessages(Events(id)),
+              ::testing::ElementsAre("line 1", "line 2", "line 3", "line 4", "line 5", "line 8"));
+  EXPECT_EQ(Get(id).attempt_lines, 8);
+  EXPECT_EQ(scheduler_->ReportEvents(id, lease.attempt, "w1", {}, -1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  Restart();
+  EXPECT_EQ(Get(id).attempt_lines, 8);
+  Lease next = LeaseOne("w2");
+  EXPECT_EQ(next.attempt, 2);
+  EXPECT_EQ(Get(id).attempt_lines, 0);
+  ASSERT_TRUE(scheduler_->ReportEvents(id, next.attempt, "w2", NumberedLines(1, 1), 1).ok());
+  EXPECT_EQ(LogMessages(Events(id)).back(), "line 1");
+  EXPECT_EQ(LogMessages(Events(id)).size(), 7u);
+}
+
+// Unnumbered requests (first_line 0) are appended as sent, a repeat included.
+TEST_F(SchedulerTest, UnnumberedEventLinesAreAppended) {
+  std::string id = Create();
+  Lease lease = LeaseOne("w1");
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(1, 2)).ok());
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(1, 2), 0).ok());
+  EXPECT_THAT(LogMessages(Events(id)),
+              ::testing::ElementsAre("line 1", "line 2", "line 1", "line 2"));
+}
+
 }  // namespace
 }  // namespace compress::server
