@@ -16,7 +16,10 @@
 #include "nlohmann/json.hpp"
 #include "worker/events/event.h"
 #include "worker/events/sha256.h"
+#include "worker/pipeline/checkpoint/model_io.h"
 #include "worker/pipeline/data/dataset.h"
+#include "worker/pipeline/model/swin.h"
+#include "worker/pipeline/model/swin_config.h"
 #include "worker/pipeline/model/torch_error.h"
 #include "worker/run/stage_model.h"
 
@@ -179,6 +182,26 @@ TEST(CompressRunTest, WaitsForAnotherExecutorOnTheSameWorkDir) {
   EXPECT_EQ(OfType(free, EventType::kReport).size(), 1u);
 }
 
+TEST(CompressRunTest, TimeLimitWhileWaitingForTheWorkDirIsDeadlineExceeded) {
+  const std::string dir = FreshDir("locked_limit");
+  const std::string work = dir + "/work";
+  fs::create_directories(work);
+  const int fd = open((work + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(flock(fd, LOCK_EX), 0);
+  nlohmann::json spec = TinySpec();
+  spec["resources"]["time_limit_seconds"] = 1;
+  RunResult r =
+      RunExecutor({"--spec", WriteSpec(dir, spec), "--workdir", work, "--workdir_lock_wait=60s"});
+  close(fd);
+  EXPECT_EQ(r.exit_code, 1);
+  ASSERT_FALSE(r.events.empty());
+  EXPECT_EQ(r.events.back().type, EventType::kError);
+  EXPECT_EQ(r.events.back().code, "DEADLINE_EXCEEDED") << r.events.back().message;
+  EXPECT_NE(r.events.back().message.find("time_limit_seconds"), std::string::npos)
+      << r.events.back().message;
+}
+
 TEST(CompressRunTest, SecondRunResumesWithoutRetraining) {
   const std::string dir = FreshDir("resume");
   const std::string spec = WriteSpec(dir, TinySpec());
@@ -215,7 +238,8 @@ TEST(CompressRunTest, FailuresEndWithAnErrorLine) {
     nlohmann::json patch;
     const char* code;
     const char* text;
-  } cases[] = {
+  };
+  std::vector<Case> cases = {
       {{{"dataset", {{"format", "fashion_mnist"}, {"path", dir + "/no-such-data"}}}},
        "NOT_FOUND",
        "no-such-data"},
@@ -226,6 +250,28 @@ TEST(CompressRunTest, FailuresEndWithAnErrorLine) {
        "INVALID_ARGUMENT",
        "spec.teacher.train.epochs"},
   };
+  // A teacher checkpoint directory of 7 classes for TinySpec's 4-class data.
+  const std::string teacher_dir = dir + "/teacher-7-classes";
+  {
+    pipeline::UniformSwinOptions o;
+    o.image_size = 16;
+    o.in_channels = 1;
+    o.num_classes = 7;
+    o.patch_size = 2;
+    o.window_size = 4;
+    o.embed_dim = 16;
+    o.depths = {2, 2};
+    o.num_heads = {2, 4};
+    absl::StatusOr<pipeline::SwinConfig> config = pipeline::MakeUniformSwinConfig(o);
+    ASSERT_TRUE(config.ok()) << config.status();
+    absl::StatusOr<pipeline::SwinTransformer> model = pipeline::CreateSwinTransformer(*config);
+    ASSERT_TRUE(model.ok()) << model.status();
+    ASSERT_TRUE(pipeline::SaveModel(teacher_dir, *model).ok());
+  }
+  cases.push_back(
+      {{{"teacher", {{"checkpoint_path", teacher_dir}}}, {"model", {{"num_classes", 4}}}},
+       "INVALID_ARGUMENT",
+       "16x16x1 images and 7 classes, but the job's data are 16x16x1 with 4 classes"});
   int i = 0;
   for (const Case& c : cases) {
     nlohmann::json spec = TinySpec();

@@ -312,6 +312,17 @@ struct JobRunner::State {
     if (std::filesystem::is_directory(path, ec)) {
       absl::StatusOr<pl::LoadedModel> loaded = pl::LoadModel(path);
       if (!loaded.ok()) return loaded.status();
+      // Its config wins over the spec's architecture, but must fit the job's data.
+      const pl::SwinConfig& own = loaded->config;
+      if (own.image_size != config.image_size || own.in_channels != config.in_channels ||
+          own.num_classes != config.num_classes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            t.blob_sha256.empty() ? "spec.teacher.checkpoint_path: " : "spec.teacher.blob_sha256: ",
+            path, "/config.json is a model of ", own.image_size, "x", own.image_size, "x",
+            own.in_channels, " images and ", own.num_classes, " classes, but the job's data are ",
+            config.image_size, "x", config.image_size, "x", config.in_channels, " with ",
+            config.num_classes, " classes"));
+      }
       Log("info", absl::StrCat("teacher loaded from checkpoint directory ", path));
       return loaded->model;
     }

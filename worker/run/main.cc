@@ -98,10 +98,18 @@ int main(int argc, char** argv) {
                                           &g_cancel, [&events](const std::string& message) {
                                             events.Write(compress::events::Log("warning", message));
                                           });
+  // The time limit cancels the run, waiting for the lock included: it ends DEADLINE_EXCEEDED
+  // (retryable by the contract), not CANCELLED (final).
+  auto limited = [&spec](absl::Status status) {
+    if (!absl::IsCancelled(status) || !g_deadline.load()) return status;
+    return absl::DeadlineExceededError(absl::StrCat("resources.time_limit_seconds (",
+                                                    spec->resources.time_limit_seconds,
+                                                    " s) reached: ", status.message()));
+  };
   if (!lock.ok()) {
     done.Notify();
     if (watchdog.joinable()) watchdog.join();
-    return Fail(events, lock.status(), 1);
+    return Fail(events, limited(lock.status()), 1);
   }
 
   compress::run::RunnerOptions options;
@@ -121,15 +129,7 @@ int main(int argc, char** argv) {
   done.Notify();
   if (watchdog.joinable()) watchdog.join();
 
-  if (!report.ok()) {
-    absl::Status status = report.status();
-    if (absl::IsCancelled(status) && g_deadline.load()) {
-      status = absl::DeadlineExceededError(absl::StrCat("resources.time_limit_seconds (",
-                                                        spec->resources.time_limit_seconds,
-                                                        " s) reached: ", status.message()));
-    }
-    return Fail(events, status, 1);
-  }
+  if (!report.ok()) return Fail(events, limited(report.status()), 1);
   events.Write(compress::events::Report(*report));
   return 0;
 }

@@ -414,6 +414,18 @@ TEST(TinyImageNetTest, MalformedTrees) {
   WriteFile(bad_image, jpeg.substr(0, jpeg.size() * 2 / 3));
   ExpectError(LoadDataset(o), absl::StatusCode::kDataLoss, bad_image);
 
+  // A small file whose frame header (SOF0: FF C0, length, precision, height, width) declares
+  // 65,000 x 65,000 pixels: refused before anything that size is allocated.
+  std::string huge = ClassJpeg(0, 16, 16, 3);
+  const size_t sof = huge.find("\xFF\xC0");
+  ASSERT_NE(sof, std::string::npos);
+  for (size_t at : {sof + 5, sof + 7}) {
+    huge[at] = static_cast<char>(65000 >> 8);
+    huge[at + 1] = static_cast<char>(65000 & 0xFF);
+  }
+  WriteFile(bad_image, huge);
+  ExpectError(LoadDataset(o), absl::StatusCode::kInvalidArgument, "declares 65000x65000 pixels");
+
   std::filesystem::remove_all(dir / "train/n01641577");
   ExpectError(LoadDataset(o), absl::StatusCode::kNotFound, dir / "train/n01641577/images");
 

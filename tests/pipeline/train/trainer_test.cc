@@ -280,6 +280,34 @@ TEST_F(TrainerTest, NonFiniteLossWithoutPerStepChecksStopsBeforeTheNextCheckpoin
   }
 }
 
+// A cancel between metric points, after a NaN the deferred checks have not read yet, saves no
+// checkpoint of the diverged model and reports the divergence.
+TEST_F(TrainerTest, CancelAfterAnUncheckedNonFiniteLossSavesNothing) {
+  TinyNet net = MakeNet(5);
+  LossFn nan_at_step_3 = SquaredOutputLoss(net, /*nan_at_call=*/4);
+  int calls = 0;
+  LossFn loss = [&](const TrainBatch& batch) {
+    ++calls;
+    return nan_at_step_3(batch);
+  };
+  TrainerOptions options = BaseOptions();
+  options.check_loss_every_step = false;
+  options.log_every_steps = 10;
+  options.checkpoint_every_steps = 0;
+  options.checkpoint_at_end = true;
+  options.checkpoint_dir = dir_.string();
+  auto trainer = Trainer::Create(*net, loss, nullptr, options);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  auto train = MakeSource(train_, true, false);
+  TrainerCallbacks callbacks;
+  callbacks.should_cancel = [&] { return calls >= 6; };
+  auto result = (*trainer)->Train(*train, nullptr, callbacks);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition) << result.status();
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "in one of steps 0 to 5"))
+      << result.status();
+  EXPECT_FALSE(std::filesystem::exists(Trainer::CheckpointPath(dir_.string())));
+}
+
 TEST_F(TrainerTest, CancellationBetweenSteps) {
   TinyNet net = MakeNet(5);
   TrainerOptions options = BaseOptions();

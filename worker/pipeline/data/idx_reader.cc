@@ -5,7 +5,9 @@
 #include <zlib.h>
 #undef compress
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -30,6 +32,13 @@ absl::StatusOr<absl::string_view> MaybeGunzip(const std::string& file, const std
       static_cast<unsigned char>(file[1]) != 0x8b) {
     return absl::string_view(file);
   }
+  // An IDX file of a real data set inflates to a few GiB at most; a gzip stream can claim a
+  // thousand times its size.
+  constexpr size_t kMaxInflatedBytes = size_t{8} << 30;
+  if (file.size() > std::numeric_limits<uInt>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gzip file ", path, " is larger than 4 GiB compressed; store it inflated"));
+  }
   z_stream stream;
   std::memset(&stream, 0, sizeof(stream));
   if (inflateInit2(&stream, 16 + MAX_WBITS) != Z_OK) {
@@ -42,9 +51,17 @@ absl::StatusOr<absl::string_view> MaybeGunzip(const std::string& file, const std
   stream.avail_in = static_cast<uInt>(file.size());
   int rc = Z_OK;
   while (true) {
-    if (stream.total_out == out.size()) out.resize(out.size() * 2);
+    if (stream.total_out == out.size()) {
+      if (out.size() >= kMaxInflatedBytes) {
+        inflateEnd(&stream);
+        return absl::InvalidArgumentError(absl::StrCat(
+            "gzip file ", path, " inflates to more than ", kMaxInflatedBytes >> 30, " GiB"));
+      }
+      out.resize(std::min(out.size() * 2, kMaxInflatedBytes));
+    }
     stream.next_out = reinterpret_cast<Bytef*>(out.data() + stream.total_out);
-    stream.avail_out = static_cast<uInt>(out.size() - stream.total_out);
+    stream.avail_out = static_cast<uInt>(
+        std::min<size_t>(out.size() - stream.total_out, std::numeric_limits<uInt>::max()));
     rc = inflate(&stream, Z_NO_FLUSH);
     if (rc == Z_STREAM_END) break;
     if (rc == Z_BUF_ERROR && stream.avail_in == 0) break;  // input ended early

@@ -120,6 +120,12 @@ absl::StatusOr<DecodedImage> DecodeJpeg(absl::string_view bytes, const std::stri
                static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&cinfo, TRUE);
   if (absl::Status s = CheckColorSpace(cinfo, path); !s.ok()) return s;
+  const int64_t pixels = static_cast<int64_t>(cinfo.image_width) * cinfo.image_height;
+  if (pixels > kMaxJpegPixels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("JPEG ", path, " declares ", cinfo.image_width, "x", cinfo.image_height,
+                     " pixels, more than the ", kMaxJpegPixels, " this decoder accepts"));
+  }
   const int out_channels = channels > 0 ? channels : StoredChannels(cinfo);
   cinfo.out_color_space = out_channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
   jpeg_start_decompress(&cinfo);

@@ -31,9 +31,13 @@ struct JpegInfo {
 // INVALID_ARGUMENT when it is not a JPEG or uses an unsupported colour space (CMYK).
 absl::StatusOr<JpegInfo> ReadJpegInfo(absl::string_view bytes, const std::string& path);
 
+// The most pixels (width x height) DecodeJpeg decodes: a JPEG header may declare up to
+// 65,535 x 65,535, which a file of a few hundred bytes can claim.
+inline constexpr int64_t kMaxJpegPixels = 100'000'000;
+
 // Decodes `bytes` to `channels` channels (1 = grey, 3 = RGB; 0 = as stored), converting colour
-// as needed. INVALID_ARGUMENT for data that is not a decodable JPEG, DATA_LOSS for a truncated
-// one; messages name `path` and libjpeg's reason.
+// as needed. INVALID_ARGUMENT for data that is not a decodable JPEG or declares more than
+// kMaxJpegPixels pixels, DATA_LOSS for a truncated one; messages name `path` and the reason.
 absl::StatusOr<DecodedImage> DecodeJpeg(absl::string_view bytes, const std::string& path,
                                         int channels);
 

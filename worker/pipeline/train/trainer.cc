@@ -253,6 +253,11 @@ absl::StatusOr<TrainResult> Trainer::TrainUnchecked(BatchSource& train, BatchSou
       epoch_open = true;
     }
     if (CancelRequested(callbacks)) {
+      // Nothing is saved from a diverged model: the losses still on the device are checked.
+      if (absl::Status status = interval.SettleDeviceLoss(position.step, position.epoch, last_lr);
+          !status.ok()) {
+        return status;
+      }
       if (absl::Status status = finish_checkpoint(); !status.ok()) return status;
       return absl::CancelledError(
           absl::StrCat("training cancelled after step ", position.step, " of ", total_steps));

@@ -1,5 +1,6 @@
 // Trainer's resumable checkpoint: one torch::serialize archive written atomically (temporary
-// file, then rename) so that a crash while writing leaves the previous checkpoint intact.
+// file, fsync, rename, fsync of the directory) so that a crash or a power loss while writing
+// leaves the previous checkpoint intact, and one after it leaves the new one whole.
 //
 // Archive layout:
 //   format_version, step, epoch, batch, batches_per_epoch   int64 scalars
@@ -7,6 +8,11 @@
 //   optimizer/...                                           torch::optim::Optimizer::save
 //   rng_cpu                                                 default CPU generator state
 //   rng_cuda_<i>                                            default CUDA generator states
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -17,6 +23,20 @@ namespace compress::pipeline {
 namespace {
 
 constexpr int64_t kFormatVersion = 1;
+
+// Flushes `path` (a file or a directory) to the disk.
+absl::Status Fsync(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
+  const int error = ::fsync(fd) == 0 ? 0 : errno;
+  ::close(fd);
+  if (error != 0) {
+    return absl::InternalError(absl::StrCat("cannot flush ", path, ": ", std::strerror(error)));
+  }
+  return absl::OkStatus();
+}
 
 int64_t ReadInt(torch::serialize::InputArchive& archive, const std::string& key) {
   torch::Tensor value;
@@ -57,12 +77,13 @@ absl::Status Trainer::SaveCheckpoint(const Position& position, int64_t batches_p
   const std::string path = CheckpointPath(options_.checkpoint_dir);
   const std::string temporary = path + ".tmp";
   archive.save_to(temporary);
+  if (absl::Status synced = Fsync(temporary); !synced.ok()) return synced;
   std::filesystem::rename(temporary, path, error);
   if (error) {
     return absl::InternalError(
         absl::StrCat("cannot move checkpoint ", temporary, " to ", path, ": ", error.message()));
   }
-  return absl::OkStatus();
+  return Fsync(dir.string());
 }
 
 absl::StatusOr<Trainer::Position> Trainer::MaybeLoadCheckpoint(int64_t batches_per_epoch) {
