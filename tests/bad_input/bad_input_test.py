@@ -283,9 +283,9 @@ def f32(shape):
     return ("F32", list(shape), b"\0" * (4 * count))
 
 
-def tiny_state_dict(embed_dim):
+def tiny_state_dict(embed_dim, num_classes=4):
     """The F32 tensors (timm names) of the tiny spec's model with `embed_dim`: 16x16x1 input,
-    patch 2, depths [1, 1], heads [1, 2], window 4, MLP ratio 2, 4 classes."""
+    patch 2, depths [1, 1], heads [1, 2], window 4, MLP ratio 2, `num_classes` classes."""
     tensors = {}
     dims = [embed_dim, 2 * embed_dim]
     heads = [1, 2]
@@ -314,9 +314,19 @@ def tiny_state_dict(embed_dim):
         tensors[p + "mlp.fc2.bias"] = f32([dim])
     tensors["norm.weight"] = f32([dims[-1]])
     tensors["norm.bias"] = f32([dims[-1]])
-    tensors["head.fc.weight"] = f32([4, dims[-1]])
-    tensors["head.fc.bias"] = f32([4])
+    tensors["head.fc.weight"] = f32([num_classes, dims[-1]])
+    tensors["head.fc.bias"] = f32([num_classes])
     return tensors
+
+
+def tiny_config(embed_dim, num_classes):
+    """config.json (docs/checkpoints.md) of tiny_state_dict's model."""
+    stages = [{"dim": dim, "blocks": [{"num_heads": heads, "head_dim": dim // heads,
+                                       "mlp_hidden": 2 * dim}]}
+              for dim, heads in ((embed_dim, 1), (2 * embed_dim, 2))]
+    return {"format_version": 1, "architecture": "swin", "image_size": 16, "in_channels": 1,
+            "num_classes": num_classes, "patch_size": 2, "window_size": 4,
+            "drop_path_rate": 0.0, "qkv_bias": True, "stages": stages}
 
 
 def teacher_spec(checkpoint_path, embed_dim=16):
@@ -720,6 +730,15 @@ def _():
     return result._replace(subs={"FILE": os.path.join(folder, "config.json")})
 
 
+@case("ckpt-dir-wrong-classes", "compress-run teacher")
+def _():
+    folder = ENV.scratch("dir-wrong-classes")
+    write(os.path.join(folder, "config.json"), json.dumps(tiny_config(16, 7)))
+    write(os.path.join(folder, "model.safetensors"), safetensors(tiny_state_dict(16, 7)))
+    result = run_compress_run(teacher_spec(folder), "dir-wrong-classes")
+    return result._replace(subs={"FILE": folder})
+
+
 # Missing data sets.
 
 @case("data-missing-path", "compress-run dataset")
@@ -1018,6 +1037,11 @@ def list_filter(text):
 @case("filter-unknown-state", "gRPC ListJobs")
 def _():
     return list_filter("state = DONE")
+
+
+@case("filter-too-many-labels", "gRPC ListJobs")
+def _():
+    return list_filter(" AND ".join(f'labels.k{i} = "v"' for i in range(1000)))
 
 
 @case("filter-unknown-field", "gRPC ListJobs")
