@@ -32,6 +32,24 @@ TEST(SubprocessTest, ReadsLinesIncludingALastLineWithoutNewline) {
   EXPECT_TRUE(exit.Succeeded());
 }
 
+TEST(SubprocessTest, AnOverlongLineComesBackInPiecesOfTheLimit) {
+  const size_t limit = Subprocess::kMaxLineBytes;
+  auto process = StartShell("head -c " + std::to_string(2 * limit + 5) +
+                            " /dev/zero | tr '\\0' x; printf 'y\\nend\\n'");
+  ASSERT_NE(process, nullptr);
+  std::optional<std::string> line = process->ReadLine();
+  ASSERT_TRUE(line.has_value());
+  EXPECT_EQ(line->size(), limit);
+  EXPECT_EQ(line->find_first_not_of('x'), std::string::npos);
+  line = process->ReadLine();
+  ASSERT_TRUE(line.has_value());
+  EXPECT_EQ(line->size(), limit);
+  EXPECT_EQ(process->ReadLine(), "xxxxxy");
+  EXPECT_EQ(process->ReadLine(), "end");
+  EXPECT_EQ(process->ReadLine(), std::nullopt);
+  EXPECT_TRUE(process->Wait().Succeeded());
+}
+
 TEST(SubprocessTest, KeepsOnlyTheTailOfStderr) {
   auto process = StartShell("for i in 1 2 3 4 5 6 7 8 9; do echo line$i >&2; done; exit 3", 12);
   ASSERT_NE(process, nullptr);

@@ -141,16 +141,26 @@ Subprocess::~Subprocess() {
 
 std::optional<std::string> Subprocess::ReadLine() {
   while (true) {
-    size_t newline = stdout_buffer_.find('\n');
+    // Only the bytes read since the last search are searched: a long line costs linear time.
+    size_t newline = stdout_buffer_.find('\n', stdout_scanned_);
     if (newline != std::string::npos) {
       std::string line = stdout_buffer_.substr(0, newline);
       stdout_buffer_.erase(0, newline + 1);
+      stdout_scanned_ = 0;
       return line;
+    }
+    stdout_scanned_ = stdout_buffer_.size();
+    if (stdout_buffer_.size() >= kMaxLineBytes) {
+      std::string piece = stdout_buffer_.substr(0, kMaxLineBytes);
+      stdout_buffer_.erase(0, kMaxLineBytes);
+      stdout_scanned_ = stdout_buffer_.size();
+      return piece;
     }
     if (stdout_eof_ || stdout_fd_ < 0) {
       if (stdout_buffer_.empty()) return std::nullopt;
       std::string line = std::move(stdout_buffer_);
       stdout_buffer_.clear();
+      stdout_scanned_ = 0;
       return line;
     }
     char chunk[8192];

@@ -66,8 +66,12 @@ class Subprocess {
   Subprocess(const Subprocess&) = delete;
   Subprocess& operator=(const Subprocess&) = delete;
 
-  // The next stdout line without its '\n' (a last line without '\n' is returned too); nullopt
-  // at end of file. Blocks.
+  // The most bytes ReadLine() keeps of one line: a longer one comes back in pieces of this
+  // size, so that a child writing without newlines cannot exhaust the reader's memory.
+  static constexpr size_t kMaxLineBytes = size_t{64} << 20;
+
+  // The next stdout line without its '\n' (a last line without '\n' is returned too), or the
+  // next kMaxLineBytes of a longer one; nullopt at end of file. Blocks.
   std::optional<std::string> ReadLine();
 
   // Sends `sig` to the child's process group. No effect once the child was waited for.
@@ -90,6 +94,7 @@ class Subprocess {
   const pid_t pid_;
   int stdout_fd_;  // owned by the ReadLine() thread
   std::string stdout_buffer_;
+  size_t stdout_scanned_ = 0;  // bytes of stdout_buffer_ known to hold no '\n'
   bool stdout_eof_ = false;
   std::thread stderr_thread_;
 
