@@ -86,6 +86,7 @@ absl::StatusOr<std::tuple<int, int64_t>> OpenForReading(const std::string& path,
 PendingFile::~PendingFile() {
   if (fd_ >= 0) ::close(fd_);
   if (!committed_) ::unlink(temp_path_.c_str());
+  if (!replaced_path_.empty()) ::unlink(replaced_path_.c_str());
 }
 
 absl::Status PendingFile::Append(absl::string_view data) {
@@ -131,15 +132,52 @@ absl::StatusOr<Artifact> PendingFile::Finish(const std::string& expected_sha256,
 }
 
 absl::Status PendingFile::Publish() {
+  if (absl::Status s = Place(); !s.ok()) return s;
+  return Settle();
+}
+
+std::string PendingFile::FinalPath() const {
+  return final_path_.empty() ? absl::StrCat(blob_dir_, "/", finished_->sha256) : final_path_;
+}
+
+absl::Status PendingFile::Place() {
   if (committed_) return absl::FailedPreconditionError("file already committed");
   if (!finished_.has_value()) return absl::FailedPreconditionError("file not finished");
-  std::string final_path =
-      final_path_.empty() ? absl::StrCat(blob_dir_, "/", finished_->sha256) : final_path_;
+  const std::string final_path = FinalPath();
+  std::string replaced = absl::StrCat(temp_path_, ".replaced");
+  if (::link(final_path.c_str(), replaced.c_str()) != 0) {
+    if (errno != ENOENT) return ErrnoError(errno, "keep the file replaced at", final_path);
+    replaced.clear();  // nothing to replace
+  }
   if (::rename(temp_path_.c_str(), final_path.c_str()) != 0) {
-    return ErrnoError(errno, "rename to", final_path);
+    const int error = errno;
+    if (!replaced.empty()) ::unlink(replaced.c_str());
+    return ErrnoError(error, "rename to", final_path);
   }
   committed_ = true;
-  return SyncDirectory(fs::path(final_path).parent_path().string());
+  replaced_path_ = std::move(replaced);
+  return absl::OkStatus();
+}
+
+absl::Status PendingFile::Unplace() {
+  if (!committed_) return absl::FailedPreconditionError("file not placed");
+  const std::string final_path = FinalPath();
+  const bool restore = !replaced_path_.empty();
+  const int rc =
+      restore ? ::rename(replaced_path_.c_str(), final_path.c_str()) : ::unlink(final_path.c_str());
+  const int error = errno;
+  replaced_path_.clear();
+  if (rc != 0) return ErrnoError(error, restore ? "restore the replaced" : "remove", final_path);
+  return absl::OkStatus();
+}
+
+absl::Status PendingFile::Settle() {
+  if (!committed_) return absl::FailedPreconditionError("file not placed");
+  if (!replaced_path_.empty()) {
+    ::unlink(replaced_path_.c_str());
+    replaced_path_.clear();
+  }
+  return SyncDirectory(fs::path(FinalPath()).parent_path().string());
 }
 
 StoredFile::~StoredFile() { ::close(fd_); }

@@ -41,9 +41,18 @@ class PendingFile {
   // negative; DATA_LOSS on a mismatch) and syncs it, still under its temporary name. Returns what
   // Publish will store.
   absl::StatusOr<Artifact> Finish(const std::string& expected_sha256, int64_t expected_size);
-  // Moves the finished file to its final path (for a blob: blobs/<its sha256>), replacing any
-  // file there (a reader that opened that one keeps reading it), and syncs the directory.
+  // Place, then Settle.
   absl::Status Publish();
+  // Moves the finished file to its final path (for a blob: blobs/<its sha256>), replacing any
+  // file there (a reader that opened that one keeps reading it). The replaced file is kept (a
+  // hard link under the store's tmp/) until Settle, so that Unplace can put it back.
+  absl::Status Place();
+  // Undoes Place: the replaced file is back at the final path, or, when there was none, the
+  // placed file is removed. For a record that could not be written after its file was placed.
+  absl::Status Unplace();
+  // Drops the replaced file and syncs the final path's directory. Slow on a busy disk: call it
+  // outside locks that others wait for.
+  absl::Status Settle();
 
  private:
   friend class ArtifactStore;
@@ -54,6 +63,9 @@ class PendingFile {
         final_path_(std::move(final_path)),
         blob_dir_(std::move(blob_dir)),
         name_(std::move(name)) {}
+
+  // The path Place moves the file to.
+  std::string FinalPath() const;
 
   int fd_;
   const std::string temp_path_;
@@ -66,6 +78,8 @@ class PendingFile {
   // Set by Finish.
   std::optional<Artifact> finished_;
   bool committed_ = false;
+  // Set by Place while it keeps the file it replaced; cleared by Unplace and Settle.
+  std::string replaced_path_;
 };
 
 // A stored file open for reading. It keeps reading the file it opened, as it was, when an upload

@@ -654,9 +654,11 @@ absl::StatusOr<bool> Scheduler::ReportEvents(const std::string& job_id, int atte
                                              const std::string& worker_id,
                                              const std::vector<std::string>& lines,
                                              int64_t first_line) {
-  if (first_line < 0) {
+  // An attempt's lines are numbered from 1; far fewer than 2^53 fit in any store.
+  constexpr int64_t kMaxFirstLine = int64_t{1} << 53;
+  if (first_line < 0 || first_line > kMaxFirstLine) {
     return absl::InvalidArgumentError(
-        absl::StrCat("first_line: must not be negative, got ", first_line));
+        absl::StrCat("first_line: must be in [0, 2^53], got ", first_line));
   }
   Deferred deferred;
   bool cancel_requested = false;
@@ -746,7 +748,8 @@ absl::Status Scheduler::InspectJob(const std::string& job_id,
 
 absl::Status Scheduler::RecordArtifact(const std::string& job_id, int attempt,
                                        const std::string& worker_id, const Artifact& artifact,
-                                       const std::function<absl::Status()>& place) {
+                                       const std::function<absl::Status()>& place,
+                                       const std::function<absl::Status()>& unplace) {
   std::shared_ptr<const JobUpdate> update;
   {
     absl::MutexLock lock(&mu_);
@@ -757,7 +760,16 @@ absl::Status Scheduler::RecordArtifact(const std::string& job_id, int attempt,
     }
     absl::StatusOr<std::vector<JobEvent>> stored = store_->Write(
         job_id, nullptr, {ArtifactEvent(attempt, artifact, clock_->Now())}, &artifact);
-    if (!stored.ok()) return stored.status();
+    if (!stored.ok()) {
+      if (place != nullptr && unplace != nullptr) {
+        if (absl::Status undone = unplace(); !undone.ok()) {
+          return absl::Status(stored.status().code(),
+                              absl::StrCat(stored.status().message(),
+                                           "; and undoing the file: ", undone.message()));
+        }
+      }
+      return stored.status();
+    }
     update = std::make_shared<JobUpdate>(JobUpdate{*std::move(stored), std::nullopt});
   }
   notifier_.Notify(job_id, std::move(update));

@@ -208,10 +208,13 @@ class Scheduler {
   // file in place (replacing the one of the same name); it runs only once the attempt is known
   // to be current, under the lock that also orders it with InspectJob, so that an attempt that
   // was fenced off cannot replace the current attempt's file, and a reader never pairs one
-  // version's record with another's file. Its error is returned and nothing is recorded.
+  // version's record with another's file. Its error is returned and nothing is recorded. When
+  // the record cannot be written after `place` succeeded, `unplace` (when given) undoes it, so
+  // that the file on disk stays the one the record describes.
   absl::Status RecordArtifact(const std::string& job_id, int attempt, const std::string& worker_id,
                               const Artifact& artifact,
-                              const std::function<absl::Status()>& place = nullptr);
+                              const std::function<absl::Status()>& place = nullptr,
+                              const std::function<absl::Status()>& unplace = nullptr);
   // Calls `inspect` with the job as stored, under the scheduler's lock: no change of the job
   // (and no artifact placed by RecordArtifact) happens while it runs, so a file it opens matches
   // the job's artifact records. Returns what `inspect` returns; NOT_FOUND for an unknown job.

@@ -187,11 +187,14 @@ class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
     // The file replaces an earlier one of the same name only once the attempt is known to be
     // current, in the same step that records it: an attempt fenced off meanwhile leaves the
     // current attempt's file alone (ABORTED, its file discarded).
-    if (absl::Status s = scheduler_->RecordArtifact(job_id_, header_.attempt(), header_.worker_id(),
-                                                    *artifact, [this] { return file_->Publish(); });
+    if (absl::Status s = scheduler_->RecordArtifact(
+            job_id_, header_.attempt(), header_.worker_id(), *artifact,
+            [this] { return file_->Place(); }, [this] { return file_->Unplace(); });
         !s.ok()) {
       return s;
     }
+    // The directory's fsync, after the scheduler's lock is released.
+    if (absl::Status s = file_->Settle(); !s.ok()) return s;
     response_->set_name(artifact->name);
     response_->set_size_bytes(artifact->size_bytes);
     response_->set_sha256(artifact->sha256);

@@ -16,9 +16,12 @@ const char* program_name = "";
 
 bool IsProgramFlagFile(absl::string_view file) { return absl::EndsWith(file, "main.cc"); }
 
-// "server/main.cc" rather than the path of the checkout the program was built in.
+// "server/main.cc" rather than the path the compiler was given: absolute in the checkout the
+// program was built in, or relative to the build directory ("../server/main.cc").
 std::string SourceRelative(absl::string_view file) {
   absl::ConsumePrefix(&file, COMPRESS_SOURCE_DIR "/");
+  while (absl::ConsumePrefix(&file, "../") || absl::ConsumePrefix(&file, "./")) {
+  }
   return std::string(file);
 }
 

@@ -57,6 +57,41 @@ TEST_F(ArtifactStoreTest, WritesAtomicallyAndVerifiesSha) {
   EXPECT_EQ(CountFiles(dir_.File("tmp")), 0);
 }
 
+TEST_F(ArtifactStoreTest, UnplaceRestoresTheReplacedFileOrRemovesTheNewOne) {
+  const std::string path = dir_.File("artifacts/job1/model.bin");
+  auto upload = [&](const std::string& data) {
+    absl::StatusOr<std::unique_ptr<PendingFile>> file = store_->BeginArtifact("job1", "model.bin");
+    EXPECT_TRUE(file.ok()) << file.status();
+    EXPECT_TRUE((*file)->Append(data).ok());
+    EXPECT_TRUE((*file)->Finish(Sha256Hex(data), data.size()).ok());
+    return *std::move(file);
+  };
+  // No file before: undoing removes the placed one.
+  std::unique_ptr<PendingFile> first = upload("first version");
+  ASSERT_TRUE(first->Place().ok());
+  EXPECT_EQ(ReadAll(path), "first version");
+  ASSERT_TRUE(first->Unplace().ok());
+  EXPECT_FALSE(fs::exists(path));
+
+  ASSERT_TRUE(upload("first version")->Publish().ok());
+  // Replacing it: undoing puts the first back, and nothing is left in tmp/.
+  std::unique_ptr<PendingFile> second = upload("second, same size");
+  ASSERT_TRUE(second->Place().ok());
+  EXPECT_EQ(ReadAll(path), "second, same size");
+  ASSERT_TRUE(second->Unplace().ok());
+  EXPECT_EQ(ReadAll(path), "first version");
+  second.reset();
+  EXPECT_EQ(CountFiles(dir_.File("tmp")), 0);
+
+  // Settled, the replacement stays and the replaced file's link is gone.
+  std::unique_ptr<PendingFile> third = upload("third version");
+  ASSERT_TRUE(third->Place().ok());
+  EXPECT_EQ(CountFiles(dir_.File("tmp")), 1);  // the replaced file, kept until Settle
+  ASSERT_TRUE(third->Settle().ok());
+  EXPECT_EQ(CountFiles(dir_.File("tmp")), 0);
+  EXPECT_EQ(ReadAll(path), "third version");
+}
+
 TEST_F(ArtifactStoreTest, ShaOrSizeMismatchIsRejectedAndLeavesNothing) {
   absl::StatusOr<std::unique_ptr<PendingFile>> file = store_->BeginArtifact("job1", "a.bin");
   ASSERT_TRUE(file.ok());

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -279,6 +280,33 @@ TEST_F(SchedulerTest, MaxAttemptsThenFailedWithTheReason) {
   EXPECT_EQ(MetricValue("compressd_job_duration_seconds"), 1);
   absl::StatusOr<std::optional<Lease>> none = scheduler_->LeaseNext("w3", "cpu");
   EXPECT_FALSE(none->has_value());
+}
+
+// A file placed for an artifact whose record cannot be written is undone, so that the file on
+// disk stays the one the record describes.
+TEST_F(SchedulerTest, ArtifactPlacedButNotRecordedIsUndone) {
+  std::string id = Create();
+  Lease lease = LeaseOne("w1");
+  int placed = 0, undone = 0;
+  auto place = [&] {
+    ++placed;
+    return absl::OkStatus();
+  };
+  auto unplace = [&] {
+    ++undone;
+    return absl::OkStatus();
+  };
+  FailingJobWrites failing(dir_.File("jobs.db"));
+  failing.Start();
+  EXPECT_FALSE(
+      scheduler_->RecordArtifact(id, lease.attempt, "w1", {"a", 1, ""}, place, unplace).ok());
+  EXPECT_EQ(placed, 1);
+  EXPECT_EQ(undone, 1);
+  failing.Stop();
+  EXPECT_TRUE(
+      scheduler_->RecordArtifact(id, lease.attempt, "w1", {"a", 1, ""}, place, unplace).ok());
+  EXPECT_EQ(placed, 2);
+  EXPECT_EQ(undone, 1);
 }
 
 TEST_F(SchedulerTest, StaleAttemptsAreFenced) {
@@ -1058,6 +1086,13 @@ std::vector<std::string> LogMessages(const std::vector<JobEvent>& events) {
 TEST_F(SchedulerTest, NumberedEventLinesAreStoredOnce) {
   std::string id = Create();
   Lease lease = LeaseOne("w1");
+  for (int64_t out_of_range : {int64_t{-1}, std::numeric_limits<int64_t>::max()}) {
+    EXPECT_EQ(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(1, 3), out_of_range)
+                  .status()
+                  .code(),
+              absl::StatusCode::kInvalidArgument)
+        << out_of_range;
+  }
   ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(1, 3), 1).ok());
   ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(1, 3), 1).ok());
   EXPECT_THAT(LogMessages(Events(id)), ::testing::ElementsAre("line 1", "line 2", "line 3"));
