@@ -278,14 +278,35 @@ class CreateLoad {
     const absl::Time start = absl::Now();
     for (int i = 0; i < first; ++i) Launch(i);
     absl::MutexLock lock(&mu_);
+    // Also until every call's context is gone: gRPC drops the completion (and the last reference
+    // to its Call) after it ran, and a context must not outlive the channel the caller destroys
+    // next.
     mu_.Await(absl::Condition(
-        +[](CreateLoad* self) { return self->finished_ == self->total_; }, this));
+        +[](CreateLoad* self) { return self->finished_ == self->total_ && self->live_ == 0; },
+        this));
     result_.seconds = absl::ToDoubleSeconds(absl::Now() - start);
     return std::move(result_);
   }
 
  private:
+  // Counts a Call from its construction to the end of its destruction (declared first in Call,
+  // so destroyed after the context).
+  struct LiveCall {
+    explicit LiveCall(CreateLoad* load) : owner(load) {
+      absl::MutexLock lock(&owner->mu_);
+      ++owner->live_;
+    }
+    ~LiveCall() {
+      absl::MutexLock lock(&owner->mu_);
+      --owner->live_;
+    }
+    LiveCall(const LiveCall&) = delete;
+    LiveCall& operator=(const LiveCall&) = delete;
+    CreateLoad* const owner;
+  };
   struct Call {
+    explicit Call(CreateLoad* load) : live(load) {}
+    LiveCall live;
     grpc::ClientContext context;
     v1::Job job;
     absl::Time start;
@@ -294,7 +315,7 @@ class CreateLoad {
   // Starts call number `index`; its completion records the result and starts the next call
   // (decided under the same lock, so nothing touches this object after the last completion).
   void Launch(int index) {
-    auto call = std::make_shared<Call>();
+    auto call = std::make_shared<Call>(this);
     call->context.set_deadline(Deadline(absl::Seconds(120)));
     call->start = absl::Now();
     v1::CompressionService::Stub* stub = stubs_[index % stubs_.size()].get();
@@ -323,6 +344,7 @@ class CreateLoad {
   int total_ ABSL_GUARDED_BY(mu_) = 0;
   int started_ ABSL_GUARDED_BY(mu_) = 0;
   int finished_ ABSL_GUARDED_BY(mu_) = 0;
+  int live_ ABSL_GUARDED_BY(mu_) = 0;  // Call objects not yet destroyed
   Result result_ ABSL_GUARDED_BY(mu_);
 };
 
