@@ -310,23 +310,6 @@ absl::StatusOr<std::unique_ptr<StoredFile>> ArtifactStore::OpenBlob(const std::s
   return Open(absl::StrCat(root_, "/blobs/", sha256), absl::StrCat("blob ", sha256));
 }
 
-absl::StatusOr<std::string> ArtifactStore::ReadArtifact(const std::string& job_id,
-                                                        const std::string& name, int64_t offset,
-                                                        int64_t max_bytes) {
-  if (offset < 0) return absl::InvalidArgumentError("offset: must not be negative");
-  absl::StatusOr<std::unique_ptr<StoredFile>> file = OpenArtifact(job_id, name);
-  if (!file.ok()) return file.status();
-  return (*file)->Read(offset, max_bytes);
-}
-
-absl::StatusOr<std::string> ArtifactStore::ReadBlob(const std::string& sha256, int64_t offset,
-                                                    int64_t max_bytes) {
-  if (offset < 0) return absl::InvalidArgumentError("offset: must not be negative");
-  absl::StatusOr<std::unique_ptr<StoredFile>> file = OpenBlob(sha256);
-  if (!file.ok()) return file.status();
-  return (*file)->Read(offset, max_bytes);
-}
-
 absl::Status ArtifactStore::RemoveJob(const std::string& job_id) {
   if (absl::Status s = ValidateName("job", job_id); !s.ok()) return s;
   std::error_code ec;

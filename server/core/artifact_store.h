@@ -139,13 +139,6 @@ class ArtifactStore {
                                                            const std::string& name);
   absl::StatusOr<std::unique_ptr<StoredFile>> OpenBlob(const std::string& sha256);
 
-  // Up to `max_bytes` from `offset`; fewer (possibly none) at the end of the file.
-  // OUT_OF_RANGE when offset is past the end.
-  absl::StatusOr<std::string> ReadArtifact(const std::string& job_id, const std::string& name,
-                                           int64_t offset, int64_t max_bytes);
-  absl::StatusOr<std::string> ReadBlob(const std::string& sha256, int64_t offset,
-                                       int64_t max_bytes);
-
   // Removes every artifact of the job (nothing to do when it has none).
   absl::Status RemoveJob(const std::string& job_id);
 

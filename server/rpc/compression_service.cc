@@ -271,7 +271,8 @@ grpc::ServerWriteReactor<v1::ReadArtifactResponse>* CompressionServiceImpl::Read
           artifacts_->OpenArtifact(job_id, artifact_name);
       if (!file.ok()) return file.status();
       if ((*file)->size() != artifact->size_bytes) {
-        // Only when recording an upload failed after its file was put in place.
+        // Only when an upload's record could not be written and its file could not be put
+        // back either (Scheduler::RecordArtifact).
         return absl::UnavailableError(
             absl::StrCat("artifact ", artifact_name, " of job ", job_id, " on disk (",
                          (*file)->size(), " bytes) is not the one recorded (", artifact->size_bytes,

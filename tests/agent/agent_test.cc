@@ -35,6 +35,16 @@ int FreePort() {
   return ntohs(address.sin_port);
 }
 
+// Attempt 1 of `job`, with an empty spec and a 30 s lease.
+compress::v1::Lease FirstAttempt(const std::string& job) {
+  compress::v1::Lease lease;
+  lease.set_job(job);
+  lease.set_attempt(1);
+  lease.set_spec_json("{}");
+  lease.set_lease_seconds(30);
+  return lease;
+}
+
 class AgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -78,12 +88,7 @@ TEST_F(AgentTest, ConnectsOnceTheServerComesUpAndRunsTheLeasedJob) {
   // No server yet: the agent backs off and keeps trying.
   absl::SleepFor(absl::Milliseconds(1500));
   FakeWorkerService service;
-  compress::v1::Lease lease;
-  lease.set_job("jobs/a1");
-  lease.set_attempt(1);
-  lease.set_spec_json("{}");
-  lease.set_lease_seconds(30);
-  service.AddLease(lease);
+  service.AddLease(FirstAttempt("jobs/a1"));
   int bound = 0;
   std::unique_ptr<grpc::Server> server =
       FakeWorkerService::Serve(&service, options_.server, &bound);
@@ -123,12 +128,7 @@ TEST_F(AgentTest, RelativeWorkRootAndExecutorAreTheAgentsNotTheJobDirectorys) {
   fs::current_path(previous);  // the agent must not depend on the directory it was created in
   ASSERT_TRUE(agent.ok()) << agent.status();
   FakeWorkerService service;
-  compress::v1::Lease lease;
-  lease.set_job("jobs/r1");
-  lease.set_attempt(1);
-  lease.set_spec_json("{}");
-  lease.set_lease_seconds(30);
-  service.AddLease(lease);
+  service.AddLease(FirstAttempt("jobs/r1"));
   int bound = 0;
   std::unique_ptr<grpc::Server> server =
       FakeWorkerService::Serve(&service, options_.server, &bound);

@@ -152,16 +152,28 @@ TEST(CompressRunTest, TinyJobSucceedsWithArtifactsAndReport) {
   EXPECT_TRUE(fs::exists(dir + "/work/report.json"));
 }
 
+// Takes DIR/.lock of work dir `work` (created) as another executor would, writing `holder` as
+// its pid; -1 on failure. Closing the descriptor frees it.
+int HoldWorkDir(const std::string& work, const std::string& holder) {
+  fs::create_directories(work);
+  const int fd = open((work + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return -1;
+  const std::string line = holder + "\n";
+  if (flock(fd, LOCK_EX) != 0 ||
+      write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 // Two executors never share a work dir: while another process holds DIR/.lock, compress-run
 // waits (saying so), then gives up UNAVAILABLE naming the holder; once the lock is free it runs.
 TEST(CompressRunTest, WaitsForAnotherExecutorOnTheSameWorkDir) {
   const std::string dir = FreshDir("locked");
   const std::string work = dir + "/work";
-  fs::create_directories(work);
-  const int fd = open((work + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  const int fd = HoldWorkDir(work, "4242");
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(flock(fd, LOCK_EX), 0);
-  ASSERT_EQ(write(fd, "4242\n", 5), 5);
   const std::string spec = WriteSpec(dir, TinySpec());
   RunResult busy = RunExecutor({"--spec", spec, "--workdir", work, "--workdir_lock_wait=1s"});
   EXPECT_EQ(busy.exit_code, 1);
@@ -185,10 +197,8 @@ TEST(CompressRunTest, WaitsForAnotherExecutorOnTheSameWorkDir) {
 TEST(CompressRunTest, TimeLimitWhileWaitingForTheWorkDirIsDeadlineExceeded) {
   const std::string dir = FreshDir("locked_limit");
   const std::string work = dir + "/work";
-  fs::create_directories(work);
-  const int fd = open((work + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  const int fd = HoldWorkDir(work, "4242");
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(flock(fd, LOCK_EX), 0);
   nlohmann::json spec = TinySpec();
   spec["resources"]["time_limit_seconds"] = 1;
   RunResult r =

@@ -485,7 +485,7 @@ AttemptResult AttemptRunner::Complete(compress::v1::CompleteAttemptRequest reque
       return result;
     }
     absl::Duration delay = backoff.Next();
-    if (!IsTransient(status) || IsMessageTooLarge(status) || absl::Now() + delay > give_up) {
+    if (!IsTransient(status) || absl::Now() + delay > give_up) {
       AgentLog(key_.job, " attempt ", key_.attempt,
                ": CompleteAttempt failed: ", status.error_message());
       result.outcome = compress::v1::ATTEMPT_OUTCOME_UNSPECIFIED;

@@ -163,7 +163,7 @@ void EventRelay::Loop() {
     if (IsMessageTooLarge(status) && ShrinkRefused(request, status)) continue;
 
     absl::Status failure;
-    if (IsTransient(status) && !IsMessageTooLarge(status)) {
+    if (IsTransient(status)) {
       absl::Duration delay = backoff.Next();
       absl::MutexLock lock(&mu_);
       if (absl::Now() + delay < give_up_at_) {

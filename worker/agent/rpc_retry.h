@@ -20,26 +20,28 @@ struct AttemptKey {
   int attempt = 0;
 };
 
-// The server is away or busy: try again later.
-inline bool IsTransient(const grpc::Status& status) {
-  switch (status.error_code()) {
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-    case grpc::StatusCode::INTERNAL:
-    case grpc::StatusCode::UNKNOWN:
-      return true;
-    default:
-      return false;
-  }
-}
-
 // The request was larger than the receiver's message limit (gRPC's own RESOURCE_EXHAUSTED,
 // "Received message larger than max (N vs. M)"): sending it again cannot help. Other
 // RESOURCE_EXHAUSTED answers (the server's disk is full) are transient.
 inline bool IsMessageTooLarge(const grpc::Status& status) {
   return status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
          absl::StrContains(status.error_message(), "larger than max");
+}
+
+// The server is away or busy: try again later. A request larger than the receiver's message
+// limit is not transient.
+inline bool IsTransient(const grpc::Status& status) {
+  switch (status.error_code()) {
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return !IsMessageTooLarge(status);
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+    case grpc::StatusCode::INTERNAL:
+    case grpc::StatusCode::UNKNOWN:
+      return true;
+    default:
+      return false;
+  }
 }
 
 // The server no longer considers this attempt current (its lease was taken over, or the job is

@@ -21,6 +21,13 @@ std::string ReadAll(const std::string& path) {
   return s.str();
 }
 
+// Up to `max_bytes` of an opened stored file from `offset`, or why it did not open.
+absl::StatusOr<std::string> ReadStored(absl::StatusOr<std::unique_ptr<StoredFile>> file,
+                                       int64_t offset, int64_t max_bytes) {
+  if (!file.ok()) return file.status();
+  return (*file)->Read(offset, max_bytes);
+}
+
 int CountFiles(const std::string& dir) {
   int n = 0;
   for ([[maybe_unused]] const auto& entry : fs::directory_iterator(dir)) ++n;
@@ -120,7 +127,7 @@ TEST_F(ArtifactStoreTest, BlobsAreContentAddressed) {
   absl::StatusOr<int64_t> size = store_->BlobSize(stored->sha256);
   ASSERT_TRUE(size.ok());
   EXPECT_EQ(*size, 15);
-  absl::StatusOr<std::string> tail = store_->ReadBlob(stored->sha256, 8, 100);
+  absl::StatusOr<std::string> tail = ReadStored(store_->OpenBlob(stored->sha256), 8, 100);
   ASSERT_TRUE(tail.ok());
   EXPECT_EQ(*tail, "weights");
   EXPECT_EQ(store_->BlobSize(Sha256Hex("other")).status().code(), absl::StatusCode::kNotFound);
@@ -132,7 +139,7 @@ TEST_F(ArtifactStoreTest, NamesThatEscapeAreRejected) {
     EXPECT_EQ(store_->BeginArtifact("job1", name).status().code(),
               absl::StatusCode::kInvalidArgument)
         << name;
-    EXPECT_EQ(store_->ReadArtifact("job1", name, 0, 10).status().code(),
+    EXPECT_EQ(ReadStored(store_->OpenArtifact("job1", name), 0, 10).status().code(),
               absl::StatusCode::kInvalidArgument)
         << name;
   }
@@ -141,7 +148,7 @@ TEST_F(ArtifactStoreTest, NamesThatEscapeAreRejected) {
   EXPECT_EQ(store_->BeginArtifact("job1", std::string(129, 'a')).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(store_->BeginArtifact("job1", std::string(128, 'a')).ok());
-  EXPECT_EQ(store_->ReadBlob("../../jobs.db", 0, 10).status().code(),
+  EXPECT_EQ(ReadStored(store_->OpenBlob("../../jobs.db"), 0, 10).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
@@ -154,17 +161,18 @@ TEST_F(ArtifactStoreTest, ReadsByOffset) {
   ASSERT_TRUE((*file)->Commit("", -1).ok());
   std::string assembled;
   for (int64_t offset = 0; offset < 1000; offset += 300) {
-    absl::StatusOr<std::string> chunk = store_->ReadArtifact("job2", "x.bin", offset, 300);
+    absl::StatusOr<std::string> chunk =
+        ReadStored(store_->OpenArtifact("job2", "x.bin"), offset, 300);
     ASSERT_TRUE(chunk.ok()) << chunk.status();
     assembled += *chunk;
   }
   EXPECT_EQ(assembled, data);
-  absl::StatusOr<std::string> end = store_->ReadArtifact("job2", "x.bin", 1000, 300);
+  absl::StatusOr<std::string> end = ReadStored(store_->OpenArtifact("job2", "x.bin"), 1000, 300);
   ASSERT_TRUE(end.ok());
   EXPECT_TRUE(end->empty());
-  EXPECT_EQ(store_->ReadArtifact("job2", "x.bin", 1001, 300).status().code(),
+  EXPECT_EQ(ReadStored(store_->OpenArtifact("job2", "x.bin"), 1001, 300).status().code(),
             absl::StatusCode::kOutOfRange);
-  EXPECT_EQ(store_->ReadArtifact("job2", "y.bin", 0, 300).status().code(),
+  EXPECT_EQ(ReadStored(store_->OpenArtifact("job2", "y.bin"), 0, 300).status().code(),
             absl::StatusCode::kNotFound);
   ASSERT_TRUE(store_->RemoveJob("job2").ok());
   EXPECT_FALSE(fs::exists(dir_.File("artifacts/job2")));

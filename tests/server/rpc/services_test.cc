@@ -198,6 +198,22 @@ class ServicesTest : public ::testing::Test {
     return reader->Finish();
   }
 
+  // Reads artifact `name` ("jobs/ID/artifacts/NAME") whole with ReadArtifact: its bytes in
+  // `data`, the sha256 its last message names in `sha256`.
+  grpc::Status ReadWholeArtifact(const std::string& name, std::string* data, std::string* sha256) {
+    v1::ReadArtifactRequest request;
+    request.set_name(name);
+    auto context = Context(60);
+    auto reader = api_->ReadArtifact(context.get(), request);
+    v1::ReadArtifactResponse chunk;
+    data->clear();
+    while (reader->Read(&chunk)) {
+      *data += chunk.data();
+      if (!chunk.sha256().empty()) *sha256 = chunk.sha256();
+    }
+    return reader->Finish();
+  }
+
   // The health service's answer for the whole server: 1 = SERVING, 2 = NOT_SERVING.
   int HealthStatus() {
     grpc::GenericStub stub(channel_);
@@ -763,14 +779,7 @@ TEST_F(ServicesTest, ReadArtifactKeepsReadingTheFileItOpened) {
   EXPECT_EQ(sha, Sha256Hex(first));
   EXPECT_EQ(size, static_cast<int64_t>(first.size()));
 
-  context = Context(60);
-  reader = api_->ReadArtifact(context.get(), request);
-  received.clear();
-  while (reader->Read(&chunk)) {
-    received += chunk.data();
-    if (!chunk.sha256().empty()) sha = chunk.sha256();
-  }
-  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_TRUE(ReadWholeArtifact(request.name(), &received, &sha).ok());
   EXPECT_TRUE(received == second);
   EXPECT_EQ(sha, Sha256Hex(second));
 }
@@ -817,21 +826,13 @@ TEST_F(ServicesTest, StaleAttemptsUploadLeavesTheCurrentFileAlone) {
   stale_upload.join();
   EXPECT_TRUE(current_status.ok()) << current_status.error_message();
 
-  absl::StatusOr<std::string> on_disk =
-      artifacts_->ReadArtifact(job.name().substr(5), "model.bin", 0, 1 << 20);
+  absl::StatusOr<std::unique_ptr<StoredFile>> on_disk =
+      artifacts_->OpenArtifact(job.name().substr(5), "model.bin");
   ASSERT_TRUE(on_disk.ok()) << on_disk.status();
-  EXPECT_TRUE(*on_disk == current) << "attempt 1's upload replaced attempt 2's file";
-  v1::ReadArtifactRequest request;
-  request.set_name(job.name() + "/artifacts/model.bin");
-  auto context = Context();
-  auto reader = api_->ReadArtifact(context.get(), request);
-  v1::ReadArtifactResponse chunk;
+  EXPECT_TRUE((*on_disk)->Read(0, 1 << 20).value() == current)
+      << "attempt 1's upload replaced attempt 2's file";
   std::string received, sha;
-  while (reader->Read(&chunk)) {
-    received += chunk.data();
-    if (!chunk.sha256().empty()) sha = chunk.sha256();
-  }
-  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_TRUE(ReadWholeArtifact(job.name() + "/artifacts/model.bin", &received, &sha).ok());
   EXPECT_TRUE(received == current);
   EXPECT_EQ(sha, Sha256Hex(current));
 }
