@@ -217,16 +217,25 @@ class BenchWorker {
     return response.lease();
   }
 
+  // Numbered as compress-worker numbers them (first_line, from 1 within each attempt).
   grpc::Status ReportEvents(const v1::Lease& lease, const std::vector<std::string>& lines) {
+    const std::string attempt = absl::StrCat(lease.job(), "/", lease.attempt());
+    if (attempt != numbered_attempt_) {
+      numbered_attempt_ = attempt;
+      lines_sent_ = 0;
+    }
     v1::ReportEventsRequest request;
     request.set_worker_id(worker_id_);
     request.set_job(lease.job());
     request.set_attempt(lease.attempt());
+    request.set_first_line(lines_sent_ + 1);
     for (const std::string& line : lines) request.add_event_json(line);
     v1::ReportEventsResponse response;
     grpc::ClientContext context;
     context.set_deadline(Deadline(absl::Seconds(30)));
-    return stub_->ReportEvents(&context, request, &response);
+    grpc::Status status = stub_->ReportEvents(&context, request, &response);
+    if (status.ok()) lines_sent_ += static_cast<int64_t>(lines.size());
+    return status;
   }
 
   grpc::Status Succeed(const v1::Lease& lease, const std::string& report_json = "") {
@@ -248,6 +257,8 @@ class BenchWorker {
  private:
   std::unique_ptr<v1::WorkerService::Stub> stub_;
   std::string worker_id_;
+  std::string numbered_attempt_;  // "jobs/ID/ATTEMPT" whose lines lines_sent_ counts
+  int64_t lines_sent_ = 0;
 };
 
 // ---- CreateJob load: a closed loop keeping `in_flight` calls running -------------------------
