@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -34,6 +35,7 @@
 #include "server/core/scheduler.h"
 #include "server/rpc/authenticator.h"
 #include "server/rpc/compression_service.h"
+#include "server/rpc/file_stream_limit.h"
 #include "server/rpc/metrics_interceptor.h"
 #include "server/rpc/security_config.h"
 #include "server/rpc/thread_pool.h"
@@ -83,6 +85,9 @@ ABSL_FLAG(int64_t, max_blob_bytes, int64_t{2} << 30,
 ABSL_FLAG(int64_t, max_queued_jobs_per_tenant, 1000,
           "CreateJob is RESOURCE_EXHAUSTED while the caller's tenant has this many QUEUED jobs; "
           "0 = no limit");
+ABSL_FLAG(int, max_file_streams, 0,
+          "Reads and uploads of artifacts and blobs served at once (each holds a file open); "
+          "more are RESOURCE_EXHAUSTED. 0 = half of the open-file limit less 128, in [16, 4096]");
 ABSL_FLAG(int, max_concurrent_streams, 256,
           "Concurrent calls per client connection (HTTP/2 MAX_CONCURRENT_STREAMS); 0 = gRPC's "
           "default");
@@ -147,6 +152,20 @@ std::vector<std::string> DataRootFlags(int argc, char** argv) {
     }
   }
   return roots;
+}
+
+// Raises the soft open-file limit to the hard one (each transfer, connection and worker holds
+// descriptors; the usual soft limit is 1024) and returns the limit now in force.
+long long RaiseOpenFileLimit() {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 1024;
+  if (limit.rlim_cur != limit.rlim_max) {
+    struct rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  if (limit.rlim_cur == RLIM_INFINITY) return 1 << 20;
+  return static_cast<long long>(limit.rlim_cur);
 }
 
 // The address local workers dial: a wildcard host becomes loopback.
@@ -227,6 +246,14 @@ int main(int argc, char** argv) {
     return Fail(absl::StrCat("--max_message_bytes: must be in [65536, ", INT_MAX, "], got ",
                              max_message_bytes));
   }
+  const long long open_files = RaiseOpenFileLimit();
+  int max_file_streams = absl::GetFlag(FLAGS_max_file_streams);
+  if (max_file_streams < 0) {
+    return Fail(absl::StrCat("--max_file_streams: must not be negative, got ", max_file_streams));
+  }
+  if (max_file_streams == 0) {
+    max_file_streams = compress::server::FileStreamLimit::DefaultMax(open_files);
+  }
 
   const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
   std::error_code ec;
@@ -251,11 +278,14 @@ int main(int argc, char** argv) {
   if (!scheduler.ok()) return Fail(scheduler.status().ToString());
   (*scheduler)->StartBackgroundThread();
 
+  compress::server::FileStreamLimit file_streams(max_file_streams, &metrics);
+
   auto pool =
       std::make_unique<compress::server::ThreadPool>(std::max(1, absl::GetFlag(FLAGS_rpc_threads)));
   compress::server::CompressionServiceImpl::Options compression_options;
   compression_options.metrics = &metrics;
   compression_options.authenticator = authenticator.get();
+  compression_options.file_streams = &file_streams;
   compression_options.data_roots = &*data_roots;
   compression_options.max_blob_bytes = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_blob_bytes));
   // Chunks of ReadArtifact stay under the message limit clients are likely to keep.
@@ -268,6 +298,7 @@ int main(int argc, char** argv) {
   compress::server::WorkerServiceImpl::Options worker_options;
   worker_options.metrics = &metrics;
   worker_options.authenticator = authenticator.get();
+  worker_options.file_streams = &file_streams;
   worker_options.chunk_bytes =
       std::min<int64_t>(worker_options.chunk_bytes, max_message_bytes - 4096);
   compress::server::WorkerServiceImpl worker_service(scheduler->get(), artifacts->get(), pool.get(),
@@ -319,6 +350,8 @@ int main(int argc, char** argv) {
                    : "no authentication (--insecure)",
                security.tls_client_ca.empty() ? "" : ", client certificates required",
                data_roots->empty() ? ", job spec paths unrestricted (no --data_root)" : "");
+  std::fprintf(stderr, "compressd: up to %d file transfers at once (open-file limit %lld)\n",
+               file_streams.max(), open_files);
   std::printf("compressd listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);
 

@@ -127,6 +127,25 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                                   .Help("Artifact bytes received from workers by UploadArtifact.")
                                   .Register(*registry_)
                                   .Add({});
+  file_streams_ = &prometheus::BuildGauge()
+                       .Name("compressd_file_streams")
+                       .Help(
+                           "Calls holding a file open now: ReadArtifact, ReadBlob, UploadArtifact "
+                           "and UploadBlob.")
+                       .Register(*registry_)
+                       .Add({});
+  file_streams_max_ = &prometheus::BuildGauge()
+                           .Name("compressd_file_streams_max")
+                           .Help("How many such calls may run at once (--max_file_streams).")
+                           .Register(*registry_)
+                           .Add({});
+  file_streams_refused_ = &prometheus::BuildCounter()
+                               .Name("compressd_file_streams_refused_total")
+                               .Help(
+                                   "Such calls refused (RESOURCE_EXHAUSTED) because "
+                                   "--max_file_streams were running.")
+                               .Register(*registry_)
+                               .Add({});
   leases_expired_ = &prometheus::BuildCounter()
                          .Name("compressd_leases_expired_total")
                          .Help(
@@ -229,6 +248,14 @@ void Metrics::ArtifactBytesSent(int64_t bytes) {
 void Metrics::ArtifactBytesReceived(int64_t bytes) {
   artifact_bytes_received_->Increment(static_cast<double>(bytes));
 }
+
+void Metrics::FileStreamsAllowed(int max) { file_streams_max_->Set(max); }
+
+void Metrics::FileStreamOpened() { file_streams_->Increment(); }
+
+void Metrics::FileStreamClosed() { file_streams_->Decrement(); }
+
+void Metrics::FileStreamRefused() { file_streams_refused_->Increment(); }
 
 GrpcMethodMetrics* Metrics::GrpcMethod(const std::string& type, const std::string& service,
                                        const std::string& method) {

@@ -90,6 +90,11 @@ class Metrics : public SchedulerObserver {
   // Bytes of artifacts sent by ReadArtifact, and received by UploadArtifact.
   void ArtifactBytesSent(int64_t bytes);
   void ArtifactBytesReceived(int64_t bytes);
+  // Calls holding a file open (FileStreamLimit): the limit, one started, one ended, one refused.
+  void FileStreamsAllowed(int max);
+  void FileStreamOpened();
+  void FileStreamClosed();
+  void FileStreamRefused();
 
   // The grpc_server_* series of a method, created on first use; the pointer stays valid for the
   // life of this object. `type` is unary, client_stream, server_stream or bidi_stream; `service`
@@ -116,6 +121,9 @@ class Metrics : public SchedulerObserver {
   prometheus::Family<prometheus::Gauge>* images_per_second_;
   prometheus::Counter* artifact_bytes_sent_;
   prometheus::Counter* artifact_bytes_received_;
+  prometheus::Gauge* file_streams_;
+  prometheus::Gauge* file_streams_max_;
+  prometheus::Counter* file_streams_refused_;
   prometheus::Counter* leases_expired_;
   prometheus::Family<prometheus::Counter>* grpc_started_;
   prometheus::Family<prometheus::Counter>* grpc_handled_;

@@ -7,9 +7,13 @@
 
 namespace compress::server {
 
-ChunkStreamReactor::ChunkStreamReactor(ThreadPool* pool, ChunkSource source, int64_t offset,
-                                       int64_t chunk_size)
-    : pool_(pool), source_(std::move(source)), chunk_size_(chunk_size), offset_(offset) {
+ChunkStreamReactor::ChunkStreamReactor(ThreadPool* pool, FileStreamLimit::Slot slot,
+                                       ChunkSource source, int64_t offset, int64_t chunk_size)
+    : slot_(std::move(slot)),
+      pool_(pool),
+      source_(std::move(source)),
+      chunk_size_(chunk_size),
+      offset_(offset) {
   pool_->Schedule([this] { Next(); });
 }
 

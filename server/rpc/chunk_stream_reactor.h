@@ -13,6 +13,7 @@
 #include "compress/v1/compression_service.pb.h"
 #include "server/core/artifact_store.h"
 #include "server/core/job.h"
+#include "server/rpc/file_stream_limit.h"
 #include "server/rpc/thread_pool.h"
 
 namespace compress::server {
@@ -39,8 +40,9 @@ struct ChunkSource {
 // message with no data and both. Deletes itself in OnDone.
 class ChunkStreamReactor : public grpc::ServerWriteReactor<v1::ReadArtifactResponse> {
  public:
-  // `pool` must outlive the call.
-  ChunkStreamReactor(ThreadPool* pool, ChunkSource source, int64_t offset, int64_t chunk_size);
+  // `pool` must outlive the call. `slot` is held until the call is over.
+  ChunkStreamReactor(ThreadPool* pool, FileStreamLimit::Slot slot, ChunkSource source,
+                     int64_t offset, int64_t chunk_size);
 
   void OnWriteDone(bool ok) override;
   void OnDone() override { delete this; }
@@ -49,6 +51,8 @@ class ChunkStreamReactor : public grpc::ServerWriteReactor<v1::ReadArtifactRespo
   // Runs on the pool: reads the next chunk and starts its write, or finishes the call.
   void Next();
 
+  // Given back last, once the file is closed.
+  FileStreamLimit::Slot slot_;
   // Constant after construction.
   ThreadPool* const pool_;
   const ChunkSource source_;

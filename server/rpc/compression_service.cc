@@ -290,7 +290,13 @@ grpc::ServerWriteReactor<v1::ReadArtifactResponse>* CompressionServiceImpl::Read
       metrics->ArtifactBytesSent(bytes);
     };
   }
-  return new ChunkStreamReactor(pool_, std::move(source), request->offset(), chunk);
+  absl::StatusOr<FileStreamLimit::Slot> slot =
+      AcquireFileStream(options_.file_streams, "ReadArtifact");
+  if (!slot.ok()) {
+    return new FailedStream<grpc::ServerWriteReactor<v1::ReadArtifactResponse>>(slot.status());
+  }
+  return new ChunkStreamReactor(pool_, *std::move(slot), std::move(source), request->offset(),
+                                chunk);
 }
 
 grpc::ServerReadReactor<v1::UploadBlobRequest>* CompressionServiceImpl::UploadBlob(
@@ -300,9 +306,14 @@ grpc::ServerReadReactor<v1::UploadBlobRequest>* CompressionServiceImpl::UploadBl
   if (!caller.ok()) {
     return new FailedStream<grpc::ServerReadReactor<v1::UploadBlobRequest>>(caller.status());
   }
+  absl::StatusOr<FileStreamLimit::Slot> slot =
+      AcquireFileStream(options_.file_streams, "UploadBlob");
+  if (!slot.ok()) {
+    return new FailedStream<grpc::ServerReadReactor<v1::UploadBlobRequest>>(slot.status());
+  }
   auto* reactor = new BlobUploadReactor(context, pool_, artifacts_, &scheduler_->store(),
                                         caller->tenant, options_.max_blob_bytes, response);
-  reactor->Start();
+  reactor->Start(*std::move(slot));
   return reactor;
 }
 

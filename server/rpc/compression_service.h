@@ -16,6 +16,7 @@
 #include "server/core/metrics.h"
 #include "server/core/scheduler.h"
 #include "server/rpc/authenticator.h"
+#include "server/rpc/file_stream_limit.h"
 #include "server/rpc/thread_pool.h"
 
 namespace compress::server {
@@ -32,6 +33,9 @@ class CompressionServiceImpl final : public v1::CompressionService::CallbackServ
     // Checks every call's bearer token and gives the caller's tenant; nullptr = no
     // authentication (every caller sees every tenant). Not owned; must outlive the service.
     const Authenticator* authenticator = nullptr;
+    // Caps the calls that hold a file open (reads and uploads of artifacts and blobs); nullptr =
+    // no cap. Not owned; must outlive the service.
+    FileStreamLimit* file_streams = nullptr;
     // Where paths in job specs must lie; nullptr = anywhere. Not owned; must outlive the service.
     const DataRoots* data_roots = nullptr;
     // UploadBlob ends RESOURCE_EXHAUSTED once a blob would exceed this many bytes; 0 = no limit.

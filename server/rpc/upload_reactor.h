@@ -4,7 +4,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <utility>
+
 #include "absl/status/status.h"
+#include "server/rpc/file_stream_limit.h"
 #include "server/rpc/status_util.h"
 #include "server/rpc/thread_pool.h"
 
@@ -22,8 +25,12 @@ class UploadReactor : public grpc::ServerReadReactor<Request> {
   UploadReactor(grpc::CallbackServerContext* context, ThreadPool* pool)
       : context_(context), pool_(pool) {}
 
-  // Starts the first read. Called by the service once the object is fully built.
-  void Start() { this->StartRead(&request_); }
+  // Starts the first read, holding `slot` until the call is over. Called by the service once the
+  // object is fully built.
+  void Start(FileStreamLimit::Slot slot) {
+    slot_ = std::move(slot);
+    this->StartRead(&request_);
+  }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
@@ -54,6 +61,8 @@ class UploadReactor : public grpc::ServerReadReactor<Request> {
   grpc::CallbackServerContext* const context_;
   ThreadPool* const pool_;
   Request request_;
+  // A base member, so given back after the subclass's file is closed.
+  FileStreamLimit::Slot slot_;
 };
 
 }  // namespace compress::server

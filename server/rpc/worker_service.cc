@@ -281,9 +281,14 @@ grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArt
   if (absl::Status denied = Authorize(context); !denied.ok()) {
     return new FailedStream<grpc::ServerReadReactor<v1::UploadArtifactRequest>>(denied);
   }
+  absl::StatusOr<FileStreamLimit::Slot> slot =
+      AcquireFileStream(options_.file_streams, "UploadArtifact");
+  if (!slot.ok()) {
+    return new FailedStream<grpc::ServerReadReactor<v1::UploadArtifactRequest>>(slot.status());
+  }
   auto* reactor =
       new ArtifactUploadReactor(context, pool_, scheduler_, artifacts_, options_.metrics, response);
-  reactor->Start();
+  reactor->Start(*std::move(slot));
   return reactor;
 }
 
@@ -338,7 +343,12 @@ grpc::ServerWriteReactor<v1::ReadArtifactResponse>* WorkerServiceImpl::ReadBlob(
     ChunkFile opened{Artifact{sha, (*file)->size(), sha}, *std::move(file)};
     return opened;
   };
-  return new ChunkStreamReactor(pool_, std::move(source), request->offset(), options_.chunk_bytes);
+  absl::StatusOr<FileStreamLimit::Slot> slot = AcquireFileStream(options_.file_streams, "ReadBlob");
+  if (!slot.ok()) {
+    return new FailedStream<grpc::ServerWriteReactor<v1::ReadArtifactResponse>>(slot.status());
+  }
+  return new ChunkStreamReactor(pool_, *std::move(slot), std::move(source), request->offset(),
+                                options_.chunk_bytes);
 }
 
 }  // namespace compress::server

@@ -11,6 +11,7 @@
 #include "server/core/metrics.h"
 #include "server/core/scheduler.h"
 #include "server/rpc/authenticator.h"
+#include "server/rpc/file_stream_limit.h"
 #include "server/rpc/thread_pool.h"
 
 namespace compress::server {
@@ -30,6 +31,9 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     // Checks every call's bearer token (role worker or admin); nullptr = no authentication.
     // Not owned; must outlive the service.
     const Authenticator* authenticator = nullptr;
+    // Caps the calls that hold a file open (reads and uploads of artifacts and blobs); nullptr =
+    // no cap. Not owned; must outlive the service.
+    FileStreamLimit* file_streams = nullptr;
   };
 
   // None is owned; all must outlive the service.

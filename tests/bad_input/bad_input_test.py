@@ -855,6 +855,11 @@ def _():
     return run_compressd(["--insecure", "--max_message_bytes=1000"], "max-message")
 
 
+@case("flag-max-file-streams", "compressd flags")
+def _():
+    return run_compressd(["--insecure", "--max_file_streams=-1"], "max-file-streams")
+
+
 @case("flag-not-a-number", "compressd flags")
 def _():
     return run_compressd(["--insecure", "--lease_seconds=soon"], "not-a-number")

@@ -4,7 +4,8 @@
                    [unittest args]
 
 compressd listens on a free loopback port with bearer tokens (a submitter and a viewer of tenant
-"ml", a worker token for its local worker) and a temporary data dir.
+"ml", a worker token for its local worker) and a temporary data dir, and serves two file
+transfers at a time (--max_file_streams=2).
 """
 
 import argparse
@@ -21,7 +22,10 @@ import threading
 import time
 import unittest
 
+import grpc
+
 from compressd_client import Client, CompressdError, JobFailedError
+from compressd_client import client as client_module
 from compressd_process import wait_until_listening
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -60,7 +64,7 @@ class Server:
              f"--local_workers={self.local_workers}", f"--worker_binary={self.binaries.worker}",
              f"--local_worker_flags=--executor={self.binaries.executor},--devices=cpu,"
              f"--kill_grace=5s,--lease_wait_seconds=5,--token_file={self.worker_token}",
-             "--lease_seconds=10"],
+             "--lease_seconds=10", "--max_file_streams=2"],
             stdout=subprocess.PIPE, stderr=self.stderr, start_new_session=True)
         self.address, self.reader = wait_until_listening(self.process)
         if self.address is None:
@@ -216,6 +220,60 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(raised.exception.code, "DATA_LOSS")
         self.assertFalse(os.path.exists(corrupt))
         self.assertEqual(os.path.getsize(corrupt + ".part"), size)
+
+    def test_download_waits_for_a_free_file_transfer(self):
+        """Two uploads that stay open hold both of compressd's file transfers: a download is
+        refused RESOURCE_EXHAUSTED, retries, and completes once the uploads end."""
+        pb = client_module.pb
+        release = threading.Event()
+
+        def held_upload():
+            yield pb.UploadBlobRequest(size_bytes=10)
+            release.wait(60)
+
+        stub = self.client._stub
+        metadata = self.client._metadata
+        uploads = [stub.UploadBlob.future(held_upload(), metadata=metadata) for _ in range(2)]
+        artifact = self.finished["artifacts"][0]
+        resource = f"{self.job['name']}/artifacts/{artifact['name']}"
+        try:
+            give_up = time.monotonic() + 20
+            while True:
+                try:
+                    for _ in stub.ReadArtifact(pb.ReadArtifactRequest(name=resource),
+                                               metadata=metadata, timeout=10):
+                        pass
+                except grpc.RpcError as e:
+                    if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        self.assertIn("--max_file_streams", e.details())
+                        break
+                self.assertLess(time.monotonic(), give_up, "the uploads never held both slots")
+                time.sleep(0.05)
+
+            results, failures = [], []
+
+            def download():
+                try:
+                    results.append(self.client.download(
+                        self.job["name"], artifact["name"], os.path.join(self.tmp, "waited.bin")))
+                except CompressdError as e:
+                    failures.append(e)
+
+            downloader = threading.Thread(target=download)
+            downloader.start()
+            time.sleep(1.5)
+            self.assertTrue(downloader.is_alive(), f"download ended while refused: {failures}")
+        finally:
+            release.set()
+            for upload in uploads:
+                try:
+                    upload.result(timeout=30)
+                except grpc.RpcError:
+                    pass  # the held uploads send no data: their blob is refused
+        downloader.join(60)
+        self.assertFalse(downloader.is_alive())
+        self.assertEqual(failures, [])
+        self.assertEqual(sha256_of(os.path.join(self.tmp, "waited.bin")), artifact["sha256"])
 
     def test_list_jobs_finds_the_job_by_label(self):
         found = list(self.client.list_jobs(labels={"suite": self.run_id}, page_size=1))

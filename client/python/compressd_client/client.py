@@ -246,15 +246,15 @@ class Client:
 
     # Streams.
 
-    def _retrying(self, error, started, what):
-        """Returns the time the current run of UNAVAILABLE errors started, after sleeping a
-        little, or raises when the error is not UNAVAILABLE or retry_for has passed."""
-        if error.code != "UNAVAILABLE":
+    def _retrying(self, error, started, what, codes=("UNAVAILABLE",)):
+        """Returns the time the current run of errors with one of `codes` started, after
+        sleeping a little, or raises when the error has another code or retry_for has passed."""
+        if error.code not in codes:
             raise error
         now = time.monotonic()
         started = now if started is None else started
         if now - started > self._retry_for:
-            raise CompressdError("UNAVAILABLE",
+            raise CompressdError(error.code,
                                  f"{what}: gave up after {self._retry_for:g}s: {error.message}")
         time.sleep(min(2.0, 0.2 + (now - started) / 4))
         return started
@@ -374,8 +374,10 @@ class Client:
             except grpc.RpcError as e:
                 if progressed:
                     unavailable_since = None
+                # RESOURCE_EXHAUSTED: compressd is serving its --max_file_streams transfers.
                 unavailable_since = self._retrying(_rpc_error(e, f"download {resource}"),
-                                                   unavailable_since, f"download {resource}")
+                                                   unavailable_since, f"download {resource}",
+                                                   ("UNAVAILABLE", "RESOURCE_EXHAUSTED"))
             finally:
                 stream.cancel()
         if not os.path.exists(part):

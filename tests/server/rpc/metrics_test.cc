@@ -24,6 +24,7 @@
 #include "server/core/job_store.h"
 #include "server/core/scheduler.h"
 #include "server/rpc/compression_service.h"
+#include "server/rpc/file_stream_limit.h"
 #include "server/rpc/metrics_interceptor.h"
 #include "server/rpc/thread_pool.h"
 #include "server/rpc/worker_service.h"
@@ -90,12 +91,15 @@ class MetricsTest : public ::testing::Test {
     scheduler_ = *Scheduler::Create(store_.get(), options);
     scheduler_->StartBackgroundThread();
     pool_ = std::make_unique<ThreadPool>(4);
+    file_streams_ = std::make_unique<FileStreamLimit>(8, &metrics_);
     CompressionServiceImpl::Options compression_options;
     compression_options.metrics = &metrics_;
+    compression_options.file_streams = file_streams_.get();
     compression_ = std::make_unique<CompressionServiceImpl>(scheduler_.get(), artifacts_.get(),
                                                             pool_.get(), compression_options);
     WorkerServiceImpl::Options worker_options;
     worker_options.metrics = &metrics_;
+    worker_options.file_streams = file_streams_.get();
     worker_ = std::make_unique<WorkerServiceImpl>(scheduler_.get(), artifacts_.get(), pool_.get(),
                                                   worker_options);
     const google::protobuf::DescriptorPool* pool =
@@ -217,6 +221,7 @@ class MetricsTest : public ::testing::Test {
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<ArtifactStore> artifacts_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<FileStreamLimit> file_streams_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<CompressionServiceImpl> compression_;
   std::unique_ptr<WorkerServiceImpl> worker_;
@@ -233,10 +238,12 @@ TEST_F(MetricsTest, FamiliesExistBeforeAnyCall) {
   for (const char* name :
        {"compressd_jobs_created_total", "compressd_workers_connected",
         "compressd_job_queue_wait_seconds_count", "compressd_job_duration_seconds_count",
-        "compressd_artifact_bytes_sent_total", "compressd_artifact_bytes_received_total"}) {
+        "compressd_artifact_bytes_sent_total", "compressd_artifact_bytes_received_total",
+        "compressd_file_streams", "compressd_file_streams_refused_total"}) {
     ASSERT_EQ(series.count(name), 1u) << name;
     EXPECT_EQ(series[name], 0) << name;
   }
+  EXPECT_EQ(series["compressd_file_streams_max"], 8);
   EXPECT_EQ(series.count("compressd_jobs{state=\"QUEUED\"}"), 1u);
   EXPECT_EQ(series[absl::StrCat("compressd_build_info{version=\"", ProjectVersion(), "\"}")], 1);
   EXPECT_EQ(series.count("compressd_jobs_finished_total{state=\"FAILED\"}"), 1u);
@@ -289,6 +296,15 @@ TEST_F(MetricsTest, AJobMovesEveryFamily) {
   // Artifact bytes both ways.
   EXPECT_EQ(after["compressd_artifact_bytes_received_total"], data.size());
   EXPECT_EQ(after["compressd_artifact_bytes_sent_total"], data.size());
+
+  // The upload and the read gave their file-transfer slots back (each in its OnDone, just after
+  // its client saw the end).
+  absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (Scrape()["compressd_file_streams"] != 0 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(Scrape()["compressd_file_streams"], 0);
+  EXPECT_EQ(after["compressd_file_streams_refused_total"], 0);
 
   // gRPC: calls, codes, messages, latencies.
   EXPECT_EQ(after[GrpcSeries("grpc_server_started_total", "unary", kCompression, "CreateJob")], 1);

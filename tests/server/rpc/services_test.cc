@@ -19,6 +19,7 @@
 #include "server/core/job_store.h"
 #include "server/core/scheduler.h"
 #include "server/rpc/compression_service.h"
+#include "server/rpc/file_stream_limit.h"
 #include "server/rpc/thread_pool.h"
 #include "server/rpc/worker_service.h"
 #include "tests/server/core/test_dir.h"
@@ -87,10 +88,17 @@ class ServicesTest : public ::testing::Test {
     scheduler_ = *Scheduler::Create(store_.get(), options);
     scheduler_->StartBackgroundThread();
     pool_ = std::make_unique<ThreadPool>(4);
-    compression_ = std::make_unique<CompressionServiceImpl>(
-        scheduler_.get(), artifacts_.get(), pool_.get(), CompressionServiceImpl::Options{});
+    CompressionServiceImpl::Options compression_options;
+    WorkerServiceImpl::Options worker_options;
+    if (max_file_streams_ > 0) {
+      file_streams_ = std::make_unique<FileStreamLimit>(max_file_streams_);
+      compression_options.file_streams = file_streams_.get();
+      worker_options.file_streams = file_streams_.get();
+    }
+    compression_ = std::make_unique<CompressionServiceImpl>(scheduler_.get(), artifacts_.get(),
+                                                            pool_.get(), compression_options);
     worker_ = std::make_unique<WorkerServiceImpl>(scheduler_.get(), artifacts_.get(), pool_.get(),
-                                                  WorkerServiceImpl::Options{});
+                                                  worker_options);
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
     int port = 0;
@@ -242,7 +250,10 @@ class ServicesTest : public ::testing::Test {
     return bytes.size() == 2 && bytes[0] == 0x08 ? bytes[1] : -1;
   }
 
+  // Set by a subclass's constructor: a limit on file transfers (0 = none).
+  int max_file_streams_ = 0;
   TestDir dir_;
+  std::unique_ptr<FileStreamLimit> file_streams_;
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<ArtifactStore> artifacts_;
   std::unique_ptr<Scheduler> scheduler_;
@@ -254,6 +265,109 @@ class ServicesTest : public ::testing::Test {
   std::unique_ptr<v1::CompressionService::Stub> api_;
   std::unique_ptr<v1::WorkerService::Stub> workers_;
 };
+
+// The services with room for one file transfer at a time.
+class FileStreamLimitTest : public ServicesTest {
+ protected:
+  FileStreamLimitTest() { max_file_streams_ = 1; }
+
+  // Whether every slot was given back within 10 s: a call gives its slot back in OnDone, just
+  // after its client saw the end.
+  bool AwaitNoTransfers() {
+    absl::Time give_up = absl::Now() + absl::Seconds(10);
+    while (file_streams_->in_use() > 0) {
+      if (absl::Now() > give_up) return false;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return true;
+  }
+};
+
+TEST(FileStreamLimitUnitTest, SlotsAreCountedAndGivenBackOnce) {
+  FileStreamLimit limit(2);
+  absl::StatusOr<FileStreamLimit::Slot> a = limit.Acquire("ReadArtifact");
+  absl::StatusOr<FileStreamLimit::Slot> b = limit.Acquire("ReadArtifact");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(limit.in_use(), 2);
+  absl::StatusOr<FileStreamLimit::Slot> c = limit.Acquire("UploadBlob");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(c.status().message(), HasSubstr("UploadBlob"));
+  {
+    FileStreamLimit::Slot moved = *std::move(a);
+    FileStreamLimit::Slot empty;
+    empty = std::move(moved);
+    EXPECT_EQ(limit.in_use(), 2);
+  }
+  EXPECT_EQ(limit.in_use(), 1);
+  *b = FileStreamLimit::Slot();
+  EXPECT_EQ(limit.in_use(), 0);
+  EXPECT_TRUE(AcquireFileStream(nullptr, "ReadBlob").ok());
+
+  EXPECT_EQ(FileStreamLimit::DefaultMax(1024), 448);
+  EXPECT_EQ(FileStreamLimit::DefaultMax(100), 16);
+  EXPECT_EQ(FileStreamLimit::DefaultMax(1 << 20), 4096);
+}
+
+// While one read holds the only slot, every other transfer is refused RESOURCE_EXHAUSTED naming
+// the call and the flag; once it ends, a read goes through again.
+TEST_F(FileStreamLimitTest, TransfersBeyondTheLimitAreRefusedUntilOneEnds) {
+  v1::Job job = CreateJob();
+  v1::Lease lease = Lease();
+  const std::string data(4 << 20, 'd');
+  v1::Artifact artifact;
+  ASSERT_TRUE(UploadArtifact(lease, "w1", "model.bin", data, Sha256Hex(data), &artifact).ok());
+  ASSERT_TRUE(AwaitNoTransfers());
+
+  v1::ReadArtifactRequest request;
+  request.set_name(job.name() + "/artifacts/model.bin");
+  request.set_chunk_size(64 << 10);
+  auto context = Context(60);
+  auto reader = api_->ReadArtifact(context.get(), request);
+  v1::ReadArtifactResponse chunk;
+  ASSERT_TRUE(reader->Read(&chunk));
+  EXPECT_EQ(file_streams_->in_use(), 1);
+
+  auto expect_refused = [](const grpc::Status& status, const std::string& call) {
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << call;
+    EXPECT_THAT(status.error_message(), HasSubstr(call));
+    EXPECT_THAT(status.error_message(), HasSubstr("--max_file_streams"));
+  };
+  std::string received, sha;
+  expect_refused(ReadWholeArtifact(request.name(), &received, &sha), "ReadArtifact");
+  expect_refused(UploadArtifact(lease, "w1", "other.bin", "x", Sha256Hex("x"), &artifact),
+                 "UploadArtifact");
+  {
+    v1::ReadBlobRequest read;
+    read.set_worker_id("w1");
+    read.set_sha256(Sha256Hex("x"));
+    auto blob_context = Context();
+    auto blob_reader = workers_->ReadBlob(blob_context.get(), read);
+    v1::ReadArtifactResponse ignored;
+    while (blob_reader->Read(&ignored)) {
+    }
+    expect_refused(blob_reader->Finish(), "ReadBlob");
+  }
+  {
+    v1::Blob blob;
+    auto blob_context = Context();
+    auto writer = api_->UploadBlob(blob_context.get(), &blob);
+    v1::UploadBlobRequest part;
+    part.set_data("x");
+    writer->Write(part);
+    writer->WritesDone();
+    expect_refused(writer->Finish(), "UploadBlob");
+  }
+  EXPECT_EQ(file_streams_->in_use(), 1);
+
+  context->TryCancel();
+  while (reader->Read(&chunk)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  ASSERT_TRUE(AwaitNoTransfers());
+  ASSERT_TRUE(ReadWholeArtifact(request.name(), &received, &sha).ok());
+  EXPECT_TRUE(received == data);
+  EXPECT_EQ(sha, Sha256Hex(data));
+}
 
 TEST_F(ServicesTest, CreateJobValidationNamesTheField) {
   v1::CreateJobRequest no_dataset = ValidRequest();
