@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -11,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "tests/pipeline/prune/prune_test_util.h"
 #include "tests/pipeline/share/share_test_util.h"
@@ -19,6 +22,7 @@
 #include "worker/pipeline/prune/importance.h"
 #include "worker/pipeline/prune/shared_model_slicer.h"
 #include "worker/pipeline/prune/shared_swin_graph.h"
+#include "worker/pipeline/prune/swin_graph.h"
 #include "worker/pipeline/share/share_from_teacher.h"
 #include "worker/pipeline/share/shared_cost.h"
 
@@ -138,6 +142,12 @@ TEST(SharedSwinGraphTest, GroupsCoverEverySharedWeightAndPass) {
                              name.find("proj_w") != std::string::npos;
       const bool expected = name != "head.fc.bias" && (by_heads || !head_only);
       EXPECT_EQ(in_graph.count(name) == 1, expected) << name;
+    }
+    // Only the attention transforms' weights, which start at the identity, are measured from it.
+    for (const SliceNode& node : g.graph.nodes()) {
+      const bool transform = absl::EndsWith(node.tensor, "proj_l.weight") ||
+                             absl::EndsWith(node.tensor, "proj_w.weight");
+      EXPECT_EQ(node.baseline, transform ? Baseline::kIdentity : Baseline::kZero) << node.tensor;
     }
   }
 }
@@ -445,6 +455,136 @@ TEST(SharedPrunerTest, TaylorImportanceOfASharedWeightCountsEveryPass) {
   }
   // The second pass's share is not negligible: one pass alone would give other scores.
   EXPECT_GT(differs, 0.05);
+}
+
+// L2 scores of every group of `g` for `parameters`.
+GroupScores L2Scores(const NamedTensors& parameters, const Graph& g) {
+  absl::StatusOr<GroupScores> scores =
+      ComputeImportance(parameters, g.graph, g.groups, ImportanceOptions(), nullptr, nullptr);
+  EXPECT_TRUE(scores.ok()) << scores.status();
+  return scores.ok() ? *scores : GroupScores(g.groups.size());
+}
+
+TEST(SharedPrunerTest, L2ImportanceMeasuresTheAttentionTransformsFromTheIdentity) {
+  // Shared from a teacher, each group's shared weights are its first block's and every
+  // transform is the identity: each head scores what the teacher's first block gives it.
+  const SwinConfig base = TinyConfig();
+  SwinTransformer teacher = RandomModel(base, 71);
+  absl::StatusOr<SharedSwin> shared = ShareFromTeacher(teacher, SharingOptions());
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  SharedSwin model = *shared;
+  const SharingConfig& config = model->config();
+  ASSERT_EQ(config.group_sizes, (std::vector<std::vector<int>>{{2}, {2}}));
+  ASSERT_TRUE(config.attention_transform);
+
+  const Graph plain = prune_testing::GroupsOf(BuildSwinGraph(base, AttentionGranularity::kHeads));
+  const GroupScores teacher_scores = L2Scores(Parameters(teacher), plain);
+  const Graph g = BuildGraph(config, AttentionGranularity::kHeads);
+  for (int s = 0; s < 2; ++s) {
+    const Group* heads = FindGroup(g, absl::StrCat("layers.", s, ".groups.0.attn.heads"));
+    const Group* block = FindGroup(plain, absl::StrCat("layers.", s, ".blocks.0.attn.heads"));
+    ASSERT_NE(heads, nullptr);
+    ASSERT_NE(block, nullptr);
+    ASSERT_EQ(heads->size, block->size);
+    const GroupScores scores = L2Scores(Parameters(model), g);
+    for (int64_t h = 0; h < heads->size; ++h) {
+      const double expected = teacher_scores[block->id][h];
+      EXPECT_NEAR(scores[heads->id][h], expected, 1e-12 * expected) << s << " " << h;
+    }
+  }
+
+  // Away from the identity, a transform adds its row and column of W - I and its bias.
+  torch::manual_seed(72);
+  SharedGroup group = model->group(1, 0);
+  {
+    torch::NoGradGuard no_grad;
+    for (SharedPass pass : group->pass_list) {
+      for (torch::nn::Linear linear : {pass->proj_l, pass->proj_w}) {
+        linear->weight.add_(torch::randn_like(linear->weight) * 0.1);
+        linear->bias.copy_(torch::randn_like(linear->bias) * 0.1);
+      }
+    }
+  }
+  const Group* heads = FindGroup(g, "layers.1.groups.0.attn.heads");
+  const Group* block = FindGroup(plain, "layers.1.blocks.0.attn.heads");
+  const GroupScores scores = L2Scores(Parameters(model), g);
+  for (int64_t h = 0; h < heads->size; ++h) {
+    double squared = std::pow(teacher_scores[block->id][h], 2);
+    for (SharedPass pass : group->pass_list) {
+      for (torch::nn::Linear linear : {pass->proj_l, pass->proj_w}) {
+        const torch::Tensor offset =
+            linear->weight.detach().to(torch::kDouble) - torch::eye(heads->size, torch::kDouble);
+        squared += offset[h].square().sum().item<double>() +
+                   offset.select(1, h).square().sum().item<double>() +
+                   std::pow(linear->bias[h].item<double>(), 2);
+      }
+    }
+    EXPECT_NEAR(scores[heads->id][h], std::sqrt(squared), 1e-9 * std::sqrt(squared)) << h;
+  }
+}
+
+TEST(SharedPrunerTest, L2ImportanceOfEqualHeadsDoesNotGrowWithPasses) {
+  // Stage 0 has a sharing group of one pass and one of two, with equal attention weights and
+  // identity transforms: their heads score the same, before and after per-kind normalisation.
+  UniformSwinOptions options;
+  options.image_size = 32;
+  options.num_classes = 5;
+  options.patch_size = 2;
+  options.window_size = 4;
+  options.embed_dim = 16;
+  options.depths = {3, 2};
+  options.num_heads = {2, 4};
+  options.drop_path_rate = 0.0;
+  absl::StatusOr<SwinConfig> base = MakeUniformSwinConfig(options);
+  ASSERT_TRUE(base.ok()) << base.status();
+  SharingConfig config = DefaultSharing(*base);
+  config.group_sizes = {{1, 2}, {2}};
+  ASSERT_TRUE(config.Validate().ok()) << config.Validate();
+  SharedSwin model = RandomSharedModel(config, 81);
+  {
+    torch::NoGradGuard no_grad;
+    WindowAttention source = model->group(0, 0)->shared->attn;
+    WindowAttention target = model->group(0, 1)->shared->attn;
+    target->qkv->weight.copy_(source->qkv->weight);
+    target->qkv->bias.copy_(source->qkv->bias);
+    target->proj->weight.copy_(source->proj->weight);
+    target->relative_position_bias_table.copy_(source->relative_position_bias_table);
+  }
+  for (int s = 0; s < 2; ++s) {
+    for (int g = 0; g < config.num_groups(s); ++g) {
+      for (SharedPass pass : model->group(s, g)->pass_list) pass->ResetTransformsToIdentity();
+    }
+  }
+
+  const Graph g = BuildGraph(config, AttentionGranularity::kHeads);
+  const Group* one = FindGroup(g, "layers.0.groups.0.attn.heads");
+  const Group* two = FindGroup(g, "layers.0.groups.1.attn.heads");
+  ASSERT_NE(one, nullptr);
+  ASSERT_NE(two, nullptr);
+  ASSERT_EQ(one->sites.size(), 1u);
+  ASSERT_EQ(two->sites.size(), 2u);
+  GroupScores scores = L2Scores(Parameters(model), g);
+  ASSERT_EQ(scores[one->id].size(), 2u);
+  for (bool normalised : {false, true}) {
+    if (normalised) NormalizePerKind(g.groups, scores);
+    for (int64_t h = 0; h < 2; ++h) {
+      EXPECT_NEAR(scores[two->id][h], scores[one->id][h], 1e-12 * scores[one->id][h])
+          << (normalised ? "normalised, head " : "head ") << h;
+    }
+  }
+}
+
+TEST(SharedPrunerTest, L2ImportanceNeedsASquareMatrixToMeasureFromTheIdentity) {
+  DependencyGraph graph;
+  ASSERT_TRUE(
+      graph.AddNode("w", 0, {{0}, {1}}, Site{GroupKind::kHeads, 0, 0}, Baseline::kIdentity).ok());
+  absl::StatusOr<std::vector<Group>> groups = graph.Groups();
+  ASSERT_TRUE(groups.ok());
+  const NamedTensors parameters = {{"w", torch::zeros({2, 3})}};
+  EXPECT_EQ(ComputeImportance(parameters, graph, *groups, ImportanceOptions(), nullptr, nullptr)
+                .status()
+                .code(),
+            absl::StatusCode::kInternal);
 }
 
 TEST(SharedPrunerTest, RejectsBadOptionsAndUnreachableTargets) {

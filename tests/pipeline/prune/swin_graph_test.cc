@@ -42,6 +42,10 @@ TEST(SwinGraphTest, GroupsOfSwinMicro) {
   ASSERT_TRUE(groups.ok()) << groups.status();
   // Per stage: one embedding group, and per block an MLP and a heads group.
   ASSERT_EQ(groups->size(), 2u * (1 + 2 * 2));
+  // A plain model's weights are all measured from zero.
+  for (const SliceNode& node : graph->nodes()) {
+    EXPECT_EQ(node.baseline, Baseline::kZero) << node.tensor;
+  }
   int embedding = 0, mlp = 0, heads = 0;
   for (const Group& group : *groups) {
     embedding += group.kind == GroupKind::kEmbedding;
@@ -154,6 +158,29 @@ TEST(DependencyGraphTest, SharedTensorIsOneNodeAndMergesItsGroups) {
   ASSERT_TRUE(mixed.ok());
   ASSERT_TRUE(graph.Couple(*fc1_a, *mixed).ok());
   EXPECT_EQ(graph.Groups().status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(DependencyGraphTest, BaselineBelongsToTheTensor) {
+  DependencyGraph graph;
+  std::vector<std::vector<int64_t>> units = {{0}, {1}, {2}};
+  const Site site{GroupKind::kHeads, 0, 0};
+  absl::StatusOr<int> plain = graph.AddNode("attn.qkv.weight", 0, units, site);
+  absl::StatusOr<int> rows = graph.AddNode("proj_l.weight", 0, units, site, Baseline::kIdentity);
+  absl::StatusOr<int> columns = graph.AddNode("proj_l.weight", 1, units, site, Baseline::kIdentity);
+  ASSERT_TRUE(plain.ok() && rows.ok() && columns.ok());
+  EXPECT_EQ(graph.node(*plain).baseline, Baseline::kZero);
+  EXPECT_EQ(graph.node(*rows).baseline, Baseline::kIdentity);
+  EXPECT_EQ(graph.node(*columns).baseline, Baseline::kIdentity);
+  // Again at another site: the same node.
+  absl::StatusOr<int> again =
+      graph.AddNode("proj_l.weight", 1, units, Site{GroupKind::kHeads, 0, 1}, Baseline::kIdentity);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *columns);
+  // One tensor, two baselines: on the same dim or on another.
+  EXPECT_EQ(graph.AddNode("proj_l.weight", 1, units, site).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(graph.AddNode("attn.qkv.weight", 1, units, site, Baseline::kIdentity).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(SwinGraphTest, PrunedConfigSetsTheWidthsOfEachSite) {

@@ -1,6 +1,7 @@
 #include "worker/pipeline/prune/dependency_graph.h"
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -24,8 +25,17 @@ const char* GroupKindName(GroupKind kind) {
 
 absl::StatusOr<int> DependencyGraph::AddNode(const std::string& tensor, int dim,
                                              std::vector<std::vector<int64_t>> units,
-                                             const Site& site) {
+                                             const Site& site, Baseline baseline) {
   for (std::vector<int64_t>& unit : units) std::sort(unit.begin(), unit.end());
+  // The nodes of one tensor are adjacent in index_ (keyed by (tensor, dim)).
+  for (auto it = index_.lower_bound({tensor, std::numeric_limits<int>::min()});
+       it != index_.end() && it->first.first == tensor; ++it) {
+    if (nodes_[it->second].baseline != baseline) {
+      return absl::FailedPreconditionError(absl::StrCat("tensor ", tensor,
+                                                        " was added with two baselines (dims ",
+                                                        nodes_[it->second].dim, " and ", dim, ")"));
+    }
+  }
   auto [it, inserted] =
       index_.emplace(std::make_pair(tensor, dim), static_cast<int>(nodes_.size()));
   if (!inserted) {
@@ -45,6 +55,7 @@ absl::StatusOr<int> DependencyGraph::AddNode(const std::string& tensor, int dim,
   node.dim = dim;
   node.units = std::move(units);
   node.sites.push_back(site);
+  node.baseline = baseline;
   nodes_.push_back(std::move(node));
   return it->second;
 }

@@ -56,12 +56,21 @@ struct Site {
   }
 };
 
+// What a tensor's magnitude (L2 importance) is measured from: the value at which the tensor
+// contributes nothing beyond what the model computes without it.
+enum class Baseline {
+  kZero,      // Ordinary weights: |W|.
+  kIdentity,  // A square matrix initialised at the identity (a shared model's proj_l / proj_w,
+              // which mix the heads and start as the identity map): |W - I|.
+};
+
 // One dimension of one tensor, cut into units.
 struct SliceNode {
   std::string tensor;                       // Native parameter name.
   int dim = 0;                              // Dimension of the tensor.
   std::vector<std::vector<int64_t>> units;  // units[u]: indices along `dim`, ascending.
   std::vector<Site> sites;                  // Config entries this node belongs to.
+  Baseline baseline = Baseline::kZero;      // The tensor's; equal on all its nodes.
 };
 
 // A connected component: nodes pruned together, unit for unit.
@@ -77,9 +86,11 @@ struct Group {
 class DependencyGraph {
  public:
   // Adds a node, or returns the existing node of (tensor, dim) after checking that `units`
-  // match it (FAILED_PRECONDITION otherwise) and recording `site` on it.
+  // match it (FAILED_PRECONDITION otherwise) and recording `site` on it. `baseline` belongs to
+  // the tensor: FAILED_PRECONDITION if another node of the same tensor has a different one.
   absl::StatusOr<int> AddNode(const std::string& tensor, int dim,
-                              std::vector<std::vector<int64_t>> units, const Site& site);
+                              std::vector<std::vector<int64_t>> units, const Site& site,
+                              Baseline baseline = Baseline::kZero);
   // Couples two nodes unit for unit; INVALID_ARGUMENT if their unit counts differ or an id is
   // out of range.
   absl::Status Couple(int a, int b);

@@ -61,9 +61,9 @@ absl::Status GroupBuilder::Add(const std::string& tensor, int dim, Units units) 
   return AddAt(site_, tensor, dim, std::move(units));
 }
 
-absl::Status GroupBuilder::AddAt(const Site& site, const std::string& tensor, int dim,
-                                 Units units) {
-  absl::StatusOr<int> id = graph_.AddNode(tensor, dim, std::move(units), site);
+absl::Status GroupBuilder::AddAt(const Site& site, const std::string& tensor, int dim, Units units,
+                                 Baseline baseline) {
+  absl::StatusOr<int> id = graph_.AddNode(tensor, dim, std::move(units), site, baseline);
   if (!id.ok()) return id.status();
   if (anchor_ < 0) {
     anchor_ = *id;

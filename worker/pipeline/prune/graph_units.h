@@ -40,7 +40,8 @@ class GroupBuilder {
   absl::Status Add(const std::string& tensor, int dim, Units units);
   // Adds (tensor, dim) at `site`: a shared tensor used by several blocks is added once per
   // block, so that its node lists every block whose width it sets.
-  absl::Status AddAt(const Site& site, const std::string& tensor, int dim, Units units);
+  absl::Status AddAt(const Site& site, const std::string& tensor, int dim, Units units,
+                     Baseline baseline = Baseline::kZero);
 
  private:
   DependencyGraph& graph_;

@@ -33,6 +33,28 @@ absl::StatusOr<std::map<std::string, torch::Tensor>> NodeTensors(
   return used;
 }
 
+// L2: the squared difference of every element from its tensor's baseline (the graph's nodes
+// of one tensor share it).
+absl::StatusOr<ElementScores> SquaredMagnitudes(const std::map<std::string, torch::Tensor>& tensors,
+                                                const DependencyGraph& graph) {
+  std::map<std::string, Baseline> baselines;
+  for (const SliceNode& node : graph.nodes()) baselines.emplace(node.tensor, node.baseline);
+  torch::NoGradGuard no_grad;
+  ElementScores scores;
+  for (const auto& [name, tensor] : tensors) {
+    torch::Tensor w = tensor.detach().to(torch::kDouble);
+    if (baselines.at(name) == Baseline::kIdentity) {
+      if (w.dim() != 2 || w.size(0) != w.size(1)) {
+        return absl::InternalError(
+            absl::StrCat("\"", name, "\" has the identity as baseline but is not square"));
+      }
+      w = w - torch::eye(w.size(0), w.options());
+    }
+    scores[name] = w.square();
+  }
+  return scores;
+}
+
 absl::StatusOr<ElementScores> TaylorScores(const std::map<std::string, torch::Tensor>& tensors,
                                            const ImportanceOptions& options,
                                            const CalibrationLoss& loss, BatchSource& source) {
@@ -111,10 +133,9 @@ absl::StatusOr<GroupScores> ComputeImportance(
       if (!taylor.ok()) return taylor.status();
       elements = std::move(*taylor);
     } else {
-      torch::NoGradGuard no_grad;
-      for (const auto& [name, tensor] : *tensors) {
-        elements[name] = tensor.detach().to(torch::kDouble).square();
-      }
+      absl::StatusOr<ElementScores> l2 = SquaredMagnitudes(*tensors, graph);
+      if (!l2.ok()) return l2.status();
+      elements = std::move(*l2);
     }
 
     GroupScores scores(groups.size());

@@ -1,10 +1,19 @@
 // Importance of the units of every group of a dependency graph.
 //
-//   kL2      group magnitude: sqrt(sum over the group's members of w^2 over each unit's slice).
+//   kL2      group magnitude: sqrt(sum over the group's members of (w - b)^2 over each unit's
+//            slice), b the member's baseline (SliceNode::baseline): 0 for ordinary weights, the
+//            identity matrix for a shared model's proj_l / proj_w weights, which start at the
+//            identity. A transform thus counts what it adds beyond passing the heads through,
+//            and a heads group is not scored higher for having more passes.
 //   kTaylor  first-order Taylor (Molchanov et al., "Importance Estimation for Neural Network
 //            Pruning", CVPR 2019; Torch-Pruning's TaylorImportance): the loss change estimated
 //            by removing a slice, sum over the slice of |w * dL/dw|, accumulated over a number
-//            of calibration batches and summed over the group's members.
+//            of calibration batches and summed over the group's members. It uses no baseline:
+//            it estimates the effect of setting the slice to zero, which is what removing a
+//            head does to its row and column of a transform, and the diagonal entry is what
+//            carries the head through that pass, so its |w * dL/dw| is that pass's share of the
+//            loss change, weighed by the gradient (a pass the loss does not depend on adds
+//            nothing).
 // A tensor shared by several passes is one node, so its magnitude counts once and its
 // gradient is already the sum of the gradients of all its uses.
 //

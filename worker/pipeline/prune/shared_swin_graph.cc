@@ -37,6 +37,8 @@ absl::Status AddEmbedding(const SharingConfig& config, int s, DependencyGraph& g
         COMPRESS_RETURN_IF_ERROR(embed.Add(pass + tensor, 0, ChannelUnits(dim)));
       }
       if (config.mlp_transform) {
+        // A residual branch that is the identity because its convolution starts at zero: its
+        // tensors keep the zero baseline, as the model's other norms and weights do.
         for (const char* tensor : {"mlp_transform.norm.weight", "mlp_transform.norm.bias",
                                    "mlp_transform.conv.weight", "mlp_transform.conv.bias"}) {
           COMPRESS_RETURN_IF_ERROR(embed.Add(pass + tensor, 0, ChannelUnits(dim)));
@@ -104,11 +106,16 @@ absl::Status AddSharingGroup(const SharingConfig& config, int s, int g,
     COMPRESS_RETURN_IF_ERROR(
         attn.AddAt(site, shared + "attn.relative_position_bias_table", 1, ChannelUnits(heads)));
     if (config.attention_transform) {
+      // The transforms start at the identity (zero bias), so their weights are measured from
+      // it: a pass adds to a head's L2 importance what its mixing changes, not a diagonal of
+      // ones.
       const std::string pass = absl::StrCat(group, "passes.", p, ".");
       for (const char* linear : {"proj_l.", "proj_w."}) {
         const std::string name = pass + linear;
-        COMPRESS_RETURN_IF_ERROR(attn.AddAt(site, name + "weight", 0, ChannelUnits(heads)));
-        COMPRESS_RETURN_IF_ERROR(attn.AddAt(site, name + "weight", 1, ChannelUnits(heads)));
+        for (int dim : {0, 1}) {
+          COMPRESS_RETURN_IF_ERROR(
+              attn.AddAt(site, name + "weight", dim, ChannelUnits(heads), Baseline::kIdentity));
+        }
         COMPRESS_RETURN_IF_ERROR(attn.AddAt(site, name + "bias", 0, ChannelUnits(heads)));
       }
     }
