@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 #include "server/rpc/chunk_stream_reactor.h"
 #include "server/rpc/failed_stream.h"
 #include "server/rpc/proto_convert.h"
@@ -320,6 +321,17 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteAttempt(
     result.stderr_tail = request->stderr_tail();
     result.retryable = request->retryable();
     result.stopping = request->stopping();
+    if (!request->report_json().empty()) {
+      if (request->report_json().size() > options_.max_report_json_bytes) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("report_json: ", request->report_json().size(), " bytes, more than the ",
+                         options_.max_report_json_bytes, " a job's record keeps"));
+      }
+      if (!nlohmann::json::parse(request->report_json(), nullptr, /*allow_exceptions=*/false)
+               .is_object()) {
+        return absl::InvalidArgumentError("report_json: not a JSON object");
+      }
+    }
     result.report_json = request->report_json();
     return scheduler_->CompleteAttempt(*job_id, request->attempt(), request->worker_id(), result);
   });

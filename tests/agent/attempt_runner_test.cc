@@ -368,6 +368,34 @@ TEST_F(AttemptRunnerTest, ExitZeroWithoutReportIsARetryableFailure) {
   EXPECT_THAT(result.error_message, HasSubstr("without a report"));
 }
 
+// A report.json that is not a JSON object is the executor's failure, not a success whose report
+// no client could read.
+TEST_F(AttemptRunnerTest, ExitZeroWithAReportThatIsNotAnObjectIsARetryableFailure) {
+  WriteExecutor(R"sh(
+printf '{"top1": 0.5' > "$WORKDIR/report.json"
+exit 0
+)sh");
+  AttemptResult result = RunAttempt();
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_FAILED);
+  EXPECT_TRUE(result.retryable);
+  EXPECT_THAT(result.error_message, HasSubstr("not a JSON object"));
+}
+
+// A report over max_report_bytes goes to compressd as a note with its size; the attempt succeeds.
+TEST_F(AttemptRunnerTest, AReportOverTheLimitIsSentAsANote) {
+  options_.max_report_bytes = 1000;
+  WriteExecutor(R"sh(
+printf '{"pad":"%02000d"}' 0 > "$WORKDIR/report.json"
+exit 0
+)sh");
+  AttemptResult result = RunAttempt();
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_SUCCEEDED);
+  std::vector<compress::v1::CompleteAttemptRequest> completions = service_.completions();
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_EQ(completions[0].report_json(),
+            R"({"report_omitted":{"artifact":"report.json","bytes":2010,"limit_bytes":1000}})");
+}
+
 TEST_F(AttemptRunnerTest, MissingExecutorFailsTheAttemptRetryably) {
   options_.executor_path = root_ + "/no-such-executor";
   AttemptResult result = RunAttempt();

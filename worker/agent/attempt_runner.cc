@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "grpcpp/client_context.h"
+#include "nlohmann/json.hpp"
 #include "worker/agent/blob_fetcher.h"
 #include "worker/agent/devices.h"
 #include "worker/agent/log.h"
@@ -416,6 +417,21 @@ AttemptResult AttemptRunner::Finish(const ExitInfo& exit_info, const std::string
                              "report.json in its work dir)"),
          /*retryable=*/true);
     return Complete(request);
+  }
+  if (!nlohmann::json::parse(report, nullptr, /*allow_exceptions=*/false).is_object()) {
+    fail(absl::InternalError(absl::StrCat("executor exited 0 with a report.json (", report.size(),
+                                          " bytes) that is not a JSON object")),
+         /*retryable=*/true);
+    return Complete(request);
+  }
+  if (report.size() > options_.max_report_bytes) {
+    AgentLog(key_.job, " attempt ", key_.attempt, ": report.json of ", report.size(),
+             " bytes is over ", options_.max_report_bytes, "; the job's record gets a note");
+    report = nlohmann::json{{"report_omitted",
+                             {{"bytes", report.size()},
+                              {"limit_bytes", options_.max_report_bytes},
+                              {"artifact", "report.json"}}}}
+                 .dump();
   }
   ArtifactUploader uploader(stub_, key_, options_.upload, [this] { return ShuttingDown(); });
   for (const auto& [name, artifact] : artifacts_) {

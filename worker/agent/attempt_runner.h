@@ -66,6 +66,9 @@ class AttemptRunner {
     // CompleteAttempt's error_message is cut to this many bytes, well below compressd's message
     // limit (--max_message_bytes, 4 MiB by default).
     size_t max_error_message_bytes = 64 << 10;
+    // A report.json larger than this (compressd keeps at most 1 MiB in a job's record) is sent
+    // as a short note naming its size; the whole file is the job's artifact report.json.
+    size_t max_report_bytes = 1 << 20;
     // After Shutdown(), calls to the server are given up after this long.
     absl::Duration shutdown_retry_for = absl::Seconds(10);
     // Remove the job's work dir once the job is over (success, cancellation, final failure).

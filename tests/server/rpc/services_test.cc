@@ -642,6 +642,40 @@ TEST_F(ServicesTest, WorkerFlowWatchFollowsLiveAndResumes) {
   EXPECT_TRUE(job.has_start_time() && job.has_end_time());
 }
 
+// CompleteAttempt's report_json must be a JSON object of at most 1 MiB; a refused completion
+// leaves the attempt running, and a valid one then ends it.
+TEST_F(ServicesTest, CompleteAttemptRefusesAReportThatIsTooLargeOrNotAnObject) {
+  v1::Job job = CreateJob();
+  v1::Lease lease = Lease();
+  v1::CompleteAttemptRequest request;
+  request.set_worker_id("w1");
+  request.set_job(lease.job());
+  request.set_attempt(lease.attempt());
+  request.set_outcome(v1::ATTEMPT_SUCCEEDED);
+  v1::CompleteAttemptResponse response;
+
+  request.set_report_json(absl::StrCat(R"({"pad":")", std::string(1 << 20, 'x'), R"("})"));
+  grpc::Status status = workers_->CompleteAttempt(Context().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("report_json: 1048586 bytes, more than the 1048576"));
+  for (const char* bad : {R"({"top1": 0.5)", "[1, 2]", "0.5"}) {
+    request.set_report_json(bad);
+    status = workers_->CompleteAttempt(Context().get(), request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_THAT(status.error_message(), HasSubstr("report_json: not a JSON object")) << bad;
+  }
+
+  v1::GetJobRequest get;
+  get.set_name(job.name());
+  ASSERT_TRUE(api_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), v1::RUNNING);
+  request.set_report_json(R"({"top1": 0.5})");
+  ASSERT_TRUE(workers_->CompleteAttempt(Context().get(), request, &response).ok());
+  ASSERT_TRUE(api_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), v1::SUCCEEDED);
+  EXPECT_EQ(job.report_json(), R"({"top1": 0.5})");
+}
+
 TEST_F(ServicesTest, WatchHandlesClientCancellation) {
   v1::Job job = CreateJob();
   grpc::ClientContext context;
