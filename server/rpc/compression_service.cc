@@ -129,8 +129,12 @@ grpc::ServerUnaryReactor* CompressionServiceImpl::CreateJob(grpc::CallbackServer
         const auto deadline = context->deadline();
         scheduler_->CreateJobAsync(
             std::move(valid->job),
-            [response, finish](absl::StatusOr<CreatedJob> created) {
-              if (created.ok()) JobToProto(created->job, response);
+            [request, response, finish](absl::StatusOr<CreatedJob> created) {
+              // A new job's spec is the request's; an earlier job of the same request_id keeps
+              // its own.
+              if (created.ok()) {
+                JobToProto(created->job, response, created->created ? &request->spec() : nullptr);
+              }
               finish(created.status());
             },
             deadline == std::chrono::system_clock::time_point::max() ? absl::InfiniteFuture()

@@ -61,10 +61,16 @@ absl::StatusOr<std::string> SpecToJson(const v1::JobSpec& spec) {
 
 v1::JobState StateToProto(JobState state) { return static_cast<v1::JobState>(state); }
 
-void JobToProto(const Job& job, v1::Job* out) {
+void JobToProto(const Job& job, v1::Job* out, const v1::JobSpec* spec) {
   out->Clear();
   out->set_name(JobName(job.id));
-  ParsePayload(job.spec_json, out->mutable_spec());
+  if (spec != nullptr) {
+    *out->mutable_spec() = *spec;
+    // As the stored JSON, which holds only the fields this server knows.
+    out->mutable_spec()->DiscardUnknownFields();
+  } else {
+    ParsePayload(job.spec_json, out->mutable_spec());
+  }
   out->set_state(StateToProto(job.state));
   for (const auto& [key, value] : job.labels) (*out->mutable_labels())[key] = value;
   out->set_priority(job.priority);

@@ -26,7 +26,9 @@ std::string JobName(const std::string& job_id);
 absl::StatusOr<std::string> SpecToJson(const v1::JobSpec& spec);
 
 v1::JobState StateToProto(JobState state);
-void JobToProto(const Job& job, v1::Job* out);
+// `spec`, when given, is the job's spec as a message (the request that created the job): it is
+// copied instead of parsing job.spec_json, which was printed from it.
+void JobToProto(const Job& job, v1::Job* out, const v1::JobSpec* spec = nullptr);
 void EventToProto(const JobEvent& event, v1::JobEvent* out);
 
 }  // namespace compress::server

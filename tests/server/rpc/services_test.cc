@@ -421,6 +421,29 @@ TEST_F(ServicesTest, CreateJobStoresTheSpecAndDuplicateRequestIdReturnsTheFirstJ
   EXPECT_EQ(list.jobs_size(), 1);
 }
 
+// CreateJob answers with the spec as stored (what GetJob returns: no fields the server does not
+// know); a repeated request_id with another spec answers with the first job's.
+TEST_F(ServicesTest, CreateJobAnswersWithTheStoredSpec) {
+  v1::CreateJobRequest request = ValidRequest();
+  request.set_request_id("spec-1");
+  request.mutable_spec()->mutable_resources()->set_device("cpu");
+  request.mutable_spec()->GetReflection()->MutableUnknownFields(request.mutable_spec())
+      ->AddVarint(999, 7);
+  v1::Job created = CreateJob(request);
+  v1::GetJobRequest get;
+  get.set_name(created.name());
+  v1::Job stored;
+  ASSERT_TRUE(api_->GetJob(Context().get(), get, &stored).ok());
+  EXPECT_EQ(created.spec().SerializeAsString(), stored.spec().SerializeAsString());
+  EXPECT_EQ(created.spec().resources().device(), "cpu");
+  EXPECT_TRUE(created.spec().GetReflection()->GetUnknownFields(created.spec()).empty());
+
+  request.mutable_spec()->mutable_resources()->set_device("auto");
+  v1::Job again = CreateJob(request);
+  EXPECT_EQ(again.name(), created.name());
+  EXPECT_EQ(again.spec().resources().device(), "cpu");
+}
+
 TEST_F(ServicesTest, GetListCancelDeleteStatusCodes) {
   v1::Job job;
   v1::GetJobRequest get;
