@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
 namespace compress::server {
@@ -26,6 +27,12 @@ JobEvent MakeEvent(int attempt, EventKind kind, const nlohmann::json& payload, a
   return event;
 }
 
+// The random source of job and lease ids.
+absl::BitGen& IdBits() {
+  thread_local absl::BitGen gen;
+  return gen;
+}
+
 }  // namespace
 
 std::string DumpJson(const nlohmann::json& json) {
@@ -34,9 +41,8 @@ std::string DumpJson(const nlohmann::json& json) {
 
 std::string NewJobId(absl::Time now) {
   static constexpr char kAlphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
-  thread_local absl::BitGen gen;
   uint64_t millis = static_cast<uint64_t>(absl::ToUnixMillis(now));
-  uint64_t random = absl::Uniform<uint64_t>(gen, 0, uint64_t{1} << 30);
+  uint64_t random = absl::Uniform<uint64_t>(IdBits(), 0, uint64_t{1} << 30);
   std::string id(16, '0');
   for (int i = 9; i >= 0; --i) {
     id[i] = kAlphabet[millis & 31];
@@ -47,6 +53,12 @@ std::string NewJobId(absl::Time now) {
     random >>= 5;
   }
   return id;
+}
+
+std::string NewLeaseId() {
+  absl::BitGen& bits = IdBits();
+  return absl::StrCat(absl::Hex(absl::Uniform<uint64_t>(bits), absl::kZeroPad16),
+                      absl::Hex(absl::Uniform<uint64_t>(bits), absl::kZeroPad16));
 }
 
 const char* JobStateName(JobState state) {

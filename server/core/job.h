@@ -95,6 +95,9 @@ struct Job {
 // A new job id: 16 characters of lowercase Crockford base32, the first 10 encoding the
 // millisecond of `now` (so ids sort by creation time), the rest random. Safe as a file name.
 std::string NewJobId(absl::Time now);
+// A new lease id (Lease::lease_id): 128 random bits as 32 lowercase hex digits. It tells leases of
+// the same attempt number apart; it is not a secret (workers are authenticated by their tokens).
+std::string NewLeaseId();
 
 // Kinds of job events, as the oneof of compress.v1.JobEvent.
 enum class EventKind {

@@ -502,10 +502,13 @@ absl::StatusOr<std::optional<Lease>> Scheduler::LeaseNextLocked(const std::strin
       InsertQueuedLocked(id, queued);
       return s;
     }
-    leases_[id] = ActiveLease{worker_id, device, j.attempt_count, now + options_.lease_duration};
+    const std::string lease_id = NewLeaseId();
+    leases_[id] =
+        ActiveLease{worker_id, device, j.attempt_count, lease_id, now + options_.lease_duration};
     wake_ = true;
     if (options_.observer != nullptr) options_.observer->JobLeased(queue_wait);
-    return Lease{id, j.attempt_count, j.spec_json, options_.lease_duration, j.last_event_sequence};
+    return Lease{
+        id, j.attempt_count, j.spec_json, options_.lease_duration, j.last_event_sequence, lease_id};
   }
   return std::nullopt;
 }
@@ -581,11 +584,11 @@ bool Scheduler::CancelWait(int64_t waiter_id) {
 }
 
 absl::Status Scheduler::ReturnLease(const std::string& job_id, int attempt,
-                                    const std::string& worker_id) {
+                                    const LeaseHolder& holder) {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
-    absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, worker_id);
+    absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, holder);
     if (!lease.ok()) return lease.status();
     absl::StatusOr<Job> job = store_->GetJob(job_id);
     if (!job.ok()) return job.status();
@@ -598,11 +601,11 @@ absl::Status Scheduler::ReturnLease(const std::string& job_id, int attempt,
     } else {
       // The attempt never ran: the job has not started.
       if (job->attempt_count == 1) job->start_time.reset();
-      status =
-          RequeueUncountedLocked(*job,
-                                 absl::StrCat("attempt ", attempt, " never reached worker ",
-                                              worker_id, " (its LeaseJob call ended); requeued"),
-                                 {}, deferred);
+      status = RequeueUncountedLocked(
+          *job,
+          absl::StrCat("attempt ", attempt, " never reached worker ", holder.worker_id,
+                       " (its LeaseJob call ended); requeued"),
+          {}, deferred);
     }
     if (!status.ok()) return status;
   }

@@ -5,9 +5,12 @@
 // (higher first), then in order of creation. A worker leases one job per device, and only a job
 // that device may run (see DeviceNeed): the queue is kept as one ordered set per DeviceNeed, and
 // a worker device takes the best head among the sets it may take. The lease names an attempt
-// number, which every later call of the worker must carry: a call of an attempt that is no
-// longer current is ABORTED (fencing), so a worker that lost its lease cannot touch the attempt
-// that replaced it.
+// number and a lease id, which every later call of the worker must carry with its worker id (a
+// LeaseHolder): a call of a lease that is no longer current is ABORTED (fencing), so a worker
+// that lost its lease cannot touch the attempt that replaced it. The attempt number alone does
+// not tell leases apart: a lease handed back (ReturnLease, CompleteAttempt with `stopping`)
+// requeues the job without counting the attempt, and the next lease carries the same number,
+// perhaps to the same worker id; its lease id is new.
 //
 // Leases are renewed by heartbeats and kept in memory only: when the server restarts, jobs that
 // were RUNNING go back to the queue (their attempt count kept) and CANCELLING ones become
@@ -79,6 +82,18 @@ struct Lease {
   std::string spec_json;
   absl::Duration lease_duration;
   int64_t last_event_sequence = 0;
+  // New with every lease (NewLeaseId), also when a lease handed back is given again with the same
+  // attempt number.
+  std::string lease_id;
+};
+
+// Who makes a call about an attempt: the worker and the lease it holds, as every call of the
+// attempt names them.
+struct LeaseHolder {
+  std::string worker_id;
+  // The Lease's lease_id. Empty (agents older than lease ids): the call is fenced by attempt
+  // number and worker_id alone. Defaulted, so that `{worker_id}` names such a holder.
+  std::string lease_id = {};
 };
 
 // How a worker ended an attempt.
@@ -187,23 +202,26 @@ class Scheduler {
   bool CancelWait(int64_t waiter_id);
   // Takes back a lease that never reached its worker (the LeaseJob call ended before the answer
   // could be sent): the job returns to the queue and the attempt is not counted, so its number
-  // is given again. Does nothing unless the attempt is current and held by `worker_id`.
-  absl::Status ReturnLease(const std::string& job_id, int attempt, const std::string& worker_id);
+  // is given again (with a new lease id). Does nothing unless the attempt is current and held by
+  // `holder`.
+  absl::Status ReturnLease(const std::string& job_id, int attempt, const LeaseHolder& holder);
 
-  // Renews the lease of the attempt. Returns whether cancellation was requested. ABORTED when the
-  // attempt is not the job's current one, NOT_FOUND for an unknown job.
-  absl::StatusOr<bool> Heartbeat(const std::string& job_id, int attempt,
-                                 const std::string& worker_id);
+  // The calls of a running attempt below are ABORTED unless the attempt is the job's current one,
+  // held by `holder` (its worker_id and, when not empty, its lease_id); NOT_FOUND for an unknown
+  // job.
+
+  // Renews the lease of the attempt. Returns whether cancellation was requested.
+  absl::StatusOr<bool> Heartbeat(const std::string& job_id, int attempt, const LeaseHolder& holder);
   // Records executor event lines of the attempt (see executor_events.h) and renews its lease.
   // Returns whether cancellation was requested. `first_line` > 0 numbers the lines within the
   // attempt (lines[0] is line first_line, and so on): lines the store already holds for the
   // attempt (Job::attempt_lines, a retry whose answer was lost) are skipped, and a request that
   // starts past them (a gap) is stored as it is. 0: not numbered, every line is stored.
   absl::StatusOr<bool> ReportEvents(const std::string& job_id, int attempt,
-                                    const std::string& worker_id,
+                                    const LeaseHolder& holder,
                                     const std::vector<std::string>& lines, int64_t first_line = 0);
-  // OK when the attempt is current and held by `worker_id`; ABORTED or NOT_FOUND otherwise.
-  absl::Status CheckAttempt(const std::string& job_id, int attempt, const std::string& worker_id);
+  // OK when the attempt is current and held by `holder`; ABORTED or NOT_FOUND otherwise.
+  absl::Status CheckAttempt(const std::string& job_id, int attempt, const LeaseHolder& holder);
   // Records an uploaded artifact of the attempt, with its event. `place`, when given, puts the
   // file in place (replacing the one of the same name); it runs only once the attempt is known
   // to be current, under the lock that also orders it with InspectJob, so that an attempt that
@@ -211,7 +229,7 @@ class Scheduler {
   // version's record with another's file. Its error is returned and nothing is recorded. When
   // the record cannot be written after `place` succeeded, `unplace` (when given) undoes it, so
   // that the file on disk stays the one the record describes.
-  absl::Status RecordArtifact(const std::string& job_id, int attempt, const std::string& worker_id,
+  absl::Status RecordArtifact(const std::string& job_id, int attempt, const LeaseHolder& holder,
                               const Artifact& artifact,
                               const std::function<absl::Status()>& place = nullptr,
                               const std::function<absl::Status()>& unplace = nullptr);
@@ -225,7 +243,7 @@ class Scheduler {
   // otherwise FAILED; FAILED with `stopping` -> QUEUED again and the attempt is not counted (as
   // ReturnLease), even on the last attempt; a job being cancelled (or an attempt reporting
   // CANCELLED) -> CANCELLED.
-  absl::Status CompleteAttempt(const std::string& job_id, int attempt, const std::string& worker_id,
+  absl::Status CompleteAttempt(const std::string& job_id, int attempt, const LeaseHolder& holder,
                                const AttemptResult& result);
 
   // Expires leases past their deadline (requeue or fail) and answers waiters whose deadline
@@ -243,6 +261,8 @@ class Scheduler {
     std::string worker_id;
     std::string device;
     int attempt = 0;
+    // Lease::lease_id.
+    std::string lease_id;
     absl::Time expiry;
     bool cancel_requested = false;
     // The lease expired but writing the job's requeue (or failure) failed: the worker's calls are
@@ -297,9 +317,9 @@ class Scheduler {
   // Hands queued jobs to waiting workers, oldest waiter first; a waiter whose device may run none
   // of the queued jobs keeps waiting without holding up younger ones.
   void DispatchLocked(Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The current lease of the attempt, or ABORTED / NOT_FOUND.
+  // The current lease of the attempt, when `holder` holds it; ABORTED / NOT_FOUND otherwise.
   absl::StatusOr<ActiveLease*> CurrentLeaseLocked(const std::string& job_id, int attempt,
-                                                  const std::string& worker_id)
+                                                  const LeaseHolder& holder)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes `job` (moved from `from`) with `events` to the store, tells the observer, and
   // schedules the notification. Requeues, finishes or drops leases as the new state requires.

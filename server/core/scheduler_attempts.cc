@@ -24,8 +24,9 @@ absl::Status NotCurrent(const std::string& job_id, int attempt, absl::string_vie
 
 }  // namespace
 
-absl::StatusOr<Scheduler::ActiveLease*> Scheduler::CurrentLeaseLocked(
-    const std::string& job_id, int attempt, const std::string& worker_id) {
+absl::StatusOr<Scheduler::ActiveLease*> Scheduler::CurrentLeaseLocked(const std::string& job_id,
+                                                                      int attempt,
+                                                                      const LeaseHolder& holder) {
   auto it = leases_.find(job_id);
   if (it == leases_.end()) {
     absl::StatusOr<Job> job = store_->GetJob(job_id);
@@ -39,26 +40,34 @@ absl::StatusOr<Scheduler::ActiveLease*> Scheduler::CurrentLeaseLocked(
                       absl::StrCat("attempt ", it->second.attempt, " replaced it"));
   }
   if (it->second.expired) return NotCurrent(job_id, attempt, "its lease expired");
-  if (it->second.worker_id != worker_id) {
+  if (it->second.worker_id != holder.worker_id) {
     return NotCurrent(
         job_id, attempt,
-        absl::StrCat("it is leased to worker ", it->second.worker_id, ", not ", worker_id));
+        absl::StrCat("it is leased to worker ", it->second.worker_id, ", not ", holder.worker_id));
+  }
+  // The same attempt number and worker, but another lease: the call's lease was handed back
+  // (ReturnLease, or a completion with `stopping`) and the attempt given again. An empty
+  // lease_id (an agent older than lease ids) is fenced by attempt and worker alone.
+  if (!holder.lease_id.empty() && holder.lease_id != it->second.lease_id) {
+    return NotCurrent(job_id, attempt,
+                      absl::StrCat("its lease ", holder.lease_id,
+                                   " was handed back and the attempt given again"));
   }
   return &it->second;
 }
 
 absl::StatusOr<bool> Scheduler::Heartbeat(const std::string& job_id, int attempt,
-                                          const std::string& worker_id) {
+                                          const LeaseHolder& holder) {
   absl::MutexLock lock(&mu_);
-  SeenLocked(worker_id);
-  absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, worker_id);
+  SeenLocked(holder.worker_id);
+  absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, holder);
   if (!lease.ok()) return lease.status();
   (*lease)->expiry = clock_->Now() + options_.lease_duration;
   return (*lease)->cancel_requested;
 }
 
 absl::StatusOr<bool> Scheduler::ReportEvents(const std::string& job_id, int attempt,
-                                             const std::string& worker_id,
+                                             const LeaseHolder& holder,
                                              const std::vector<std::string>& lines,
                                              int64_t first_line) {
   // An attempt's lines are numbered from 1; far fewer than 2^53 fit in any store.
@@ -71,8 +80,8 @@ absl::StatusOr<bool> Scheduler::ReportEvents(const std::string& job_id, int atte
   bool cancel_requested = false;
   {
     absl::MutexLock lock(&mu_);
-    SeenLocked(worker_id);
-    absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, worker_id);
+    SeenLocked(holder.worker_id);
+    absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, holder);
     if (!lease.ok()) return lease.status();
     absl::Time now = clock_->Now();
     (*lease)->expiry = now + options_.lease_duration;
@@ -132,7 +141,7 @@ absl::StatusOr<bool> Scheduler::ReportEvents(const std::string& job_id, int atte
       for (const auto& [phase, seconds] : phases_finished) {
         options_.observer->PhaseFinished(phase, seconds);
       }
-      options_.observer->DeviceReadings(worker_id, device, device_report);
+      options_.observer->DeviceReadings(holder.worker_id, device, device_report);
     }
   }
   RunDeferred(deferred);
@@ -140,9 +149,9 @@ absl::StatusOr<bool> Scheduler::ReportEvents(const std::string& job_id, int atte
 }
 
 absl::Status Scheduler::CheckAttempt(const std::string& job_id, int attempt,
-                                     const std::string& worker_id) {
+                                     const LeaseHolder& holder) {
   absl::MutexLock lock(&mu_);
-  return CurrentLeaseLocked(job_id, attempt, worker_id).status();
+  return CurrentLeaseLocked(job_id, attempt, holder).status();
 }
 
 absl::Status Scheduler::InspectJob(const std::string& job_id,
@@ -154,13 +163,13 @@ absl::Status Scheduler::InspectJob(const std::string& job_id,
 }
 
 absl::Status Scheduler::RecordArtifact(const std::string& job_id, int attempt,
-                                       const std::string& worker_id, const Artifact& artifact,
+                                       const LeaseHolder& holder, const Artifact& artifact,
                                        const std::function<absl::Status()>& place,
                                        const std::function<absl::Status()>& unplace) {
   std::shared_ptr<const JobUpdate> update;
   {
     absl::MutexLock lock(&mu_);
-    absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, worker_id);
+    absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, holder);
     if (!lease.ok()) return lease.status();
     if (place != nullptr) {
       if (absl::Status s = place(); !s.ok()) return s;
@@ -184,12 +193,12 @@ absl::Status Scheduler::RecordArtifact(const std::string& job_id, int attempt,
 }
 
 absl::Status Scheduler::CompleteAttempt(const std::string& job_id, int attempt,
-                                        const std::string& worker_id, const AttemptResult& result) {
+                                        const LeaseHolder& holder, const AttemptResult& result) {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
-    SeenLocked(worker_id);
-    absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, worker_id);
+    SeenLocked(holder.worker_id);
+    absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, holder);
     if (!lease.ok()) return lease.status();
     absl::StatusOr<Job> job = store_->GetJob(job_id);
     if (!job.ok()) return job.status();
@@ -200,7 +209,7 @@ absl::Status Scheduler::CompleteAttempt(const std::string& job_id, int attempt,
       std::string message =
           from == JobState::kCancelling
               ? "cancelled by request"
-              : absl::StrCat("worker ", worker_id, " cancelled attempt ", attempt);
+              : absl::StrCat("worker ", holder.worker_id, " cancelled attempt ", attempt);
       status = FinishLocked(*job, JobState::kCancelled, "CANCELLED", message, message, deferred);
     } else if (result.outcome == AttemptResult::Outcome::kSucceeded) {
       if (!result.report_json.empty()) job->report_json = result.report_json;
@@ -216,9 +225,10 @@ absl::Status Scheduler::CompleteAttempt(const std::string& job_id, int attempt,
         // The executor was stopped, not failing: like a lease that never reached its worker,
         // this attempt does not use up one of the job's attempts, so that a job on its last
         // attempt resumes after a restart of compressd or of its worker.
-        std::string message = absl::StrCat(
-            "attempt ", attempt, " of ", job->max_attempts, " handed back by worker ", worker_id,
-            ": ", result.error_message.empty() ? "stopping" : result.error_message);
+        std::string message =
+            absl::StrCat("attempt ", attempt, " of ", job->max_attempts, " handed back by worker ",
+                         holder.worker_id, ": ",
+                         result.error_message.empty() ? "stopping" : result.error_message);
         job->error_code = result.error_code.empty() ? "UNAVAILABLE" : result.error_code;
         job->error_message = message;
         status = RequeueUncountedLocked(

@@ -33,6 +33,13 @@ absl::StatusOr<std::string> AttemptJob(const std::string& worker_id, const std::
   return ParseJobName(job_field, job);
 }
 
+// Who makes an attempt-scoped request (HeartbeatRequest, ReportEventsRequest,
+// UploadArtifactRequest.Header, CompleteAttemptRequest): its worker and lease.
+template <typename Request>
+LeaseHolder HolderOf(const Request& request) {
+  return LeaseHolder{request.worker_id(), request.lease_id()};
+}
+
 // LeaseJob's long poll. The scheduler calls back exactly once unless CancelWait withdraws the
 // waiter; the reactor lives until OnDone, the pool task and that callback (or its withdrawal)
 // have all released it.
@@ -84,7 +91,7 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
       // Nobody would receive this lease: give it back rather than let it expire and cost the
       // job an attempt.
       const Lease& l = **lease;
-      (void)scheduler_->ReturnLease(l.job_id, l.attempt, worker_id_);
+      (void)scheduler_->ReturnLease(l.job_id, l.attempt, LeaseHolder{worker_id_, l.lease_id});
       if (Claim()) Finish(grpc::Status::CANCELLED);
     } else if (Claim()) {
       if (lease.ok() && lease->has_value()) {
@@ -95,6 +102,7 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
         out->set_spec_json(l.spec_json);
         out->set_lease_seconds(static_cast<int32_t>(absl::ToInt64Seconds(l.lease_duration)));
         out->set_last_event_sequence(l.last_event_sequence);
+        out->set_lease_id(l.lease_id);
       }
       Finish(ToGrpcStatus(lease.status()));
     }
@@ -162,8 +170,7 @@ class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
       if (header_.size_bytes() < 0) {
         return absl::InvalidArgumentError("header.size_bytes: must not be negative");
       }
-      if (absl::Status s =
-              scheduler_->CheckAttempt(job_id_, header_.attempt(), header_.worker_id());
+      if (absl::Status s = scheduler_->CheckAttempt(job_id_, header_.attempt(), HolderOf(header_));
           !s.ok()) {
         return s;
       }
@@ -189,7 +196,7 @@ class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
     // current, in the same step that records it: an attempt fenced off meanwhile leaves the
     // current attempt's file alone (ABORTED, its file discarded).
     if (absl::Status s = scheduler_->RecordArtifact(
-            job_id_, header_.attempt(), header_.worker_id(), *artifact,
+            job_id_, header_.attempt(), HolderOf(header_), *artifact,
             [this] { return file_->Place(); }, [this] { return file_->Unplace(); });
         !s.ok()) {
       return s;
@@ -253,7 +260,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
         AttemptJob(request->worker_id(), request->job(), request->attempt());
     if (!job_id.ok()) return job_id.status();
     absl::StatusOr<bool> cancel =
-        scheduler_->Heartbeat(*job_id, request->attempt(), request->worker_id());
+        scheduler_->Heartbeat(*job_id, request->attempt(), HolderOf(*request));
     if (!cancel.ok()) return cancel.status();
     response->set_cancel_requested(*cancel);
     return absl::OkStatus();
@@ -270,7 +277,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReportEvents(grpc::CallbackServerCo
     if (!job_id.ok()) return job_id.status();
     std::vector<std::string> lines(request->event_json().begin(), request->event_json().end());
     absl::StatusOr<bool> cancel = scheduler_->ReportEvents(
-        *job_id, request->attempt(), request->worker_id(), lines, request->first_line());
+        *job_id, request->attempt(), HolderOf(*request), lines, request->first_line());
     if (!cancel.ok()) return cancel.status();
     response->set_cancel_requested(*cancel);
     return absl::OkStatus();
@@ -333,7 +340,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteAttempt(
       }
     }
     result.report_json = request->report_json();
-    return scheduler_->CompleteAttempt(*job_id, request->attempt(), request->worker_id(), result);
+    return scheduler_->CompleteAttempt(*job_id, request->attempt(), HolderOf(*request), result);
   });
 }
 

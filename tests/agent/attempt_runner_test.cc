@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -200,6 +201,37 @@ TEST_F(AttemptRunnerTest, RelaysEveryLineInOrderAndUploadsArtifacts) {
   EXPECT_THAT(completions[0].stderr_tail(), HasSubstr("device=cpu visible=[] spec={\"dataset\""));
   // The job is over: its work dir is gone.
   EXPECT_FALSE(fs::exists(options_.work_root + "/j1"));
+}
+
+// Every call about the attempt names it as the lease did: its job, attempt number and lease_id
+// (a lease handed back and given again keeps the number; the server tells the two apart by the
+// id), and the worker.
+TEST_F(AttemptRunnerTest, EveryCallOfTheAttemptCarriesTheLeaseId) {
+  lease_.set_lease_id("0123456789abcdef0123456789abcdef");
+  WriteExecutor(R"sh(
+emit '{"type":"phase_started","time":1,"phase":"teacher"}'
+sleep 2  # past the first heartbeat (the lease lasts 3 s: a heartbeat a second)
+echo weights > "$WORKDIR/model.bin"
+sum=$(sha256sum "$WORKDIR/model.bin" | cut -d' ' -f1)
+emit "{\"type\":\"artifact\",\"time\":1,\"name\":\"model.bin\",\"path\":\"$WORKDIR/model.bin\",\"sha256\":\"$sum\",\"size_bytes\":8}"
+echo '{}' > "$WORKDIR/report.json"
+emit '{"type":"report","time":1,"report":{}}'
+exit 0
+)sh");
+  AttemptResult result = RunAttempt();
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_SUCCEEDED) << result.error_message;
+  std::map<std::string, int> calls;
+  for (const FakeWorkerService::AttemptCall& call : service_.attempt_calls()) {
+    SCOPED_TRACE(call.method);
+    ++calls[call.method];
+    EXPECT_EQ(call.lease_id, "0123456789abcdef0123456789abcdef");
+    EXPECT_EQ(call.worker_id, "w1");
+    EXPECT_EQ(call.job, "jobs/j1");
+    EXPECT_EQ(call.attempt, 1);
+  }
+  for (const char* method : {"Heartbeat", "ReportEvents", "UploadArtifact", "CompleteAttempt"}) {
+    EXPECT_GE(calls[method], 1) << method << " was never called";
+  }
 }
 
 // The executor of a GPU lease sees that GPU alone, as its cuda:0; the rest of the agent's

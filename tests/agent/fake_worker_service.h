@@ -28,6 +28,15 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
     int lines = 0;
     bool ok = false;
   };
+  // How one call about an attempt (Heartbeat, ReportEvents, UploadArtifact's header,
+  // CompleteAttempt) named it.
+  struct AttemptCall {
+    std::string method;  // "Heartbeat", ...
+    std::string worker_id;
+    std::string job;
+    int attempt = 0;
+    std::string lease_id;
+  };
 
   // Starts a server for the fake on `address` ("127.0.0.1:0" picks a port). Returns nullptr if
   // the port cannot be bound. `max_receive_bytes` > 0 limits the size of a request (gRPC answers
@@ -100,6 +109,11 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
     absl::MutexLock lock(&mu_);
     return read_blob_calls_;
   }
+  // Every call about an attempt, in the order received.
+  std::vector<AttemptCall> attempt_calls() const {
+    absl::MutexLock lock(&mu_);
+    return attempt_calls_;
+  }
   // Waits until `n` attempts were completed; false on timeout.
   bool WaitForCompletions(size_t n, absl::Duration timeout) const {
     absl::MutexLock lock(&mu_);
@@ -125,9 +139,10 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Heartbeat(grpc::ServerContext*, const compress::v1::HeartbeatRequest*,
+  grpc::Status Heartbeat(grpc::ServerContext*, const compress::v1::HeartbeatRequest* request,
                          compress::v1::HeartbeatResponse* response) override {
     absl::MutexLock lock(&mu_);
+    RecordAttemptCall("Heartbeat", *request);
     ++heartbeats_;
     if (heartbeat_error_ != grpc::StatusCode::OK) {
       return grpc::Status(heartbeat_error_, "refused by the fake");
@@ -139,6 +154,7 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   grpc::Status ReportEvents(grpc::ServerContext*, const compress::v1::ReportEventsRequest* request,
                             compress::v1::ReportEventsResponse* response) override {
     absl::MutexLock lock(&mu_);
+    RecordAttemptCall("ReportEvents", *request);
     ReportCall call{request->first_line(), request->event_json_size(), false};
     if (report_failures_left_ > 0) {
       --report_failures_left_;
@@ -168,6 +184,8 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
         }
         header = message.header();
         first = false;
+        absl::MutexLock lock(&mu_);
+        RecordAttemptCall("UploadArtifact", header);
         continue;
       }
       data += message.data();
@@ -188,6 +206,7 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
                                const compress::v1::CompleteAttemptRequest* request,
                                compress::v1::CompleteAttemptResponse*) override {
     absl::MutexLock lock(&mu_);
+    RecordAttemptCall("CompleteAttempt", *request);
     completions_.push_back(*request);
     return grpc::Status::OK;
   }
@@ -233,6 +252,13 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
     absl::Duration chunk_delay;
   };
 
+  template <typename Request>
+  void RecordAttemptCall(const char* method, const Request& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    attempt_calls_.push_back(AttemptCall{method, request.worker_id(), request.job(),
+                                         request.attempt(), request.lease_id()});
+  }
+
   mutable absl::Mutex mu_;
   std::deque<compress::v1::Lease> leases_ ABSL_GUARDED_BY(mu_);
   bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
@@ -242,6 +268,7 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   std::vector<ReportCall> report_calls_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Blob> blobs_ ABSL_GUARDED_BY(mu_);
   int read_blob_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<AttemptCall> attempt_calls_ ABSL_GUARDED_BY(mu_);
   grpc::StatusCode heartbeat_error_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::OK;
   std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> artifacts_ ABSL_GUARDED_BY(mu_);

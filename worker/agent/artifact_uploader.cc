@@ -54,9 +54,7 @@ grpc::Status ArtifactUploader::UploadOnce(const Announced& artifact) {
 
   compress::v1::UploadArtifactRequest header_message;
   compress::v1::UploadArtifactRequest::Header* header = header_message.mutable_header();
-  header->set_worker_id(key_.worker_id);
-  header->set_job(key_.job);
-  header->set_attempt(key_.attempt);
+  key_.SetOn(*header);
   header->set_artifact_name(artifact.name);
   header->set_size_bytes(artifact.size_bytes);
   header->set_sha256(artifact.sha256);

@@ -74,7 +74,7 @@ AttemptRunner::AttemptRunner(compress::v1::WorkerService::StubInterface* stub,
       device_(std::move(device)),
       lease_(std::move(lease)),
       options_(options),
-      key_{std::move(worker_id), lease_.job(), lease_.attempt()} {}
+      key_{std::move(worker_id), lease_.job(), lease_.attempt(), lease_.lease_id()} {}
 
 AttemptRunner::~AttemptRunner() {
   absl::MutexLock lock(&mu_);
@@ -309,9 +309,7 @@ void AttemptRunner::HeartbeatLoop() {
     next = absl::Now() + interval;
 
     compress::v1::HeartbeatRequest request;
-    request.set_worker_id(key_.worker_id);
-    request.set_job(key_.job);
-    request.set_attempt(key_.attempt);
+    key_.SetOn(request);
     compress::v1::HeartbeatResponse response;
     grpc::ClientContext context;
     context.set_deadline(
@@ -470,9 +468,7 @@ std::string AttemptRunner::ReadReportJson() const {
 }
 
 AttemptResult AttemptRunner::Complete(compress::v1::CompleteAttemptRequest request) {
-  request.set_worker_id(key_.worker_id);
-  request.set_job(key_.job);
-  request.set_attempt(key_.attempt);
+  key_.SetOn(request);
   // Whatever the executor wrote, the request stays well below the server's message limit.
   if (request.error_message().size() > options_.max_error_message_bytes) {
     request.set_error_message(CutText(request.error_message(), options_.max_error_message_bytes));

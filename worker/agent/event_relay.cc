@@ -125,9 +125,7 @@ void EventRelay::Loop() {
   Backoff backoff(options_.initial_backoff, options_.max_backoff);
   while (true) {
     compress::v1::ReportEventsRequest request;
-    request.set_worker_id(key_.worker_id);
-    request.set_job(key_.job);
-    request.set_attempt(key_.attempt);
+    key_.SetOn(request);
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

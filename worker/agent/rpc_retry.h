@@ -18,6 +18,19 @@ struct AttemptKey {
   std::string worker_id;
   std::string job;  // "jobs/{job_id}"
   int attempt = 0;
+  // The lease's lease_id: a lease handed back and given again keeps its attempt number, so the
+  // server tells this lease's calls from those of the next one by it.
+  std::string lease_id;
+
+  // Names the attempt in `request` (a HeartbeatRequest, ReportEventsRequest,
+  // UploadArtifactRequest.Header or CompleteAttemptRequest).
+  template <typename Request>
+  void SetOn(Request& request) const {
+    request.set_worker_id(worker_id);
+    request.set_job(job);
+    request.set_attempt(attempt);
+    request.set_lease_id(lease_id);
+  }
 };
 
 // The request was larger than the receiver's message limit (gRPC's own RESOURCE_EXHAUSTED,

@@ -26,6 +26,15 @@ using ::testing::HasSubstr;
 
 constexpr absl::Duration kLease = absl::Seconds(30);
 
+// Log lines "line N" numbered from `from` to `to`.
+std::vector<std::string> NumberedLines(int from, int to) {
+  std::vector<std::string> lines;
+  for (int i = from; i <= to; ++i) {
+    lines.push_back(events::Serialize(events::Log("info", absl::StrCat("line ", i))));
+  }
+  return lines;
+}
+
 // Makes the store's updates of job rows fail, as a full disk would, while failing: a trigger
 // added through a connection of its own aborts them.
 class FailingJobWrites {
@@ -150,6 +159,60 @@ class SchedulerTest : public ::testing::Test {
 
   std::vector<JobEvent> Events(const std::string& id) { return *store_->ListEvents(id, 0, 1000); }
 
+  // Every call of attempt `attempt` of job `id` by `stale` (a holder whose lease was handed back
+  // and given again) is ABORTED, saying so, and changes nothing.
+  void ExpectFencedOff(const std::string& id, int attempt, const LeaseHolder& stale) {
+    const Job before = Get(id);
+    const size_t events_before = Events(id).size();
+    absl::StatusOr<bool> heartbeat = scheduler_->Heartbeat(id, attempt, stale);
+    EXPECT_EQ(heartbeat.status().code(), absl::StatusCode::kAborted);
+    EXPECT_THAT(heartbeat.status().message(),
+                HasSubstr(absl::StrCat("job ", id, " attempt ", attempt, " is no longer current")));
+    EXPECT_THAT(heartbeat.status().message(),
+                HasSubstr("was handed back and the attempt given again"));
+    EXPECT_EQ(scheduler_->ReportEvents(id, attempt, stale, NumberedLines(1, 1), 1).status().code(),
+              absl::StatusCode::kAborted);
+    EXPECT_EQ(scheduler_->CheckAttempt(id, attempt, stale).code(), absl::StatusCode::kAborted);
+    bool placed = false;
+    auto place = [&placed] {
+      placed = true;
+      return absl::OkStatus();
+    };
+    EXPECT_EQ(scheduler_->RecordArtifact(id, attempt, stale, {"stale.bin", 1, ""}, place).code(),
+              absl::StatusCode::kAborted);
+    EXPECT_FALSE(placed);
+    AttemptResult success;
+    success.outcome = AttemptResult::Outcome::kSucceeded;
+    success.report_json = R"({"stale":true})";
+    EXPECT_EQ(scheduler_->CompleteAttempt(id, attempt, stale, success).code(),
+              absl::StatusCode::kAborted);
+    EXPECT_EQ(scheduler_->ReturnLease(id, attempt, stale).code(), absl::StatusCode::kAborted);
+    const Job after = Get(id);
+    EXPECT_EQ(after.state, JobState::kRunning);
+    EXPECT_EQ(after.attempt_count, before.attempt_count);
+    EXPECT_EQ(after.attempt_lines, before.attempt_lines);
+    EXPECT_EQ(after.report_json, before.report_json);
+    EXPECT_EQ(after.artifacts.size(), before.artifacts.size());
+    EXPECT_EQ(Events(id).size(), events_before);
+  }
+
+  // The calls of `holder`, which holds attempt `attempt` of job `id`, work: a heartbeat, an event,
+  // an artifact, and (when `complete`) the attempt's success.
+  void ExpectHolds(const std::string& id, int attempt, const LeaseHolder& holder,
+                   bool complete = false) {
+    EXPECT_TRUE(scheduler_->Heartbeat(id, attempt, holder).ok());
+    EXPECT_TRUE(scheduler_->CheckAttempt(id, attempt, holder).ok());
+    const size_t events_before = Events(id).size();
+    EXPECT_TRUE(scheduler_->ReportEvents(id, attempt, holder, NumberedLines(1, 1)).ok());
+    EXPECT_EQ(Events(id).size(), events_before + 1);
+    EXPECT_TRUE(scheduler_->RecordArtifact(id, attempt, holder, {"model.bin", 1, ""}).ok());
+    if (!complete) return;
+    AttemptResult success;
+    success.outcome = AttemptResult::Outcome::kSucceeded;
+    EXPECT_TRUE(scheduler_->CompleteAttempt(id, attempt, holder, success).ok());
+    EXPECT_EQ(Get(id).state, JobState::kSucceeded);
+  }
+
   double MetricValue(const std::string& name, const std::string& state = "") {
     for (const auto& family : metrics_.registry()->Collect()) {
       if (family.name != name) continue;
@@ -205,7 +268,7 @@ TEST_F(SchedulerTest, JobsCreatedInOneInstantLeaseInCreationOrder) {
   EXPECT_EQ(leased, created);
   // The order survives a restart (the queue is rebuilt from the store).
   for (const Lease& lease : leases) {
-    ASSERT_TRUE(scheduler_->ReturnLease(lease.job_id, lease.attempt, "w1").ok());
+    ASSERT_TRUE(scheduler_->ReturnLease(lease.job_id, lease.attempt, {"w1"}).ok());
   }
   Restart();
   leased.clear();
@@ -254,7 +317,7 @@ TEST_F(SchedulerTest, HeartbeatsRenewTheLease) {
   Lease lease = LeaseOne("w1");
   for (int i = 0; i < 5; ++i) {
     clock_.Advance(absl::Seconds(20));
-    absl::StatusOr<bool> cancel = scheduler_->Heartbeat(id, lease.attempt, "w1");
+    absl::StatusOr<bool> cancel = scheduler_->Heartbeat(id, lease.attempt, {"w1"});
     ASSERT_TRUE(cancel.ok()) << cancel.status();
     EXPECT_FALSE(*cancel);
     scheduler_->ProcessTimeouts();
@@ -299,12 +362,12 @@ TEST_F(SchedulerTest, ArtifactPlacedButNotRecordedIsUndone) {
   FailingJobWrites failing(dir_.File("jobs.db"));
   failing.Start();
   EXPECT_FALSE(
-      scheduler_->RecordArtifact(id, lease.attempt, "w1", {"a", 1, ""}, place, unplace).ok());
+      scheduler_->RecordArtifact(id, lease.attempt, {"w1"}, {"a", 1, ""}, place, unplace).ok());
   EXPECT_EQ(placed, 1);
   EXPECT_EQ(undone, 1);
   failing.Stop();
   EXPECT_TRUE(
-      scheduler_->RecordArtifact(id, lease.attempt, "w1", {"a", 1, ""}, place, unplace).ok());
+      scheduler_->RecordArtifact(id, lease.attempt, {"w1"}, {"a", 1, ""}, place, unplace).ok());
   EXPECT_EQ(placed, 2);
   EXPECT_EQ(undone, 1);
 }
@@ -316,26 +379,27 @@ TEST_F(SchedulerTest, StaleAttemptsAreFenced) {
   scheduler_->ProcessTimeouts();
   Lease second = LeaseOne("w2");
   ASSERT_EQ(second.attempt, 2);
-  EXPECT_EQ(scheduler_->Heartbeat(id, first.attempt, "w1").status().code(),
+  EXPECT_EQ(scheduler_->Heartbeat(id, first.attempt, {"w1"}).status().code(),
             absl::StatusCode::kAborted);
-  EXPECT_EQ(scheduler_->ReportEvents(id, first.attempt, "w1", {}).status().code(),
+  EXPECT_EQ(scheduler_->ReportEvents(id, first.attempt, {"w1"}, {}).status().code(),
             absl::StatusCode::kAborted);
-  EXPECT_EQ(scheduler_->RecordArtifact(id, first.attempt, "w1", {"a", 1, ""}).code(),
+  EXPECT_EQ(scheduler_->RecordArtifact(id, first.attempt, {"w1"}, {"a", 1, ""}).code(),
             absl::StatusCode::kAborted);
   AttemptResult success;
   success.outcome = AttemptResult::Outcome::kSucceeded;
-  absl::Status stale = scheduler_->CompleteAttempt(id, first.attempt, "w1", success);
+  absl::Status stale = scheduler_->CompleteAttempt(id, first.attempt, {"w1"}, success);
   EXPECT_EQ(stale.code(), absl::StatusCode::kAborted);
   EXPECT_THAT(stale.message(), HasSubstr("attempt 2 replaced it"));
   // The right attempt from the wrong worker is refused too.
-  EXPECT_EQ(scheduler_->Heartbeat(id, second.attempt, "w1").status().code(),
+  EXPECT_EQ(scheduler_->Heartbeat(id, second.attempt, {"w1"}).status().code(),
             absl::StatusCode::kAborted);
   EXPECT_EQ(Get(id).state, JobState::kRunning);
-  ASSERT_TRUE(scheduler_->CompleteAttempt(id, second.attempt, "w2", success).ok());
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, second.attempt, {"w2"}, success).ok());
   EXPECT_EQ(Get(id).state, JobState::kSucceeded);
-  EXPECT_EQ(scheduler_->Heartbeat(id, second.attempt, "w2").status().code(),
+  EXPECT_EQ(scheduler_->Heartbeat(id, second.attempt, {"w2"}).status().code(),
             absl::StatusCode::kAborted);
-  EXPECT_EQ(scheduler_->Heartbeat("unknown", 1, "w2").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(scheduler_->Heartbeat("unknown", 1, {"w2"}).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST_F(SchedulerTest, CancelInEachState) {
@@ -353,12 +417,12 @@ TEST_F(SchedulerTest, CancelInEachState) {
   cancelled = scheduler_->CancelJob(running);
   EXPECT_EQ(cancelled->state, JobState::kCancelling);
   EXPECT_EQ(scheduler_->CancelJob(running)->state, JobState::kCancelling);
-  EXPECT_TRUE(*scheduler_->Heartbeat(running, lease.attempt, "w1"));
-  EXPECT_TRUE(*scheduler_->ReportEvents(running, lease.attempt, "w1", {}));
+  EXPECT_TRUE(*scheduler_->Heartbeat(running, lease.attempt, {"w1"}));
+  EXPECT_TRUE(*scheduler_->ReportEvents(running, lease.attempt, {"w1"}, {}));
   AttemptResult failed;
   failed.outcome = AttemptResult::Outcome::kFailed;
   failed.retryable = true;
-  ASSERT_TRUE(scheduler_->CompleteAttempt(running, lease.attempt, "w1", failed).ok());
+  ASSERT_TRUE(scheduler_->CompleteAttempt(running, lease.attempt, {"w1"}, failed).ok());
   Job job = Get(running);
   EXPECT_EQ(job.state, JobState::kCancelled);
   EXPECT_EQ(job.error_code, "CANCELLED");
@@ -382,7 +446,7 @@ TEST_F(SchedulerTest, CompleteAttemptOutcomes) {
   AttemptResult success;
   success.outcome = AttemptResult::Outcome::kSucceeded;
   success.report_json = R"({"top1":0.91})";
-  ASSERT_TRUE(scheduler_->CompleteAttempt(ok, lease.attempt, "w1", success).ok());
+  ASSERT_TRUE(scheduler_->CompleteAttempt(ok, lease.attempt, {"w1"}, success).ok());
   Job job = Get(ok);
   EXPECT_EQ(job.state, JobState::kSucceeded);
   EXPECT_EQ(job.report_json, R"({"top1":0.91})");
@@ -397,7 +461,7 @@ TEST_F(SchedulerTest, CompleteAttemptOutcomes) {
   crash.error_message = "executor killed by signal 9";
   crash.exit_status = 137;
   crash.stderr_tail = "Killed";
-  ASSERT_TRUE(scheduler_->CompleteAttempt(retry, lease.attempt, "w1", crash).ok());
+  ASSERT_TRUE(scheduler_->CompleteAttempt(retry, lease.attempt, {"w1"}, crash).ok());
   job = Get(retry);
   EXPECT_EQ(job.state, JobState::kQueued);
   EXPECT_EQ(job.attempt_count, 1);
@@ -413,7 +477,7 @@ TEST_F(SchedulerTest, CompleteAttemptOutcomes) {
   bad_spec.retryable = false;
   bad_spec.error_code = "NOT_FOUND";
   bad_spec.error_message = "data set not found";
-  ASSERT_TRUE(scheduler_->CompleteAttempt(final, lease.attempt, "w1", bad_spec).ok());
+  ASSERT_TRUE(scheduler_->CompleteAttempt(final, lease.attempt, {"w1"}, bad_spec).ok());
   job = Get(final);
   EXPECT_EQ(job.state, JobState::kFailed);
   EXPECT_EQ(job.error_code, "NOT_FOUND");
@@ -444,7 +508,7 @@ TEST_F(SchedulerTest, RestartRequeuesRunningJobsAndFinishesCancellingOnes) {
   EXPECT_EQ(MetricValue("compressd_jobs", "QUEUED"), 2);
   EXPECT_EQ(MetricValue("compressd_jobs", "CANCELLED"), 1);
   // The old worker's attempt is fenced; the job resumes as attempt 2.
-  EXPECT_EQ(scheduler_->Heartbeat(running, 1, "w1").status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(scheduler_->Heartbeat(running, 1, {"w1"}).status().code(), absl::StatusCode::kAborted);
   Lease resumed = LeaseOne("w2");
   EXPECT_EQ(resumed.job_id, running);
   EXPECT_EQ(resumed.attempt, 2);
@@ -516,7 +580,7 @@ TEST_F(SchedulerTest, ReportEventsTranslatesExecutorLines) {
       events::Serialize(events::PhaseFinished("share", 12.5, {{"top1", 0.8}})),
       events::Serialize(events::Report({{"top1", 0.8}})),
   };
-  absl::StatusOr<bool> cancel = scheduler_->ReportEvents(id, lease.attempt, "w1", lines);
+  absl::StatusOr<bool> cancel = scheduler_->ReportEvents(id, lease.attempt, {"w1"}, lines);
   ASSERT_TRUE(cancel.ok()) << cancel.status();
   EXPECT_FALSE(*cancel);
   EXPECT_EQ(notified, 1);
@@ -542,13 +606,13 @@ TEST_F(SchedulerTest, ReportEventsTranslatesExecutorLines) {
 TEST_F(SchedulerTest, ReturnedLeaseRequeuesWithoutCountingTheAttempt) {
   std::string id = Create();
   Lease lease = LeaseOne("w1");
-  EXPECT_EQ(scheduler_->ReturnLease(id, lease.attempt, "w2").code(), absl::StatusCode::kAborted);
-  ASSERT_TRUE(scheduler_->ReturnLease(id, lease.attempt, "w1").ok());
+  EXPECT_EQ(scheduler_->ReturnLease(id, lease.attempt, {"w2"}).code(), absl::StatusCode::kAborted);
+  ASSERT_TRUE(scheduler_->ReturnLease(id, lease.attempt, {"w1"}).ok());
   Job job = Get(id);
   EXPECT_EQ(job.state, JobState::kQueued);
   EXPECT_EQ(job.attempt_count, 0);
   EXPECT_FALSE(job.start_time.has_value());
-  EXPECT_EQ(scheduler_->Heartbeat(id, lease.attempt, "w1").status().code(),
+  EXPECT_EQ(scheduler_->Heartbeat(id, lease.attempt, {"w1"}).status().code(),
             absl::StatusCode::kAborted);
   Lease again = LeaseOne("w2");
   EXPECT_EQ(again.job_id, id);
@@ -715,12 +779,12 @@ TEST_F(SchedulerTest, RequeuedJobsKeepTheirDeviceNeed) {
   AttemptResult crash;
   crash.outcome = AttemptResult::Outcome::kFailed;
   crash.retryable = true;
-  ASSERT_TRUE(scheduler_->CompleteAttempt(id, 2, "w2", crash).ok());
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, 2, {"w2"}, crash).ok());
   ASSERT_EQ(Get(id).state, JobState::kQueued);
   EXPECT_EQ(LeaseFor("cpu", "w2"), "");
   ASSERT_EQ(LeaseFor("cuda:0", "w3"), id);
   // A lease given back.
-  ASSERT_TRUE(scheduler_->ReturnLease(id, 3, "w3").ok());
+  ASSERT_TRUE(scheduler_->ReturnLease(id, 3, {"w3"}).ok());
   EXPECT_EQ(LeaseFor("cpu", "w2"), "");
   EXPECT_EQ(LeaseFor("cuda:0", "w3"), id);
 }
@@ -974,7 +1038,7 @@ TEST_F(SchedulerTest, ExpiryWrittenOnceTheStoreTakesWritesAgain) {
   clock_.Advance(kLease + absl::Seconds(1));
   scheduler_->ProcessTimeouts();
   EXPECT_EQ(Get(id).state, JobState::kRunning);
-  EXPECT_EQ(scheduler_->Heartbeat(id, lease.attempt, "w1").status().code(),
+  EXPECT_EQ(scheduler_->Heartbeat(id, lease.attempt, {"w1"}).status().code(),
             absl::StatusCode::kAborted);
   clock_.Advance(absl::Seconds(1));
   scheduler_->ProcessTimeouts();
@@ -986,7 +1050,7 @@ TEST_F(SchedulerTest, ExpiryWrittenOnceTheStoreTakesWritesAgain) {
   EXPECT_EQ(job.state, JobState::kQueued);
   EXPECT_EQ(job.attempt_count, 1);
   EXPECT_THAT(job.error_message, HasSubstr("worker w1 lost: lease expired"));
-  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, "w1", AttemptResult{}).code(),
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, {"w1"}, AttemptResult{}).code(),
             absl::StatusCode::kAborted);
   EXPECT_EQ(LeaseOne("w2").attempt, 2);
 }
@@ -1037,12 +1101,12 @@ TEST_F(SchedulerTest, AttemptHandedBackWhileStoppingIsNotCounted) {
   stopped.retryable = true;
   stopped.stopping = true;
   stopped.stderr_tail = "checkpoint saved";
-  ASSERT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, "w1", stopped).ok());
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, {"w1"}, stopped).ok());
   Job job = Get(id);
   EXPECT_EQ(job.state, JobState::kQueued);
   EXPECT_EQ(job.attempt_count, 0);
   EXPECT_THAT(job.error_message, HasSubstr("handed back by worker w1"));
-  EXPECT_EQ(scheduler_->Heartbeat(id, lease.attempt, "w1").status().code(),
+  EXPECT_EQ(scheduler_->Heartbeat(id, lease.attempt, {"w1"}).status().code(),
             absl::StatusCode::kAborted);
 
   Restart();
@@ -1054,20 +1118,68 @@ TEST_F(SchedulerTest, AttemptHandedBackWhileStoppingIsNotCounted) {
   failed.error_code = "UNAVAILABLE";
   failed.error_message = "device lost";
   failed.retryable = true;
-  ASSERT_TRUE(scheduler_->CompleteAttempt(id, again.attempt, "w2", failed).ok());
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, again.attempt, {"w2"}, failed).ok());
   job = Get(id);
   EXPECT_EQ(job.state, JobState::kFailed);
   EXPECT_EQ(job.attempt_count, 1);
   EXPECT_THAT(job.error_message, HasSubstr("device lost"));
 }
 
-// Log lines "line N" numbered from `from` to `to`.
-std::vector<std::string> NumberedLines(int from, int to) {
-  std::vector<std::string> lines;
-  for (int i = from; i <= to; ++i) {
-    lines.push_back(events::Serialize(events::Log("info", absl::StrCat("line ", i))));
-  }
-  return lines;
+// Every lease has an id of its own: 32 lowercase hex digits, new also when the same attempt is
+// leased again.
+TEST_F(SchedulerTest, EveryLeaseHasANewId) {
+  std::string id = Create();
+  Lease first = LeaseOne("w1");
+  EXPECT_THAT(first.lease_id, ::testing::MatchesRegex("[0-9a-f]{32}"));
+  ASSERT_TRUE(scheduler_->ReturnLease(id, first.attempt, {"w1", first.lease_id}).ok());
+  Lease second = LeaseOne("w1");
+  EXPECT_EQ(second.attempt, first.attempt);
+  EXPECT_THAT(second.lease_id, ::testing::MatchesRegex("[0-9a-f]{32}"));
+  EXPECT_NE(second.lease_id, first.lease_id);
+  Create();
+  EXPECT_NE(LeaseOne("w1").lease_id, second.lease_id);
+}
+
+// A lease returned (its LeaseJob answer could not be sent) and given again to the same worker id
+// carries the same attempt number: the first lease's calls are fenced off by its lease id, the
+// new lease's calls work, and calls without a lease id (older agents) are fenced as before, by
+// attempt and worker id.
+TEST_F(SchedulerTest, ReturnedLeaseGivenAgainFencesOffTheFirstLease) {
+  std::string id = Create();
+  Lease first = LeaseOne("w1");
+  ASSERT_TRUE(scheduler_->ReturnLease(id, first.attempt, {"w1", first.lease_id}).ok());
+  Lease second = LeaseOne("w1");
+  ASSERT_EQ(second.job_id, id);
+  ASSERT_EQ(second.attempt, first.attempt);
+  ExpectFencedOff(id, first.attempt, {"w1", first.lease_id});
+  ExpectHolds(id, second.attempt, {"w1"});
+  EXPECT_EQ(scheduler_->Heartbeat(id, second.attempt, {"w2"}).status().code(),
+            absl::StatusCode::kAborted);
+  ExpectHolds(id, second.attempt, {"w1", second.lease_id}, /*complete=*/true);
+}
+
+// The same for a lease handed back by a worker that was stopping (CompleteAttempt with
+// `stopping`): a call of the first lease still on its way (a retried completion, a late event)
+// cannot touch the attempt that replaced it.
+TEST_F(SchedulerTest, AttemptHandedBackWhileStoppingFencesOffItsLease) {
+  std::string id = Create();
+  Lease first = LeaseOne("w1");
+  AttemptResult stopped;
+  stopped.outcome = AttemptResult::Outcome::kFailed;
+  stopped.retryable = true;
+  stopped.stopping = true;
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, stopped).ok());
+  ASSERT_EQ(Get(id).state, JobState::kQueued);
+  Lease second = LeaseOne("w1");
+  ASSERT_EQ(second.job_id, id);
+  ASSERT_EQ(second.attempt, first.attempt);
+  ExpectFencedOff(id, first.attempt, {"w1", first.lease_id});
+  // The stopping completion, sent again because its answer was lost, does not requeue the job.
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, stopped).code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(Get(id).state, JobState::kRunning);
+  ExpectHolds(id, second.attempt, {"w1", second.lease_id});
+  ExpectHolds(id, second.attempt, {"w1"}, /*complete=*/true);
 }
 
 // The messages of the job's log events, in order.
@@ -1087,24 +1199,24 @@ TEST_F(SchedulerTest, NumberedEventLinesAreStoredOnce) {
   std::string id = Create();
   Lease lease = LeaseOne("w1");
   for (int64_t out_of_range : {int64_t{-1}, std::numeric_limits<int64_t>::max()}) {
-    EXPECT_EQ(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(1, 3), out_of_range)
+    EXPECT_EQ(scheduler_->ReportEvents(id, lease.attempt, {"w1"}, NumberedLines(1, 3), out_of_range)
                   .status()
                   .code(),
               absl::StatusCode::kInvalidArgument)
         << out_of_range;
   }
-  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(1, 3), 1).ok());
-  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(1, 3), 1).ok());
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, {"w1"}, NumberedLines(1, 3), 1).ok());
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, {"w1"}, NumberedLines(1, 3), 1).ok());
   EXPECT_THAT(LogMessages(Events(id)), ::testing::ElementsAre("line 1", "line 2", "line 3"));
-  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(2, 5), 2).ok());
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, {"w1"}, NumberedLines(2, 5), 2).ok());
   EXPECT_THAT(LogMessages(Events(id)),
               ::testing::ElementsAre("line 1", "line 2", "line 3", "line 4", "line 5"));
-  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(8, 8), 8).ok());
-  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(6, 8), 6).ok());
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, {"w1"}, NumberedLines(8, 8), 8).ok());
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, {"w1"}, NumberedLines(6, 8), 6).ok());
   EXPECT_THAT(LogMessages(Events(id)),
               ::testing::ElementsAre("line 1", "line 2", "line 3", "line 4", "line 5", "line 8"));
   EXPECT_EQ(Get(id).attempt_lines, 8);
-  EXPECT_EQ(scheduler_->ReportEvents(id, lease.attempt, "w1", {}, -1).status().code(),
+  EXPECT_EQ(scheduler_->ReportEvents(id, lease.attempt, {"w1"}, {}, -1).status().code(),
             absl::StatusCode::kInvalidArgument);
 
   Restart();
@@ -1112,7 +1224,7 @@ TEST_F(SchedulerTest, NumberedEventLinesAreStoredOnce) {
   Lease next = LeaseOne("w2");
   EXPECT_EQ(next.attempt, 2);
   EXPECT_EQ(Get(id).attempt_lines, 0);
-  ASSERT_TRUE(scheduler_->ReportEvents(id, next.attempt, "w2", NumberedLines(1, 1), 1).ok());
+  ASSERT_TRUE(scheduler_->ReportEvents(id, next.attempt, {"w2"}, NumberedLines(1, 1), 1).ok());
   EXPECT_EQ(LogMessages(Events(id)).back(), "line 1");
   EXPECT_EQ(LogMessages(Events(id)).size(), 7u);
 }
@@ -1121,8 +1233,8 @@ TEST_F(SchedulerTest, NumberedEventLinesAreStoredOnce) {
 TEST_F(SchedulerTest, UnnumberedEventLinesAreAppended) {
   std::string id = Create();
   Lease lease = LeaseOne("w1");
-  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(1, 2)).ok());
-  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, "w1", NumberedLines(1, 2), 0).ok());
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, {"w1"}, NumberedLines(1, 2)).ok());
+  ASSERT_TRUE(scheduler_->ReportEvents(id, lease.attempt, {"w1"}, NumberedLines(1, 2), 0).ok());
   EXPECT_THAT(LogMessages(Events(id)),
               ::testing::ElementsAre("line 1", "line 2", "line 1", "line 2"));
 }

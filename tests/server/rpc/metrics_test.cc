@@ -387,7 +387,7 @@ TEST_F(MetricsSchedulerTest, ExpiredLeaseCountsAndDropsDeviceGauges) {
   absl::StatusOr<std::optional<Lease>> lease = scheduler_->LeaseNext("w9", "cuda:1");
   ASSERT_TRUE(lease.ok() && lease->has_value());
   ASSERT_TRUE(scheduler_
-                  ->ReportEvents((*lease)->job_id, (*lease)->attempt, "w9",
+                  ->ReportEvents((*lease)->job_id, (*lease)->attempt, {"w9"},
                                  {events::Serialize(events::Metric(
                                      "distill", 1, 0.1, 0.1, {{"device_memory_bytes", 1024}}))})
                   .ok());

@@ -169,6 +169,7 @@ class ServicesTest : public ::testing::Test {
     header.mutable_header()->set_worker_id(worker_id);
     header.mutable_header()->set_job(lease.job());
     header.mutable_header()->set_attempt(lease.attempt());
+    header.mutable_header()->set_lease_id(lease.lease_id());
     header.mutable_header()->set_artifact_name(name);
     header.mutable_header()->set_size_bytes(static_cast<int64_t>(data.size()));
     header.mutable_header()->set_sha256(sha256);
@@ -188,9 +189,41 @@ class ServicesTest : public ::testing::Test {
     request.set_worker_id(worker_id);
     request.set_job(lease.job());
     request.set_attempt(lease.attempt());
+    request.set_lease_id(lease.lease_id());
     request.set_outcome(outcome);
     v1::CompleteAttemptResponse response;
     return workers_->CompleteAttempt(Context().get(), request, &response);
+  }
+
+  // Heartbeat for `lease` from `worker_id`, naming the lease's id.
+  grpc::Status Heartbeat(const v1::Lease& lease, const std::string& worker_id = "w1") {
+    v1::HeartbeatRequest request;
+    request.set_worker_id(worker_id);
+    request.set_job(lease.job());
+    request.set_attempt(lease.attempt());
+    request.set_lease_id(lease.lease_id());
+    v1::HeartbeatResponse response;
+    return workers_->Heartbeat(Context().get(), request, &response);
+  }
+
+  // ReportEvents of one log line for `lease` from `worker_id`, naming the lease's id.
+  grpc::Status ReportLog(const v1::Lease& lease, const std::string& message,
+                         const std::string& worker_id = "w1") {
+    v1::ReportEventsRequest request;
+    request.set_worker_id(worker_id);
+    request.set_job(lease.job());
+    request.set_attempt(lease.attempt());
+    request.set_lease_id(lease.lease_id());
+    request.add_event_json(events::Serialize(events::Log("info", message)));
+    v1::ReportEventsResponse response;
+    return workers_->ReportEvents(Context().get(), request, &response);
+  }
+
+  // The events the store holds for job `name` ("jobs/ID").
+  size_t StoredEvents(const std::string& name) {
+    absl::StatusOr<std::vector<JobEvent>> events = store_->ListEvents(name.substr(5), 0, 1000);
+    EXPECT_TRUE(events.ok()) << events.status();
+    return events.ok() ? events->size() : 0;
   }
 
   // Reads a WatchJob stream to its end.
@@ -909,6 +942,88 @@ TEST_F(ServicesTest, LeaseJobCancelledByTheClient) {
   v1::Lease lease = Lease("w2");
   EXPECT_EQ(lease.job(), job.name());
   EXPECT_EQ(lease.attempt(), 1);
+}
+
+// Every lease carries a lease_id of its own: 32 lowercase hex digits.
+TEST_F(ServicesTest, EveryLeaseHasItsOwnLeaseId) {
+  CreateJob();
+  CreateJob();
+  v1::Lease a = Lease("w1");
+  v1::Lease b = Lease("w1");
+  EXPECT_THAT(a.lease_id(), ::testing::MatchesRegex("[0-9a-f]{32}"));
+  EXPECT_THAT(b.lease_id(), ::testing::MatchesRegex("[0-9a-f]{32}"));
+  EXPECT_NE(a.lease_id(), b.lease_id());
+}
+
+// A lease handed back and given again to the same worker id carries the same attempt number
+// (its worker was stopping, or its LeaseJob answer could not be sent): calls naming the earlier
+// lease's id are ABORTED and store nothing, calls naming the new one work, and calls naming none
+// (older agents) are fenced by attempt and worker id alone.
+TEST_F(ServicesTest, CallsOfALeaseHandedBackAndGivenAgainAreAborted) {
+  v1::Job job = CreateJob();
+  v1::Lease first = Lease("w1");
+  v1::CompleteAttemptRequest stopping;
+  stopping.set_worker_id("w1");
+  stopping.set_job(first.job());
+  stopping.set_attempt(first.attempt());
+  stopping.set_lease_id(first.lease_id());
+  stopping.set_outcome(v1::ATTEMPT_FAILED);
+  stopping.set_retryable(true);
+  stopping.set_stopping(true);
+  v1::CompleteAttemptResponse response;
+  ASSERT_TRUE(workers_->CompleteAttempt(Context().get(), stopping, &response).ok());
+  v1::Lease second = Lease("w1");
+  ASSERT_EQ(second.job(), first.job());
+  ASSERT_EQ(second.attempt(), first.attempt());
+  EXPECT_NE(second.lease_id(), first.lease_id());
+
+  // The LeaseJob answer of `second` was never sent: it goes back, and `third` takes the attempt.
+  ASSERT_TRUE(
+      scheduler_->ReturnLease(second.job().substr(5), second.attempt(), {"w1", second.lease_id()})
+          .ok());
+  v1::Lease third = Lease("w1");
+  ASSERT_EQ(third.job(), first.job());
+  ASSERT_EQ(third.attempt(), first.attempt());
+
+  const size_t events = StoredEvents(job.name());
+  v1::GetJobRequest get;
+  get.set_name(job.name());
+  for (const v1::Lease* stale : {&first, &second}) {
+    grpc::Status status = ReportLog(*stale, "stale");
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED);
+    EXPECT_THAT(status.error_message(), HasSubstr("was handed back and the attempt given again"));
+    EXPECT_EQ(Heartbeat(*stale).error_code(), grpc::StatusCode::ABORTED);
+    v1::Artifact artifact;
+    EXPECT_EQ(UploadArtifact(*stale, "w1", "model.bin", "stale", Sha256Hex("stale"), &artifact)
+                  .error_code(),
+              grpc::StatusCode::ABORTED);
+    status = Complete(*stale, v1::ATTEMPT_SUCCEEDED);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED);
+    EXPECT_THAT(status.error_message(), HasSubstr(absl::StrCat("attempt ", stale->attempt())));
+    // A retried stopping completion of the first lease does not requeue the job either.
+    EXPECT_EQ(workers_->CompleteAttempt(Context().get(), stopping, &response).error_code(),
+              grpc::StatusCode::ABORTED);
+  }
+  EXPECT_EQ(StoredEvents(job.name()), events);
+  ASSERT_TRUE(api_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), v1::RUNNING);
+  EXPECT_EQ(job.artifacts_size(), 0);
+
+  v1::Lease unnamed = third;
+  unnamed.clear_lease_id();
+  EXPECT_TRUE(Heartbeat(unnamed).ok());
+  EXPECT_TRUE(ReportLog(unnamed, "from an agent without lease ids").ok());
+  EXPECT_TRUE(ReportLog(third, "current").ok());
+  EXPECT_TRUE(Heartbeat(third).ok());
+  EXPECT_EQ(StoredEvents(job.name()), events + 2);
+  v1::Artifact artifact;
+  ASSERT_TRUE(
+      UploadArtifact(third, "w1", "model.bin", "weights", Sha256Hex("weights"), &artifact).ok());
+  ASSERT_TRUE(Complete(third, v1::ATTEMPT_SUCCEEDED).ok());
+  ASSERT_TRUE(api_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), v1::SUCCEEDED);
+  ASSERT_EQ(job.artifacts_size(), 1);
+  EXPECT_EQ(job.artifacts(0).sha256(), Sha256Hex("weights"));
 }
 
 TEST_F(ServicesTest, HealthIsServing) {
