@@ -228,6 +228,7 @@ class BenchWorker {
     request.set_worker_id(worker_id_);
     request.set_job(lease.job());
     request.set_attempt(lease.attempt());
+    request.set_lease_id(lease.lease_id());
     request.set_first_line(lines_sent_ + 1);
     for (const std::string& line : lines) request.add_event_json(line);
     v1::ReportEventsResponse response;
@@ -243,6 +244,7 @@ class BenchWorker {
     request.set_worker_id(worker_id_);
     request.set_job(lease.job());
     request.set_attempt(lease.attempt());
+    request.set_lease_id(lease.lease_id());
     request.set_outcome(v1::ATTEMPT_SUCCEEDED);
     request.set_report_json(report_json);
     v1::CompleteAttemptResponse response;
@@ -698,6 +700,7 @@ void DownloadSection() {
     header.mutable_header()->set_worker_id(worker.worker_id());
     header.mutable_header()->set_job(lease->job());
     header.mutable_header()->set_attempt(lease->attempt());
+    header.mutable_header()->set_lease_id(lease->lease_id());
     header.mutable_header()->set_artifact_name("model.bin");
     header.mutable_header()->set_size_bytes(content.size());
     header.mutable_header()->set_sha256(sha256);
