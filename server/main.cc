@@ -87,7 +87,7 @@ ABSL_FLAG(int64_t, max_queued_jobs_per_tenant, 1000,
           "0 = no limit");
 ABSL_FLAG(int, max_file_streams, 0,
           "Reads and uploads of artifacts and blobs served at once (each holds a file open); "
-          "more are RESOURCE_EXHAUSTED. 0 = half of the open-file limit less 128, in [16, 4096]");
+          "more are RESOURCE_EXHAUSTED. 0 = (open-file limit - 128) / 2, in [16, 4096]");
 ABSL_FLAG(int, max_concurrent_streams, 256,
           "Concurrent calls per client connection (HTTP/2 MAX_CONCURRENT_STREAMS); 0 = gRPC's "
           "default");

@@ -47,8 +47,8 @@ class FileStreamLimit {
   int in_use() const { return in_use_.load(std::memory_order_relaxed); }
 
   // The default of compressd's --max_file_streams for a process that may have `open_files` file
-  // descriptors (RLIMIT_NOFILE): half of them, less 128 kept for the store, logs and sockets, at
-  // least 16 and at most 4096.
+  // descriptors (RLIMIT_NOFILE): (open_files - 128) / 2, keeping 128 and one per transfer for the
+  // store, logs and sockets; at least 16 and at most 4096.
   static int DefaultMax(long long open_files);
 
  private:

@@ -218,6 +218,26 @@ class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
   std::unique_ptr<PendingFile> file_;
 };
 
+// What a job's record keeps of a CompleteAttempt's report_json: the report itself when it is a
+// JSON object of at most `max_bytes`, else a note saying why not (clients parse the report as an
+// object; the work is not failed over it, and the report's file is normally an artifact too).
+std::string KeptReport(const std::string& report_json, size_t max_bytes) {
+  if (report_json.empty()) return report_json;
+  const char* reason = nullptr;
+  if (report_json.size() > max_bytes) {
+    reason = "larger than a job's record keeps";
+  } else if (!nlohmann::json::parse(report_json, nullptr, /*allow_exceptions=*/false)
+                  .is_object()) {
+    reason = "not a JSON object";
+  }
+  if (reason == nullptr) return report_json;
+  return nlohmann::json{{"report_omitted",
+                         {{"bytes", report_json.size()},
+                          {"limit_bytes", max_bytes},
+                          {"reason", reason}}}}
+      .dump();
+}
+
 }  // namespace
 
 WorkerServiceImpl::WorkerServiceImpl(Scheduler* scheduler, ArtifactStore* artifacts,
@@ -328,18 +348,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteAttempt(
     result.stderr_tail = request->stderr_tail();
     result.retryable = request->retryable();
     result.stopping = request->stopping();
-    if (!request->report_json().empty()) {
-      if (request->report_json().size() > options_.max_report_json_bytes) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("report_json: ", request->report_json().size(), " bytes, more than the ",
-                         options_.max_report_json_bytes, " a job's record keeps"));
-      }
-      if (!nlohmann::json::parse(request->report_json(), nullptr, /*allow_exceptions=*/false)
-               .is_object()) {
-        return absl::InvalidArgumentError("report_json: not a JSON object");
-      }
-    }
-    result.report_json = request->report_json();
+    result.report_json = KeptReport(request->report_json(), options_.max_report_json_bytes);
     return scheduler_->CompleteAttempt(*job_id, request->attempt(), HolderOf(*request), result);
   });
 }

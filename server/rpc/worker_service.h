@@ -25,7 +25,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     absl::Duration deadline_margin = absl::Milliseconds(500);
     // Chunk size of ReadBlob.
     int64_t chunk_bytes = 1 << 20;
-    // The largest CompleteAttempt report_json kept in a job's record (INVALID_ARGUMENT beyond).
+    // The largest CompleteAttempt report_json kept in a job's record (a note in its place beyond).
     size_t max_report_json_bytes = 1 << 20;
     // Counts the bytes UploadArtifact receives; may be nullptr. Not owned; must outlive the
     // service.

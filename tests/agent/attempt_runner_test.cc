@@ -413,19 +413,33 @@ exit 0
   EXPECT_THAT(result.error_message, HasSubstr("not a JSON object"));
 }
 
-// A report over max_report_bytes goes to compressd as a note with its size; the attempt succeeds.
+// A report over max_report_bytes goes to compressd as a note with its size, naming the artifact
+// report.json when the executor announced it; the attempt succeeds.
 TEST_F(AttemptRunnerTest, AReportOverTheLimitIsSentAsANote) {
   options_.max_report_bytes = 1000;
   WriteExecutor(R"sh(
 printf '{"pad":"%02000d"}' 0 > "$WORKDIR/report.json"
+if [ "$ANNOUNCE" = 1 ]; then
+  sum=$(sha256sum "$WORKDIR/report.json" | cut -d' ' -f1)
+  emit "{\"type\":\"artifact\",\"time\":1,\"name\":\"report.json\",\"path\":\"$WORKDIR/report.json\",\"sha256\":\"$sum\",\"size_bytes\":2010}"
+fi
 exit 0
 )sh");
-  AttemptResult result = RunAttempt();
-  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_SUCCEEDED);
+  for (const char* announce : {"0", "1"}) {
+    setenv("ANNOUNCE", announce, 1);
+    lease_.set_job(absl::StrCat("jobs/note", announce));
+    AttemptResult result = RunAttempt();
+    EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_SUCCEEDED) << result.error_message;
+  }
+  unsetenv("ANNOUNCE");
   std::vector<compress::v1::CompleteAttemptRequest> completions = service_.completions();
-  ASSERT_EQ(completions.size(), 1u);
+  ASSERT_EQ(completions.size(), 2u);
   EXPECT_EQ(completions[0].report_json(),
-            R"({"report_omitted":{"artifact":"report.json","bytes":2010,"limit_bytes":1000}})");
+            R"({"report_omitted":{"bytes":2010,"limit_bytes":1000,)"
+            R"("reason":"larger than a job's record keeps"}})");
+  EXPECT_EQ(completions[1].report_json(),
+            R"({"report_omitted":{"artifact":"report.json","bytes":2010,"limit_bytes":1000,)"
+            R"("reason":"larger than a job's record keeps"}})");
 }
 
 TEST_F(AttemptRunnerTest, MissingExecutorFailsTheAttemptRetryably) {

@@ -221,9 +221,9 @@ class ClientTest(unittest.TestCase):
         self.assertFalse(os.path.exists(corrupt))
         self.assertEqual(os.path.getsize(corrupt + ".part"), size)
 
-    def test_download_waits_for_a_free_file_transfer(self):
-        """Two uploads that stay open hold both of compressd's file transfers: a download is
-        refused RESOURCE_EXHAUSTED, retries, and completes once the uploads end."""
+    def test_download_and_upload_wait_for_a_free_file_transfer(self):
+        """Two uploads that stay open hold both of compressd's file transfers: a download and a
+        blob upload are refused RESOURCE_EXHAUSTED, retry, and complete once the uploads end."""
         pb = client_module.pb
         release = threading.Event()
 
@@ -250,19 +250,31 @@ class ClientTest(unittest.TestCase):
                 self.assertLess(time.monotonic(), give_up, "the uploads never held both slots")
                 time.sleep(0.05)
 
-            results, failures = [], []
+            blob_path = os.path.join(self.tmp, "waited-blob.bin")
+            blob_data = os.urandom(100_000)
+            with open(blob_path, "wb") as f:
+                f.write(blob_data)
+            results, failures = {}, []
 
             def download():
                 try:
-                    results.append(self.client.download(
-                        self.job["name"], artifact["name"], os.path.join(self.tmp, "waited.bin")))
+                    results["download"] = self.client.download(
+                        self.job["name"], artifact["name"], os.path.join(self.tmp, "waited.bin"))
                 except CompressdError as e:
                     failures.append(e)
 
-            downloader = threading.Thread(target=download)
-            downloader.start()
+            def upload():
+                try:
+                    results["upload"] = self.client.upload_blob(blob_path)
+                except CompressdError as e:
+                    failures.append(e)
+
+            waiting = [threading.Thread(target=download), threading.Thread(target=upload)]
+            for thread in waiting:
+                thread.start()
             time.sleep(1.5)
-            self.assertTrue(downloader.is_alive(), f"download ended while refused: {failures}")
+            self.assertTrue(all(t.is_alive() for t in waiting),
+                            f"a transfer ended while refused: {failures}")
         finally:
             release.set()
             for upload in uploads:
@@ -270,10 +282,12 @@ class ClientTest(unittest.TestCase):
                     upload.result(timeout=30)
                 except grpc.RpcError:
                     pass  # the held uploads send no data: their blob is refused
-        downloader.join(60)
-        self.assertFalse(downloader.is_alive())
+        for thread in waiting:
+            thread.join(60)
+            self.assertFalse(thread.is_alive())
         self.assertEqual(failures, [])
         self.assertEqual(sha256_of(os.path.join(self.tmp, "waited.bin")), artifact["sha256"])
+        self.assertEqual(results["upload"], hashlib.sha256(blob_data).hexdigest())
 
     def test_list_jobs_finds_the_job_by_label(self):
         found = list(self.client.list_jobs(labels={"suite": self.run_id}, page_size=1))

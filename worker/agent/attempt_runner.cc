@@ -425,11 +425,11 @@ AttemptResult AttemptRunner::Finish(const ExitInfo& exit_info, const std::string
   if (report.size() > options_.max_report_bytes) {
     AgentLog(key_.job, " attempt ", key_.attempt, ": report.json of ", report.size(),
              " bytes is over ", options_.max_report_bytes, "; the job's record gets a note");
-    report = nlohmann::json{{"report_omitted",
-                             {{"bytes", report.size()},
-                              {"limit_bytes", options_.max_report_bytes},
-                              {"artifact", "report.json"}}}}
-                 .dump();
+    nlohmann::json note = {{"bytes", report.size()},
+                           {"limit_bytes", options_.max_report_bytes},
+                           {"reason", "larger than a job's record keeps"}};
+    if (artifacts_.count("report.json") > 0) note["artifact"] = "report.json";
+    report = nlohmann::json{{"report_omitted", note}}.dump();
   }
   ArtifactUploader uploader(stub_, key_, options_.upload, [this] { return ShuttingDown(); });
   for (const auto& [name, artifact] : artifacts_) {

@@ -76,6 +76,12 @@ def _rpc_error(error, what):
     return CompressdError(code.name, f"{what}: {details}")
 
 
+def _file_transfers_busy(error):
+    """compressd refused a transfer because it is serving its --max_file_streams at once (not the
+    other RESOURCE_EXHAUSTED answers: a message or blob over its limit)."""
+    return error.code == "RESOURCE_EXHAUSTED" and "--max_file_streams" in error.message
+
+
 def _os_error(error, what):
     code = {FileNotFoundError: "NOT_FOUND", PermissionError: "PERMISSION_DENIED",
             FileExistsError: "ALREADY_EXISTS"}.get(type(error), "INTERNAL")
@@ -246,10 +252,11 @@ class Client:
 
     # Streams.
 
-    def _retrying(self, error, started, what, codes=("UNAVAILABLE",)):
-        """Returns the time the current run of errors with one of `codes` started, after
-        sleeping a little, or raises when the error has another code or retry_for has passed."""
-        if error.code not in codes:
+    def _retrying(self, error, started, what, transient=None):
+        """Returns the time the current run of transient errors started, after sleeping a
+        little, or raises when the error is not transient or retry_for has passed. Transient:
+        UNAVAILABLE, or what `transient(error)` accepts when given."""
+        if not (error.code == "UNAVAILABLE" or (transient is not None and transient(error))):
             raise error
         now = time.monotonic()
         started = now if started is None else started
@@ -374,10 +381,9 @@ class Client:
             except grpc.RpcError as e:
                 if progressed:
                     unavailable_since = None
-                # RESOURCE_EXHAUSTED: compressd is serving its --max_file_streams transfers.
                 unavailable_since = self._retrying(_rpc_error(e, f"download {resource}"),
                                                    unavailable_since, f"download {resource}",
-                                                   ("UNAVAILABLE", "RESOURCE_EXHAUSTED"))
+                                                   _file_transfers_busy)
             finally:
                 stream.cancel()
         if not os.path.exists(part):
@@ -409,8 +415,14 @@ class Client:
                         return
                     yield pb.UploadBlobRequest(data=block)
 
-        try:
-            blob = self._stub.UploadBlob(requests(), metadata=self._metadata)
-        except grpc.RpcError as e:
-            raise _rpc_error(e, f"upload {path}") from None
-        return blob.sha256
+        busy_since = None
+        while True:
+            try:
+                blob = self._stub.UploadBlob(requests(), metadata=self._metadata)
+                return blob.sha256
+            except grpc.RpcError as e:
+                error = _rpc_error(e, f"upload {path}")
+            # Only a refusal before any byte was taken is retried (the upload starts over).
+            if not _file_transfers_busy(error):
+                raise error from None
+            busy_since = self._retrying(error, busy_since, f"upload {path}", _file_transfers_busy)
