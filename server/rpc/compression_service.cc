@@ -295,7 +295,7 @@ grpc::ServerWriteReactor<v1::ReadArtifactResponse>* CompressionServiceImpl::Read
     };
   }
   absl::StatusOr<FileStreamLimit::Slot> slot =
-      AcquireFileStream(options_.file_streams, "ReadArtifact");
+      AcquireFileStream(options_.file_streams, "ReadArtifact", FileStreamLimit::Party::kClient);
   if (!slot.ok()) {
     return new FailedStream<grpc::ServerWriteReactor<v1::ReadArtifactResponse>>(slot.status());
   }
@@ -311,7 +311,7 @@ grpc::ServerReadReactor<v1::UploadBlobRequest>* CompressionServiceImpl::UploadBl
     return new FailedStream<grpc::ServerReadReactor<v1::UploadBlobRequest>>(caller.status());
   }
   absl::StatusOr<FileStreamLimit::Slot> slot =
-      AcquireFileStream(options_.file_streams, "UploadBlob");
+      AcquireFileStream(options_.file_streams, "UploadBlob", FileStreamLimit::Party::kClient);
   if (!slot.ok()) {
     return new FailedStream<grpc::ServerReadReactor<v1::UploadBlobRequest>>(slot.status());
   }

@@ -28,15 +28,24 @@ FileStreamLimit::FileStreamLimit(int max, Metrics* metrics)
   if (metrics_ != nullptr) metrics_->FileStreamsAllowed(max_);
 }
 
-absl::StatusOr<FileStreamLimit::Slot> FileStreamLimit::Acquire(absl::string_view call) {
+absl::StatusOr<FileStreamLimit::Slot> FileStreamLimit::Acquire(absl::string_view call,
+                                                               Party party) {
+  const int places = party == Party::kWorker ? max_ : client_max();
   int current = in_use_.load(std::memory_order_relaxed);
   do {
-    if (current >= max_) {
+    if (current >= places) {
       if (metrics_ != nullptr) metrics_->FileStreamRefused();
+      if (places == max_) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            call, ": compressd is serving ", current,
+            " file transfers (reads and uploads of artifacts and blobs) at once, its limit "
+            "(--max_file_streams=", max_, "); retry when one has finished"));
+      }
       return absl::ResourceExhaustedError(absl::StrCat(
-          call, ": compressd is serving ", max_,
-          " file transfers (reads and uploads of artifacts and blobs) at once, its limit "
-          "(--max_file_streams); retry when one has finished"));
+          call, ": compressd is serving ", current,
+          " file transfers (reads and uploads of artifacts and blobs) at once; clients may take ",
+          places, " of its ", max_, " (--max_file_streams; the rest are kept for workers); retry "
+          "when one has finished"));
     }
   } while (!in_use_.compare_exchange_weak(current, current + 1, std::memory_order_relaxed));
   if (metrics_ != nullptr) metrics_->FileStreamOpened();
@@ -49,9 +58,10 @@ void FileStreamLimit::Release() {
 }
 
 absl::StatusOr<FileStreamLimit::Slot> AcquireFileStream(FileStreamLimit* limit,
-                                                        absl::string_view call) {
+                                                        absl::string_view call,
+                                                        FileStreamLimit::Party party) {
   if (limit == nullptr) return FileStreamLimit::Slot();
-  return limit->Acquire(call);
+  return limit->Acquire(call, party);
 }
 
 int FileStreamLimit::DefaultMax(long long open_files) {

@@ -1,6 +1,8 @@
 // FileStreamLimit: how many streaming calls that hold a file open (ReadArtifact, ReadBlob,
 // UploadArtifact, UploadBlob) may run at once, so that many clients cannot use up compressd's file
-// descriptors (which its store, its log and new connections need too).
+// descriptors (which its store, its log and new connections need too). A quarter of the places are
+// kept for workers (UploadArtifact, ReadBlob), so that a crowd of downloads does not hold up the
+// jobs' own uploads.
 #ifndef COMPRESS_SERVER_RPC_FILE_STREAM_LIMIT_H_
 #define COMPRESS_SERVER_RPC_FILE_STREAM_LIMIT_H_
 
@@ -35,15 +37,20 @@ class FileStreamLimit {
     FileStreamLimit* limit_ = nullptr;
   };
 
+  // Whose call asks: workers may take every place, clients all but max / 4.
+  enum class Party { kClient, kWorker };
+
   // `max` calls at once (at least 1). `metrics` (may be nullptr; not owned, must outlive this)
   // shows the calls running and those refused.
   explicit FileStreamLimit(int max, Metrics* metrics = nullptr);
 
-  // A slot for `call` (a method name, for the message), or RESOURCE_EXHAUSTED when `max` calls hold
-  // one. Never waits: the client retries later.
-  absl::StatusOr<Slot> Acquire(absl::string_view call);
+  // A slot for `call` (a method name, for the message), or RESOURCE_EXHAUSTED when the places
+  // `party` may take are all held. Never waits: the caller retries later.
+  absl::StatusOr<Slot> Acquire(absl::string_view call, Party party);
 
   int max() const { return max_; }
+  // The places clients may take: max() less those kept for workers.
+  int client_max() const { return max_ - max_ / 4; }
   int in_use() const { return in_use_.load(std::memory_order_relaxed); }
 
   // The default of compressd's --max_file_streams for a process that may have `open_files` file
@@ -59,9 +66,10 @@ class FileStreamLimit {
   std::atomic<int> in_use_{0};
 };
 
-// limit->Acquire(call), or an empty slot when `limit` is nullptr (no limit).
+// limit->Acquire(call, party), or an empty slot when `limit` is nullptr (no limit).
 absl::StatusOr<FileStreamLimit::Slot> AcquireFileStream(FileStreamLimit* limit,
-                                                        absl::string_view call);
+                                                        absl::string_view call,
+                                                        FileStreamLimit::Party party);
 
 }  // namespace compress::server
 

@@ -318,11 +318,11 @@ class FileStreamLimitTest : public ServicesTest {
 
 TEST(FileStreamLimitUnitTest, SlotsAreCountedAndGivenBackOnce) {
   FileStreamLimit limit(2);
-  absl::StatusOr<FileStreamLimit::Slot> a = limit.Acquire("ReadArtifact");
-  absl::StatusOr<FileStreamLimit::Slot> b = limit.Acquire("ReadArtifact");
+  absl::StatusOr<FileStreamLimit::Slot> a = limit.Acquire("ReadArtifact", FileStreamLimit::Party::kClient);
+  absl::StatusOr<FileStreamLimit::Slot> b = limit.Acquire("ReadArtifact", FileStreamLimit::Party::kClient);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(limit.in_use(), 2);
-  absl::StatusOr<FileStreamLimit::Slot> c = limit.Acquire("UploadBlob");
+  absl::StatusOr<FileStreamLimit::Slot> c = limit.Acquire("UploadBlob", FileStreamLimit::Party::kClient);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(c.status().message(), HasSubstr("UploadBlob"));
   {
@@ -334,11 +334,45 @@ TEST(FileStreamLimitUnitTest, SlotsAreCountedAndGivenBackOnce) {
   EXPECT_EQ(limit.in_use(), 1);
   *b = FileStreamLimit::Slot();
   EXPECT_EQ(limit.in_use(), 0);
-  EXPECT_TRUE(AcquireFileStream(nullptr, "ReadBlob").ok());
+  EXPECT_TRUE(AcquireFileStream(nullptr, "ReadBlob", FileStreamLimit::Party::kWorker).ok());
 
   EXPECT_EQ(FileStreamLimit::DefaultMax(1024), 448);
   EXPECT_EQ(FileStreamLimit::DefaultMax(100), 16);
   EXPECT_EQ(FileStreamLimit::DefaultMax(1 << 20), 4096);
+}
+
+// A quarter of the places are kept for workers: clients are refused once they hold the rest, and
+// the message says so; a worker may take the last place.
+TEST(FileStreamLimitUnitTest, AQuarterIsKeptForWorkers) {
+  FileStreamLimit limit(8);
+  EXPECT_EQ(limit.client_max(), 6);
+  std::vector<FileStreamLimit::Slot> held;
+  for (int i = 0; i < 6; ++i) {
+    absl::StatusOr<FileStreamLimit::Slot> slot =
+        limit.Acquire("ReadArtifact", FileStreamLimit::Party::kClient);
+    ASSERT_TRUE(slot.ok()) << i;
+    held.push_back(*std::move(slot));
+  }
+  absl::StatusOr<FileStreamLimit::Slot> client =
+      limit.Acquire("ReadArtifact", FileStreamLimit::Party::kClient);
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(client.status().message(),
+              HasSubstr("clients may take 6 of its 8 (--max_file_streams; the rest are kept for "
+                        "workers)"));
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<FileStreamLimit::Slot> slot =
+        limit.Acquire("UploadArtifact", FileStreamLimit::Party::kWorker);
+    ASSERT_TRUE(slot.ok()) << i;
+    held.push_back(*std::move(slot));
+  }
+  absl::StatusOr<FileStreamLimit::Slot> worker =
+      limit.Acquire("UploadArtifact", FileStreamLimit::Party::kWorker);
+  EXPECT_EQ(worker.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(worker.status().message(), HasSubstr("its limit (--max_file_streams=8)"));
+  held.clear();
+  EXPECT_EQ(limit.in_use(), 0);
+  EXPECT_EQ(FileStreamLimit(1).client_max(), 1);
+  EXPECT_EQ(FileStreamLimit(4).client_max(), 3);
 }
 
 // While one read holds the only slot, every other transfer is refused RESOURCE_EXHAUSTED naming
@@ -346,7 +380,9 @@ TEST(FileStreamLimitUnitTest, SlotsAreCountedAndGivenBackOnce) {
 TEST_F(FileStreamLimitTest, TransfersBeyondTheLimitAreRefusedUntilOneEnds) {
   v1::Job job = CreateJob();
   v1::Lease lease = Lease();
-  const std::string data(4 << 20, 'd');
+  // Far more than gRPC's flow-control windows can hold: the read stays open while its client
+  // reads nothing.
+  const std::string data(64 << 20, 'd');
   v1::Artifact artifact;
   ASSERT_TRUE(UploadArtifact(lease, "w1", "model.bin", data, Sha256Hex(data), &artifact).ok());
   ASSERT_TRUE(AwaitNoTransfers());
