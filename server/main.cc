@@ -88,6 +88,9 @@ ABSL_FLAG(int64_t, max_queued_jobs_per_tenant, 1000,
 ABSL_FLAG(int, max_file_streams, 0,
           "Reads and uploads of artifacts and blobs served at once (each holds a file open); "
           "more are RESOURCE_EXHAUSTED. 0 = (open-file limit - 128) / 2, in [16, 4096]");
+ABSL_FLAG(absl::Duration, file_stream_idle_timeout, absl::Minutes(5),
+          "A file transfer that moves no chunk for this long is cancelled, giving its place "
+          "back; 0 = never");
 ABSL_FLAG(int, max_concurrent_streams, 256,
           "Concurrent calls per client connection (HTTP/2 MAX_CONCURRENT_STREAMS); 0 = gRPC's "
           "default");
@@ -254,6 +257,10 @@ int main(int argc, char** argv) {
   if (max_file_streams == 0) {
     max_file_streams = compress::server::FileStreamLimit::DefaultMax(open_files);
   }
+  if (absl::GetFlag(FLAGS_file_stream_idle_timeout) < absl::ZeroDuration()) {
+    return Fail(absl::StrCat("--file_stream_idle_timeout: must not be negative, got ",
+                             absl::FormatDuration(absl::GetFlag(FLAGS_file_stream_idle_timeout))));
+  }
 
   const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
   std::error_code ec;
@@ -278,7 +285,13 @@ int main(int argc, char** argv) {
   if (!scheduler.ok()) return Fail(scheduler.status().ToString());
   (*scheduler)->StartBackgroundThread();
 
-  compress::server::FileStreamLimit file_streams(max_file_streams, &metrics);
+  compress::server::FileStreamLimit::Options file_stream_options;
+  file_stream_options.max = max_file_streams;
+  file_stream_options.metrics = &metrics;
+  if (absl::Duration idle = absl::GetFlag(FLAGS_file_stream_idle_timeout); idle > absl::ZeroDuration()) {
+    file_stream_options.idle_timeout = idle;
+  }
+  compress::server::FileStreamLimit file_streams(file_stream_options);
 
   auto pool =
       std::make_unique<compress::server::ThreadPool>(std::max(1, absl::GetFlag(FLAGS_rpc_threads)));

@@ -146,6 +146,13 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                                    "--max_file_streams were running.")
                                .Register(*registry_)
                                .Add({});
+  file_streams_idle_cancelled_ = &prometheus::BuildCounter()
+                                      .Name("compressd_file_streams_idle_cancelled_total")
+                                      .Help(
+                                          "Such calls cancelled because they moved no chunk for "
+                                          "--file_stream_idle_timeout.")
+                                      .Register(*registry_)
+                                      .Add({});
   leases_expired_ = &prometheus::BuildCounter()
                          .Name("compressd_leases_expired_total")
                          .Help(
@@ -256,6 +263,8 @@ void Metrics::FileStreamOpened() { file_streams_->Increment(); }
 void Metrics::FileStreamClosed() { file_streams_->Decrement(); }
 
 void Metrics::FileStreamRefused() { file_streams_refused_->Increment(); }
+
+void Metrics::FileStreamIdleCancelled() { file_streams_idle_cancelled_->Increment(); }
 
 GrpcMethodMetrics* Metrics::GrpcMethod(const std::string& type, const std::string& service,
                                        const std::string& method) {

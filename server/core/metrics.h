@@ -95,6 +95,7 @@ class Metrics : public SchedulerObserver {
   void FileStreamOpened();
   void FileStreamClosed();
   void FileStreamRefused();
+  void FileStreamIdleCancelled();
 
   // The grpc_server_* series of a method, created on first use; the pointer stays valid for the
   // life of this object. `type` is unary, client_stream, server_stream or bidi_stream; `service`
@@ -124,6 +125,7 @@ class Metrics : public SchedulerObserver {
   prometheus::Gauge* file_streams_;
   prometheus::Gauge* file_streams_max_;
   prometheus::Counter* file_streams_refused_;
+  prometheus::Counter* file_streams_idle_cancelled_;
   prometheus::Counter* leases_expired_;
   prometheus::Family<prometheus::Counter>* grpc_started_;
   prometheus::Family<prometheus::Counter>* grpc_handled_;

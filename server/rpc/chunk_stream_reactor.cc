@@ -56,6 +56,7 @@ void ChunkStreamReactor::Next() {
 }
 
 void ChunkStreamReactor::OnWriteDone(bool ok) {
+  if (ok) slot_.Progress();
   if (ok && source_.sent) source_.sent(static_cast<int64_t>(message_.data().size()));
   if (!ok) {
     Finish(grpc::Status::CANCELLED);

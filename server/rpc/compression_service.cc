@@ -295,7 +295,8 @@ grpc::ServerWriteReactor<v1::ReadArtifactResponse>* CompressionServiceImpl::Read
     };
   }
   absl::StatusOr<FileStreamLimit::Slot> slot =
-      AcquireFileStream(options_.file_streams, "ReadArtifact", FileStreamLimit::Party::kClient);
+      AcquireFileStream(options_.file_streams, "ReadArtifact",
+                                                              FileStreamLimit::Party::kClient, context);
   if (!slot.ok()) {
     return new FailedStream<grpc::ServerWriteReactor<v1::ReadArtifactResponse>>(slot.status());
   }
@@ -311,7 +312,8 @@ grpc::ServerReadReactor<v1::UploadBlobRequest>* CompressionServiceImpl::UploadBl
     return new FailedStream<grpc::ServerReadReactor<v1::UploadBlobRequest>>(caller.status());
   }
   absl::StatusOr<FileStreamLimit::Slot> slot =
-      AcquireFileStream(options_.file_streams, "UploadBlob", FileStreamLimit::Party::kClient);
+      AcquireFileStream(options_.file_streams, "UploadBlob",
+                                                              FileStreamLimit::Party::kClient, context);
   if (!slot.ok()) {
     return new FailedStream<grpc::ServerReadReactor<v1::UploadBlobRequest>>(slot.status());
   }

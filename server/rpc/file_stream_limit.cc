@@ -1,6 +1,10 @@
 #include "server/rpc/file_stream_limit.h"
 
+#include <grpcpp/server_context.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -12,27 +16,46 @@ FileStreamLimit::Slot& FileStreamLimit::Slot::operator=(Slot&& other) noexcept {
   if (this != &other) {
     Release();
     limit_ = other.limit_;
+    id_ = other.id_;
     other.limit_ = nullptr;
   }
   return *this;
 }
 
+void FileStreamLimit::Slot::Progress() {
+  if (limit_ != nullptr) limit_->Progress(id_);
+}
+
 void FileStreamLimit::Slot::Release() {
   if (limit_ == nullptr) return;
-  limit_->Release();
+  limit_->Release(id_);
   limit_ = nullptr;
 }
 
-FileStreamLimit::FileStreamLimit(int max, Metrics* metrics)
-    : max_(std::max(1, max)), metrics_(metrics) {
+FileStreamLimit::FileStreamLimit(const Options& options)
+    : max_(std::max(1, options.max)),
+      idle_timeout_(options.idle_timeout),
+      metrics_(options.metrics) {
   if (metrics_ != nullptr) metrics_->FileStreamsAllowed(max_);
+  if (idle_timeout_ != absl::InfiniteDuration()) idle_watch_ = std::thread([this] { CancelIdle(); });
+}
+
+FileStreamLimit::~FileStreamLimit() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (idle_watch_.joinable()) idle_watch_.join();
 }
 
 absl::StatusOr<FileStreamLimit::Slot> FileStreamLimit::Acquire(absl::string_view call,
-                                                               Party party) {
+                                                               Party party,
+                                                               grpc::ServerContextBase* context) {
   const int places = party == Party::kWorker ? max_ : client_max();
-  int current = in_use_.load(std::memory_order_relaxed);
-  do {
+  uint64_t id = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    const int current = static_cast<int>(transfers_.size());
     if (current >= places) {
       if (metrics_ != nullptr) metrics_->FileStreamRefused();
       if (places == max_) {
@@ -44,24 +67,86 @@ absl::StatusOr<FileStreamLimit::Slot> FileStreamLimit::Acquire(absl::string_view
       return absl::ResourceExhaustedError(absl::StrCat(
           call, ": compressd is serving ", current,
           " file transfers (reads and uploads of artifacts and blobs) at once; clients may take ",
-          places, " of its ", max_, " (--max_file_streams; the rest are kept for workers); retry "
-          "when one has finished"));
+          places, " of its ", max_,
+          " (--max_file_streams; the rest are kept for workers); retry when one has finished"));
     }
-  } while (!in_use_.compare_exchange_weak(current, current + 1, std::memory_order_relaxed));
+    id = next_id_++;
+    transfers_[id] = Transfer{std::string(call), context, absl::Now(), false};
+  }
   if (metrics_ != nullptr) metrics_->FileStreamOpened();
-  return Slot(this);
+  return Slot(this, id);
 }
 
-void FileStreamLimit::Release() {
-  in_use_.fetch_sub(1, std::memory_order_relaxed);
+int FileStreamLimit::in_use() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(transfers_.size());
+}
+
+void FileStreamLimit::Progress(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = transfers_.find(id);
+  if (it != transfers_.end()) it->second.last_progress = absl::Now();
+}
+
+void FileStreamLimit::Release(uint64_t id) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = transfers_.find(id);
+    if (it != transfers_.end() && it->second.pinned) {
+      if (std::this_thread::get_id() == idle_watch_.get_id()) {
+        it->second.released = true;  // erased by CancelIdle once TryCancel has returned
+        it = transfers_.end();
+      } else {
+        Transfer* transfer = &it->second;
+        mu_.Await(absl::Condition(
+            +[](Transfer* t) { return !t->pinned; }, transfer));
+      }
+    }
+    if (it != transfers_.end()) transfers_.erase(it);
+  }
   if (metrics_ != nullptr) metrics_->FileStreamClosed();
+}
+
+void FileStreamLimit::CancelIdle() {
+  const absl::Duration period =
+      std::clamp(idle_timeout_ / 4, absl::Milliseconds(10), absl::Seconds(5));
+  absl::MutexLock lock(&mu_);
+  while (!mu_.AwaitWithTimeout(absl::Condition(&stopping_), period)) {
+    const absl::Time now = absl::Now();
+    std::vector<uint64_t> idle;
+    for (const auto& [id, transfer] : transfers_) {
+      if (!transfer.cancelled && transfer.context != nullptr &&
+          now - transfer.last_progress > idle_timeout_) {
+        idle.push_back(id);
+      }
+    }
+    for (uint64_t id : idle) {
+      Transfer& transfer = transfers_.at(id);  // pinned transfers are erased only here
+      transfer.cancelled = true;
+      transfer.pinned = true;
+      grpc::ServerContextBase* context = transfer.context;
+      const std::string call = transfer.call;
+      // TryCancel may run the call's callbacks, which release its slot, on this thread: mu_ is
+      // not held across it.
+      mu_.Unlock();
+      context->TryCancel();
+      std::fprintf(stderr, "compressd: %s moved nothing for %s: cancelled\n", call.c_str(),
+                   absl::FormatDuration(idle_timeout_).c_str());
+      if (metrics_ != nullptr) metrics_->FileStreamIdleCancelled();
+      mu_.Lock();
+      auto it = transfers_.find(id);
+      it->second.pinned = false;
+      if (it->second.released) transfers_.erase(it);
+    }
+  }
 }
 
 absl::StatusOr<FileStreamLimit::Slot> AcquireFileStream(FileStreamLimit* limit,
                                                         absl::string_view call,
-                                                        FileStreamLimit::Party party) {
+                                                        FileStreamLimit::Party party,
+                                                        grpc::ServerContextBase* context) {
   if (limit == nullptr) return FileStreamLimit::Slot();
-  return limit->Acquire(call, party);
+  return limit->Acquire(call, party, context);
 }
 
 int FileStreamLimit::DefaultMax(long long open_files) {

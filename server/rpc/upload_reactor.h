@@ -33,6 +33,7 @@ class UploadReactor : public grpc::ServerReadReactor<Request> {
   }
 
   void OnReadDone(bool ok) override {
+    if (ok) slot_.Progress();
     if (!ok) {
       if (context_->IsCancelled()) {
         this->Finish(grpc::Status::CANCELLED);

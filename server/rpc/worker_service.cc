@@ -310,7 +310,8 @@ grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArt
     return new FailedStream<grpc::ServerReadReactor<v1::UploadArtifactRequest>>(denied);
   }
   absl::StatusOr<FileStreamLimit::Slot> slot =
-      AcquireFileStream(options_.file_streams, "UploadArtifact", FileStreamLimit::Party::kWorker);
+      AcquireFileStream(options_.file_streams, "UploadArtifact",
+                                                              FileStreamLimit::Party::kWorker, context);
   if (!slot.ok()) {
     return new FailedStream<grpc::ServerReadReactor<v1::UploadArtifactRequest>>(slot.status());
   }
@@ -371,7 +372,8 @@ grpc::ServerWriteReactor<v1::ReadArtifactResponse>* WorkerServiceImpl::ReadBlob(
     ChunkFile opened{Artifact{sha, (*file)->size(), sha}, *std::move(file)};
     return opened;
   };
-  absl::StatusOr<FileStreamLimit::Slot> slot = AcquireFileStream(options_.file_streams, "ReadBlob", FileStreamLimit::Party::kWorker);
+  absl::StatusOr<FileStreamLimit::Slot> slot = AcquireFileStream(options_.file_streams, "ReadBlob",
+                                                              FileStreamLimit::Party::kWorker, context);
   if (!slot.ok()) {
     return new FailedStream<grpc::ServerWriteReactor<v1::ReadArtifactResponse>>(slot.status());
   }

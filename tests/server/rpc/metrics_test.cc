@@ -91,7 +91,7 @@ class MetricsTest : public ::testing::Test {
     scheduler_ = *Scheduler::Create(store_.get(), options);
     scheduler_->StartBackgroundThread();
     pool_ = std::make_unique<ThreadPool>(4);
-    file_streams_ = std::make_unique<FileStreamLimit>(8, &metrics_);
+    file_streams_ = std::make_unique<FileStreamLimit>(FileStreamLimit::Options{8, absl::InfiniteDuration(), &metrics_});
     CompressionServiceImpl::Options compression_options;
     compression_options.metrics = &metrics_;
     compression_options.file_streams = file_streams_.get();

@@ -91,7 +91,8 @@ class ServicesTest : public ::testing::Test {
     CompressionServiceImpl::Options compression_options;
     WorkerServiceImpl::Options worker_options;
     if (max_file_streams_ > 0) {
-      file_streams_ = std::make_unique<FileStreamLimit>(max_file_streams_);
+      file_streams_ = std::make_unique<FileStreamLimit>(
+          FileStreamLimit::Options{max_file_streams_, file_stream_idle_timeout_});
       compression_options.file_streams = file_streams_.get();
       worker_options.file_streams = file_streams_.get();
     }
@@ -285,6 +286,7 @@ class ServicesTest : public ::testing::Test {
 
   // Set by a subclass's constructor: a limit on file transfers (0 = none).
   int max_file_streams_ = 0;
+  absl::Duration file_stream_idle_timeout_ = absl::InfiniteDuration();
   TestDir dir_;
   std::unique_ptr<FileStreamLimit> file_streams_;
   std::unique_ptr<JobStore> store_;
@@ -315,6 +317,62 @@ class FileStreamLimitTest : public ServicesTest {
     return true;
   }
 };
+
+// The services with an idle timeout of 300 ms on file transfers.
+class IdleFileStreamTest : public FileStreamLimitTest {
+ protected:
+  IdleFileStreamTest() {
+    max_file_streams_ = 4;
+    file_stream_idle_timeout_ = absl::Milliseconds(300);
+  }
+};
+
+// A read whose client stops reading and an upload whose client stops sending are cancelled once
+// idle for the timeout, giving their places back.
+TEST_F(IdleFileStreamTest, StalledTransfersAreCancelled) {
+  v1::Job job = CreateJob();
+  v1::Lease lease = Lease();
+  const std::string data(64 << 20, 'd');
+  v1::Artifact artifact;
+  ASSERT_TRUE(UploadArtifact(lease, "w1", "model.bin", data, Sha256Hex(data), &artifact).ok());
+  ASSERT_TRUE(AwaitNoTransfers());
+
+  v1::ReadArtifactRequest request;
+  request.set_name(job.name() + "/artifacts/model.bin");
+  request.set_chunk_size(64 << 10);
+  auto context = Context(60);
+  auto reader = api_->ReadArtifact(context.get(), request);
+  v1::ReadArtifactResponse chunk;
+  ASSERT_TRUE(reader->Read(&chunk));
+
+  v1::Artifact ignored;
+  auto upload_context = Context(60);
+  auto writer = workers_->UploadArtifact(upload_context.get(), &ignored);
+  v1::UploadArtifactRequest header;
+  header.mutable_header()->set_worker_id("w1");
+  header.mutable_header()->set_job(lease.job());
+  header.mutable_header()->set_attempt(lease.attempt());
+  header.mutable_header()->set_lease_id(lease.lease_id());
+  header.mutable_header()->set_artifact_name("stalled.bin");
+  header.mutable_header()->set_size_bytes(1000);
+  ASSERT_TRUE(writer->Write(header));
+
+  const absl::Time start = absl::Now();
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(file_streams_->in_use(), 2);
+  ASSERT_TRUE(AwaitNoTransfers());
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));
+  while (reader->Read(&chunk)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  writer->WritesDone();
+  EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+
+  // The artifact is still whole, and a read that keeps reading is not cancelled.
+  std::string received, sha;
+  ASSERT_TRUE(ReadWholeArtifact(request.name(), &received, &sha).ok());
+  EXPECT_TRUE(received == data);
+}
 
 TEST(FileStreamLimitUnitTest, SlotsAreCountedAndGivenBackOnce) {
   FileStreamLimit limit(2);
