@@ -33,7 +33,9 @@ class UploadReactor : public grpc::ServerReadReactor<Request> {
   }
 
   void OnReadDone(bool ok) override {
-    if (ok) slot_.Progress();
+    // A message, or the client's half-close: Complete() (the file's fsync) gets a whole idle
+    // timeout of its own.
+    slot_.Progress();
     if (!ok) {
       if (context_->IsCancelled()) {
         this->Finish(grpc::Status::CANCELLED);
