@@ -95,6 +95,14 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const std::string& target,
                                                                  std::move(factories));
 }
 
+void SetKeepalive(grpc::ChannelArguments* args, absl::Duration time, absl::Duration timeout) {
+  args->SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(absl::ToInt64Milliseconds(time)));
+  args->SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+               static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+  args->SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args->SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+}
+
 absl::StatusOr<std::string> ReadTokenFile(const std::string& flag, const std::string& path) {
   absl::StatusOr<std::string> text = ReadFile(flag, path);
   if (!text.ok()) return text.status();

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/support/channel_arguments.h"
 
@@ -40,6 +41,14 @@ struct ChannelSecurity {
 absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const std::string& target,
                                                     const ChannelSecurity& security,
                                                     grpc::ChannelArguments args);
+
+// Makes the channel ping compressd after `time` without any frame from it, and drop the
+// connection when the answer has not come within `timeout`, so that a call on a connection to a
+// server that vanished without closing it (a machine that lost power) fails UNAVAILABLE (and is
+// retried where the caller retries) instead of waiting for TCP's hours. compressd accepts pings
+// every 10 s or more (server/rpc/keepalive.h).
+void SetKeepalive(grpc::ChannelArguments* args, absl::Duration time = absl::Seconds(30),
+                  absl::Duration timeout = absl::Seconds(10));
 
 // The token in `path`: its content without surrounding whitespace. NOT_FOUND when unreadable,
 // INVALID_ARGUMENT when empty or holding more than one line.

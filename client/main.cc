@@ -148,6 +148,7 @@ int main(int argc, char** argv) {
   channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
   channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   channel_args.SetMaxReceiveMessageSize(64 << 20);
+  compress::client::SetKeepalive(&channel_args);
   compress::client::ChannelSecurity security;
   security.tls = absl::GetFlag(FLAGS_tls);
   security.tls_ca = absl::GetFlag(FLAGS_tls_ca);

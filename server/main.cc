@@ -36,6 +36,7 @@
 #include "server/rpc/authenticator.h"
 #include "server/rpc/compression_service.h"
 #include "server/rpc/file_stream_limit.h"
+#include "server/rpc/keepalive.h"
 #include "server/rpc/metrics_interceptor.h"
 #include "server/rpc/security_config.h"
 #include "server/rpc/thread_pool.h"
@@ -91,6 +92,10 @@ ABSL_FLAG(int, max_file_streams, 0,
 ABSL_FLAG(absl::Duration, file_stream_idle_timeout, absl::Minutes(5),
           "A file transfer that moves no chunk for this long is cancelled, giving its place "
           "back; 0 = never");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(60),
+          "Ping a connection after this long without a frame from its peer");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
+          "Close a connection whose ping has no answer within this long (a peer that vanished)");
 ABSL_FLAG(int, max_concurrent_streams, 256,
           "Concurrent calls per client connection (HTTP/2 MAX_CONCURRENT_STREAMS); 0 = gRPC's "
           "default");
@@ -257,6 +262,15 @@ int main(int argc, char** argv) {
   if (max_file_streams == 0) {
     max_file_streams = compress::server::FileStreamLimit::DefaultMax(open_files);
   }
+  const std::pair<const char*, absl::Duration> keepalive_flags[] = {
+      {"--keepalive_time", absl::GetFlag(FLAGS_keepalive_time)},
+      {"--keepalive_timeout", absl::GetFlag(FLAGS_keepalive_timeout)}};
+  for (const auto& [flag, duration] : keepalive_flags) {
+    if (duration < absl::Seconds(1) || duration > absl::Hours(24)) {
+      return Fail(
+          absl::StrCat(flag, ": must be in [1s, 24h], got ", absl::FormatDuration(duration)));
+    }
+  }
   if (absl::GetFlag(FLAGS_file_stream_idle_timeout) < absl::ZeroDuration()) {
     return Fail(absl::StrCat("--file_stream_idle_timeout: must not be negative, got ",
                              absl::FormatDuration(absl::GetFlag(FLAGS_file_stream_idle_timeout))));
@@ -324,6 +338,8 @@ int main(int argc, char** argv) {
   int port = 0;
   builder.AddListeningPort(grpc_address, *credentials, &port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
+  compress::server::ApplyKeepalive(
+      {absl::GetFlag(FLAGS_keepalive_time), absl::GetFlag(FLAGS_keepalive_timeout)}, &builder);
   if (int streams = absl::GetFlag(FLAGS_max_concurrent_streams); streams > 0) {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, streams);
   }

@@ -860,6 +860,11 @@ def _():
     return run_compressd(["--insecure", "--max_file_streams=-1"], "max-file-streams")
 
 
+@case("flag-keepalive-time", "compressd flags")
+def _():
+    return run_compressd(["--insecure", "--keepalive_time=0s"], "keepalive-time")
+
+
 @case("flag-not-a-number", "compressd flags")
 def _():
     return run_compressd(["--insecure", "--lease_seconds=soon"], "not-a-number")

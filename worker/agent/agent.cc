@@ -47,6 +47,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const Options& options) {
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 500);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
   args.SetMaxReceiveMessageSize(64 << 20);
+  client::SetKeepalive(&args);
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       client::Dial(options.server, options.security, args);
   if (!channel.ok()) return channel.status();

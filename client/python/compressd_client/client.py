@@ -26,6 +26,13 @@ _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # Ping a quiet server every 30 s and drop the connection when it does not answer within
+    # 10 s, so that a watch of a server that vanished without closing the connection fails
+    # UNAVAILABLE (and is reopened) instead of hanging; compressd accepts pings every 10 s.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
 ]
 
 

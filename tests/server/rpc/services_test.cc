@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include <cstring>
+#include <functional>
 #include <set>
 #include <thread>
 #include <vector>
@@ -20,9 +21,12 @@
 #include "server/core/scheduler.h"
 #include "server/rpc/compression_service.h"
 #include "server/rpc/file_stream_limit.h"
+#include "server/rpc/keepalive.h"
 #include "server/rpc/thread_pool.h"
 #include "server/rpc/worker_service.h"
 #include "tests/server/core/test_dir.h"
+#include "tests/server/rpc/freezing_proxy.h"
+#include "client/dial.h"
 #include "worker/events/event.h"
 #include "worker/events/sha256.h"
 
@@ -106,9 +110,11 @@ class ServicesTest : public ::testing::Test {
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(compression_.get());
     builder.RegisterService(worker_.get());
+    if (configure_server_) configure_server_(&builder);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
     ASSERT_GT(port, 0);
+    port_ = port;
     channel_ =
         grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
     api_ = v1::CompressionService::NewStub(channel_);
@@ -286,6 +292,9 @@ class ServicesTest : public ::testing::Test {
 
   // Set by a subclass's constructor: a limit on file transfers (0 = none).
   int max_file_streams_ = 0;
+  // Set by a subclass's constructor: more settings of the server.
+  std::function<void(grpc::ServerBuilder*)> configure_server_;
+  int port_ = 0;
   absl::Duration file_stream_idle_timeout_ = absl::InfiniteDuration();
   TestDir dir_;
   std::unique_ptr<FileStreamLimit> file_streams_;
@@ -372,6 +381,83 @@ TEST_F(IdleFileStreamTest, StalledTransfersAreCancelled) {
   std::string received, sha;
   ASSERT_TRUE(ReadWholeArtifact(request.name(), &received, &sha).ok());
   EXPECT_TRUE(received == data);
+}
+
+// The server with keepalive pings every 300 ms, answered within 300 ms.
+class ServerKeepaliveTest : public ServicesTest {
+ protected:
+  ServerKeepaliveTest() {
+    configure_server_ = [](grpc::ServerBuilder* builder) {
+      ApplyKeepalive({absl::Milliseconds(300), absl::Milliseconds(300)}, builder);
+    };
+  }
+
+  bool AwaitSubscribers(int count) {
+    absl::Time give_up = absl::Now() + absl::Seconds(10);
+    while (scheduler_->notifier().SubscriberCount() != count) {
+      if (absl::Now() > give_up) return false;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return true;
+  }
+};
+
+// A watcher whose connection goes silent without closing (its machine vanished) is dropped by the
+// server's keepalive: its watch ends and unsubscribes.
+TEST_F(ServerKeepaliveTest, AWatcherThatVanishedIsDropped) {
+  v1::Job job = CreateJob();
+  FreezingProxy proxy(port_);
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", proxy.port()),
+                                     grpc::InsecureChannelCredentials());
+  auto api = v1::CompressionService::NewStub(channel);
+  v1::WatchJobRequest request;
+  request.set_name(job.name());
+  auto context = Context(30);
+  auto reader = api->WatchJob(context.get(), request);
+  v1::JobEvent event;
+  ASSERT_TRUE(reader->Read(&event));  // the job's QUEUED event; the watch then waits
+  ASSERT_TRUE(AwaitSubscribers(1));
+  proxy.Freeze();
+  EXPECT_TRUE(AwaitSubscribers(0)) << "the server kept the vanished watcher";
+  context->TryCancel();
+  while (reader->Read(&event)) {
+  }
+  reader->Finish();
+}
+
+// The server accepts client pings at any rate here, so that only the freeze can end the call.
+class ClientKeepaliveTest : public ServicesTest {
+ protected:
+  ClientKeepaliveTest() {
+    configure_server_ = [](grpc::ServerBuilder* builder) {
+      builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 0);
+      builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+    };
+  }
+};
+
+// A watch through a channel with client keepalive fails UNAVAILABLE soon after the server's side
+// of its connection went silent, instead of waiting for its deadline.
+TEST_F(ClientKeepaliveTest, AWatchOfAServerThatVanishedFailsUnavailable) {
+  v1::Job job = CreateJob();
+  FreezingProxy proxy(port_);
+  grpc::ChannelArguments args;
+  client::SetKeepalive(&args, absl::Milliseconds(300), absl::Milliseconds(300));
+  auto channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", proxy.port()),
+                                           grpc::InsecureChannelCredentials(), args);
+  auto api = v1::CompressionService::NewStub(channel);
+  v1::WatchJobRequest request;
+  request.set_name(job.name());
+  auto context = Context(30);
+  auto reader = api->WatchJob(context.get(), request);
+  v1::JobEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  proxy.Freeze();
+  const absl::Time frozen = absl::Now();
+  while (reader->Read(&event)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_LT(absl::Now() - frozen, absl::Seconds(10));
 }
 
 TEST(FileStreamLimitUnitTest, SlotsAreCountedAndGivenBackOnce) {
