@@ -24,8 +24,8 @@
 namespace compress::pipeline::prune_testing {
 
 // 32x32x3, patch 2, window 4: stage 0 at 16x16 (shifted windows), stage 1 at 8x8, widths 16
-// and 32, heads 2 and 4 of 8, MLP 64 and 128.
-inline SwinConfig TinyConfig() {
+// and 32, heads 2 and 4 of 8, MLP 64 and 128; `depths` blocks per stage.
+inline SwinConfig TinyConfig(std::vector<int> depths = {2, 2}) {
   UniformSwinOptions options;
   options.image_size = 32;
   options.in_channels = 3;
@@ -33,7 +33,7 @@ inline SwinConfig TinyConfig() {
   options.patch_size = 2;
   options.window_size = 4;
   options.embed_dim = 16;
-  options.depths = {2, 2};
+  options.depths = std::move(depths);
   options.num_heads = {2, 4};
   options.drop_path_rate = 0.0;
   absl::StatusOr<SwinConfig> config = MakeUniformSwinConfig(options);

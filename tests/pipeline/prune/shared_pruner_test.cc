@@ -526,18 +526,7 @@ TEST(SharedPrunerTest, L2ImportanceMeasuresTheAttentionTransformsFromTheIdentity
 TEST(SharedPrunerTest, L2ImportanceOfEqualHeadsDoesNotGrowWithPasses) {
   // Stage 0 has a sharing group of one pass and one of two, with equal attention weights and
   // identity transforms: their heads score the same, before and after per-kind normalisation.
-  UniformSwinOptions options;
-  options.image_size = 32;
-  options.num_classes = 5;
-  options.patch_size = 2;
-  options.window_size = 4;
-  options.embed_dim = 16;
-  options.depths = {3, 2};
-  options.num_heads = {2, 4};
-  options.drop_path_rate = 0.0;
-  absl::StatusOr<SwinConfig> base = MakeUniformSwinConfig(options);
-  ASSERT_TRUE(base.ok()) << base.status();
-  SharingConfig config = DefaultSharing(*base);
+  SharingConfig config = DefaultSharing(TinyConfig({3, 2}));
   config.group_sizes = {{1, 2}, {2}};
   ASSERT_TRUE(config.Validate().ok()) << config.Validate();
   SharedSwin model = RandomSharedModel(config, 81);

@@ -246,6 +246,16 @@ class ServicesTest : public ::testing::Test {
     return reader->Finish();
   }
 
+  // Whether `done()` became true within `limit`, polling every 5 ms.
+  static bool Await(const std::function<bool()>& done, absl::Duration limit = absl::Seconds(10)) {
+    const absl::Time give_up = absl::Now() + limit;
+    while (!done()) {
+      if (absl::Now() > give_up) return false;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return true;
+  }
+
   // Reads artifact `name` ("jobs/ID/artifacts/NAME") whole with ReadArtifact: its bytes in
   // `data`, the sha256 its last message names in `sha256`.
   grpc::Status ReadWholeArtifact(const std::string& name, std::string* data, std::string* sha256) {
@@ -318,12 +328,36 @@ class FileStreamLimitTest : public ServicesTest {
   // Whether every slot was given back within 10 s: a call gives its slot back in OnDone, just
   // after its client saw the end.
   bool AwaitNoTransfers() {
-    absl::Time give_up = absl::Now() + absl::Seconds(10);
-    while (file_streams_->in_use() > 0) {
-      if (absl::Now() > give_up) return false;
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-    return true;
+    return Await([this] { return file_streams_->in_use() == 0; });
+  }
+
+  // A job whose artifact model.bin (`data`) is 64 MiB, far more than gRPC's flow-control
+  // windows hold, and a read of it in 64 KiB chunks whose client took one chunk and reads no
+  // more: the read stays open, holding its place.
+  struct StalledRead {
+    v1::Lease lease;
+    std::string name;  // jobs/ID/artifacts/model.bin
+    std::string data;
+    std::unique_ptr<grpc::ClientContext> context;
+    std::unique_ptr<grpc::ClientReader<v1::ReadArtifactResponse>> reader;
+  };
+  void OpenStalledRead(StalledRead* read) {
+    v1::Job job = CreateJob();
+    read->lease = Lease();
+    read->data.assign(64 << 20, 'd');
+    v1::Artifact artifact;
+    ASSERT_TRUE(UploadArtifact(read->lease, "w1", "model.bin", read->data,
+                               Sha256Hex(read->data), &artifact)
+                    .ok());
+    ASSERT_TRUE(AwaitNoTransfers());
+    read->name = job.name() + "/artifacts/model.bin";
+    v1::ReadArtifactRequest request;
+    request.set_name(read->name);
+    request.set_chunk_size(64 << 10);
+    read->context = Context(60);
+    read->reader = api_->ReadArtifact(read->context.get(), request);
+    v1::ReadArtifactResponse chunk;
+    ASSERT_TRUE(read->reader->Read(&chunk));
   }
 };
 
@@ -339,20 +373,9 @@ class IdleFileStreamTest : public FileStreamLimitTest {
 // A read whose client stops reading and an upload whose client stops sending are cancelled once
 // idle for the timeout, giving their places back.
 TEST_F(IdleFileStreamTest, StalledTransfersAreCancelled) {
-  v1::Job job = CreateJob();
-  v1::Lease lease = Lease();
-  const std::string data(64 << 20, 'd');
-  v1::Artifact artifact;
-  ASSERT_TRUE(UploadArtifact(lease, "w1", "model.bin", data, Sha256Hex(data), &artifact).ok());
-  ASSERT_TRUE(AwaitNoTransfers());
-
-  v1::ReadArtifactRequest request;
-  request.set_name(job.name() + "/artifacts/model.bin");
-  request.set_chunk_size(64 << 10);
-  auto context = Context(60);
-  auto reader = api_->ReadArtifact(context.get(), request);
-  v1::ReadArtifactResponse chunk;
-  ASSERT_TRUE(reader->Read(&chunk));
+  StalledRead read;
+  ASSERT_NO_FATAL_FAILURE(OpenStalledRead(&read));
+  const v1::Lease& lease = read.lease;
 
   v1::Artifact ignored;
   auto upload_context = Context(60);
@@ -371,16 +394,17 @@ TEST_F(IdleFileStreamTest, StalledTransfersAreCancelled) {
   EXPECT_EQ(file_streams_->in_use(), 2);
   ASSERT_TRUE(AwaitNoTransfers());
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));
-  while (reader->Read(&chunk)) {
+  v1::ReadArtifactResponse chunk;
+  while (read.reader->Read(&chunk)) {
   }
-  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(read.reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   writer->WritesDone();
   EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
 
   // The artifact is still whole, and a read that keeps reading is not cancelled.
   std::string received, sha;
-  ASSERT_TRUE(ReadWholeArtifact(request.name(), &received, &sha).ok());
-  EXPECT_TRUE(received == data);
+  ASSERT_TRUE(ReadWholeArtifact(read.name, &received, &sha).ok());
+  EXPECT_TRUE(received == read.data);
 }
 
 // The server with keepalive pings every 300 ms, answered within 300 ms.
@@ -393,12 +417,7 @@ class ServerKeepaliveTest : public ServicesTest {
   }
 
   bool AwaitSubscribers(int count) {
-    absl::Time give_up = absl::Now() + absl::Seconds(10);
-    while (scheduler_->notifier().SubscriberCount() != count) {
-      if (absl::Now() > give_up) return false;
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    return true;
+    return Await([this, count] { return scheduler_->notifier().SubscriberCount() == count; });
   }
 };
 
@@ -522,22 +541,8 @@ TEST(FileStreamLimitUnitTest, AQuarterIsKeptForWorkers) {
 // While one read holds the only slot, every other transfer is refused RESOURCE_EXHAUSTED naming
 // the call and the flag; once it ends, a read goes through again.
 TEST_F(FileStreamLimitTest, TransfersBeyondTheLimitAreRefusedUntilOneEnds) {
-  v1::Job job = CreateJob();
-  v1::Lease lease = Lease();
-  // Far more than gRPC's flow-control windows can hold: the read stays open while its client
-  // reads nothing.
-  const std::string data(64 << 20, 'd');
-  v1::Artifact artifact;
-  ASSERT_TRUE(UploadArtifact(lease, "w1", "model.bin", data, Sha256Hex(data), &artifact).ok());
-  ASSERT_TRUE(AwaitNoTransfers());
-
-  v1::ReadArtifactRequest request;
-  request.set_name(job.name() + "/artifacts/model.bin");
-  request.set_chunk_size(64 << 10);
-  auto context = Context(60);
-  auto reader = api_->ReadArtifact(context.get(), request);
-  v1::ReadArtifactResponse chunk;
-  ASSERT_TRUE(reader->Read(&chunk));
+  StalledRead stalled;
+  ASSERT_NO_FATAL_FAILURE(OpenStalledRead(&stalled));
   EXPECT_EQ(file_streams_->in_use(), 1);
 
   auto expect_refused = [](const grpc::Status& status, const std::string& call) {
@@ -546,8 +551,9 @@ TEST_F(FileStreamLimitTest, TransfersBeyondTheLimitAreRefusedUntilOneEnds) {
     EXPECT_THAT(status.error_message(), HasSubstr("--max_file_streams"));
   };
   std::string received, sha;
-  expect_refused(ReadWholeArtifact(request.name(), &received, &sha), "ReadArtifact");
-  expect_refused(UploadArtifact(lease, "w1", "other.bin", "x", Sha256Hex("x"), &artifact),
+  expect_refused(ReadWholeArtifact(stalled.name, &received, &sha), "ReadArtifact");
+  v1::Artifact artifact;
+  expect_refused(UploadArtifact(stalled.lease, "w1", "other.bin", "x", Sha256Hex("x"), &artifact),
                  "UploadArtifact");
   {
     v1::ReadBlobRequest read;
@@ -572,14 +578,15 @@ TEST_F(FileStreamLimitTest, TransfersBeyondTheLimitAreRefusedUntilOneEnds) {
   }
   EXPECT_EQ(file_streams_->in_use(), 1);
 
-  context->TryCancel();
-  while (reader->Read(&chunk)) {
+  stalled.context->TryCancel();
+  v1::ReadArtifactResponse chunk;
+  while (stalled.reader->Read(&chunk)) {
   }
-  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(stalled.reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   ASSERT_TRUE(AwaitNoTransfers());
-  ASSERT_TRUE(ReadWholeArtifact(request.name(), &received, &sha).ok());
-  EXPECT_TRUE(received == data);
-  EXPECT_EQ(sha, Sha256Hex(data));
+  ASSERT_TRUE(ReadWholeArtifact(stalled.name, &received, &sha).ok());
+  EXPECT_TRUE(received == stalled.data);
+  EXPECT_EQ(sha, Sha256Hex(stalled.data));
 }
 
 TEST_F(ServicesTest, CreateJobValidationNamesTheField) {
