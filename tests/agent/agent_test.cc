@@ -8,10 +8,16 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "tests/agent/fake_worker_service.h"
 
@@ -44,6 +50,110 @@ compress::v1::Lease FirstAttempt(const std::string& job) {
   lease.set_lease_seconds(30);
   return lease;
 }
+
+namespace v1 = compress::v1;
+
+// A WorkerService stub that passes every call to `inner` and calls `on_lease` once a LeaseJob
+// answer carrying a lease has arrived, before the agent sees it.
+class LeaseHookStub : public v1::WorkerService::StubInterface {
+ public:
+  LeaseHookStub(v1::WorkerService::StubInterface* inner, std::function<void()> on_lease)
+      : inner_(inner), on_lease_(std::move(on_lease)) {}
+
+  grpc::Status LeaseJob(grpc::ClientContext* context, const v1::LeaseJobRequest& request,
+                        v1::LeaseJobResponse* response) override {
+    grpc::Status status = inner_->LeaseJob(context, request, response);
+    if (status.ok() && response->has_lease()) on_lease_();
+    return status;
+  }
+  grpc::Status Heartbeat(grpc::ClientContext* context, const v1::HeartbeatRequest& request,
+                         v1::HeartbeatResponse* response) override {
+    return inner_->Heartbeat(context, request, response);
+  }
+  grpc::Status ReportEvents(grpc::ClientContext* context, const v1::ReportEventsRequest& request,
+                            v1::ReportEventsResponse* response) override {
+    return inner_->ReportEvents(context, request, response);
+  }
+  grpc::Status CompleteAttempt(grpc::ClientContext* context,
+                               const v1::CompleteAttemptRequest& request,
+                               v1::CompleteAttemptResponse* response) override {
+    return inner_->CompleteAttempt(context, request, response);
+  }
+
+ private:
+  template <typename T>
+  using AsyncReader = grpc::ClientAsyncResponseReaderInterface<T>;
+
+  AsyncReader<v1::LeaseJobResponse>* AsyncLeaseJobRaw(grpc::ClientContext* c,
+                                                      const v1::LeaseJobRequest& r,
+                                                      grpc::CompletionQueue* cq) override {
+    return inner_->AsyncLeaseJob(c, r, cq).release();
+  }
+  AsyncReader<v1::LeaseJobResponse>* PrepareAsyncLeaseJobRaw(grpc::ClientContext* c,
+                                                             const v1::LeaseJobRequest& r,
+                                                             grpc::CompletionQueue* cq) override {
+    return inner_->PrepareAsyncLeaseJob(c, r, cq).release();
+  }
+  AsyncReader<v1::HeartbeatResponse>* AsyncHeartbeatRaw(grpc::ClientContext* c,
+                                                        const v1::HeartbeatRequest& r,
+                                                        grpc::CompletionQueue* cq) override {
+    return inner_->AsyncHeartbeat(c, r, cq).release();
+  }
+  AsyncReader<v1::HeartbeatResponse>* PrepareAsyncHeartbeatRaw(grpc::ClientContext* c,
+                                                               const v1::HeartbeatRequest& r,
+                                                               grpc::CompletionQueue* cq) override {
+    return inner_->PrepareAsyncHeartbeat(c, r, cq).release();
+  }
+  AsyncReader<v1::ReportEventsResponse>* AsyncReportEventsRaw(grpc::ClientContext* c,
+                                                              const v1::ReportEventsRequest& r,
+                                                              grpc::CompletionQueue* cq) override {
+    return inner_->AsyncReportEvents(c, r, cq).release();
+  }
+  AsyncReader<v1::ReportEventsResponse>* PrepareAsyncReportEventsRaw(
+      grpc::ClientContext* c, const v1::ReportEventsRequest& r,
+      grpc::CompletionQueue* cq) override {
+    return inner_->PrepareAsyncReportEvents(c, r, cq).release();
+  }
+  grpc::ClientWriterInterface<v1::UploadArtifactRequest>* UploadArtifactRaw(
+      grpc::ClientContext* c, v1::Artifact* response) override {
+    return inner_->UploadArtifact(c, response).release();
+  }
+  grpc::ClientAsyncWriterInterface<v1::UploadArtifactRequest>* AsyncUploadArtifactRaw(
+      grpc::ClientContext* c, v1::Artifact* response, grpc::CompletionQueue* cq,
+      void* tag) override {
+    return inner_->AsyncUploadArtifact(c, response, cq, tag).release();
+  }
+  grpc::ClientAsyncWriterInterface<v1::UploadArtifactRequest>* PrepareAsyncUploadArtifactRaw(
+      grpc::ClientContext* c, v1::Artifact* response, grpc::CompletionQueue* cq) override {
+    return inner_->PrepareAsyncUploadArtifact(c, response, cq).release();
+  }
+  AsyncReader<v1::CompleteAttemptResponse>* AsyncCompleteAttemptRaw(
+      grpc::ClientContext* c, const v1::CompleteAttemptRequest& r,
+      grpc::CompletionQueue* cq) override {
+    return inner_->AsyncCompleteAttempt(c, r, cq).release();
+  }
+  AsyncReader<v1::CompleteAttemptResponse>* PrepareAsyncCompleteAttemptRaw(
+      grpc::ClientContext* c, const v1::CompleteAttemptRequest& r,
+      grpc::CompletionQueue* cq) override {
+    return inner_->PrepareAsyncCompleteAttempt(c, r, cq).release();
+  }
+  grpc::ClientReaderInterface<v1::ReadArtifactResponse>* ReadBlobRaw(
+      grpc::ClientContext* c, const v1::ReadBlobRequest& r) override {
+    return inner_->ReadBlob(c, r).release();
+  }
+  grpc::ClientAsyncReaderInterface<v1::ReadArtifactResponse>* AsyncReadBlobRaw(
+      grpc::ClientContext* c, const v1::ReadBlobRequest& r, grpc::CompletionQueue* cq,
+      void* tag) override {
+    return inner_->AsyncReadBlob(c, r, cq, tag).release();
+  }
+  grpc::ClientAsyncReaderInterface<v1::ReadArtifactResponse>* PrepareAsyncReadBlobRaw(
+      grpc::ClientContext* c, const v1::ReadBlobRequest& r, grpc::CompletionQueue* cq) override {
+    return inner_->PrepareAsyncReadBlob(c, r, cq).release();
+  }
+
+  v1::WorkerService::StubInterface* const inner_;
+  const std::function<void()> on_lease_;
+};
 
 class AgentTest : public ::testing::Test {
  protected:
@@ -153,6 +263,40 @@ TEST_F(AgentTest, DoesNotSpinWhileTheServerIsAway) {
   (*agent)->Stop();
   runner.join();
   EXPECT_EQ((*agent)->attempts_run(), 0);
+}
+
+// A lease that arrives in the same LeaseJob answer as Stop() is handed back at once
+// (CompleteAttempt FAILED, retryable, `stopping`), without starting its executor, so that the
+// server requeues the job without waiting for the lease to expire or counting the attempt.
+TEST_F(AgentTest, LeaseArrivingWithStopIsHandedBack) {
+  FakeWorkerService service;
+  service.AddLease(FirstAttempt("jobs/s1"));
+  int port = 0;
+  std::unique_ptr<grpc::Server> server = FakeWorkerService::Serve(&service, "127.0.0.1:0", &port);
+  ASSERT_NE(server, nullptr);
+  std::unique_ptr<v1::WorkerService::Stub> real = v1::WorkerService::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  Agent* agent_ptr = nullptr;
+  LeaseHookStub stub(real.get(), [&agent_ptr] { agent_ptr->Stop(); });
+  options_.server = absl::StrCat("127.0.0.1:", port);
+  Agent agent(options_, &stub);
+  agent_ptr = &agent;
+
+  absl::Time start = absl::Now();
+  std::thread runner([&agent] { agent.Run(); });
+  runner.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15));
+
+  std::vector<v1::CompleteAttemptRequest> completions = service.completions();
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_EQ(completions[0].job(), "jobs/s1");
+  EXPECT_EQ(completions[0].outcome(), v1::ATTEMPT_FAILED);
+  EXPECT_TRUE(completions[0].stopping());
+  EXPECT_TRUE(completions[0].retryable());
+  EXPECT_EQ(completions[0].error_code(), "UNAVAILABLE");
+  // The executor never ran: no line reached the server.
+  EXPECT_TRUE(service.events().empty());
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
 }
 
 TEST_F(AgentTest, RejectsUnusableOptions) {

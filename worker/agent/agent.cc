@@ -122,7 +122,11 @@ void Agent::LeaseLoop(const compress::v1::Device& device) {
       absl::MutexLock lock(&mu_);
       lease_calls_.erase(&context);
     }
-    if (Stopping()) break;
+    // A lease in the answer is this worker's even when Stop() came meanwhile: it goes to a runner
+    // below, which hands it back at once (CompleteAttempt with `stopping`), so that the server
+    // requeues the job now, without waiting for the lease to expire or counting the attempt.
+    const bool leased = status.ok() && response.has_lease();
+    if (Stopping() && !leased) break;
 
     if (!status.ok()) {
       absl::Duration delay = backoff.Next();
@@ -149,7 +153,8 @@ void Agent::LeaseLoop(const compress::v1::Device& device) {
     {
       absl::MutexLock lock(&mu_);
       runners_.insert(&runner);
-      // A Stop() that came while LeaseJob returned must reach this runner too.
+      // A Stop() that came while LeaseJob returned must reach this runner too: it hands the
+      // lease back without starting the executor.
       if (stopping_) runner.Shutdown();
     }
     runner.Run();

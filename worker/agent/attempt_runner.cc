@@ -173,15 +173,18 @@ AttemptResult AttemptRunner::Run() {
     MaybeRemoveWorkDir(result);
     return result;
   };
+  // A stop before the executor started (the agent stopped as the lease arrived, or a stop ended
+  // the blob fetch) is reported as a stopped executor is: a shutdown hands the lease back.
+  auto stopped_before_start = [this, &end] {
+    ExitInfo not_started;
+    not_started.exit_code = 0;
+    return end(Finish(not_started, ""));
+  };
+  if (StopRequested()) return stopped_before_start();
   compress::v1::CompleteAttemptRequest failure;
   failure.set_outcome(compress::v1::ATTEMPT_FAILED);
   if (absl::Status prepared = PrepareWorkDir(); !prepared.ok()) {
-    if (StopRequested()) {
-      // The stop ended the blob fetch; no executor ran. Reported as a stopped executor is.
-      ExitInfo not_started;
-      not_started.exit_code = 0;
-      return end(Finish(not_started, ""));
-    }
+    if (StopRequested()) return stopped_before_start();
     failure.set_error_code(absl::StatusCodeToString(prepared.code()));
     failure.set_error_message(std::string(prepared.message()));
     failure.set_retryable(!IsFinalCode(prepared.code()));
@@ -198,6 +201,8 @@ AttemptResult AttemptRunner::Run() {
       time_limit_seconds_ = spec->resources.time_limit_seconds;
     }
   }
+
+  if (StopRequested()) return stopped_before_start();
 
   Subprocess::Options process;
   ExecutorDevice executor_device = ExecutorDeviceFor(device_.name());
