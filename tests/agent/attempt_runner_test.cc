@@ -303,6 +303,39 @@ exit 1
   EXPECT_EQ(completions[1].attempt(), 2);
 }
 
+// Only the last stdout line decides a failed run (the executor contract): an error line that
+// other lines followed, then a crash or a non-zero exit, is a death without an error line, and
+// retryable, whatever the earlier line's code.
+TEST_F(AttemptRunnerTest, OnlyAnErrorLineThatIsTheLastLineDecidesTheFailure) {
+  WriteExecutor(R"sh(
+emit '{"type":"error","time":1,"code":"INVALID_ARGUMENT","message":"not the end"}'
+emit '{"type":"phase_started","time":1,"phase":"teacher"}'
+if [ "$HOW" = signal ]; then kill -9 $$; fi
+exit 3
+)sh");
+  setenv("HOW", "signal", 1);
+  RunAttempt();
+  setenv("HOW", "exit", 1);
+  lease_.set_attempt(2);
+  RunAttempt();
+  unsetenv("HOW");
+  std::vector<compress::v1::CompleteAttemptRequest> completions = service_.completions();
+  ASSERT_EQ(completions.size(), 2u);
+  EXPECT_EQ(completions[0].outcome(), compress::v1::ATTEMPT_FAILED);
+  EXPECT_EQ(completions[0].error_code(), "INTERNAL");
+  EXPECT_TRUE(completions[0].retryable());
+  EXPECT_EQ(completions[0].exit_status(), 128 + 9);
+  EXPECT_THAT(completions[0].error_message(), HasSubstr("executor killed by signal 9"));
+  EXPECT_THAT(completions[0].error_message(), HasSubstr("INVALID_ARGUMENT: not the end"));
+  EXPECT_EQ(completions[1].error_code(), "UNKNOWN");
+  EXPECT_TRUE(completions[1].retryable());
+  EXPECT_EQ(completions[1].exit_status(), 3);
+  EXPECT_THAT(completions[1].error_message(),
+              HasSubstr("executor exited with status 3 without an error line"));
+  // The work dir stays for the next attempt.
+  EXPECT_TRUE(fs::exists(options_.work_root + "/j1/work"));
+}
+
 TEST_F(AttemptRunnerTest, CancelSendsSigtermAndReportsCancelled) {
   WriteExecutor(R"sh(
 trap 'echo TERM > "$WORKDIR/got-term"; emit "{\"type\":\"error\",\"time\":1,\"code\":\"CANCELLED\",\"message\":\"stopped\"}"; exit 1' TERM

@@ -261,6 +261,13 @@ AttemptResult AttemptRunner::Run() {
 }
 
 void AttemptRunner::HandleLine(std::string line) {
+  // Only the executor's last stdout line decides a failed run (the executor contract): an error
+  // line followed by any other line was not its final word.
+  if (last_error_code_.has_value()) {
+    earlier_error_ = absl::StrCat(*last_error_code_, ": ", last_error_message_);
+    last_error_code_.reset();
+    last_error_message_.clear();
+  }
   absl::StatusOr<events::Event> event = events::Parse(line);
   if (!event.ok()) {
     // Never drop a line: text that is not an event travels as a log line.
@@ -403,13 +410,23 @@ AttemptResult AttemptRunner::Finish(const ExitInfo& exit_info, const std::string
       request.set_error_code(*last_error_code_);
       request.set_error_message(last_error_message_);
       request.set_retryable(!IsFinalCode(code));
-    } else if (exit_info.signal != 0) {
-      fail(absl::InternalError(absl::StrCat("executor killed by signal ", exit_info.signal)),
-           /*retryable=*/true);
     } else {
-      fail(absl::UnknownError(absl::StrCat("executor exited with status ", exit_info.exit_code,
-                                           " without an error line")),
-           /*retryable=*/true);
+      // A death without an error line as the last line is retryable, whatever an earlier error
+      // line said.
+      std::string earlier;
+      if (earlier_error_.has_value()) {
+        earlier = absl::StrCat(" (an earlier line, not the last, was an error line: ",
+                               CutText(*earlier_error_, 4096), ")");
+      }
+      if (exit_info.signal != 0) {
+        fail(absl::InternalError(
+                 absl::StrCat("executor killed by signal ", exit_info.signal, earlier)),
+             /*retryable=*/true);
+      } else {
+        fail(absl::UnknownError(absl::StrCat("executor exited with status ", exit_info.exit_code,
+                                             " without an error line", earlier)),
+             /*retryable=*/true);
+      }
     }
     return Complete(request);
   }

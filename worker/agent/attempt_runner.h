@@ -120,8 +120,12 @@ class AttemptRunner {
   // Owned by the Run() thread.
   std::map<std::string, ArtifactUploader::Announced> artifacts_;
   std::optional<std::string> report_json_;
+  // The code and message of the executor's last stdout line so far when that line is an
+  // `error` line; only that line decides a failed run (docs/executor-contract.md).
   std::optional<std::string> last_error_code_;
   std::string last_error_message_;
+  // "CODE: message" of the latest error line that other lines followed, for the failure message.
+  std::optional<std::string> earlier_error_;
   int64_t time_limit_seconds_ = 0;
   // Set once by Run() before relay_ready_ is notified, then constant until destruction.
   std::unique_ptr<EventRelay> relay_;
