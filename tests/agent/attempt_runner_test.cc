@@ -405,6 +405,54 @@ exit 0
   EXPECT_TRUE(service_.artifacts().empty());
 }
 
+// Writes a $SIZE-byte artifact model.bin and a report, and exits 0.
+constexpr char kOneArtifactBody[] = R"sh(
+head -c "$SIZE" /dev/urandom > "$WORKDIR/model.bin"
+sum=$(sha256sum "$WORKDIR/model.bin" | cut -d' ' -f1)
+emit "{\"type\":\"artifact\",\"time\":1,\"name\":\"model.bin\",\"path\":\"$WORKDIR/model.bin\",\"sha256\":\"$sum\",\"size_bytes\":$SIZE}"
+echo '{}' > "$WORKDIR/report.json"
+emit '{"type":"report","time":1,"report":{}}'
+exit 0
+)sh";
+
+// A cancellation that arrives while an upload is retried against a server that refuses it ends
+// the retries at once: the attempt is reported CANCELLED, not FAILED after the retry time.
+TEST_F(AttemptRunnerTest, CancelDuringArtifactUploadRetriesEndsTheAttempt) {
+  WriteExecutor(absl::StrCat("SIZE=1000\n", kOneArtifactBody));
+  options_.upload.retry_for = absl::Seconds(30);
+  options_.upload.initial_backoff = absl::Milliseconds(50);
+  options_.upload.max_backoff = absl::Milliseconds(200);
+  service_.SetUploadError(grpc::StatusCode::UNAVAILABLE);
+  service_.CancelWhenUploadStarts();
+  absl::Time start = absl::Now();
+  bool wedged = false;
+  AttemptResult result = RunAttemptWithin(absl::Seconds(20), &wedged);
+  EXPECT_FALSE(wedged);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(6));
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_CANCELLED) << result.error_message;
+  std::vector<compress::v1::CompleteAttemptRequest> completions = service_.completions();
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_EQ(completions[0].outcome(), compress::v1::ATTEMPT_CANCELLED);
+  EXPECT_TRUE(service_.artifacts().empty());
+}
+
+// A cancellation that arrives while an artifact streams to the server cancels the stream
+// instead of sending the rest of the file.
+TEST_F(AttemptRunnerTest, CancelDuringAnArtifactStreamStopsIt) {
+  WriteExecutor(absl::StrCat("SIZE=", 4 << 20, "\n", kOneArtifactBody));
+  options_.upload.chunk_bytes = 64 << 10;
+  service_.SetUploadChunkDelay(absl::Milliseconds(100));  // 64 chunks: 6.4 s
+  service_.CancelWhenUploadStarts();
+  absl::Time start = absl::Now();
+  bool wedged = false;
+  AttemptResult result = RunAttemptWithin(absl::Seconds(20), &wedged);
+  EXPECT_FALSE(wedged);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(4));
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_CANCELLED) << result.error_message;
+  EXPECT_EQ(service_.upload_calls(), 1);
+  EXPECT_TRUE(service_.artifacts().empty());
+}
+
 TEST_F(AttemptRunnerTest, WorkDirSurvivesAcrossAttemptsSoTheExecutorCanResume) {
   WriteExecutor(R"sh(
 if [ -f "$WORKDIR/checkpoint" ]; then

@@ -71,6 +71,21 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
     absl::MutexLock lock(&mu_);
     blobs_[sha256] = {std::move(data), chunk_bytes, chunk_delay};
   }
+  // UploadArtifact answers `code` (after the header) from now on; OK restores uploads.
+  void SetUploadError(grpc::StatusCode code) {
+    absl::MutexLock lock(&mu_);
+    upload_error_ = code;
+  }
+  // UploadArtifact waits `delay` after each data message it reads.
+  void SetUploadChunkDelay(absl::Duration delay) {
+    absl::MutexLock lock(&mu_);
+    upload_chunk_delay_ = delay;
+  }
+  // The job's cancellation is requested as soon as an UploadArtifact header arrives.
+  void CancelWhenUploadStarts() {
+    absl::MutexLock lock(&mu_);
+    cancel_on_upload_ = true;
+  }
   // Heartbeats answer with `code` from now on.
   void SetHeartbeatError(grpc::StatusCode code) {
     absl::MutexLock lock(&mu_);
@@ -104,6 +119,10 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   std::vector<ReportCall> report_calls() const {
     absl::MutexLock lock(&mu_);
     return report_calls_;
+  }
+  int upload_calls() const {
+    absl::MutexLock lock(&mu_);
+    return upload_calls_;
   }
   int read_blob_calls() const {
     absl::MutexLock lock(&mu_);
@@ -177,6 +196,7 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
     std::string data;
     compress::v1::UploadArtifactRequest::Header header;
     bool first = true;
+    absl::Duration chunk_delay;
     while (reader->Read(&message)) {
       if (first) {
         if (!message.has_header()) {
@@ -186,9 +206,16 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
         first = false;
         absl::MutexLock lock(&mu_);
         RecordAttemptCall("UploadArtifact", header);
+        ++upload_calls_;
+        if (cancel_on_upload_) cancel_requested_ = true;
+        if (upload_error_ != grpc::StatusCode::OK) {
+          return grpc::Status(upload_error_, "upload refused by the fake");
+        }
+        chunk_delay = upload_chunk_delay_;
         continue;
       }
       data += message.data();
+      absl::SleepFor(chunk_delay);
     }
     if (static_cast<int64_t>(data.size()) != header.size_bytes()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "size mismatch");
@@ -270,6 +297,10 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   int read_blob_calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<AttemptCall> attempt_calls_ ABSL_GUARDED_BY(mu_);
   grpc::StatusCode heartbeat_error_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::OK;
+  grpc::StatusCode upload_error_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::OK;
+  absl::Duration upload_chunk_delay_ ABSL_GUARDED_BY(mu_);
+  bool cancel_on_upload_ ABSL_GUARDED_BY(mu_) = false;
+  int upload_calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> artifacts_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> artifact_sha256_ ABSL_GUARDED_BY(mu_);

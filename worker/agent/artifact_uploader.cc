@@ -1,15 +1,24 @@
 #include "worker/agent/artifact_uploader.h"
 
+#include <algorithm>
 #include <fstream>
 #include <memory>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "grpcpp/client_context.h"
 #include "worker/events/sha256.h"
 
 namespace compress::worker {
+namespace {
+
+// How often `should_stop` is polled while an upload call runs or a retry waits.
+constexpr absl::Duration kStopPollInterval = absl::Milliseconds(100);
+
+}  // namespace
 
 ArtifactUploader::ArtifactUploader(compress::v1::WorkerService::StubInterface* stub, AttemptKey key,
                                    const Options& options, std::function<bool()> should_stop)
@@ -26,16 +35,25 @@ absl::Status ArtifactUploader::Upload(const Announced& artifact) {
   }
   Backoff backoff(options_.initial_backoff, options_.max_backoff);
   absl::Time give_up = absl::Now() + options_.retry_for;
+  auto stopped = [this, &artifact] {
+    return absl::CancelledError(
+        absl::StrCat("uploading artifact ", artifact.name, " of ", key_.job, ": stopped"));
+  };
   while (true) {
+    if (should_stop_()) return stopped();
     grpc::Status status = UploadOnce(artifact);
     if (status.ok()) return absl::OkStatus();
+    if (should_stop_()) return stopped();
     absl::Duration delay = backoff.Next();
-    if (!IsTransient(status) || absl::Now() + delay > give_up || should_stop_()) {
+    if (!IsTransient(status) || absl::Now() + delay > give_up) {
       return absl::Status(ToAbslStatus(status).code(),
                           absl::StrCat("uploading artifact ", artifact.name, " of ", key_.job, ": ",
                                        status.error_message()));
     }
-    absl::SleepFor(delay);
+    for (absl::Time wake = absl::Now() + delay; absl::Now() < wake;) {
+      if (should_stop_()) return stopped();
+      absl::SleepFor(std::min(kStopPollInterval, wake - absl::Now()));
+    }
   }
 }
 
@@ -51,6 +69,17 @@ grpc::Status ArtifactUploader::UploadOnce(const Announced& artifact) {
   compress::v1::Artifact response;
   std::unique_ptr<grpc::ClientWriterInterface<compress::v1::UploadArtifactRequest>> writer =
       stub_->UploadArtifact(&context, &response);
+  // A stop cancels the call wherever it blocks (a Write held by flow control, Finish): an
+  // artifact of gigabytes must not hold up a cancelled or stopping attempt until it is sent.
+  absl::Notification call_done;
+  std::thread stop_watch([this, &context, &call_done] {
+    while (!call_done.WaitForNotificationWithTimeout(kStopPollInterval)) {
+      if (should_stop_()) {
+        context.TryCancel();
+        return;
+      }
+    }
+  });
 
   compress::v1::UploadArtifactRequest header_message;
   compress::v1::UploadArtifactRequest::Header* header = header_message.mutable_header();
@@ -77,6 +106,8 @@ grpc::Status ArtifactUploader::UploadOnce(const Announced& artifact) {
   }
   writer->WritesDone();
   grpc::Status status = writer->Finish();
+  call_done.Notify();
+  stop_watch.join();
   if (status.ok() && sent != artifact.size_bytes) {
     return grpc::Status(grpc::StatusCode::DATA_LOSS,
                         absl::StrCat(artifact.path, " changed while it was uploaded"));

@@ -37,15 +37,16 @@ class ArtifactUploader {
     int64_t size_bytes = 0;
   };
 
-  // `stub` is not owned and must outlive the uploader. `should_stop`, polled between tries,
-  // ends retrying early (the agent shuts down).
+  // `stub` is not owned and must outlive the uploader. `should_stop` (called from the uploading
+  // thread and from a watcher thread of each call) is polled between tries and while a call runs:
+  // once it is true, the call is cancelled and Upload() returns CANCELLED within moments.
   ArtifactUploader(compress::v1::WorkerService::StubInterface* stub, AttemptKey key,
                    const Options& options, std::function<bool()> should_stop);
 
   // Checks that the file's sha256 and size are what was announced (DATA_LOSS naming the file
   // if not; NOT_FOUND if it is missing), then uploads it, restarting the upload after transient
   // failures. Other failures are returned as the server gave them (ABORTED: the attempt is
-  // gone).
+  // gone); CANCELLED once `should_stop` said so.
   absl::Status Upload(const Announced& artifact);
 
  private:

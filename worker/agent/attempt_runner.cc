@@ -91,6 +91,12 @@ bool AttemptRunner::StopRequested() const {
   return stop_reason_ != StopReason::kNone;
 }
 
+AttemptRunner::StopReason AttemptRunner::CurrentStop(absl::Status* why) const {
+  absl::MutexLock lock(&mu_);
+  *why = stop_status_;
+  return stop_reason_;
+}
+
 void AttemptRunner::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
@@ -342,13 +348,8 @@ void AttemptRunner::HeartbeatLoop() {
 }
 
 AttemptResult AttemptRunner::Finish(const ExitInfo& exit_info, const std::string& stderr_tail) {
-  StopReason reason;
   absl::Status stop_status;
-  {
-    absl::MutexLock lock(&mu_);
-    reason = stop_reason_;
-    stop_status = stop_status_;
-  }
+  StopReason reason = CurrentStop(&stop_status);
   AttemptResult dropped;
   if (reason == StopReason::kLeaseLost) {
     AgentLog(key_.job, " attempt ", key_.attempt, ": dropped: ", stop_status.message());
@@ -380,28 +381,7 @@ AttemptResult AttemptRunner::Finish(const ExitInfo& exit_info, const std::string
     request.set_retryable(retryable);
   };
 
-  switch (reason) {
-    case StopReason::kCancelled:
-      request.set_outcome(compress::v1::ATTEMPT_CANCELLED);
-      request.set_error_code("CANCELLED");
-      request.set_error_message("cancelled on request");
-      return Complete(request);
-    case StopReason::kShutdown:
-      // Handed back, not failed: compressd requeues the job without counting the attempt.
-      fail(stop_status, /*retryable=*/true);
-      request.set_stopping(true);
-      return Complete(request);
-    case StopReason::kRelayFailed:
-      fail(stop_status, /*retryable=*/true);
-      return Complete(request);
-    case StopReason::kTimeLimit:
-      // The contract makes DEADLINE_EXCEEDED retryable.
-      fail(stop_status, /*retryable=*/true);
-      return Complete(request);
-    case StopReason::kLeaseLost:
-    case StopReason::kNone:
-      break;
-  }
+  if (reason != StopReason::kNone) return CompleteStopped(reason, stop_status, request);
 
   if (!exit_info.Succeeded()) {
     if (last_error_code_.has_value()) {
@@ -453,8 +433,17 @@ AttemptResult AttemptRunner::Finish(const ExitInfo& exit_info, const std::string
     if (artifacts_.count("report.json") > 0) note["artifact"] = "report.json";
     report = nlohmann::json{{"report_omitted", note}}.dump();
   }
-  ArtifactUploader uploader(stub_, key_, options_.upload, [this] { return ShuttingDown(); });
+  // A stop while the artifacts are uploaded (a cancellation, a lost lease, a shutdown) ends the
+  // upload within moments, and the attempt is reported as stopped.
+  ArtifactUploader uploader(stub_, key_, options_.upload, [this] { return StopRequested(); });
+  auto complete_stopped = [this, &request] {
+    absl::Status why;
+    StopReason stopped = CurrentStop(&why);
+    AgentLog(key_.job, " attempt ", key_.attempt, ": artifact upload stopped: ", why.message());
+    return CompleteStopped(stopped, why, request);
+  };
   for (const auto& [name, artifact] : artifacts_) {
+    if (StopRequested()) return complete_stopped();
     if (!IsUnder(artifact.path, work_dir_)) {
       fail(absl::InternalError(absl::StrCat("artifact ", name, " at ", artifact.path,
                                             " lies outside the work dir ", work_dir_)),
@@ -463,6 +452,7 @@ AttemptResult AttemptRunner::Finish(const ExitInfo& exit_info, const std::string
     }
     absl::Status uploaded = uploader.Upload(artifact);
     if (uploaded.ok()) continue;
+    if (StopRequested()) return complete_stopped();
     if (uploaded.code() == absl::StatusCode::kAborted ||
         uploaded.code() == absl::StatusCode::kFailedPrecondition) {
       AgentLog(key_.job, " attempt ", key_.attempt, ": dropped: ", uploaded.message());
@@ -477,6 +467,37 @@ AttemptResult AttemptRunner::Finish(const ExitInfo& exit_info, const std::string
   request.set_outcome(compress::v1::ATTEMPT_SUCCEEDED);
   request.set_report_json(report);
   return Complete(request);
+}
+
+AttemptResult AttemptRunner::CompleteStopped(StopReason reason, const absl::Status& why,
+                                             compress::v1::CompleteAttemptRequest request) {
+  auto fail = [&request, &why] {
+    request.set_outcome(compress::v1::ATTEMPT_FAILED);
+    request.set_error_code(absl::StatusCodeToString(why.code()));
+    request.set_error_message(std::string(why.message()));
+    request.set_retryable(true);
+  };
+  switch (reason) {
+    case StopReason::kCancelled:
+      request.set_outcome(compress::v1::ATTEMPT_CANCELLED);
+      request.set_error_code("CANCELLED");
+      request.set_error_message("cancelled on request");
+      return Complete(request);
+    case StopReason::kShutdown:
+      // Handed back, not failed: compressd requeues the job without counting the attempt.
+      fail();
+      request.set_stopping(true);
+      return Complete(request);
+    case StopReason::kRelayFailed:
+    case StopReason::kTimeLimit:  // the contract makes DEADLINE_EXCEEDED retryable
+    case StopReason::kNone:
+      fail();
+      return Complete(request);
+    case StopReason::kLeaseLost:
+      break;
+  }
+  AgentLog(key_.job, " attempt ", key_.attempt, ": dropped: ", why.message());
+  return AttemptResult();
 }
 
 std::string AttemptRunner::ReadReportJson() const {

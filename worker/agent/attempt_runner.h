@@ -102,11 +102,18 @@ class AttemptRunner {
   void HandleLine(std::string line);
   AttemptResult Finish(const ExitInfo& exit_info, const std::string& stderr_tail);
   AttemptResult Complete(compress::v1::CompleteAttemptRequest request);
+  // Reports an attempt stopped for `reason` (`why` says how), on top of `request`'s exit status
+  // and stderr tail: CANCELLED, handed back (`stopping`) on shutdown, nothing when the lease was
+  // lost, FAILED retryable otherwise.
+  AttemptResult CompleteStopped(StopReason reason, const absl::Status& why,
+                                compress::v1::CompleteAttemptRequest request);
   absl::Status PrepareWorkDir();
   std::string ReadReportJson() const;
   void MaybeRemoveWorkDir(const AttemptResult& result) const;
   bool ShuttingDown() const ABSL_LOCKS_EXCLUDED(mu_);
   bool StopRequested() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Why the attempt was stopped (kNone: it was not); `*why` gets the stop's status.
+  StopReason CurrentStop(absl::Status* why) const ABSL_LOCKS_EXCLUDED(mu_);
 
   compress::v1::WorkerService::StubInterface* const stub_;
   const compress::v1::Device device_;
