@@ -389,6 +389,37 @@ while true; do sleep 0.1; done
   EXPECT_TRUE(service_.completions().empty());
 }
 
+// The attempt is dropped (lost lease) while a ReportEvents call is in flight, and its answer
+// asks for cancellation: the relay calls back into the runner while the runner is destroyed. The
+// relay is destroyed first, so the callback finds the runner whole. (A use of a destroyed member
+// shows under ThreadSanitizer; here the test checks that destruction completes and waits for the
+// call.)
+TEST_F(AttemptRunnerTest, RelayCallingBackDuringDestructionFindsTheRunnerWhole) {
+  WriteExecutor(R"sh(
+emit '{"type":"phase_started","time":1,"phase":"teacher"}'
+while true; do sleep 0.1; done
+)sh");
+  options_.kill_grace = absl::Seconds(1);
+  service_.SetReportEventsDelay(absl::Seconds(3));
+  service_.SetCancelRequested(true);
+  service_.SetHeartbeatError(grpc::StatusCode::ABORTED);
+  absl::Time start = absl::Now();
+  absl::Duration ran;
+  {
+    AttemptRunner runner(stub_.get(), "w1", device_, lease_, options_);
+    AttemptResult result = runner.Run();
+    ran = absl::Now() - start;
+    EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_OUTCOME_UNSPECIFIED);
+    EXPECT_FALSE(result.completed);
+  }
+  // Run() ended on the lost lease (the first heartbeat, after 1 s) while the relay's call was
+  // still waiting for its answer, which the destructor waited for.
+  EXPECT_LT(ran, absl::Seconds(3));
+  EXPECT_GE(absl::Now() - start, absl::Seconds(3));
+  EXPECT_TRUE(service_.completions().empty());
+  EXPECT_EQ(service_.events().size(), 1u);
+}
+
 TEST_F(AttemptRunnerTest, ArtifactNotMatchingItsAnnouncementIsDataLoss) {
   WriteExecutor(R"sh(
 echo hello > "$WORKDIR/model.bin"

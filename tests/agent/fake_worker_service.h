@@ -64,6 +64,11 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
     report_failures_left_ = n;
     report_failure_code_ = code;
   }
+  // ReportEvents waits `delay` before it answers (from now on).
+  void SetReportEventsDelay(absl::Duration delay) {
+    absl::MutexLock lock(&mu_);
+    report_delay_ = delay;
+  }
   // ReadBlob serves `data` under its sha256 `sha256`, in chunks of `chunk_bytes`, waiting
   // `chunk_delay` before each chunk.
   void AddBlob(const std::string& sha256, std::string data, int chunk_bytes = 64 << 10,
@@ -172,6 +177,12 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
 
   grpc::Status ReportEvents(grpc::ServerContext*, const compress::v1::ReportEventsRequest* request,
                             compress::v1::ReportEventsResponse* response) override {
+    absl::Duration delay;
+    {
+      absl::MutexLock lock(&mu_);
+      delay = report_delay_;
+    }
+    absl::SleepFor(delay);
     absl::MutexLock lock(&mu_);
     RecordAttemptCall("ReportEvents", *request);
     ReportCall call{request->first_line(), request->event_json_size(), false};
@@ -292,6 +303,7 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   int report_failures_left_ ABSL_GUARDED_BY(mu_) = 0;
   grpc::StatusCode report_failure_code_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::UNAVAILABLE;
   int failed_report_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration report_delay_ ABSL_GUARDED_BY(mu_);
   std::vector<ReportCall> report_calls_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Blob> blobs_ ABSL_GUARDED_BY(mu_);
   int read_blob_calls_ ABSL_GUARDED_BY(mu_) = 0;

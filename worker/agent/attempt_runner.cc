@@ -77,6 +77,10 @@ AttemptRunner::AttemptRunner(compress::v1::WorkerService::StubInterface* stub,
       key_{std::move(worker_id), lease_.job(), lease_.attempt(), lease_.lease_id()} {}
 
 AttemptRunner::~AttemptRunner() {
+  // The relay's thread calls back into this runner (RequestStop locks mu_ and signals the
+  // executor), also while a ReportEvents call it had in flight returns: it must end before the
+  // members it uses are destroyed, so the relay goes first.
+  relay_.reset();
   absl::MutexLock lock(&mu_);
   if (killer_.joinable()) killer_.join();
 }

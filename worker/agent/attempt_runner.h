@@ -134,7 +134,9 @@ class AttemptRunner {
   // "CODE: message" of the latest error line that other lines followed, for the failure message.
   std::optional<std::string> earlier_error_;
   int64_t time_limit_seconds_ = 0;
-  // Set once by Run() before relay_ready_ is notified, then constant until destruction.
+  // Set once by Run() before relay_ready_ is notified, then constant until destruction. The
+  // relay's callbacks use mu_ and the fields it guards: the destructor destroys the relay (and
+  // joins its thread) before any other member, and the callbacks never touch relay_ itself.
   std::unique_ptr<EventRelay> relay_;
   absl::Notification relay_ready_;
 
