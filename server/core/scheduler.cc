@@ -427,12 +427,14 @@ absl::StatusOr<Job> Scheduler::CancelJob(const std::string& job_id) {
           break;
         }
         if (job.state == JobState::kCancelling) break;
-        lease->second.cancel_requested = true;
         job.state = JobState::kCancelling;
         status = CommitLocked(
             job, from,
             {StateChangeEvent(job.state, "cancellation requested; waiting for the worker", now)},
             deferred);
+        // Only once CANCELLING is stored: when the write fails the caller hears an error and the
+        // job stays RUNNING, so its worker must not be told to stop it.
+        if (status.ok()) lease->second.cancel_requested = true;
         break;
       }
       default:

@@ -440,6 +440,33 @@ TEST_F(SchedulerTest, CancellingJobWhoseWorkerVanishesIsCancelled) {
   EXPECT_EQ(Get(id).state, JobState::kCancelled);
 }
 
+// A cancellation whose write fails (a full disk) is refused and leaves the job RUNNING: its worker
+// is not told to stop, and the attempt may still succeed. Once written, the worker hears it.
+TEST_F(SchedulerTest, CancelThatCouldNotBeWrittenIsNotPassedToTheWorker) {
+  std::string id = Create();
+  Lease lease = LeaseOne("w1");
+  const LeaseHolder holder{"w1", lease.lease_id};
+  {
+    FailingJobWrites failing(dir_.File("jobs.db"));
+    failing.Start();
+    EXPECT_FALSE(scheduler_->CancelJob(id).ok());
+    failing.Stop();
+  }
+  EXPECT_EQ(Get(id).state, JobState::kRunning);
+  absl::StatusOr<bool> cancel = scheduler_->Heartbeat(id, lease.attempt, holder);
+  ASSERT_TRUE(cancel.ok()) << cancel.status();
+  EXPECT_FALSE(*cancel);
+  cancel = scheduler_->ReportEvents(id, lease.attempt, holder, NumberedLines(1, 1), 1);
+  ASSERT_TRUE(cancel.ok()) << cancel.status();
+  EXPECT_FALSE(*cancel);
+
+  // Asked again with the store writable, the cancellation reaches the worker.
+  ASSERT_TRUE(scheduler_->CancelJob(id).ok());
+  cancel = scheduler_->Heartbeat(id, lease.attempt, holder);
+  ASSERT_TRUE(cancel.ok()) << cancel.status();
+  EXPECT_TRUE(*cancel);
+}
+
 TEST_F(SchedulerTest, CompleteAttemptOutcomes) {
   std::string ok = Create();
   Lease lease = LeaseOne();
