@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -37,7 +38,8 @@ struct ChannelSecurity {
 };
 
 // A channel to `target` with `security` and `args`. INVALID_ARGUMENT / NOT_FOUND naming the flag
-// when a file cannot be read, or when only one of tls_cert and tls_key is given.
+// when a file cannot be read, or when only one of tls_cert and tls_key is given;
+// INVALID_ARGUMENT when the token holds a byte gRPC refuses in metadata (see CleanToken).
 absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const std::string& target,
                                                     const ChannelSecurity& security,
                                                     grpc::ChannelArguments args);
@@ -50,8 +52,15 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const std::string& target,
 void SetKeepalive(grpc::ChannelArguments* args, absl::Duration time = absl::Seconds(30),
                   absl::Duration timeout = absl::Seconds(10));
 
-// The token in `path`: its content without surrounding whitespace. NOT_FOUND when unreadable,
-// INVALID_ARGUMENT when empty or holding more than one line.
+// The token in `raw`, as it came from `source` (a flag, an environment variable or a file; named
+// in errors): without surrounding whitespace (the "\r\n" of a file saved on Windows) and a
+// leading UTF-8 byte order mark. gRPC accepts only printable ASCII (0x20-0x7e) in metadata and
+// aborts a call with any other byte, so such a byte left in the token is INVALID_ARGUMENT naming
+// `source` and the byte's offset in `raw`. Empty when `raw` holds nothing else.
+absl::StatusOr<std::string> CleanToken(absl::string_view source, absl::string_view raw);
+
+// The token in `path`, cleaned as by CleanToken. NOT_FOUND when unreadable, INVALID_ARGUMENT
+// when empty, holding more than one line or a byte that is not printable ASCII.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& flag, const std::string& path);
 
 }  // namespace compress::client

@@ -155,18 +155,18 @@ int main(int argc, char** argv) {
   security.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   security.tls_key = absl::GetFlag(FLAGS_tls_key);
   security.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
-  security.token = absl::GetFlag(FLAGS_token);
-  if (security.token.empty() && !absl::GetFlag(FLAGS_token_file).empty()) {
-    absl::StatusOr<std::string> token =
-        compress::client::ReadTokenFile("--token_file", absl::GetFlag(FLAGS_token_file));
-    if (!token.ok()) return Usage(std::string(token.status().message()));
-    security.token = *std::move(token);
+  absl::StatusOr<std::string> token =
+      compress::client::CleanToken("--token", absl::GetFlag(FLAGS_token));
+  if (token.ok() && token->empty() && !absl::GetFlag(FLAGS_token_file).empty()) {
+    token = compress::client::ReadTokenFile("--token_file", absl::GetFlag(FLAGS_token_file));
   }
-  if (security.token.empty()) {
+  if (token.ok() && token->empty()) {
     if (const char* env_token = std::getenv("COMPRESS_TOKEN"); env_token != nullptr) {
-      security.token = env_token;
+      token = compress::client::CleanToken("$COMPRESS_TOKEN", env_token);
     }
   }
+  if (!token.ok()) return Usage(std::string(token.status().message()));
+  security.token = *std::move(token);
   absl::StatusOr<std::shared_ptr<grpc::Channel>> dialled =
       compress::client::Dial(absl::GetFlag(FLAGS_server), security, channel_args);
   if (!dialled.ok()) return Usage(std::string(dialled.status().message()));

@@ -113,5 +113,42 @@ TEST_F(DialTest, ReadTokenFileTrimsAndRefusesEmptyOrSeveralLines) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_F(DialTest, TokensLoseSurroundingWhitespaceAndAByteOrderMark) {
+  EXPECT_EQ(*CleanToken("--token", "tok-1\r"), "tok-1");
+  EXPECT_EQ(*CleanToken("--token", " \xEF\xBB\xBFtok-1\r\n"), "tok-1");
+  EXPECT_EQ(*CleanToken("--token", "tok 1"), "tok 1");
+  EXPECT_EQ(*CleanToken("--token", " \t"), "");
+  std::ofstream(dir_ + "/windows", std::ios::binary) << "\xEF\xBB\xBFtok-0123456789abcdef\r\n";
+  absl::StatusOr<std::string> token = ReadTokenFile("--token_file", dir_ + "/windows");
+  ASSERT_TRUE(token.ok()) << token.status();
+  ChannelSecurity security;
+  security.token = *token;
+  EXPECT_EQ(AuthorizationSeen(security), "Bearer tok-0123456789abcdef");
+}
+
+TEST_F(DialTest, TokensWithBytesGrpcRefusesAreErrorsNamingTheSourceAndOffset) {
+  absl::StatusOr<std::string> control = CleanToken("$COMPRESS_TOKEN",
+                                                   "tok\x07"
+                                                   "en");
+  EXPECT_EQ(control.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(control.status().message(),
+              HasSubstr("$COMPRESS_TOKEN: byte 0x07 at offset 3 is not printable ASCII"));
+  // The offset counts from the start of what was given, before stripping.
+  absl::StatusOr<std::string> utf8 = CleanToken("--token", "  caf\xC3\xA9");
+  EXPECT_THAT(utf8.status().message(), HasSubstr("--token: byte 0xc3 at offset 5"));
+  std::ofstream(dir_ + "/latin1", std::ios::binary) << "tok\xE9\n";
+  absl::StatusOr<std::string> file = ReadTokenFile("--token_file", dir_ + "/latin1");
+  EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(file.status().message(),
+              HasSubstr(absl::StrCat("--token_file: ", dir_, "/latin1: byte 0xe9 at offset 3")));
+  // Dial refuses such a token instead of letting gRPC abort the first call.
+  ChannelSecurity security;
+  security.token = "tok\r";
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      Dial("127.0.0.1:1", security, grpc::ChannelArguments());
+  EXPECT_EQ(channel.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(channel.status().message(), HasSubstr("token: byte 0x0d at offset 3"));
+}
+
 }  // namespace
 }  // namespace compress::client

@@ -109,6 +109,42 @@ def _pem(value, what):
         raise CompressdError("NOT_FOUND", f"{what}: cannot read {text}: {e.strerror}") from None
 
 
+_BYTE_ORDER_MARK = b"\xef\xbb\xbf"
+_ASCII_SPACE = b" \t\n\v\f\r"
+
+
+def _clean_token(token):
+    """The token without surrounding whitespace (the "\\r\\n" of a file saved on Windows) and a
+    leading UTF-8 byte order mark; None when nothing is left. gRPC accepts only printable ASCII
+    (0x20-0x7e) in metadata, so any other byte left is INVALID_ARGUMENT with its offset in the
+    token as given (UTF-8 encoded when it is a str)."""
+    if token is None:
+        return None
+    if isinstance(token, str):
+        raw = token.encode("utf-8", "surrogatepass")
+    elif isinstance(token, bytes):
+        raw = token
+    else:
+        raise CompressdError("INVALID_ARGUMENT",
+                             f"token: expected a str, got {type(token).__name__}")
+    begin, end = 0, len(raw)
+    while begin < end and raw[begin] in _ASCII_SPACE:
+        begin += 1
+    if raw.startswith(_BYTE_ORDER_MARK, begin):
+        begin += len(_BYTE_ORDER_MARK)
+        while begin < end and raw[begin] in _ASCII_SPACE:
+            begin += 1
+    while end > begin and raw[end - 1] in _ASCII_SPACE:
+        end -= 1
+    for offset in range(begin, end):
+        if not 0x20 <= raw[offset] <= 0x7E:
+            raise CompressdError(
+                "INVALID_ARGUMENT",
+                f"token: byte 0x{raw[offset]:02x} at offset {offset} is not printable ASCII; a "
+                "token may hold only characters 0x20-0x7e")
+    return raw[begin:end].decode("ascii") or None
+
+
 def _load_spec(spec):
     """A JobSpec from a dict, a JSON text, a path (str or os.PathLike) or a JobSpec message."""
     if isinstance(spec, job_spec_pb2.JobSpec):
@@ -166,6 +202,7 @@ class Client:
     def __init__(self, address, token=None, root_certificates=None, private_key=None,
                  certificate_chain=None, server_name=None, tls=False, timeout=30.0,
                  retry_for=120.0):
+        token = _clean_token(token)
         options = list(_CHANNEL_OPTIONS)
         if root_certificates is not None or tls:
             if (private_key is None) != (certificate_chain is None):

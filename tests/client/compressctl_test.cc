@@ -1,0 +1,122 @@
+// compressctl as built: what main.cc does with its flags and environment before any command runs
+// (tokens, flags that do not apply, --help), observed through the exit status and stderr.
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace compress::client {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+struct Result {
+  // The exit status, or -1 when a signal ended the program.
+  int exit_code = -1;
+  int signal = 0;
+  std::string out;
+  std::string err;
+};
+
+class CompressctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/compressctl_test.XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  // Runs compressctl with `args` and, besides PATH, only the environment in `env`. Calls go to a
+  // port nothing listens on, so a command that gets as far as calling fails UNAVAILABLE.
+  Result Compressctl(std::vector<std::string> args,
+                     const std::map<std::string, std::string>& env = {}) {
+    args.insert(args.begin(), {COMPRESSCTL_BIN, "--server=127.0.0.1:1", "--timeout=2s"});
+    const std::string out_path = dir_ + "/stdout";
+    const std::string err_path = dir_ + "/stderr";
+    pid_t pid = fork();
+    if (pid == 0) {
+      int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(out, STDOUT_FILENO);
+      dup2(err, STDERR_FILENO);
+      clearenv();
+      setenv("PATH", "/usr/bin:/bin", 1);
+      for (const auto& [key, value] : env) setenv(key.c_str(), value.c_str(), 1);
+      std::vector<char*> argv;
+      for (std::string& arg : args) argv.push_back(arg.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    Result run;
+    int status = 0;
+    EXPECT_EQ(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status)) run.exit_code = WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) run.signal = WTERMSIG(status);
+    run.out = ReadFile(out_path);
+    run.err = ReadFile(err_path);
+    return run;
+  }
+
+  static std::string ReadFile(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+
+  std::string dir_;
+};
+
+TEST_F(CompressctlTest, ATokenWithSurroundingWhitespaceOrAByteOrderMarkIsCleaned) {
+  // A token that reaches gRPC with "\r" or a BOM made it abort; cleaned, the call just fails to
+  // connect.
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--token=tok-1\r", "get", "j1"},
+        std::vector<std::string>{"--token_file=" + dir_ + "/token", "get", "j1"},
+        std::vector<std::string>{"get", "j1"}}) {
+    std::ofstream(dir_ + "/token", std::ios::binary) << "\xEF\xBB\xBFtok-1\r\n";
+    Result run = Compressctl(args, {{"COMPRESS_TOKEN", " tok-1\r\n"}});
+    EXPECT_EQ(run.signal, 0) << args[0] << ": " << run.err;
+    EXPECT_EQ(run.exit_code, 1) << args[0];
+    EXPECT_THAT(run.err, HasSubstr("get jobs/j1: UNAVAILABLE")) << args[0];
+  }
+}
+
+TEST_F(CompressctlTest, ATokenWithAByteGrpcRefusesIsAUsageErrorNamingItsSource) {
+  Result flag = Compressctl({"--token=tok\x01x", "get", "j1"});
+  EXPECT_EQ(flag.signal, 0);
+  EXPECT_EQ(flag.exit_code, 1);
+  EXPECT_THAT(flag.err, HasSubstr("--token: byte 0x01 at offset 3 is not printable ASCII"));
+
+  Result env = Compressctl({"get", "j1"}, {{"COMPRESS_TOKEN", "t\xC3\xB6k"}});
+  EXPECT_EQ(env.signal, 0);
+  EXPECT_EQ(env.exit_code, 1);
+  EXPECT_THAT(env.err, HasSubstr("$COMPRESS_TOKEN: byte 0xc3 at offset 1"));
+
+  std::ofstream(dir_ + "/token", std::ios::binary) << "\xFF\xFEtok\r\n";  // UTF-16
+  Result file = Compressctl({"--token_file=" + dir_ + "/token", "get", "j1"});
+  EXPECT_EQ(file.signal, 0);
+  EXPECT_EQ(file.exit_code, 1);
+  EXPECT_THAT(file.err, HasSubstr("--token_file: " + dir_ + "/token: byte 0xff at offset 0"));
+  EXPECT_THAT(file.err, Not(HasSubstr("UNAVAILABLE")));
+}
+
+}  // namespace
+}  // namespace compress::client

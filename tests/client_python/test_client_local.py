@@ -1,0 +1,133 @@
+"""compressd_client against an in-process fake CompressionService: argument checks, tokens,
+downloads into folders, and retries while the server is not there yet.
+
+    test_client_local.py [unittest args]
+
+Needs grpc, protobuf and the stubs of proto/compress/v1 on PYTHONPATH (target
+compress_python_stubs); no compressd.
+"""
+
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import unittest
+from concurrent import futures
+
+import grpc
+
+from compressd_client import Client, CompressdError, JobFailedError
+from compressd_client import client as client_module
+
+pb = client_module.pb
+pb_grpc = client_module.pb_grpc
+
+
+class FakeService(pb_grpc.CompressionServiceServicer):
+    """One job, jobs/j1, with canned events and artifacts; records what it was asked."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.job = pb.Job(name="jobs/j1", state=pb.SUCCEEDED)
+        self.events = []
+        self.data = {}
+        self.filters = []
+        self.creates = []
+        self.metadata = []
+
+    def add_artifact(self, name, data):
+        self.data[name] = data
+        self.job.artifacts.add(name=name, size_bytes=len(data),
+                               sha256=hashlib.sha256(data).hexdigest())
+
+    def add_events(self, n):
+        for i in range(1, n + 1):
+            self.events.append(pb.JobEvent(sequence=i))
+        self.job.last_event_sequence = n
+
+    def _seen(self, context):
+        with self.lock:
+            self.metadata.append(dict(context.invocation_metadata()))
+
+    def CreateJob(self, request, context):
+        self._seen(context)
+        with self.lock:
+            self.creates.append(request)
+        return self.job
+
+    def GetJob(self, request, context):
+        self._seen(context)
+        if request.name != self.job.name:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{request.name} not found")
+        return self.job
+
+    def ListJobs(self, request, context):
+        self._seen(context)
+        with self.lock:
+            self.filters.append(request.filter)
+        return pb.ListJobsResponse(jobs=[self.job])
+
+    def WatchJob(self, request, context):
+        self._seen(context)
+        for event in self.events:
+            if event.sequence > request.after_sequence:
+                yield event
+
+    def ReadArtifact(self, request, context):
+        self._seen(context)
+        name = request.name.rsplit("/", 1)[-1]
+        data = self.data[name]
+        for offset in range(request.offset, len(data), 1000):
+            yield pb.ReadArtifactResponse(offset=offset, data=data[offset:offset + 1000])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(service, port=0):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_CompressionServiceServicer_to_server(service, server)
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server, port
+
+
+class LocalTest(unittest.TestCase):
+    def setUp(self):
+        self.service = FakeService()
+        self.server, port = start_server(self.service)
+        self.address = f"127.0.0.1:{port}"
+        self.tmp = tempfile.mkdtemp(prefix="compressd-pyclient-local-")
+
+    def tearDown(self):
+        self.server.stop(None)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def assertRaisesCode(self, code, function, *args, **kwargs):
+        with self.assertRaises(CompressdError) as raised:
+            function(*args, **kwargs)
+        self.assertEqual(raised.exception.code, code, str(raised.exception))
+        return raised.exception
+
+    def test_a_token_loses_surrounding_whitespace_and_a_byte_order_mark(self):
+        for token in ("tok-1\r\n", "\ufefftok-1\r\n", b"\xef\xbb\xbf tok-1\r\n"):
+            with Client(self.address, token=token) as client:
+                client.get_job("j1")
+            self.assertEqual(self.service.metadata[-1]["authorization"], "Bearer tok-1")
+
+    def test_a_token_with_a_byte_grpc_refuses_is_invalid_argument(self):
+        error = self.assertRaisesCode("INVALID_ARGUMENT", Client, self.address, token="tok\x07en")
+        self.assertIn("token: byte 0x07 at offset 3 is not printable ASCII", error.message)
+        error = self.assertRaisesCode("INVALID_ARGUMENT", Client, self.address, token=" t\u00f6k")
+        self.assertIn("byte 0xc3 at offset 2", error.message)
+        self.assertRaisesCode("INVALID_ARGUMENT", Client, self.address, token=5)
+
+
+if __name__ == "__main__":
+    unittest.main()
