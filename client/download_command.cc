@@ -1,7 +1,11 @@
 // compressctl download: resumable, verified artifact downloads.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -40,6 +44,69 @@ struct Downloaded {
   bool already_present = false;
 };
 
+// A local file operation that failed with `error` (an errno value): the code that errno maps to
+// (NOT_FOUND, PERMISSION_DENIED, RESOURCE_EXHAUSTED for a full disk, FAILED_PRECONDITION for a
+// path through a file, ...) and the OS's reason. Never DATA_LOSS, whose exit code means a sha256
+// mismatch.
+absl::Status LocalError(int error, absl::string_view what) {
+  return absl::ErrnoToStatus(error, what);
+}
+absl::Status LocalError(const std::error_code& error, absl::string_view what) {
+  return absl::ErrnoToStatus(error.value(), what);
+}
+
+// Closes the descriptor it holds.
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) : fd_(fd) {}
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  ~FileDescriptor() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+  // Closes it now; the error close(2) reports (a write that failed late) or 0.
+  int Close() {
+    const int result = ::close(fd_);
+    fd_ = -1;
+    return result == 0 ? 0 : errno;
+  }
+
+ private:
+  int fd_;
+};
+
+// Feeds the first `size` bytes of `path` (the whole file when size < 0) to `hasher`; returns the
+// number of bytes read.
+absl::StatusOr<int64_t> HashFile(const fs::path& path, int64_t size, Sha256* hasher) {
+  FileDescriptor file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (file.get() < 0) return LocalError(errno, absl::StrCat("cannot read ", path.string()));
+  std::string buffer(1 << 20, '\0');
+  int64_t done = 0;
+  while (size < 0 || done < size) {
+    const size_t want = size < 0
+                            ? buffer.size()
+                            : static_cast<size_t>(std::min<int64_t>(size - done, buffer.size()));
+    const ssize_t n = ::read(file.get(), buffer.data(), want);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return LocalError(errno, absl::StrCat("cannot read ", path.string()));
+    if (n == 0) break;
+    hasher->Update(buffer.data(), static_cast<size_t>(n));
+    done += n;
+  }
+  return done;
+}
+
+absl::Status WriteAll(int fd, absl::string_view data, const fs::path& path) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return LocalError(errno, absl::StrCat("cannot write ", path.string()));
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
 // Downloads one artifact to <dir>/<name> through <dir>/<name>.part, which a later run resumes.
 absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string& job_name,
                                        const compress::v1::Artifact& artifact,
@@ -49,19 +116,44 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
   fs::path part_path = fs::path(dir) / (artifact.name() + ".part");
   result.path = final_path.string();
   std::error_code ec;
-  if (fs::exists(final_path, ec)) {
-    absl::StatusOr<FileDigest> digest = Sha256File(final_path.string());
-    if (!digest.ok()) return digest.status();
-    if (digest->sha256 == artifact.sha256() && digest->size_bytes == artifact.size_bytes()) {
+  const fs::file_status final_status = fs::status(final_path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return LocalError(ec, absl::StrCat("cannot read ", final_path.string()));
+  }
+  if (fs::is_directory(final_status)) {
+    return LocalError(EISDIR, absl::StrCat("cannot write ", final_path.string()));
+  }
+  if (fs::exists(final_status)) {
+    Sha256 present;
+    absl::StatusOr<int64_t> size = HashFile(final_path, -1, &present);
+    if (!size.ok()) return size.status();
+    const std::string sha256 = present.HexDigest();
+    if (sha256 == artifact.sha256() && *size == artifact.size_bytes()) {
       result.already_present = true;
       return result;
     }
     return absl::DataLossError(
-        absl::StrCat(final_path.string(), " exists with other contents (sha256 ", digest->sha256,
+        absl::StrCat(final_path.string(), " exists with other contents (sha256 ", sha256,
                      ", expected ", artifact.sha256(), "); it was left as it is"));
   }
-  int64_t offset =
-      fs::exists(part_path, ec) ? static_cast<int64_t>(fs::file_size(part_path, ec)) : 0;
+  // The partial file's size is where the download resumes; only a regular file has one (a
+  // device or a pipe under that name would be resumed at a made-up offset, or block).
+  const fs::file_status part_status = fs::status(part_path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return LocalError(ec, absl::StrCat("cannot read the size of ", part_path.string()));
+  }
+  if (fs::exists(part_status) && !fs::is_regular_file(part_status)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot resume ", part_path.string(), ": not a regular file, so its size is unknown"));
+  }
+  // Created when missing, so that a 0-byte artifact has its file too.
+  FileDescriptor part(::open(part_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (part.get() < 0) return LocalError(errno, absl::StrCat("cannot write ", part_path.string()));
+  struct stat part_stat;
+  if (::fstat(part.get(), &part_stat) != 0) {
+    return LocalError(errno, absl::StrCat("cannot read the size of ", part_path.string()));
+  }
+  int64_t offset = static_cast<int64_t>(part_stat.st_size);
   if (offset > artifact.size_bytes()) {
     return absl::DataLossError(absl::StrCat(part_path.string(), " holds ", offset,
                                             " bytes, more than the artifact's ",
@@ -71,15 +163,11 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
   // The file is hashed as it is written, after the part an earlier run left.
   Sha256 hasher;
   if (offset > 0) {
-    std::ifstream in(part_path, std::ios::binary);
-    std::string buffer(1 << 20, '\0');
-    int64_t left = offset;
-    while (left > 0 && in.read(buffer.data(), std::min<int64_t>(left, buffer.size()))) {
-      hasher.Update(buffer.data(), static_cast<size_t>(in.gcount()));
-      left -= in.gcount();
-    }
-    if (left > 0) {
-      return absl::DataLossError(absl::StrCat("cannot read ", part_path.string(), " to resume"));
+    absl::StatusOr<int64_t> read = HashFile(part_path, offset, &hasher);
+    if (!read.ok()) return read.status();
+    if (*read != offset) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot resume ", part_path.string(), ": it shrank to ", *read, " bytes while read"));
     }
   }
   std::string expected_sha = artifact.sha256();
@@ -87,8 +175,6 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
   absl::Time give_up = absl::Now() + env.retry_for;
   std::string resource = ArtifactResourceName(job_name, artifact.name());
   while (offset < artifact.size_bytes()) {
-    std::ofstream out(part_path, std::ios::binary | std::ios::app);
-    if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", part_path.string()));
     auto context = env.NewContext();
     compress::v1::ReadArtifactRequest request;
     request.set_name(resource);
@@ -105,9 +191,8 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
         context->TryCancel();
         break;
       }
-      out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
-      if (!out) {
-        broken = absl::DataLossError(absl::StrCat("cannot write ", part_path.string()));
+      broken = WriteAll(part.get(), chunk.data(), part_path);
+      if (!broken.ok()) {
         context->TryCancel();
         break;
       }
@@ -117,10 +202,6 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
       if (!chunk.sha256().empty()) expected_sha = chunk.sha256();
     }
     grpc::Status status = reader->Finish();
-    out.close();
-    if (broken.ok() && !out) {
-      broken = absl::DataLossError(absl::StrCat("cannot write ", part_path.string()));
-    }
     if (!broken.ok()) return broken;
     if (status.ok()) {
       if (offset < artifact.size_bytes() && !progressed) {
@@ -140,6 +221,9 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Seconds(5));
   }
+  if (int error = part.Close(); error != 0) {
+    return LocalError(error, absl::StrCat("cannot write ", part_path.string()));
+  }
 
   const FileDigest digest{hasher.HexDigest(), offset};
   if (digest.sha256 != expected_sha || expected_sha != artifact.sha256() ||
@@ -151,8 +235,8 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
   }
   fs::rename(part_path, final_path, ec);
   if (ec) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot rename ", part_path.string(), ": ", ec.message()));
+    return LocalError(
+        ec, absl::StrCat("cannot rename ", part_path.string(), " to ", final_path.string()));
   }
   return result;
 }
@@ -188,8 +272,7 @@ int Download(const CommandEnv& env, const DownloadArgs& args) {
   fs::create_directories(args.output_dir, ec);
   if (ec) {
     return ReportError(env, "download",
-                       absl::PermissionDeniedError(
-                           absl::StrCat("cannot create ", args.output_dir, ": ", ec.message())));
+                       LocalError(ec, absl::StrCat("cannot create ", args.output_dir)));
   }
 
   int exit_code = kExitOk;

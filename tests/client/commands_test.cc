@@ -1,6 +1,11 @@
 // compressctl's commands against an in-process fake CompressionService.
 #include "client/commands.h"
 
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -25,6 +30,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class CommandsTest : public ::testing::Test {
  protected:
@@ -179,6 +185,67 @@ TEST_F(CommandsTest, DownloadMismatchIsDataLossAndKeepsThePartialFile) {
   EXPECT_THAT(err_.str(), HasSubstr("DATA_LOSS"));
   EXPECT_TRUE(fs::exists(dir_ + "/model.bin.part"));
   EXPECT_FALSE(fs::exists(dir_ + "/model.bin"));
+}
+
+TEST_F(CommandsTest, DownloadOfAnEmptyArtifactWritesAnEmptyFile) {
+  SetJobState(compress::v1::SUCCEEDED);
+  service_.AddArtifact("empty.txt", "");
+  DownloadArgs args;
+  args.job = "j1";
+  args.output_dir = dir_;
+  EXPECT_EQ(Download(env_, args), kExitOk) << err_.str();
+  ASSERT_TRUE(fs::exists(dir_ + "/empty.txt"));
+  EXPECT_EQ(fs::file_size(dir_ + "/empty.txt"), 0u);
+  EXPECT_FALSE(fs::exists(dir_ + "/empty.txt.part"));
+}
+
+TEST_F(CommandsTest, DownloadWriteFailureIsALocalErrorWithTheReason) {
+  SetJobState(compress::v1::SUCCEEDED);
+  service_.AddArtifact("model.bin", std::string(5000, 'm'));
+  DownloadArgs args;
+  args.job = "j1";
+  args.output_dir = dir_;
+  // Files of this process may grow to 1000 bytes: the write past that fails with EFBIG.
+  struct rlimit old_limit;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  struct rlimit limit = old_limit;
+  limit.rlim_cur = 1000;
+  sighandler_t old_handler = signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &limit), 0);
+  const int exit_code = Download(env_, args);
+  setrlimit(RLIMIT_FSIZE, &old_limit);
+  signal(SIGXFSZ, old_handler);
+  // Exit code 3 is for a sha256 mismatch only.
+  EXPECT_EQ(exit_code, kExitError) << err_.str();
+  EXPECT_THAT(err_.str(), HasSubstr(absl::StrCat("cannot write ", dir_,
+                                                 "/model.bin.part: ", std::strerror(EFBIG))));
+  EXPECT_THAT(err_.str(), Not(HasSubstr("DATA_LOSS")));
+}
+
+TEST_F(CommandsTest, DownloadIntoAPathThroughAFileSaysNotADirectory) {
+  SetJobState(compress::v1::SUCCEEDED);
+  service_.AddArtifact("model.bin", "abc");
+  std::ofstream(dir_ + "/file") << "x";
+  DownloadArgs args;
+  args.job = "j1";
+  args.output_dir = dir_ + "/file/out";
+  EXPECT_EQ(Download(env_, args), kExitError);
+  EXPECT_THAT(err_.str(), HasSubstr(absl::StrCat("cannot create ", dir_,
+                                                 "/file/out: ", std::strerror(ENOTDIR))));
+  EXPECT_THAT(err_.str(), Not(HasSubstr("PERMISSION_DENIED")));
+}
+
+TEST_F(CommandsTest, DownloadRefusesToResumeAPartialFileWithoutASize) {
+  SetJobState(compress::v1::SUCCEEDED);
+  service_.AddArtifact("model.bin", "abc");
+  fs::create_symlink("/dev/null", dir_ + "/model.bin.part");
+  DownloadArgs args;
+  args.job = "j1";
+  args.output_dir = dir_;
+  EXPECT_EQ(Download(env_, args), kExitError);
+  EXPECT_THAT(err_.str(), HasSubstr(absl::StrCat("cannot resume ", dir_,
+                                                 "/model.bin.part: not a regular file")));
+  EXPECT_THAT(service_.read_offsets(), ElementsAre()) << "no ReadArtifact at a made-up offset";
 }
 
 TEST_F(CommandsTest, DownloadOfAnUnknownArtifactNamesTheOnesThatExist) {
