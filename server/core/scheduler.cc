@@ -66,11 +66,15 @@ Scheduler::Scheduler(JobStore* store, const Options& options)
 
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(JobStore* store,
                                                              const Options& options) {
+  // compressd fills these options from its flags, so the messages name the flags.
   if (options.lease_duration <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("lease_duration: must be positive");
+    return absl::InvalidArgumentError(absl::StrCat("--lease_seconds: must be positive, got ",
+                                                   absl::ToDoubleSeconds(options.lease_duration)));
   }
-  if (options.default_max_attempts < 1) {
-    return absl::InvalidArgumentError("default_max_attempts: must be at least 1");
+  if (options.default_max_attempts < 1 || options.default_max_attempts > kMaxAttemptsLimit) {
+    return absl::InvalidArgumentError(absl::StrCat("--max_attempts: must be in [1, ",
+                                                   kMaxAttemptsLimit, "], got ",
+                                                   options.default_max_attempts));
   }
   std::unique_ptr<Scheduler> scheduler(new Scheduler(store, options));
   Deferred deferred;

@@ -71,7 +71,7 @@ struct JobRequest {
   std::map<std::string, std::string> labels;
   int priority = 0;
   std::string request_id;
-  // 0 = Options::default_max_attempts.
+  // 0 = Options::default_max_attempts; at most Scheduler::kMaxAttemptsLimit.
   int max_attempts = 0;
 };
 
@@ -119,9 +119,10 @@ struct AttemptResult {
 class Scheduler {
  public:
   struct Options {
-    // How long a lease lasts without a heartbeat.
+    // How long a lease lasts without a heartbeat (compressd's --lease_seconds). Positive.
     absl::Duration lease_duration = absl::Seconds(30);
-    // Attempts of a job whose request gives none.
+    // Attempts of a job whose request gives none (compressd's --max_attempts). In
+    // [1, kMaxAttemptsLimit].
     int default_max_attempts = 3;
     // CreateJob is RESOURCE_EXHAUSTED while the request's tenant has this many QUEUED jobs;
     // 0 = no limit.
@@ -135,6 +136,10 @@ class Scheduler {
     // scheduler.
     SchedulerObserver* observer = nullptr;
   };
+
+  // The most attempts a job may have: the bound of Options::default_max_attempts and of a
+  // request's max_attempts.
+  static constexpr int kMaxAttemptsLimit = 100;
 
   using LeaseCallback = std::function<void(absl::StatusOr<std::optional<Lease>>)>;
 

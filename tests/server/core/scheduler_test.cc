@@ -237,6 +237,30 @@ class SchedulerTest : public ::testing::Test {
   std::unique_ptr<Scheduler> scheduler_;
 };
 
+// compressd fills Options from --lease_seconds and --max_attempts: a bad value is refused naming
+// the flag, and --max_attempts has the bound of a request's max_attempts.
+TEST_F(SchedulerTest, BadOptionsNameTheirFlags) {
+  auto refusal = [this](const Scheduler::Options& options) {
+    absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = Scheduler::Create(store_.get(), options);
+    EXPECT_EQ(scheduler.status().code(), absl::StatusCode::kInvalidArgument);
+    return std::string(scheduler.status().message());
+  };
+  Scheduler::Options options;
+  options.lease_duration = absl::ZeroDuration();
+  EXPECT_EQ(refusal(options), "--lease_seconds: must be positive, got 0");
+  options.lease_duration = absl::Seconds(-5);
+  EXPECT_EQ(refusal(options), "--lease_seconds: must be positive, got -5");
+
+  options = {};
+  options.default_max_attempts = 0;
+  EXPECT_EQ(refusal(options), "--max_attempts: must be in [1, 100], got 0");
+  options.default_max_attempts = Scheduler::kMaxAttemptsLimit + 1;
+  EXPECT_EQ(refusal(options), "--max_attempts: must be in [1, 100], got 101");
+
+  options.default_max_attempts = Scheduler::kMaxAttemptsLimit;
+  EXPECT_TRUE(Scheduler::Create(store_.get(), options).ok());
+}
+
 TEST_F(SchedulerTest, LeasesByPriorityThenInOrderOfCreation) {
   std::string a = Create(0), b = Create(5), c = Create(0), d = Create(5), e = Create(-1);
   EXPECT_EQ(LeaseOne().job_id, b);
