@@ -17,6 +17,7 @@
 #include "client/commands.h"
 #include "client/job_names.h"
 #include "client/output.h"
+#include "client/retry_schedule.h"
 #include "nlohmann/json.hpp"
 #include "worker/events/sha256.h"
 
@@ -171,8 +172,7 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
     }
   }
   std::string expected_sha = artifact.sha256();
-  absl::Duration backoff = absl::Milliseconds(200);
-  absl::Time give_up = absl::Now() + env.retry_for;
+  RetrySchedule retry(env.retry_for);
   std::string resource = ArtifactResourceName(job_name, artifact.name());
   while (offset < artifact.size_bytes()) {
     auto context = env.NewContext();
@@ -211,15 +211,11 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
       continue;
     }
     if (!IsTransient(status)) return FromGrpc(status, absl::StrCat("ReadArtifact ", resource));
-    if (progressed) {
-      give_up = absl::Now() + env.retry_for;
-      backoff = absl::Milliseconds(200);
+    if (progressed) retry.Progressed();
+    if (!retry.WaitForNextTry()) {
+      return FromGrpc(status, absl::StrCat("ReadArtifact ", resource, ": gave up after ",
+                                           absl::FormatDuration(env.retry_for)));
     }
-    if (absl::Now() + backoff > give_up) {
-      return FromGrpc(status, absl::StrCat("ReadArtifact ", resource, ": gave up"));
-    }
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(5));
   }
   if (int error = part.Close(); error != 0) {
     return LocalError(error, absl::StrCat("cannot write ", part_path.string()));
@@ -249,9 +245,21 @@ int Download(const CommandEnv& env, const DownloadArgs& args) {
   compress::v1::GetJobRequest get;
   get.set_name(*name);
   compress::v1::Job job;
-  auto context = env.NewContext();
-  grpc::Status status = env.stub->GetJob(context.get(), get, &job);
-  if (!status.ok()) return ReportError(env, "download", FromGrpc(status, *name));
+  // Retried like the transfers: a download started while the server restarts waits for it.
+  RetrySchedule retry(env.retry_for);
+  while (true) {
+    auto context = env.NewContext();
+    grpc::Status status = env.stub->GetJob(context.get(), get, &job);
+    if (status.ok()) break;
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE) {
+      return ReportError(env, "download", FromGrpc(status, *name));
+    }
+    if (!retry.WaitForNextTry()) {
+      return ReportError(env, "download",
+                         FromGrpc(status, absl::StrCat(*name, ": gave up after ",
+                                                       absl::FormatDuration(env.retry_for))));
+    }
+  }
 
   std::vector<compress::v1::Artifact> wanted;
   std::vector<std::string> names;

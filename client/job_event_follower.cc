@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/output.h"
+#include "client/retry_schedule.h"
 
 namespace compress::client {
 namespace {
@@ -35,8 +36,7 @@ JobEventFollower::JobEventFollower(const CommandEnv& env, std::string job_name)
 absl::StatusOr<std::optional<compress::v1::Job>> JobEventFollower::Follow(int64_t after_sequence,
                                                                           const Handler& handler) {
   last_sequence_ = after_sequence;
-  absl::Duration backoff = absl::Milliseconds(200);
-  absl::Time give_up = absl::Now() + env_.retry_for;
+  RetrySchedule retry(env_.retry_for);
   while (true) {
     std::unique_ptr<grpc::ClientContext> context = env_.NewContext();
     compress::v1::WatchJobRequest request;
@@ -57,10 +57,7 @@ absl::StatusOr<std::optional<compress::v1::Job>> JobEventFollower::Follow(int64_
       }
     }
     grpc::Status status = reader->Finish();
-    if (progressed) {
-      give_up = absl::Now() + env_.retry_for;
-      backoff = absl::Milliseconds(200);
-    }
+    if (progressed) retry.Progressed();
 
     if (status.ok() || status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
       // A stream that ended is not proof that the job did: ask.
@@ -87,13 +84,11 @@ absl::StatusOr<std::optional<compress::v1::Job>> JobEventFollower::Follow(int64_
       return ToAbsl(status, absl::StrCat("WatchJob ", job_name_));
     }
 
-    if (absl::Now() + backoff > give_up) {
+    if (!retry.WaitForNextTry()) {
       return ToAbsl(status, absl::StrCat("WatchJob ", job_name_, ": gave up after ",
                                          absl::FormatDuration(env_.retry_for)));
     }
     ++reopened_;
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(5));
   }
 }
 

@@ -2,8 +2,10 @@
 #include <sstream>
 #include <string>
 
+#include "absl/time/clock.h"
 #include "client/job_names.h"
 #include "client/progress_view.h"
+#include "client/retry_schedule.h"
 #include "client/spec_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -53,6 +55,18 @@ TEST(SpecFileTest, ErrorsNameTheFileAndTheField) {
               HasSubstr("my.json: spec.prune.target_macs_reduction"));
 
   EXPECT_EQ(LoadJobSpecFile("/nonexistent/spec.json").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(RetryScheduleTest, TheLastTryIsMadeAtTheDeadline) {
+  EXPECT_FALSE(RetrySchedule(absl::ZeroDuration()).WaitForNextTry());
+  const absl::Time start = absl::Now();
+  RetrySchedule retry(absl::Milliseconds(500));
+  int tries = 1;
+  while (retry.WaitForNextTry()) ++tries;
+  // 200 ms, then 300 ms (not 400) to the deadline: three tries, the last at 500 ms.
+  EXPECT_EQ(tries, 3);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(500));
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(700));
 }
 
 TEST(ProgressViewTest, BarAndFigures) {

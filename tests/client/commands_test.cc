@@ -1,8 +1,12 @@
 // compressctl's commands against an in-process fake CompressionService.
 #include "client/commands.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -11,8 +15,10 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -246,6 +252,70 @@ TEST_F(CommandsTest, DownloadRefusesToResumeAPartialFileWithoutASize) {
   EXPECT_THAT(err_.str(), HasSubstr(absl::StrCat("cannot resume ", dir_,
                                                  "/model.bin.part: not a regular file")));
   EXPECT_THAT(service_.read_offsets(), ElementsAre()) << "no ReadArtifact at a made-up offset";
+}
+
+// A loopback port nothing listens on (yet).
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    close(fd);
+    return 0;
+  }
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+TEST_F(CommandsTest, WatchOfAnUnreachableServerTriesUntilRetryForHasPassed) {
+  const int port = FreePort();
+  ASSERT_NE(port, 0);
+  auto stub = compress::v1::CompressionService::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  env_.stub = stub.get();
+  env_.retry_for = absl::Seconds(2);
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(Watch(env_, "j1"), kExitError);
+  // The backoff (0.2, 0.4, 0.8, 1.6 s, ...) must not make it give up before the deadline.
+  EXPECT_GE(absl::Now() - start, absl::Seconds(2));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(6));
+  EXPECT_THAT(err_.str(), HasSubstr("UNAVAILABLE"));
+  EXPECT_THAT(err_.str(), HasSubstr("gave up after 2s"));
+}
+
+TEST_F(CommandsTest, DownloadWaitsForAServerThatIsNotUpYet) {
+  const int port = FreePort();
+  ASSERT_NE(port, 0);
+  testing::FakeCompressionService later_service;
+  compress::v1::Job job;
+  job.set_name("jobs/j1");
+  job.set_state(compress::v1::SUCCEEDED);
+  later_service.SetJob(job);
+  later_service.AddArtifact("model.bin", std::string(3000, 'z'));
+  auto stub = compress::v1::CompressionService::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  env_.stub = stub.get();
+  env_.retry_for = absl::Seconds(20);
+  std::unique_ptr<grpc::Server> later;
+  std::thread starter([&] {
+    absl::SleepFor(absl::Seconds(1));
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), grpc::InsecureServerCredentials());
+    builder.RegisterService(&later_service);
+    later = builder.BuildAndStart();
+  });
+  DownloadArgs args;
+  args.job = "j1";
+  args.output_dir = dir_;
+  const int exit_code = Download(env_, args);
+  starter.join();
+  ASSERT_NE(later, nullptr);
+  later->Shutdown();
+  EXPECT_EQ(exit_code, kExitOk) << err_.str();
+  EXPECT_EQ(ReadFile(dir_ + "/model.bin"), std::string(3000, 'z'));
 }
 
 TEST_F(CommandsTest, DownloadOfAnUnknownArtifactNamesTheOnesThatExist) {

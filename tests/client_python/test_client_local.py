@@ -129,5 +129,57 @@ class LocalTest(unittest.TestCase):
         self.assertRaisesCode("INVALID_ARGUMENT", Client, self.address, token=5)
 
 
+
+class NotUpYetTest(unittest.TestCase):
+    """A server that starts a second after the call, or never: wait and download retry
+    UNAVAILABLE for retry_for, and give up only when it has passed."""
+
+    def setUp(self):
+        self.service = FakeService()
+        self.service.add_events(3)
+        self.service.add_artifact("model.bin", os.urandom(2500))
+        self.port = free_port()
+        self.server = None
+        self.tmp = tempfile.mkdtemp(prefix="compressd-pyclient-local-")
+
+    def tearDown(self):
+        if self.server is not None:
+            self.server.stop(None)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def start_later(self, seconds=1.0):
+        def start():
+            time.sleep(seconds)
+            self.server, _ = start_server(self.service, self.port)
+
+        starter = threading.Thread(target=start)
+        starter.start()
+        self.addCleanup(starter.join)
+
+    def test_wait_waits_for_the_server(self):
+        self.start_later()
+        with Client(f"127.0.0.1:{self.port}", retry_for=20) as client:
+            self.assertEqual(client.wait("j1")["state"], "SUCCEEDED")
+
+    def test_download_waits_for_the_server(self):
+        self.start_later()
+        with Client(f"127.0.0.1:{self.port}", retry_for=20) as client:
+            result = client.download("j1", "model.bin", self.tmp)
+        with open(result["path"], "rb") as f:
+            self.assertEqual(f.read(), self.service.data["model.bin"])
+
+    def test_wait_and_download_give_up_when_retry_for_has_passed(self):
+        with Client(f"127.0.0.1:{self.port}", retry_for=1.5) as client:
+            for call in (lambda: client.wait("j1"),
+                         lambda: client.download("j1", "model.bin", self.tmp)):
+                started = time.monotonic()
+                with self.assertRaises(CompressdError) as raised:
+                    call()
+                self.assertEqual(raised.exception.code, "UNAVAILABLE")
+                self.assertIn("gave up after 1.5s", raised.exception.message)
+                self.assertGreaterEqual(time.monotonic() - started, 1.5)
+                self.assertLess(time.monotonic() - started, 5)
+
+
 if __name__ == "__main__":
     unittest.main()

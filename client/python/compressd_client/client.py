@@ -304,11 +304,26 @@ class Client:
             raise error
         now = time.monotonic()
         started = now if started is None else started
-        if now - started > self._retry_for:
+        left = started + self._retry_for - now
+        if left <= 0:
             raise CompressdError(error.code,
                                  f"{what}: gave up after {self._retry_for:g}s: {error.message}")
-        time.sleep(min(2.0, 0.2 + (now - started) / 4))
+        # The wait before the last try is cut short, so that the last try is made at the deadline.
+        time.sleep(min(2.0, 0.2 + (now - started) / 4, left))
         return started
+
+    def _call_retrying(self, method, request, what, deadline=None):
+        """A unary call, tried again while the server is UNAVAILABLE for up to retry_for (and not
+        past `deadline`, a time.monotonic() value, when given: DEADLINE_EXCEEDED)."""
+        unavailable_since = None
+        while True:
+            try:
+                return self._call(method, request, what)
+            except CompressdError as error:
+                if (error.code == "UNAVAILABLE" and deadline is not None and
+                        time.monotonic() >= deadline):
+                    raise CompressdError("DEADLINE_EXCEEDED", f"{what}: timed out") from None
+                unavailable_since = self._retrying(error, unavailable_since, what)
 
     def _watch_events(self, name, after_sequence, deadline=None):
         """Yields the job's JobEvent messages after after_sequence until the job has finished and
@@ -358,10 +373,11 @@ class Client:
         FAILED or CANCELLED, CompressdError DEADLINE_EXCEEDED after timeout seconds."""
         name = job_name(name)
         deadline = None if timeout is None else time.monotonic() + timeout
-        job = self._job(name)
+        get = pb.GetJobRequest(name=name)
+        job = self._call_retrying(self._stub.GetJob, get, f"get {name}", deadline)
         for _ in self._watch_events(name, job.last_event_sequence, deadline):
             pass
-        job = _to_dict(self._job(name))
+        job = _to_dict(self._call_retrying(self._stub.GetJob, get, f"get {name}"))
         if job.get("state") != "SUCCEEDED":
             raise JobFailedError(job)
         return job
@@ -382,7 +398,7 @@ class Client:
 
     def _download(self, name, artifact, path):
         name = job_name(name)
-        job = self._job(name)
+        job = self._call_retrying(self._stub.GetJob, pb.GetJobRequest(name=name), f"get {name}")
         found = [a for a in job.artifacts if a.name == artifact]
         if not found:
             raise CompressdError("NOT_FOUND", f"{name} has no artifact {artifact!r}")
