@@ -713,6 +713,108 @@ TEST_F(AttemptRunnerTest, LinesAreNumberedAndARetriedBatchRepeatsItsNumbers) {
   EXPECT_EQ(next, 305);
 }
 
+// Writes 2000 log lines of about 1 KiB (2 MB in all), then touches $WORKDIR/wrote-all and does
+// what $THEN says: `exit` (with a report) or `wait` (forever).
+constexpr char kManyLinesBody[] = R"sh(
+pad=$(head -c 1000 /dev/zero | tr '\0' 'x')
+for i in $(seq 1 2000); do
+  emit "{\"type\":\"log\",\"time\":1,\"level\":\"info\",\"message\":\"$i $pad\"}"
+done
+touch "$WORKDIR/wrote-all"
+if [ "$THEN" = wait ]; then while true; do sleep 0.1; done; fi
+echo '{}' > "$WORKDIR/report.json"
+emit '{"type":"report","time":1,"report":{}}'
+exit 0
+)sh";
+
+// While the server takes no lines, the relay holds at most max_pending_bytes of them; then the
+// agent stops reading the executor's stdout, so that the executor's writes wait (its output is
+// held back, not dropped). Once the server is back, every line arrives, in order.
+TEST_F(AttemptRunnerTest, AFullRelayQueueHoldsTheExecutorBackUntilTheServerTakesLines) {
+  WriteExecutor(absl::StrCat("THEN=exit\n", kManyLinesBody));
+  options_.relay.max_pending_bytes = 32 << 10;
+  options_.remove_finished_work_dirs = false;
+  service_.FailReportEvents(1 << 30);
+  AttemptResult result;
+  std::thread run([&] { result = RunAttempt(); });
+  absl::SleepFor(absl::Milliseconds(1500));
+  // 2 MB cannot fit in the relay's 32 KiB, the pipe and the reader's buffer.
+  EXPECT_FALSE(fs::exists(options_.work_root + "/j1/work/wrote-all"));
+  service_.FailReportEvents(0);
+  run.join();
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_SUCCEEDED) << result.error_message;
+  EXPECT_TRUE(fs::exists(options_.work_root + "/j1/work/wrote-all"));
+  std::vector<std::string> events = service_.events();
+  ASSERT_EQ(events.size(), 2001u);
+  for (int i = 0; i < 2000; ++i) {
+    ASSERT_THAT(events[i], HasSubstr(absl::StrCat("\"message\":\"", i + 1, " xxx"))) << i;
+  }
+}
+
+// A lost lease frees the reader waiting on a full relay queue (the server still takes no
+// lines): the queued lines are dropped, the executor is stopped and the attempt ends.
+TEST_F(AttemptRunnerTest, LostLeaseReleasesAReaderWaitingOnAFullRelayQueue) {
+  WriteExecutor(absl::StrCat("THEN=wait\n", kManyLinesBody));
+  options_.relay.max_pending_bytes = 32 << 10;
+  service_.FailReportEvents(1 << 30);
+  service_.SetHeartbeatError(grpc::StatusCode::ABORTED);
+  absl::Time start = absl::Now();
+  bool wedged = false;
+  AttemptResult result = RunAttemptWithin(absl::Seconds(10), &wedged);
+  EXPECT_FALSE(wedged);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(6));
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_OUTCOME_UNSPECIFIED);
+  EXPECT_FALSE(result.completed);
+  EXPECT_TRUE(service_.completions().empty());
+}
+
+// A shutdown frees the reader waiting on a full relay queue once the relay gives up
+// (shutdown_retry_for), and the attempt is handed back.
+TEST_F(AttemptRunnerTest, ShutdownReleasesAReaderWaitingOnAFullRelayQueue) {
+  WriteExecutor(absl::StrCat("THEN=wait\n", kManyLinesBody));
+  options_.relay.max_pending_bytes = 32 << 10;
+  options_.shutdown_retry_for = absl::Seconds(1);
+  service_.FailReportEvents(1 << 30);
+  AttemptRunner runner(stub_.get(), "w1", device_, lease_, options_);
+  std::thread stopper([&runner] {
+    absl::SleepFor(absl::Seconds(1));
+    runner.Shutdown();
+  });
+  absl::Time start = absl::Now();
+  AttemptResult result = runner.Run();
+  stopper.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(8));
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_FAILED);
+  std::vector<compress::v1::CompleteAttemptRequest> completions = service_.completions();
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_TRUE(completions[0].stopping());
+  EXPECT_TRUE(completions[0].retryable());
+}
+
+// INTERNAL answers to the same batch are retried a bounded number of times
+// (server_error_tries); then the attempt fails, retryably, with that code.
+TEST_F(AttemptRunnerTest, InternalAnswersToABatchAreRetriedABoundedNumberOfTimes) {
+  WriteExecutor(R"sh(
+emit '{"type":"phase_started","time":1,"phase":"teacher"}'
+while true; do sleep 0.1; done
+)sh");
+  options_.relay.server_error_tries = 3;
+  options_.kill_grace = absl::Seconds(1);
+  service_.FailReportEvents(1 << 30, grpc::StatusCode::INTERNAL);
+  bool wedged = false;
+  AttemptResult result = RunAttemptWithin(absl::Seconds(10), &wedged);
+  EXPECT_FALSE(wedged);
+  EXPECT_EQ(service_.failed_report_calls(), 3);
+  std::vector<compress::v1::CompleteAttemptRequest> completions = service_.completions();
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_EQ(completions[0].outcome(), compress::v1::ATTEMPT_FAILED);
+  EXPECT_EQ(completions[0].error_code(), "INTERNAL");
+  EXPECT_TRUE(completions[0].retryable());
+  EXPECT_FALSE(completions[0].stopping());
+  EXPECT_THAT(completions[0].error_message(), HasSubstr("jobs/j1 attempt 1"));
+  EXPECT_THAT(completions[0].error_message(), HasSubstr("gave up after 3 INTERNAL answers"));
+}
+
 // Fetching the teacher blob takes longer than the lease (3 s): heartbeats keep the lease
 // meanwhile.
 TEST_F(AttemptRunnerTest, FetchingTheTeacherBlobIsCoveredByHeartbeats) {

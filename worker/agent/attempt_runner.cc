@@ -342,8 +342,12 @@ void AttemptRunner::HeartbeatLoop() {
         RequestStop(StopReason::kCancelled, absl::CancelledError("cancellation requested"));
       }
     } else if (IsAttemptGone(status)) {
-      RequestStop(StopReason::kLeaseLost,
-                  absl::AbortedError(absl::StrCat("heartbeat refused: ", status.error_message())));
+      absl::Status gone =
+          absl::AbortedError(absl::StrCat("heartbeat refused: ", status.error_message()));
+      RequestStop(StopReason::kLeaseLost, gone);
+      // The queued lines can no longer be delivered; dropping them also frees the Run() thread
+      // if it waits on a full relay queue, so that it drains the stopped executor's output.
+      if (relay_ready_.HasBeenNotified()) relay_->Abandon(gone);
     } else {
       AgentLog(key_.job, " attempt ", key_.attempt, ": heartbeat failed (", status.error_message(),
                "); retrying in ", absl::FormatDuration(interval));

@@ -96,8 +96,25 @@ void EventRelay::Add(std::string event_json) {
     AgentLog(key_.job, " attempt ", key_.attempt, ": cut an event line of ", size, " bytes to ",
              event_json.size());
   }
+  const size_t size = event_json.size();
   absl::MutexLock lock(&mu_);
+  auto admitted = [this, size]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return pending_.empty() || pending_bytes_ + size <= options_.max_pending_bytes ||
+           !failure_.ok() || stopping_;
+  };
+  if (!admitted()) {
+    if (absl::Now() - last_full_log_ >= absl::Minutes(1)) {
+      last_full_log_ = absl::Now();
+      AgentLog(key_.job, " attempt ", key_.attempt, ": ", pending_bytes_,
+               " bytes of lines wait for the server, the most the relay holds; reading the "
+               "executor's output waits until the server takes lines");
+    }
+    mu_.Await(absl::Condition(&admitted));
+  }
+  // Lines after a failure would never be sent.
+  if (!failure_.ok() || stopping_) return;
   pending_.push_back(std::move(event_json));
+  pending_bytes_ += size;
 }
 
 absl::Status EventRelay::Flush() {
@@ -116,6 +133,13 @@ void EventRelay::GiveUpAt(absl::Time deadline) {
   give_up_at_ = deadline;
 }
 
+void EventRelay::Abandon(const absl::Status& why) {
+  absl::MutexLock lock(&mu_);
+  if (failure_.ok()) failure_ = why;
+  pending_.clear();
+  pending_bytes_ = 0;
+}
+
 int64_t EventRelay::sent() const {
   absl::MutexLock lock(&mu_);
   return sent_;
@@ -123,16 +147,19 @@ int64_t EventRelay::sent() const {
 
 void EventRelay::Loop() {
   Backoff backoff(options_.initial_backoff, options_.max_backoff);
+  // INTERNAL or UNKNOWN answers to the batch at the front of the queue.
+  int server_errors = 0;
   while (true) {
     compress::v1::ReportEventsRequest request;
     key_.SetOn(request);
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !pending_.empty();
+        return stopping_ || !failure_.ok() || !pending_.empty();
       };
       mu_.Await(absl::Condition(&ready));
-      if (stopping_) return;
+      // Abandoned (failure_ set by Abandon()) or destroyed.
+      if (stopping_ || !failure_.ok()) return;
       request.set_first_line(sent_ + 1);
       size_t bytes = 0;
       for (const std::string& line : pending_) {
@@ -149,9 +176,15 @@ void EventRelay::Loop() {
     grpc::Status status = stub_->ReportEvents(&context, request, &response);
     if (status.ok()) {
       backoff.Reset();
+      server_errors = 0;
       {
         absl::MutexLock lock(&mu_);
-        for (int i = 0; i < request.event_json_size(); ++i) pending_.pop_front();
+        // Abandoned while the call ran: the queue is gone.
+        if (!failure_.ok()) return;
+        for (int i = 0; i < request.event_json_size(); ++i) {
+          pending_bytes_ -= pending_.front().size();
+          pending_.pop_front();
+        }
         sent_ += request.event_json_size();
       }
       if (response.cancel_requested()) on_cancel_();
@@ -161,16 +194,29 @@ void EventRelay::Loop() {
     if (IsMessageTooLarge(status) && ShrinkRefused(request, status)) continue;
 
     absl::Status failure;
-    if (IsTransient(status)) {
+    if (IsServerError(status) && ++server_errors >= options_.server_error_tries) {
+      // The server fails on these lines every time, it seems; the attempt fails (retryably)
+      // rather than wait for the server forever.
+      failure = absl::Status(
+          ToAbslStatus(status).code(),
+          absl::StrCat("ReportEvents for ", key_.job, " attempt ", key_.attempt, ": gave up after ",
+                       server_errors, " ", absl::StatusCodeToString(ToAbslStatus(status).code()),
+                       " answers to lines ", request.first_line(), "..",
+                       request.first_line() + request.event_json_size() - 1, ": ",
+                       status.error_message()));
+      AgentLog(failure.message());
+    } else if (IsTransient(status)) {
       absl::Duration delay = backoff.Next();
       absl::MutexLock lock(&mu_);
       if (absl::Now() + delay < give_up_at_) {
-        auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
-        mu_.AwaitWithTimeout(absl::Condition(&stopping), delay);
+        auto woken = [this]()
+                         ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !failure_.ok(); };
+        mu_.AwaitWithTimeout(absl::Condition(&woken), delay);
         continue;
       }
-      failure = absl::UnavailableError(
-          absl::StrCat("ReportEvents for ", key_.job, ": gave up: ", status.error_message()));
+      failure =
+          absl::UnavailableError(absl::StrCat("ReportEvents for ", key_.job, " attempt ",
+                                              key_.attempt, ": gave up: ", status.error_message()));
     } else {
       failure = ToAbslStatus(status);
       failure =
@@ -179,6 +225,8 @@ void EventRelay::Loop() {
     }
     {
       absl::MutexLock lock(&mu_);
+      // Abandoned meanwhile: the runner already knows the attempt is gone.
+      if (!failure_.ok()) return;
       failure_ = failure;
     }
     on_failure_(failure);
@@ -207,6 +255,9 @@ bool EventRelay::ShrinkRefused(const compress::v1::ReportEventsRequest& request,
            request.first_line(), " (", bytes, " bytes) as too large (", status.error_message(),
            "); sending a note in its place");
   absl::MutexLock lock(&mu_);
+  // Abandoned while the call ran: the loop ends on its next turn.
+  if (!failure_.ok() || pending_.empty()) return true;
+  pending_bytes_ = pending_bytes_ - pending_.front().size() + note.size();
   pending_.front() = std::move(note);
   return true;
 }

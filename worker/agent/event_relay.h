@@ -34,10 +34,15 @@ std::string BoundEventLine(std::string line, size_t max_bytes);
 // failure), and numbered 1, 2, ... in that order: every ReportEvents request carries the number
 // of its first line (first_line), and a retried request the numbers it had, so that the server
 // can skip lines it already has. A line the server refuses as larger than its message limit is
-// replaced by a short `log` line under the same number. Invariant: a line leaves `pending_` only
-// after the server acknowledged its batch; the front of `pending_` is line number `sent_` + 1.
+// replaced by a short `log` line under the same number. Invariants: a line leaves `pending_`
+// only after the server acknowledged its batch (or the relay was abandoned); the front of
+// `pending_` is line number `sent_` + 1; `pending_bytes_` is the sum of the sizes in `pending_`.
 class EventRelay {
  public:
+  // The default bound on the bytes of lines queued and not yet acknowledged
+  // (Options::max_pending_bytes).
+  static constexpr size_t kMaxPendingBytes = size_t{64} << 20;
+
   struct Options {
     // Most lines, and most bytes, in one ReportEvents call. After the server refused a batch as
     // larger than its message limit, batches hold at most half that batch's bytes.
@@ -52,13 +57,23 @@ class EventRelay {
     // Backoff between tries after a transient failure.
     absl::Duration initial_backoff = absl::Milliseconds(200);
     absl::Duration max_backoff = absl::Seconds(5);
+    // Most bytes of lines queued and not yet acknowledged (while the server is away, say). Add()
+    // blocks while the queue holds this much: the caller stops reading the executor's stdout, the
+    // pipe fills and the executor's writes wait, instead of the agent's memory growing without
+    // bound. One line is always admitted into an empty queue.
+    size_t max_pending_bytes = kMaxPendingBytes;
+    // A batch the server answers INTERNAL or UNKNOWN (its own error, which may recur for these
+    // lines every time) is tried at most this many times; then the relay fails with that code.
+    // UNAVAILABLE and the like (the server is away or busy) are retried without such a bound.
+    int server_error_tries = 10;
   };
 
   // Called from the relay's thread when the server says the job's cancellation was requested.
   using CancelCallback = std::function<void()>;
   // Called from the relay's thread once when the relay gives up: the attempt is gone (ABORTED,
-  // NOT_FOUND, FAILED_PRECONDITION), the server refused a batch (other than as too large), or
-  // the give-up time passed.
+  // NOT_FOUND, FAILED_PRECONDITION), the server refused a batch (other than as too large, and
+  // INTERNAL or UNKNOWN only after Options::server_error_tries answers), or the give-up time
+  // passed. Not called after Abandon().
   using FailureCallback = std::function<void(const absl::Status&)>;
 
   // `stub` is not owned and must outlive the relay. Starts the relay's thread.
@@ -67,7 +82,9 @@ class EventRelay {
   // Stops the thread; lines not yet sent are dropped (call Flush() first to send them).
   ~EventRelay();
 
-  // Queues one line, cut to Options::max_line_bytes.
+  // Queues one line, cut to Options::max_line_bytes. Blocks while the queue holds
+  // Options::max_pending_bytes (until the server takes lines, the relay fails, it is abandoned or
+  // destroyed). Once the relay failed or was abandoned, drops the line and returns at once.
   void Add(std::string event_json);
 
   // Blocks until every line added so far was sent, or the relay failed; returns OK or the
@@ -77,6 +94,10 @@ class EventRelay {
   // From now on, stop retrying transient failures at `deadline` and fail instead. Used when the
   // agent shuts down and must not wait for a server that is gone.
   void GiveUpAt(absl::Time deadline);
+
+  // The attempt is gone (its lease was lost): drops the queued lines, sends no more, releases a
+  // blocked Add() and makes Flush() return `why`. The failure callback is not called.
+  void Abandon(const absl::Status& why);
 
   // Lines acknowledged by the server so far.
   int64_t sent() const;
@@ -96,6 +117,9 @@ class EventRelay {
 
   mutable absl::Mutex mu_;
   std::deque<std::string> pending_ ABSL_GUARDED_BY(mu_);
+  size_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // When Add() last said that it waits on a full queue (at most once a minute).
+  absl::Time last_full_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   int64_t sent_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);

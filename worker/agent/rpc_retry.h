@@ -41,16 +41,23 @@ inline bool IsMessageTooLarge(const grpc::Status& status) {
          absl::StrContains(status.error_message(), "larger than max");
 }
 
+// The server failed the call with an error of its own (INTERNAL, UNKNOWN; gRPC also reports some
+// transport faults so): it may pass, or recur for the same request every time.
+inline bool IsServerError(const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::INTERNAL ||
+         status.error_code() == grpc::StatusCode::UNKNOWN;
+}
+
 // The server is away or busy: try again later. A request larger than the receiver's message
-// limit is not transient.
+// limit is not transient. Server errors (IsServerError) count as transient, but every caller
+// bounds its tries of them (by time, or by count).
 inline bool IsTransient(const grpc::Status& status) {
+  if (IsServerError(status)) return true;
   switch (status.error_code()) {
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
       return !IsMessageTooLarge(status);
     case grpc::StatusCode::UNAVAILABLE:
     case grpc::StatusCode::DEADLINE_EXCEEDED:
-    case grpc::StatusCode::INTERNAL:
-    case grpc::StatusCode::UNKNOWN:
       return true;
     default:
       return false;
