@@ -7,9 +7,12 @@ Needs grpc, protobuf and the stubs of proto/compress/v1 on PYTHONPATH (target
 compress_python_stubs); no compressd.
 """
 
+import errno
 import hashlib
 import os
+import resource
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -128,6 +131,48 @@ class LocalTest(unittest.TestCase):
         self.assertIn("byte 0xc3 at offset 2", error.message)
         self.assertRaisesCode("INVALID_ARGUMENT", Client, self.address, token=5)
 
+
+    def test_download_into_a_folder_ending_in_a_slash_creates_it(self):
+        self.service.add_artifact("model.bin", os.urandom(2500))
+        self.service.add_artifact("empty.txt", b"")
+        with Client(self.address) as client:
+            for name in ("model.bin", "empty.txt"):
+                result = client.download("j1", name, os.path.join(self.tmp, "result") + "/")
+                path = os.path.join(self.tmp, "result", name)
+                self.assertEqual(result["path"], path)
+                with open(path, "rb") as f:
+                    self.assertEqual(f.read(), self.service.data[name])
+            # A path without the slash names the file; its folder must exist.
+            self.assertRaisesCode("NOT_FOUND", client.download, "j1", "model.bin",
+                                  os.path.join(self.tmp, "missing", "model.bin"))
+
+    def test_local_errors_carry_the_code_of_their_errno_and_the_reason(self):
+        self.service.add_artifact("model.bin", os.urandom(5000))
+        with open(os.path.join(self.tmp, "file"), "w") as f:
+            f.write("x")
+        with Client(self.address) as client:
+            error = self.assertRaisesCode("FAILED_PRECONDITION", client.download, "j1",
+                                          "model.bin", os.path.join(self.tmp, "file", "out/"))
+            self.assertIn(os.strerror(errno.ENOTDIR), error.message)
+
+            os.symlink("/dev/null", os.path.join(self.tmp, "model.bin.part"))
+            error = self.assertRaisesCode("FAILED_PRECONDITION", client.download, "j1",
+                                          "model.bin", self.tmp)
+            self.assertIn("not a regular file", error.message)
+            os.remove(os.path.join(self.tmp, "model.bin.part"))
+
+            # Files of this process may grow to 1000 bytes: the write past that fails (EFBIG).
+            old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+            old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1000, old_limit[1]))
+            try:
+                with self.assertRaises(CompressdError) as raised:
+                    client.download("j1", "model.bin", self.tmp)
+            finally:
+                resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+                signal.signal(signal.SIGXFSZ, old_handler)
+            self.assertEqual(raised.exception.code, "OUT_OF_RANGE", str(raised.exception))
+            self.assertIn(os.strerror(errno.EFBIG), raised.exception.message)
 
 
 class NotUpYetTest(unittest.TestCase):

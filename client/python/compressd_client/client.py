@@ -6,9 +6,11 @@ timestamps as RFC 3339 strings, fields at their default value left out). Every f
 CompressdError, which carries the canonical gRPC status code name and a message.
 """
 
+import errno
 import hashlib
 import json
 import os
+import stat
 import time
 
 import grpc
@@ -89,10 +91,30 @@ def _file_transfers_busy(error):
     return error.code == "RESOURCE_EXHAUSTED" and "--max_file_streams" in error.message
 
 
+# The canonical code of a local OSError by its errno, as compressctl maps it (absl::ErrnoToStatus).
+_ERRNO_CODES = {
+    errno.ENOENT: "NOT_FOUND", errno.ENXIO: "NOT_FOUND", errno.ENODEV: "NOT_FOUND",
+    errno.EACCES: "PERMISSION_DENIED", errno.EPERM: "PERMISSION_DENIED",
+    errno.EROFS: "PERMISSION_DENIED",
+    errno.EEXIST: "ALREADY_EXISTS",
+    errno.ENOTDIR: "FAILED_PRECONDITION", errno.EISDIR: "FAILED_PRECONDITION",
+    errno.ENOTEMPTY: "FAILED_PRECONDITION", errno.EBUSY: "FAILED_PRECONDITION",
+    errno.ETXTBSY: "FAILED_PRECONDITION",
+    errno.ENOSPC: "RESOURCE_EXHAUSTED", errno.EDQUOT: "RESOURCE_EXHAUSTED",
+    errno.EMFILE: "RESOURCE_EXHAUSTED", errno.ENFILE: "RESOURCE_EXHAUSTED",
+    errno.ENOMEM: "RESOURCE_EXHAUSTED",
+    errno.EFBIG: "OUT_OF_RANGE", errno.ENAMETOOLONG: "INVALID_ARGUMENT",
+    errno.EINVAL: "INVALID_ARGUMENT",
+}
+
+
 def _os_error(error, what):
-    code = {FileNotFoundError: "NOT_FOUND", PermissionError: "PERMISSION_DENIED",
-            FileExistsError: "ALREADY_EXISTS"}.get(type(error), "INTERNAL")
-    return CompressdError(code, f"{what}: {error}")
+    """A CompressdError for a local OSError: the code its errno maps to and the OS's reason."""
+    code = _ERRNO_CODES.get(error.errno, "UNKNOWN")
+    reason = error.strerror or str(error)
+    if error.filename is not None:
+        reason += f": {error.filename}"
+    return CompressdError(code, f"{what}: {reason}")
 
 
 def _pem(value, what):
@@ -383,14 +405,15 @@ class Client:
         return job
 
     def download(self, name, artifact, path):
-        """Downloads an artifact to path (a file, or a directory that gets the artifact's name).
+        """Downloads an artifact to path (a file, or a directory that gets the artifact's name; a
+        path ending in "/" is a directory, created when missing).
 
         Writes path + ".part" first and continues an existing partial file from its size; the
         whole file's sha256 must match the artifact's, then the file is renamed to path. A
         mismatch is DATA_LOSS and keeps the partial file. A path already holding the artifact is
         left alone; one holding other bytes is DATA_LOSS. Returns {name, path, size_bytes,
-        sha256, resumed_from, already_present}. Local I/O errors are CompressdError too
-        (NOT_FOUND, PERMISSION_DENIED, ...)."""
+        sha256, resumed_from, already_present}. Local I/O errors are CompressdError too, with
+        the code their errno maps to (NOT_FOUND, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ...)."""
         try:
             return self._download(name, artifact, path)
         except OSError as e:
@@ -404,7 +427,8 @@ class Client:
             raise CompressdError("NOT_FOUND", f"{name} has no artifact {artifact!r}")
         expected = found[0]
         path = os.fspath(path)
-        if os.path.isdir(path):
+        if path.endswith(("/", os.sep)) or os.path.isdir(path):
+            os.makedirs(path, exist_ok=True)  # as compressctl's -o DIR
             path = os.path.join(path, artifact)
         result = {"name": artifact, "path": path, "size_bytes": expected.size_bytes,
                   "sha256": expected.sha256, "resumed_from": 0, "already_present": False}
@@ -416,7 +440,14 @@ class Client:
             raise CompressdError("DATA_LOSS", f"{path} exists with other contents (sha256 {sha}); "
                                  f"not overwriting it with {artifact}")
         part = path + ".part"
-        offset = os.path.getsize(part) if os.path.exists(part) else 0
+        try:
+            part_mode = os.stat(part).st_mode
+        except FileNotFoundError:
+            part_mode = None
+        if part_mode is not None and not stat.S_ISREG(part_mode):
+            raise CompressdError("FAILED_PRECONDITION", f"cannot resume {part}: not a regular "
+                                 "file, so its size is unknown")
+        offset = os.path.getsize(part) if part_mode is not None else 0
         if offset > expected.size_bytes:
             raise CompressdError("DATA_LOSS", f"{part} holds {offset} bytes, more than the "
                                  f"artifact's {expected.size_bytes}")
