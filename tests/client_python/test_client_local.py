@@ -174,6 +174,38 @@ class LocalTest(unittest.TestCase):
             self.assertEqual(raised.exception.code, "OUT_OF_RANGE", str(raised.exception))
             self.assertIn(os.strerror(errno.EFBIG), raised.exception.message)
 
+    def test_arguments_of_the_wrong_type_are_invalid_argument_naming_the_field(self):
+        spec = {"dataset": {"format": "synthetic"}}
+        with Client(self.address) as client:
+            for call, field in [
+                    (lambda: client.create_job(spec, labels={"team": 5}), "labels['team']"),
+                    (lambda: client.create_job(spec, labels={5: "a"}), "labels: key 5"),
+                    (lambda: client.create_job(spec, labels=["team"]), "labels"),
+                    (lambda: client.create_job(spec, priority="5"), "priority"),
+                    (lambda: client.create_job(spec, priority=True), "priority"),
+                    (lambda: client.create_job(spec, priority=1 << 40), "priority"),
+                    (lambda: client.create_job(spec, max_attempts=1.5), "max_attempts"),
+                    (lambda: client.create_job(spec, request_id=7), "request_id"),
+                    (lambda: list(client.list_jobs(labels={"team": None})), "labels['team']"),
+                    (lambda: list(client.list_jobs(page_size="10")), "page_size"),
+                    (lambda: list(client.list_jobs(state=3)), "state"),
+                    (lambda: client.get_job(5), "job"),
+                    (lambda: list(client.watch("j1", after_sequence="2")), "after_sequence"),
+                    (lambda: client.wait("j1", timeout="60"), "timeout"),
+                    (lambda: client.download("j1", None, self.tmp), "artifact"),
+                    (lambda: client.download("j1", "model.bin", 5), "path"),
+                    (lambda: client.upload_blob(None), "path")]:
+                error = self.assertRaisesCode("INVALID_ARGUMENT", call)
+                self.assertTrue(error.message.startswith(field + ":"), error.message)
+        self.assertEqual(self.service.creates, [])
+        self.assertRaisesCode("INVALID_ARGUMENT", Client, self.address, timeout="30")
+
+    def test_list_jobs_escapes_quotes_and_backslashes_in_label_values(self):
+        with Client(self.address) as client:
+            list(client.list_jobs(state="RUNNING", labels={"team": 'a"b\\c', "x": "y"}))
+        self.assertEqual(self.service.filters,
+                         ['state = RUNNING AND labels.team = "a\\"b\\\\c" AND labels.x = "y"'])
+
 
 class NotUpYetTest(unittest.TestCase):
     """A server that starts a second after the call, or never: wait and download retry

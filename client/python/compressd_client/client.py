@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Mapping
 
 import grpc
 from google.protobuf import json_format
@@ -62,8 +63,67 @@ class JobFailedError(CompressdError):
         self.job = job
 
 
+def _invalid(field, expected, value):
+    return CompressdError("INVALID_ARGUMENT",
+                          f"{field}: expected {expected}, got {type(value).__name__} {value!r}")
+
+
+def _check_str(value, field, optional=False):
+    if value is None and optional:
+        return value
+    if not isinstance(value, str):
+        raise _invalid(field, "a str", value)
+    return value
+
+
+def _check_int(value, field, bits=32, optional=False):
+    """An int (not a bool) that fits a signed proto field of `bits` bits."""
+    if value is None and optional:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(field, "an int", value)
+    if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
+        raise CompressdError("INVALID_ARGUMENT",
+                             f"{field}: must fit in a signed {bits}-bit integer, got {value}")
+    return value
+
+
+def _check_seconds(value, field, optional=False):
+    if value is None and optional:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _invalid(field, "a number of seconds", value)
+    return value
+
+
+def _check_labels(labels, field="labels"):
+    """A dict of str keys and str values (None: no labels)."""
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        raise _invalid(field, "a dict of str to str", labels)
+    for key, value in labels.items():
+        if not isinstance(key, str):
+            raise _invalid(f"{field}: key {key!r}", "a str", key)
+        if not isinstance(value, str):
+            raise _invalid(f"{field}[{key!r}]", "a str", value)
+    return dict(labels)
+
+
+def _check_path(value, field):
+    if not isinstance(value, (str, os.PathLike)):
+        raise _invalid(field, "a str or os.PathLike path", value)
+    return os.fspath(value)
+
+
+def _quoted(value):
+    """`value` as a double-quoted string of the ListJobs filter (\\" and \\\\ escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def job_name(job):
     """"ID" or "jobs/ID" -> "jobs/ID" (what compressctl accepts as JOB)."""
+    _check_str(job, "job")
     job_id = job[len("jobs/"):] if job.startswith("jobs/") else job
     if not job_id or "/" in job_id:
         raise CompressdError("INVALID_ARGUMENT", f'job "{job}": expected ID or jobs/ID')
@@ -224,6 +284,9 @@ class Client:
     def __init__(self, address, token=None, root_certificates=None, private_key=None,
                  certificate_chain=None, server_name=None, tls=False, timeout=30.0,
                  retry_for=120.0):
+        _check_str(address, "address")
+        _check_seconds(timeout, "timeout", optional=True)
+        _check_seconds(retry_for, "retry_for")
         token = _clean_token(token)
         options = list(_CHANNEL_OPTIONS)
         if root_certificates is not None or tls:
@@ -272,9 +335,12 @@ class Client:
     def create_job(self, spec, labels=None, request_id=None, priority=0, max_attempts=0):
         """Creates a job from a spec (dict, JSON text, or the path of a JSON file with the field
         names of job_spec.proto). A repeated request_id returns the first job. Returns the job."""
-        request = pb.CreateJobRequest(spec=_load_spec(spec), labels=labels or {},
-                                      priority=priority, request_id=request_id or "",
-                                      max_attempts=max_attempts)
+        labels = _check_labels(labels)
+        _check_str(request_id, "request_id", optional=True)
+        _check_int(priority, "priority")
+        _check_int(max_attempts, "max_attempts")
+        request = pb.CreateJobRequest(spec=_load_spec(spec), labels=labels, priority=priority,
+                                      request_id=request_id or "", max_attempts=max_attempts)
         return _to_dict(self._call(self._stub.CreateJob, request, "create job"))
 
     def get_job(self, name):
@@ -284,8 +350,11 @@ class Client:
     def list_jobs(self, state=None, labels=None, page_size=100):
         """Yields the jobs in creation order, following every page. state: a state name
         ("RUNNING"); labels: {key: value} the jobs must all carry."""
+        _check_str(state, "state", optional=True)
+        labels = _check_labels(labels)
+        _check_int(page_size, "page_size")
         clauses = [f"state = {state}"] if state else []
-        clauses += [f'labels.{key} = "{value}"' for key, value in sorted((labels or {}).items())]
+        clauses += [f"labels.{key} = {_quoted(value)}" for key, value in sorted(labels.items())]
         request = pb.ListJobsRequest(page_size=page_size, filter=" AND ".join(clauses))
         while True:
             response = self._call(self._stub.ListJobs, request, "list jobs")
@@ -387,13 +456,16 @@ class Client:
     def watch(self, name, after_sequence=0):
         """Yields the job's events (dicts) after after_sequence in sequence order, live until the
         job has finished. A dropped connection is reopened from the last sequence seen."""
-        for event in self._watch_events(job_name(name), after_sequence):
+        name = job_name(name)
+        _check_int(after_sequence, "after_sequence", bits=64)
+        for event in self._watch_events(name, after_sequence):
             yield _to_dict(event)
 
     def wait(self, name, timeout=None):
         """Blocks until the job has finished and returns it. Raises JobFailedError when it ended
         FAILED or CANCELLED, CompressdError DEADLINE_EXCEEDED after timeout seconds."""
         name = job_name(name)
+        _check_seconds(timeout, "timeout", optional=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         get = pb.GetJobRequest(name=name)
         job = self._call_retrying(self._stub.GetJob, get, f"get {name}", deadline)
@@ -414,10 +486,12 @@ class Client:
         left alone; one holding other bytes is DATA_LOSS. Returns {name, path, size_bytes,
         sha256, resumed_from, already_present}. Local I/O errors are CompressdError too, with
         the code their errno maps to (NOT_FOUND, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ...)."""
+        _check_str(artifact, "artifact")
+        path = _check_path(path, "path")
         try:
             return self._download(name, artifact, path)
         except OSError as e:
-            raise _os_error(e, f"download {artifact} to {os.fspath(path)}") from None
+            raise _os_error(e, f"download {artifact} to {path}") from None
 
     def _download(self, name, artifact, path):
         name = job_name(name)
@@ -491,7 +565,7 @@ class Client:
     def upload_blob(self, path):
         """Uploads a file (a teacher checkpoint) as a blob and returns its sha256, which a spec
         names as teacher.blob_sha256. The server verifies the sha256 and size sent first."""
-        path = os.fspath(path)
+        path = _check_path(path, "path")
         try:
             sha, size = _sha256_file(path)
         except OSError as e:
