@@ -3,6 +3,7 @@
 #include <grpcpp/server_context.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <vector>
 
@@ -37,7 +38,8 @@ FileStreamLimit::FileStreamLimit(const Options& options)
       idle_timeout_(options.idle_timeout),
       metrics_(options.metrics) {
   if (metrics_ != nullptr) metrics_->FileStreamsAllowed(max_);
-  if (idle_timeout_ != absl::InfiniteDuration()) idle_watch_ = std::thread([this] { CancelIdle(); });
+  if (idle_timeout_ != absl::InfiniteDuration())
+    idle_watch_ = std::thread([this] { CancelIdle(); });
 }
 
 FileStreamLimit::~FileStreamLimit() {
@@ -48,8 +50,7 @@ FileStreamLimit::~FileStreamLimit() {
   if (idle_watch_.joinable()) idle_watch_.join();
 }
 
-absl::StatusOr<FileStreamLimit::Slot> FileStreamLimit::Acquire(absl::string_view call,
-                                                               Party party,
+absl::StatusOr<FileStreamLimit::Slot> FileStreamLimit::Acquire(absl::string_view call, Party party,
                                                                grpc::ServerContextBase* context) {
   const int places = party == Party::kWorker ? max_ : client_max();
   uint64_t id = 0;
@@ -62,7 +63,8 @@ absl::StatusOr<FileStreamLimit::Slot> FileStreamLimit::Acquire(absl::string_view
         return absl::ResourceExhaustedError(absl::StrCat(
             call, ": compressd is serving ", current,
             " file transfers (reads and uploads of artifacts and blobs) at once, its limit "
-            "(--max_file_streams=", max_, "); retry when one has finished"));
+            "(--max_file_streams=",
+            max_, "); retry when one has finished"));
       }
       return absl::ResourceExhaustedError(absl::StrCat(
           call, ": compressd is serving ", current,
@@ -71,7 +73,7 @@ absl::StatusOr<FileStreamLimit::Slot> FileStreamLimit::Acquire(absl::string_view
           " (--max_file_streams; the rest are kept for workers); retry when one has finished"));
     }
     id = next_id_++;
-    transfers_[id] = Transfer{std::string(call), context, absl::Now(), false};
+    transfers_[id] = Transfer{std::string(call), context, std::chrono::steady_clock::now()};
   }
   if (metrics_ != nullptr) metrics_->FileStreamOpened();
   return Slot(this, id);
@@ -85,7 +87,7 @@ int FileStreamLimit::in_use() const {
 void FileStreamLimit::Progress(uint64_t id) {
   absl::MutexLock lock(&mu_);
   auto it = transfers_.find(id);
-  if (it != transfers_.end()) it->second.last_progress = absl::Now();
+  if (it != transfers_.end()) it->second.last_progress = std::chrono::steady_clock::now();
 }
 
 void FileStreamLimit::Release(uint64_t id) {
@@ -93,7 +95,7 @@ void FileStreamLimit::Release(uint64_t id) {
     absl::MutexLock lock(&mu_);
     auto it = transfers_.find(id);
     if (it != transfers_.end() && it->second.pinned) {
-      if (std::this_thread::get_id() == idle_watch_.get_id()) {
+      if (std::this_thread::get_id() == idle_watch_id_) {
         it->second.released = true;  // erased by CancelIdle once TryCancel has returned
         it = transfers_.end();
       } else {
@@ -110,34 +112,46 @@ void FileStreamLimit::Release(uint64_t id) {
 void FileStreamLimit::CancelIdle() {
   const absl::Duration period =
       std::clamp(idle_timeout_ / 4, absl::Milliseconds(10), absl::Seconds(5));
+  const auto timeout = absl::ToChronoNanoseconds(idle_timeout_);
   absl::MutexLock lock(&mu_);
+  idle_watch_id_ = std::this_thread::get_id();
   while (!mu_.AwaitWithTimeout(absl::Condition(&stopping_), period)) {
-    const absl::Time now = absl::Now();
-    std::vector<uint64_t> idle;
-    for (const auto& [id, transfer] : transfers_) {
-      if (!transfer.cancelled && transfer.context != nullptr &&
-          now - transfer.last_progress > idle_timeout_) {
-        idle.push_back(id);
-      }
-    }
-    for (uint64_t id : idle) {
-      Transfer& transfer = transfers_.at(id);  // pinned transfers are erased only here
+    std::vector<std::string> cancelled;
+    // One transfer at a time, chosen afresh under mu_: while it is released for TryCancel, other
+    // transfers may end (and be erased) or move again.
+    for (;;) {
+      const auto now = std::chrono::steady_clock::now();
+      auto it = std::find_if(transfers_.begin(), transfers_.end(), [&](const auto& entry) {
+        const Transfer& t = entry.second;
+        return !t.cancelled && t.context != nullptr && now - t.last_progress > timeout;
+      });
+      if (it == transfers_.end()) break;
+      const uint64_t id = it->first;
+      Transfer& transfer = it->second;
       transfer.cancelled = true;
       transfer.pinned = true;
       grpc::ServerContextBase* context = transfer.context;
-      const std::string call = transfer.call;
+      cancelled.push_back(transfer.call);
       // TryCancel may run the call's callbacks, which release its slot, on this thread: mu_ is
-      // not held across it.
+      // not held across it. A release on another thread waits until the transfer is unpinned.
       mu_.Unlock();
       context->TryCancel();
-      std::fprintf(stderr, "compressd: %s moved nothing for %s: cancelled\n", call.c_str(),
-                   absl::FormatDuration(idle_timeout_).c_str());
-      if (metrics_ != nullptr) metrics_->FileStreamIdleCancelled();
       mu_.Lock();
-      auto it = transfers_.find(id);
-      it->second.pinned = false;
-      if (it->second.released) transfers_.erase(it);
+      it = transfers_.find(id);  // a pinned transfer is erased only here
+      if (it != transfers_.end()) {
+        it->second.pinned = false;
+        if (it->second.released) transfers_.erase(it);
+      }
     }
+    if (cancelled.empty()) continue;
+    mu_.Unlock();
+    for (const std::string& call : cancelled) {
+      std::fprintf(stderr,
+                   "compressd: %s moved nothing for %s (--file_stream_idle_timeout): cancelled\n",
+                   call.c_str(), absl::FormatDuration(idle_timeout_).c_str());
+      if (metrics_ != nullptr) metrics_->FileStreamIdleCancelled();
+    }
+    mu_.Lock();
   }
 }
 

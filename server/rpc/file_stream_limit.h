@@ -7,6 +7,7 @@
 #ifndef COMPRESS_SERVER_RPC_FILE_STREAM_LIMIT_H_
 #define COMPRESS_SERVER_RPC_FILE_STREAM_LIMIT_H_
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -52,7 +53,8 @@ class FileStreamLimit {
     uint64_t id_ = 0;
   };
 
-  // Whose call asks: workers may take every place, clients all but max / 4.
+  // Whose call asks: workers may take every place, clients all but max / 4 (rounded down, so
+  // none are kept below 4 places).
   enum class Party { kClient, kWorker };
 
   struct Options {
@@ -93,7 +95,8 @@ class FileStreamLimit {
   struct Transfer {
     std::string call;
     grpc::ServerContextBase* context = nullptr;
-    absl::Time last_progress;
+    // Monotonic: a step of the system clock neither cancels every transfer nor none.
+    std::chrono::steady_clock::time_point last_progress;
     bool cancelled = false;
     // Being cancelled by the idle watch, outside mu_: the slot's release waits (the context must
     // outlive TryCancel), or, when the release runs inside TryCancel on the watch's own thread, is
@@ -114,6 +117,8 @@ class FileStreamLimit {
   std::map<uint64_t, Transfer> transfers_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // The idle watch's thread, set by that thread itself (Release compares it with its own).
+  std::thread::id idle_watch_id_ ABSL_GUARDED_BY(mu_);
   std::thread idle_watch_;  // runs while idle_timeout_ is finite
 };
 

@@ -18,19 +18,22 @@
 namespace compress::server {
 namespace {
 
-absl::Status RequireWorkerId(const std::string& worker_id) {
-  if (worker_id.empty()) return absl::InvalidArgumentError("worker_id: required");
+absl::Status RequireWorkerId(const std::string& worker_id, absl::string_view prefix = "") {
+  if (worker_id.empty())
+    return absl::InvalidArgumentError(absl::StrCat(prefix, "worker_id: required"));
   return absl::OkStatus();
 }
 
-// The job id of an attempt-scoped request, with the worker id checked.
+// The job id of an attempt-scoped request, with the worker id checked. `prefix` leads the field
+// names in messages ("header." for UploadArtifact's header).
 absl::StatusOr<std::string> AttemptJob(const std::string& worker_id, const std::string& job,
-                                       int attempt, const char* job_field = "job") {
-  if (absl::Status s = RequireWorkerId(worker_id); !s.ok()) return s;
+                                       int attempt, absl::string_view prefix = "") {
+  if (absl::Status s = RequireWorkerId(worker_id, prefix); !s.ok()) return s;
   if (attempt <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("attempt: must be positive, got ", attempt));
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, "attempt: must be positive, got ", attempt));
   }
-  return ParseJobName(job_field, job);
+  return ParseJobName(absl::StrCat(prefix, "job"), job);
 }
 
 // Who makes an attempt-scoped request (HeartbeatRequest, ReportEventsRequest,
@@ -153,7 +156,7 @@ class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
       }
       header_ = request.header();
       absl::StatusOr<std::string> job_id =
-          AttemptJob(header_.worker_id(), header_.job(), header_.attempt(), "header.job");
+          AttemptJob(header_.worker_id(), header_.job(), header_.attempt(), "header.");
       if (!job_id.ok()) return job_id.status();
       job_id_ = *std::move(job_id);
       if (absl::Status s =
@@ -226,15 +229,13 @@ std::string KeptReport(const std::string& report_json, size_t max_bytes) {
   const char* reason = nullptr;
   if (report_json.size() > max_bytes) {
     reason = "larger than a job's record keeps";
-  } else if (!nlohmann::json::parse(report_json, nullptr, /*allow_exceptions=*/false)
-                  .is_object()) {
+  } else if (!nlohmann::json::parse(report_json, nullptr, /*allow_exceptions=*/false).is_object()) {
     reason = "not a JSON object";
   }
   if (reason == nullptr) return report_json;
-  return nlohmann::json{{"report_omitted",
-                         {{"bytes", report_json.size()},
-                          {"limit_bytes", max_bytes},
-                          {"reason", reason}}}}
+  return nlohmann::json{
+      {"report_omitted",
+       {{"bytes", report_json.size()}, {"limit_bytes", max_bytes}, {"reason", reason}}}}
       .dump();
 }
 
@@ -309,9 +310,8 @@ grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArt
   if (absl::Status denied = Authorize(context); !denied.ok()) {
     return new FailedStream<grpc::ServerReadReactor<v1::UploadArtifactRequest>>(denied);
   }
-  absl::StatusOr<FileStreamLimit::Slot> slot =
-      AcquireFileStream(options_.file_streams, "UploadArtifact",
-                                                              FileStreamLimit::Party::kWorker, context);
+  absl::StatusOr<FileStreamLimit::Slot> slot = AcquireFileStream(
+      options_.file_streams, "UploadArtifact", FileStreamLimit::Party::kWorker, context);
   if (!slot.ok()) {
     return new FailedStream<grpc::ServerReadReactor<v1::UploadArtifactRequest>>(slot.status());
   }
@@ -372,8 +372,8 @@ grpc::ServerWriteReactor<v1::ReadArtifactResponse>* WorkerServiceImpl::ReadBlob(
     ChunkFile opened{Artifact{sha, (*file)->size(), sha}, *std::move(file)};
     return opened;
   };
-  absl::StatusOr<FileStreamLimit::Slot> slot = AcquireFileStream(options_.file_streams, "ReadBlob",
-                                                              FileStreamLimit::Party::kWorker, context);
+  absl::StatusOr<FileStreamLimit::Slot> slot = AcquireFileStream(
+      options_.file_streams, "ReadBlob", FileStreamLimit::Party::kWorker, context);
   if (!slot.ok()) {
     return new FailedStream<grpc::ServerWriteReactor<v1::ReadArtifactResponse>>(slot.status());
   }

@@ -5,6 +5,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <stdio.h>
 
+#include <atomic>
 #include <cstring>
 #include <functional>
 #include <set>
@@ -1312,6 +1313,110 @@ TEST_F(ServicesTest, StaleAttemptsUploadLeavesTheCurrentFileAlone) {
   ASSERT_TRUE(ReadWholeArtifact(job.name() + "/artifacts/model.bin", &received, &sha).ok());
   EXPECT_TRUE(received == current);
   EXPECT_EQ(sha, Sha256Hex(current));
+}
+
+// UploadArtifact's header errors name the header's fields, as for header.job.
+TEST_F(ServicesTest, UploadArtifactHeaderErrorsNameTheHeaderFields) {
+  v1::Job job = CreateJob();
+  v1::Lease lease = Lease();
+  for (int which = 0; which < 2; ++which) {
+    v1::Artifact out;
+    auto context = Context();
+    auto writer = workers_->UploadArtifact(context.get(), &out);
+    v1::UploadArtifactRequest header;
+    header.mutable_header()->set_worker_id(which == 0 ? "" : "w1");
+    header.mutable_header()->set_job(lease.job());
+    header.mutable_header()->set_attempt(which == 1 ? 0 : lease.attempt());
+    header.mutable_header()->set_lease_id(lease.lease_id());
+    header.mutable_header()->set_artifact_name("a.bin");
+    writer->Write(header);
+    writer->WritesDone();
+    grpc::Status status = writer->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(),
+                ::testing::StartsWith(which == 0 ? "header.worker_id:" : "header.attempt:"));
+  }
+}
+
+// ---- The idle watch while other transfers end: it releases its lock for each TryCancel, and
+// transfers found idle in the same sweep may be gone when it takes the lock again.
+
+// Runs `g_on_cancel` (once) when a server context is cancelled on the server side: TryCancel runs
+// server interceptors' PRE_SEND_CANCEL hook synchronously, on the idle watch's own thread.
+std::function<void()> g_on_cancel;
+std::atomic<bool> g_on_cancel_ran{false};
+
+class CancelHookInterceptor : public grpc::experimental::Interceptor {
+ public:
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_CANCEL) &&
+        !g_on_cancel_ran.exchange(true) && g_on_cancel) {
+      g_on_cancel();
+    }
+    methods->Proceed();
+  }
+};
+class CancelHookFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo*) override {
+    return new CancelHookInterceptor;
+  }
+};
+
+class IdleCancelRaceTest : public FileStreamLimitTest {
+ protected:
+  IdleCancelRaceTest() {
+    max_file_streams_ = 16;
+    file_stream_idle_timeout_ = absl::Milliseconds(300);
+    configure_server_ = [](grpc::ServerBuilder* builder) {
+      std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> f;
+      f.push_back(std::make_unique<CancelHookFactory>());
+      builder->experimental().SetInterceptorCreators(std::move(f));
+    };
+  }
+};
+
+TEST_F(IdleCancelRaceTest, ATransferEndingWhileAnotherIsCancelledDoesNotCrashTheWatch) {
+  v1::Job job = CreateJob();
+  v1::Lease lease = Lease();
+  std::string data(16 << 20, 'd');
+  v1::Artifact artifact;
+  ASSERT_TRUE(UploadArtifact(lease, "w1", "model.bin", data, Sha256Hex(data), &artifact).ok());
+  ASSERT_TRUE(AwaitNoTransfers());
+  // Four reads that take one chunk and stall: they go idle within a few ms of each other, so the
+  // watch finds them idle in one sweep.
+  constexpr int kReads = 4;
+  std::unique_ptr<grpc::ClientContext> contexts[kReads];
+  std::unique_ptr<grpc::ClientReader<v1::ReadArtifactResponse>> readers[kReads];
+  for (int i = 0; i < kReads; ++i) {
+    v1::ReadArtifactRequest request;
+    request.set_name(job.name() + "/artifacts/model.bin");
+    request.set_chunk_size(64 << 10);
+    contexts[i] = Context(60);
+    readers[i] = api_->ReadArtifact(contexts[i].get(), request);
+    v1::ReadArtifactResponse chunk;
+    ASSERT_TRUE(readers[i]->Read(&chunk));
+  }
+  // While the watch cancels the first, the other clients give up (a deadline, a closed
+  // connection): their calls end and give their slots back, erasing them from transfers_.
+  g_on_cancel = [&] {
+    for (int i = 1; i < kReads; ++i) contexts[i]->TryCancel();
+    // Their ends may also wait for this thread (gRPC may run the connection's work inside
+    // TryCancel): wait a little, not for the whole time AwaitNoTransfers gives.
+    Await([this] { return file_streams_->in_use() <= 1; }, absl::Seconds(1));
+  };
+  // The watch must not look up the transfers that ended meanwhile (compressd aborted on a
+  // map::at of one).
+  EXPECT_TRUE(AwaitNoTransfers());
+  for (int i = 0; i < kReads; ++i) {
+    v1::ReadArtifactResponse chunk;
+    while (readers[i]->Read(&chunk)) {
+    }
+    readers[i]->Finish();
+  }
+  g_on_cancel = nullptr;
 }
 
 }  // namespace
