@@ -337,6 +337,9 @@ int main(int argc, char** argv) {
   const std::string grpc_address = absl::GetFlag(FLAGS_grpc_address);
   int port = 0;
   builder.AddListeningPort(grpc_address, *credentials, &port);
+  // gRPC sets SO_REUSEPORT by default: a second compressd on the same address would start too and
+  // the kernel would split the connections (and so the jobs) between the two.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
   compress::server::ApplyKeepalive(
       {absl::GetFlag(FLAGS_keepalive_time), absl::GetFlag(FLAGS_keepalive_timeout)}, &builder);
@@ -353,8 +356,14 @@ int main(int argc, char** argv) {
   if (server == nullptr || port == 0) {
     return Fail(absl::StrCat("--grpc_address: cannot listen on ", grpc_address));
   }
+  // The whole server ("") and each service by its full name; SetServingStatus(false) at shutdown
+  // turns them all.
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(true);
+  for (const char* service : {compress::v1::CompressionService::service_full_name(),
+                              compress::v1::WorkerService::service_full_name()}) {
+    health->SetServingStatus(service, true);
+  }
 
   std::unique_ptr<prometheus::Exposer> exposer;
   const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);

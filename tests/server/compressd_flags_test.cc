@@ -156,6 +156,35 @@ class CompressdProcessTest : public ::testing::Test {
   std::unique_ptr<v1::CompressionService::Stub> stub_;
 };
 
+// gRPC would let a second server bind the same port (SO_REUSEPORT) and the kernel split the
+// connections, and so the jobs, between the two: compressd refuses to start instead.
+TEST_F(CompressdProcessTest, ASecondCompressdOnTheSameAddressDoesNotStart) {
+  ASSERT_NO_FATAL_FAILURE(Start({}));
+  Subprocess::Options options;
+  options.argv = {COMPRESSD_BIN, "--insecure", absl::StrCat("--grpc_address=", address_),
+                  "--metrics_address=", absl::StrCat("--data_dir=", dir_.File("second"))};
+  absl::StatusOr<std::unique_ptr<Subprocess>> second = Subprocess::Start(options);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*second)->ReadLine(), std::nullopt) << "the second compressd must not listen";
+  ExitInfo exit = (*second)->Wait();
+  EXPECT_EQ(exit.exit_code, 1) << exit.ToString();
+  EXPECT_THAT((*second)->StderrTail(), HasSubstr(absl::StrCat("cannot listen on ", address_)));
+}
+
+// The health service answers for the whole server and for each service by its full name.
+TEST_F(CompressdProcessTest, HealthAnswersForTheServerAndEachService) {
+  ASSERT_NO_FATAL_FAILURE(Start({}));
+  std::string output;
+  for (const char* service : {"", "compress.v1.CompressionService", "compress.v1.WorkerService"}) {
+    std::vector<std::string> args = {"health"};
+    if (*service != '\0') args.push_back(service);
+    EXPECT_EQ(Compressctl(args, &output), 0) << service << ": " << output;
+    EXPECT_THAT(output, HasSubstr("SERVING")) << service;
+  }
+  EXPECT_EQ(Compressctl({"health", "compress.v1.NoSuchService"}, &output), 1) << output;
+  EXPECT_THAT(output, HasSubstr("NOT_FOUND"));
+}
+
 TEST_F(CompressdProcessTest, TlsAndTokensWithCompressctl) {
   const std::string script =
       absl::StrCat("set -e; cd '", dir_.path(), "'; exec >openssl.log 2>&1; ",
