@@ -5,10 +5,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
@@ -88,8 +91,21 @@ absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string
         gpus = DetectGpus();
         gpus_detected = true;
       }
+      bool listed = false;
       for (const compress::v1::Device& gpu : gpus) {
-        if (gpu.name() == device.name()) device = gpu;
+        if (gpu.name() == device.name()) {
+          device = gpu;
+          listed = true;
+        }
+      }
+      // Without nvidia-smi nothing is known; with it, a GPU it does not list would fail every job
+      // this agent leases for it.
+      if (!listed && !gpus.empty()) {
+        std::vector<std::string> names;
+        for (const compress::v1::Device& gpu : gpus) names.push_back(gpu.name());
+        return absl::InvalidArgumentError(absl::StrCat("--devices: ", device.name(),
+                                                       " is not among the GPUs nvidia-smi lists (",
+                                                       absl::StrJoin(names, ", "), ")"));
       }
     } else {
       return absl::InvalidArgumentError(

@@ -16,7 +16,8 @@ namespace compress::worker {
 std::vector<compress::v1::Device> DetectGpus();
 
 // Parses the --devices value: "auto" (every GPU nvidia-smi lists, or "cpu" when there is none),
-// or a comma-separated list of "cpu" and "cuda:N". Known GPUs get nvidia-smi's name and memory.
+// or a comma-separated list of "cpu" and "cuda:N". Known GPUs get nvidia-smi's name and memory;
+// a cuda:N that nvidia-smi runs and does not list is refused (without nvidia-smi any N is taken).
 // INVALID_ARGUMENT naming the bad entry.
 absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec);
 
