@@ -37,8 +37,9 @@ struct ChannelSecurity {
   }
 };
 
-// A channel to `target` with `security` and `args`. INVALID_ARGUMENT / NOT_FOUND naming the flag
-// when a file cannot be read, or when only one of tls_cert and tls_key is given;
+// A channel to `target` with `security` and `args`. An error naming the flag when a file cannot
+// be read (the code its errno maps to, and why), INVALID_ARGUMENT when only one of tls_cert and
+// tls_key is given;
 // INVALID_ARGUMENT when the token holds a byte gRPC refuses in metadata (see CleanToken).
 absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const std::string& target,
                                                     const ChannelSecurity& security,
@@ -59,8 +60,9 @@ void SetKeepalive(grpc::ChannelArguments* args, absl::Duration time = absl::Seco
 // `source` and the byte's offset in `raw`. Empty when `raw` holds nothing else.
 absl::StatusOr<std::string> CleanToken(absl::string_view source, absl::string_view raw);
 
-// The token in `path`, cleaned as by CleanToken. NOT_FOUND when unreadable, INVALID_ARGUMENT
-// when empty, holding more than one line or a byte that is not printable ASCII.
+// The token in `path`, cleaned as by CleanToken. When unreadable, the code its errno maps to
+// (NOT_FOUND, FAILED_PRECONDITION for a directory, ...) and why; INVALID_ARGUMENT when empty,
+// holding more than one line or a byte that is not printable ASCII.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& flag, const std::string& path);
 
 }  // namespace compress::client

@@ -1,12 +1,10 @@
 #include "client/spec_file.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/local_file.h"
 #include "client/yaml_lite.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
@@ -60,11 +58,9 @@ absl::StatusOr<compress::v1::JobSpec> ParseJobSpecText(const std::string& text,
 }
 
 absl::StatusOr<compress::v1::JobSpec> LoadJobSpecFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read spec file ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseJobSpecText(text.str(), path);
+  absl::StatusOr<std::string> text = ReadLocalFile(path, "spec file");
+  if (!text.ok()) return text.status();
+  return ParseJobSpecText(*text, path);
 }
 
 }  // namespace compress::client

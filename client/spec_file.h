@@ -19,7 +19,8 @@ namespace compress::client {
 absl::StatusOr<compress::v1::JobSpec> ParseJobSpecText(const std::string& text,
                                                        const std::string& file_name);
 
-// Reads and parses a spec file. NOT_FOUND when it cannot be read.
+// Reads and parses a spec file. When it cannot be read, the code its errno maps to (NOT_FOUND,
+// PERMISSION_DENIED, FAILED_PRECONDITION for a directory) and "cannot read spec file PATH: REASON".
 absl::StatusOr<compress::v1::JobSpec> LoadJobSpecFile(const std::string& path);
 
 }  // namespace compress::client

@@ -57,6 +57,17 @@ TEST(SpecFileTest, ErrorsNameTheFileAndTheField) {
   EXPECT_EQ(LoadJobSpecFile("/nonexistent/spec.json").status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(SpecFileTest, AFileThatCannotBeReadSaysWhy) {
+  absl::StatusOr<compress::v1::JobSpec> missing = LoadJobSpecFile("/nonexistent/spec.json");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(missing.status().message(),
+            "cannot read spec file /nonexistent/spec.json: No such file or directory");
+  // A directory used to read as an empty YAML document ("expected a mapping ...").
+  absl::StatusOr<compress::v1::JobSpec> directory = LoadJobSpecFile("/tmp/");
+  EXPECT_EQ(directory.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(directory.status().message(), "cannot read spec file /tmp/: Is a directory");
+}
+
 TEST(RetryScheduleTest, TheLastTryIsMadeAtTheDeadline) {
   EXPECT_FALSE(RetrySchedule(absl::ZeroDuration()).WaitForNextTry());
   const absl::Time start = absl::Now();

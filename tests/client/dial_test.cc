@@ -113,6 +113,21 @@ TEST_F(DialTest, ReadTokenFileTrimsAndRefusesEmptyOrSeveralLines) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_F(DialTest, AFileThatCannotBeReadSaysWhy) {
+  absl::StatusOr<std::string> missing = ReadTokenFile("--token_file", dir_ + "/absent");
+  EXPECT_EQ(missing.status().message(),
+            absl::StrCat("--token_file: cannot read ", dir_, "/absent: No such file or directory"));
+  // A directory used to read as an empty file ("... is empty").
+  absl::StatusOr<std::string> directory = ReadTokenFile("--token_file", dir_);
+  EXPECT_EQ(directory.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(directory.status().message(),
+            absl::StrCat("--token_file: cannot read ", dir_, ": Is a directory"));
+  ChannelSecurity security;
+  security.tls_ca = dir_;
+  EXPECT_THAT(Dial("127.0.0.1:1", security, grpc::ChannelArguments()).status().message(),
+              HasSubstr(absl::StrCat("--tls_ca: cannot read ", dir_, ": Is a directory")));
+}
+
 TEST_F(DialTest, TokensLoseSurroundingWhitespaceAndAByteOrderMark) {
   EXPECT_EQ(*CleanToken("--token", "tok-1\r"), "tok-1");
   EXPECT_EQ(*CleanToken("--token", " \xEF\xBB\xBFtok-1\r\n"), "tok-1");

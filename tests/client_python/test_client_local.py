@@ -200,6 +200,21 @@ class LocalTest(unittest.TestCase):
         self.assertEqual(self.service.creates, [])
         self.assertRaisesCode("INVALID_ARGUMENT", Client, self.address, timeout="30")
 
+    def test_a_spec_file_that_cannot_be_read_says_why(self):
+        with Client(self.address) as client:
+            error = self.assertRaisesCode("FAILED_PRECONDITION", client.create_job, self.tmp)
+            self.assertEqual(error.message, f"cannot read spec file {self.tmp}: Is a directory")
+            missing = os.path.join(self.tmp, "missing.json")
+            error = self.assertRaisesCode("NOT_FOUND", client.create_job, missing)
+            self.assertEqual(error.message,
+                             f"cannot read spec file {missing}: No such file or directory")
+            latin1 = os.path.join(self.tmp, "latin1.json")
+            with open(latin1, "wb") as f:
+                f.write(b'{"labels": "\xe9"}')
+            error = self.assertRaisesCode("INVALID_ARGUMENT", client.create_job, latin1)
+            self.assertIn("not UTF-8 text", error.message)
+        self.assertEqual(self.service.creates, [])
+
     def test_list_jobs_escapes_quotes_and_backslashes_in_label_values(self):
         with Client(self.address) as client:
             list(client.list_jobs(state="RUNNING", labels={"team": 'a"b\\c', "x": "y"}))

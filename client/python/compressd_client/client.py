@@ -172,7 +172,7 @@ def _os_error(error, what):
     """A CompressdError for a local OSError: the code its errno maps to and the OS's reason."""
     code = _ERRNO_CODES.get(error.errno, "UNKNOWN")
     reason = error.strerror or str(error)
-    if error.filename is not None:
+    if error.filename is not None and str(error.filename) not in what:
         reason += f": {error.filename}"
     return CompressdError(code, f"{what}: {reason}")
 
@@ -188,7 +188,7 @@ def _pem(value, what):
         with open(text, "rb") as f:
             return f.read()
     except OSError as e:
-        raise CompressdError("NOT_FOUND", f"{what}: cannot read {text}: {e.strerror}") from None
+        raise _os_error(e, f"{what}: cannot read {text}") from None
 
 
 _BYTE_ORDER_MARK = b"\xef\xbb\xbf"
@@ -242,8 +242,10 @@ def _load_spec(spec):
             with open(source, encoding="utf-8") as f:
                 text = f.read()
         except OSError as e:
-            raise CompressdError("NOT_FOUND",
-                                 f"cannot read spec file {source}: {e.strerror}") from None
+            raise _os_error(e, f"cannot read spec file {source}") from None
+        except UnicodeDecodeError as e:
+            raise CompressdError("INVALID_ARGUMENT",
+                                 f"{source}: not UTF-8 text: {e.reason} at byte {e.start}") from None
     else:
         raise CompressdError("INVALID_ARGUMENT",
                              f"spec: expected a dict, JSON text or path, got {type(spec).__name__}")
@@ -569,7 +571,7 @@ class Client:
         try:
             sha, size = _sha256_file(path)
         except OSError as e:
-            raise CompressdError("NOT_FOUND", f"cannot read {path}: {e.strerror}") from None
+            raise _os_error(e, f"cannot read {path}") from None
 
         def requests():
             yield pb.UploadBlobRequest(sha256=sha, size_bytes=size)
