@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "server/core/clock.h"
 
 namespace compress::server {
 namespace {
@@ -71,7 +72,7 @@ pid_t LocalWorkers::Spawn(int index) {
 void LocalWorkers::Supervise() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
-    absl::Time now = absl::Now();
+    const absl::Duration now = Clock::Real()->Elapsed();
     for (size_t i = 0; i < slots_.size(); ++i) {
       Slot& slot = slots_[i];
       if (slot.pid > 0) {
@@ -108,14 +109,15 @@ void LocalWorkers::Stop() {
   for (Slot& slot : slots_) {
     if (slot.pid > 0) ::kill(slot.pid, SIGTERM);
   }
-  absl::Time deadline = absl::Now() + options_.stop_grace;
+  // Monotonic, so that a wall clock set forward does not cut the grace short.
+  const absl::Duration deadline = Clock::Real()->Elapsed() + options_.stop_grace;
   for (Slot& slot : slots_) {
     while (slot.pid > 0) {
       int status = 0;
       pid_t done = ::waitpid(slot.pid, &status, WNOHANG);
       if (done == slot.pid || (done < 0 && errno != EINTR)) {
         slot.pid = 0;
-      } else if (absl::Now() >= deadline) {
+      } else if (Clock::Real()->Elapsed() >= deadline) {
         ::kill(slot.pid, SIGKILL);
         ::waitpid(slot.pid, &status, 0);
         slot.pid = 0;

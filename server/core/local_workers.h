@@ -56,7 +56,9 @@ class LocalWorkers {
  private:
   struct Slot {
     pid_t pid = 0;
-    absl::Time restart_at = absl::InfinitePast();
+    // On the monotonic clock (Clock::Real()->Elapsed()), so that a wall clock set back does not
+    // hold up the restart.
+    absl::Duration restart_at = -absl::InfiniteDuration();
   };
 
   explicit LocalWorkers(const Options& options) : options_(options), slots_(options.count) {}

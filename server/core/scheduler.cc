@@ -169,9 +169,10 @@ void Scheduler::RunDeferred(Deferred& deferred) {
 }
 
 void Scheduler::EnqueueLocked(const Job& job) {
+  const absl::Duration queued_for = std::max(absl::ZeroDuration(), clock_->Now() - job.queue_time);
   QueuedJob queued{QueueKey{-static_cast<int64_t>(job.priority),
                             absl::ToUnixMicros(job.create_time), job.creation_order, job.id},
-                   DeviceNeedOfSpec(job.spec_json)};
+                   DeviceNeedOfSpec(job.spec_json), clock_->Elapsed() - queued_for};
   InsertQueuedLocked(job.id, queued);
 }
 
@@ -221,8 +222,10 @@ absl::Status Scheduler::CommitLocked(Job& job, JobState from, std::vector<JobEve
       options_.observer->JobStateChanged(from, job.state);
       if (IsFinished(job.state)) {
         std::optional<absl::Duration> duration;
+        // From the stored timestamps (the job may have started before a restart), hence wall
+        // time; never negative, should the wall clock have been set back meanwhile.
         if (job.start_time.has_value() && job.end_time.has_value()) {
-          duration = *job.end_time - *job.start_time;
+          duration = std::max(absl::ZeroDuration(), *job.end_time - *job.start_time);
         }
         options_.observer->JobFinished(job.state, duration);
       }
@@ -316,7 +319,9 @@ void Scheduler::CreateJobAsync(JobRequest request, CreateDone done, absl::Time d
     if (static_cast<int64_t>(pending_creates_.size()) >= options_.max_pending_creates) {
       refused = pending_creates_.size();
     } else {
-      pending_creates_.push_back({std::move(request), std::move(done), deadline});
+      // The time left, measured from here on the monotonic clock.
+      pending_creates_.push_back({std::move(request), std::move(done),
+                                  Clock::Real()->Elapsed() + (deadline - absl::Now())});
       if (create_writer_) return;  // the writing thread takes it with its next batch
       create_writer_ = true;
     }
@@ -358,12 +363,12 @@ void Scheduler::CreateBatch(std::vector<PendingCreate>& batch) {
       return;
     }
     absl::Time now = clock_->Now();
-    const absl::Time real_now = absl::Now();
+    const absl::Duration real_elapsed = Clock::Real()->Elapsed();
     std::vector<NewJob> jobs;
     std::vector<PendingCreate*> writing;  // the calls of `jobs`, in the same order
     jobs.reserve(batch.size());
     for (PendingCreate& pending : batch) {
-      if (pending.deadline < real_now) {
+      if (pending.deadline < real_elapsed) {
         pending.result = absl::DeadlineExceededError(
             "the deadline passed while the call waited for the job store; no job was created");
         continue;
@@ -477,11 +482,14 @@ absl::StatusOr<std::optional<Lease>> Scheduler::LeaseNextLocked(const std::strin
                                                                 Deferred& deferred) {
   while (std::optional<DeviceNeed> need = BestQueueLocked(device)) {
     std::set<QueueKey>& queue = queues_[static_cast<int>(*need)];
-    const QueuedJob queued{*queue.begin(), *need};
-    const std::string id = std::get<3>(queued.key);
+    const std::string id = std::get<3>(*queue.begin());
+    auto entry = queued_.find(id);  // always there: queued_ and queues_ hold the same jobs
+    const QueuedJob queued = entry != queued_.end()
+                                 ? entry->second
+                                 : QueuedJob{*queue.begin(), *need, clock_->Elapsed()};
     queue.erase(queue.begin());
     QueueChangedLocked(*need);
-    queued_.erase(id);
+    if (entry != queued_.end()) queued_.erase(entry);
     absl::StatusOr<Job> job = store_->GetJob(id);
     if (absl::IsNotFound(job.status())) continue;
     if (!job.ok()) {
@@ -496,7 +504,7 @@ absl::StatusOr<std::optional<Lease>> Scheduler::LeaseNextLocked(const std::strin
     j.state = JobState::kRunning;
     if (!j.start_time.has_value()) j.start_time = now;
     j.lease_owner = worker_id;
-    absl::Duration queue_wait = now - j.queue_time;
+    const absl::Duration queue_wait = clock_->Elapsed() - queued.since;
     if (absl::Status s = CommitLocked(
             j, JobState::kQueued,
             {StateChangeEvent(j.state,
@@ -509,8 +517,8 @@ absl::StatusOr<std::optional<Lease>> Scheduler::LeaseNextLocked(const std::strin
       return s;
     }
     const std::string lease_id = NewLeaseId();
-    leases_[id] =
-        ActiveLease{worker_id, device, j.attempt_count, lease_id, now + options_.lease_duration};
+    leases_[id] = ActiveLease{worker_id, device, j.attempt_count, lease_id,
+                              clock_->Elapsed() + options_.lease_duration};
     wake_ = true;
     if (options_.observer != nullptr) options_.observer->JobLeased(queue_wait);
     return Lease{
@@ -565,11 +573,13 @@ int64_t Scheduler::WaitForLease(const std::string& worker_id, const std::string&
     } else {
       SeenLocked(worker_id);
       absl::StatusOr<std::optional<Lease>> lease = LeaseNextLocked(worker_id, device, deferred);
-      if (!lease.ok() || lease->has_value() || deadline <= clock_->Now()) {
+      const absl::Duration left = deadline - clock_->Now();
+      if (!lease.ok() || lease->has_value() || left <= absl::ZeroDuration()) {
         deferred.push_back(
             [done = std::move(done), lease = std::move(lease)] { done(std::move(lease)); });
       } else {
-        waiters_.push_back(Waiter{id, worker_id, device, deadline, std::move(done)});
+        waiters_.push_back(
+            Waiter{id, worker_id, device, clock_->Elapsed() + left, std::move(done)});
         wake_ = true;
       }
     }

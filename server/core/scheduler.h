@@ -15,6 +15,12 @@
 // Leases are renewed by heartbeats and kept in memory only: when the server restarts, jobs that
 // were RUNNING go back to the queue (their attempt count kept) and CANCELLING ones become
 // CANCELLED, so that every job resumes or ends.
+//
+// Time: stored and shown timestamps (create_time, queue_time, event times) are wall time,
+// Clock::Now(); every duration and deadline kept in memory (lease expiry, long-poll and CreateJob
+// deadlines, the workers gauge's window, the queue-wait metric) runs on the monotonic
+// Clock::Elapsed(), so that a step of the wall clock neither expires every lease at once nor keeps
+// the leases of dead workers. None of them is stored, so a restart starts them afresh.
 #ifndef COMPRESS_SERVER_CORE_SCHEDULER_H_
 #define COMPRESS_SERVER_CORE_SCHEDULER_H_
 
@@ -179,8 +185,10 @@ class Scheduler {
   // synchronous CreateJob that became the writer returns only then). `done` runs with no lock
   // held and must not call CreateJob itself. UNAVAILABLE at once when
   // Options::max_pending_creates calls are already waiting. A call still waiting when
-  // `deadline` (real time) has passed is answered DEADLINE_EXCEEDED and its job is not written
-  // (its caller has given up on it). The scheduler must outlive every call.
+  // `deadline` has passed is answered DEADLINE_EXCEEDED and its job is not written (its caller
+  // has given up on it). `deadline` is read against the system's wall clock (absl::Now(), not
+  // Options::clock) on entry, and the time it leaves is then measured on the monotonic clock.
+  // The scheduler must outlive every call.
   void CreateJobAsync(JobRequest request, CreateDone done,
                       absl::Time deadline = absl::InfiniteFuture());
   static constexpr int kMaxCreateBatch = 64;
@@ -200,7 +208,8 @@ class Scheduler {
                                                  const std::string& device);
   // Like LeaseNext, but when no job for `device` is queued waits until one arrives or `deadline`
   // passes, then calls `done` (with nullopt on timeout). `done` may run before this returns.
-  // Returns a waiter id for CancelWait.
+  // `deadline` is wall time, read against the clock's Now() on entry; the time it leaves is then
+  // measured on the monotonic clock. Returns a waiter id for CancelWait.
   int64_t WaitForLease(const std::string& worker_id, const std::string& device, absl::Time deadline,
                        LeaseCallback done);
   // Withdraws a waiter. True when it was still waiting: its callback will then never run.
@@ -268,7 +277,8 @@ class Scheduler {
     int attempt = 0;
     // Lease::lease_id.
     std::string lease_id;
-    absl::Time expiry;
+    // On the monotonic clock (Clock::Elapsed()).
+    absl::Duration expiry;
     bool cancel_requested = false;
     // The lease expired but writing the job's requeue (or failure) failed: the worker's calls are
     // refused as for a lease that is gone, and the write is tried again at `expiry`.
@@ -278,7 +288,8 @@ class Scheduler {
     int64_t id = 0;
     std::string worker_id;
     std::string device;
-    absl::Time deadline;
+    // On the monotonic clock (Clock::Elapsed()).
+    absl::Duration deadline;
     LeaseCallback done;
   };
   // Higher priority first (hence the negation), then older first, then in creation order (jobs
@@ -288,12 +299,16 @@ class Scheduler {
   struct QueuedJob {
     QueueKey key;
     DeviceNeed need = DeviceNeed::kAuto;
+    // When it entered the queue, on the monotonic clock (Clock::Elapsed()); for the queue-wait
+    // metric.
+    absl::Duration since;
   };
   // A CreateJob call waiting for its transaction.
   struct PendingCreate {
     JobRequest request;
     CreateDone done;
-    absl::Time deadline = absl::InfiniteFuture();
+    // On the system's monotonic clock (Clock::Real()->Elapsed()).
+    absl::Duration deadline = absl::InfiniteDuration();
     absl::StatusOr<CreatedJob> result = absl::UnknownError("not written");
   };
   // Work to do once the mutex is released.
@@ -304,7 +319,9 @@ class Scheduler {
   // Shutdown(), telling notifier subscribers when `notify_watchers` (and this is the first call).
   void Stop(bool notify_watchers);
   absl::Status RecoverLocked(Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Puts `job` in the queue of its DeviceNeed (read from its spec).
+  // Puts `job` in the queue of its DeviceNeed (read from its spec). Its time in the queue counts
+  // from its queue_time, taken to be no later than now (a job requeued in an earlier process, or
+  // a wall clock set back).
   void EnqueueLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void InsertQueuedLocked(const std::string& id, const QueuedJob& queued)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -374,8 +391,8 @@ class Scheduler {
   // Waiting workers, oldest first.
   std::list<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   int64_t next_waiter_id_ ABSL_GUARDED_BY(mu_) = 1;
-  // When each worker was last heard from.
-  std::map<std::string, absl::Time> last_seen_ ABSL_GUARDED_BY(mu_);
+  // When each worker was last heard from, on the monotonic clock (Clock::Elapsed()).
+  std::map<std::string, absl::Duration> last_seen_ ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   // Set to wake the background thread (a new deadline, or shutdown).
   bool wake_ ABSL_GUARDED_BY(mu_) = false;

@@ -62,7 +62,7 @@ absl::StatusOr<bool> Scheduler::Heartbeat(const std::string& job_id, int attempt
   SeenLocked(holder.worker_id);
   absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, holder);
   if (!lease.ok()) return lease.status();
-  (*lease)->expiry = clock_->Now() + options_.lease_duration;
+  (*lease)->expiry = clock_->Elapsed() + options_.lease_duration;
   return (*lease)->cancel_requested;
 }
 
@@ -83,8 +83,8 @@ absl::StatusOr<bool> Scheduler::ReportEvents(const std::string& job_id, int atte
     SeenLocked(holder.worker_id);
     absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, holder);
     if (!lease.ok()) return lease.status();
-    absl::Time now = clock_->Now();
-    (*lease)->expiry = now + options_.lease_duration;
+    const absl::Time now = clock_->Now();  // the events' time
+    (*lease)->expiry = clock_->Elapsed() + options_.lease_duration;
     cancel_requested = (*lease)->cancel_requested;
     const std::string device = (*lease)->device;
     // A numbered request is written with the job (its attempt_lines), in one transaction with

@@ -15,7 +15,7 @@ void Scheduler::ProcessTimeouts() {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
-    absl::Time now = clock_->Now();
+    const absl::Duration now = clock_->Elapsed();
     std::vector<std::pair<std::string, ActiveLease>> expired;
     for (const auto& [id, lease] : leases_) {
       if (lease.expiry <= now) expired.emplace_back(id, lease);
@@ -80,14 +80,14 @@ absl::Status Scheduler::ExpireLeaseLocked(const std::string& job_id, const Activ
 }
 
 void Scheduler::SeenLocked(const std::string& worker_id) {
-  last_seen_[worker_id] = clock_->Now();
+  last_seen_[worker_id] = clock_->Elapsed();
   if (options_.observer != nullptr) {
     options_.observer->WorkersConnected(WorkersConnectedLocked());
   }
 }
 
 int Scheduler::WorkersConnectedLocked() {
-  absl::Time now = clock_->Now();
+  const absl::Duration now = clock_->Elapsed();
   std::set<std::string> workers;
   for (auto it = last_seen_.begin(); it != last_seen_.end();) {
     absl::Duration age = now - it->second;
@@ -109,9 +109,9 @@ void Scheduler::BackgroundLoop() {
     {
       absl::MutexLock lock(&mu_);
       if (shut_down_) return;
-      absl::Time now = clock_->Now();
+      const absl::Duration now = clock_->Elapsed();
       // Wake at least once a second, so the workers gauge follows workers that went quiet.
-      absl::Time next = now + absl::Seconds(1);
+      absl::Duration next = now + absl::Seconds(1);
       for (const auto& [id, lease] : leases_) next = std::min(next, lease.expiry);
       for (const Waiter& waiter : waiters_) next = std::min(next, waiter.deadline);
       wake_ = false;

@@ -230,6 +230,15 @@ class SchedulerTest : public ::testing::Test {
     return -1;
   }
 
+  // The sum of the samples of the histogram `name`; -1 when there is none.
+  double HistogramSum(const std::string& name) {
+    for (const auto& family : metrics_.registry()->Collect()) {
+      if (family.name != name || family.type != prometheus::MetricType::Histogram) continue;
+      for (const auto& metric : family.metric) return metric.histogram.sample_sum;
+    }
+    return -1;
+  }
+
   TestDir dir_;
   ManualClock clock_;
   Metrics metrics_;
@@ -347,6 +356,47 @@ TEST_F(SchedulerTest, HeartbeatsRenewTheLease) {
     scheduler_->ProcessTimeouts();
   }
   EXPECT_EQ(Get(id).state, JobState::kRunning);
+}
+
+// Leases, long polls and the workers gauge run on the monotonic clock: the wall clock set
+// forward by hours (an NTP step, a VM resumed) expires nothing, and set back keeps nothing alive.
+// Stored timestamps follow the wall clock.
+TEST_F(SchedulerTest, WallClockStepsNeitherExpireNorKeepLeases) {
+  std::string id = Create();  // the clock moves by 1 ms
+  clock_.StepWallClock(absl::Hours(5));
+  clock_.Advance(absl::Seconds(2));
+  Lease lease = LeaseOne("w1");
+  EXPECT_DOUBLE_EQ(HistogramSum("compressd_job_queue_wait_seconds"), 2.001);
+  const LeaseHolder holder{"w1", lease.lease_id};
+  std::shared_ptr<std::optional<std::string>> waiter = Wait("w2", "cpu");  // waits 10 s
+
+  clock_.StepWallClock(absl::Hours(5));
+  scheduler_->ProcessTimeouts();
+  Job running = Get(id);
+  EXPECT_EQ(running.state, JobState::kRunning);
+  EXPECT_EQ(running.lease_owner, "w1");
+  EXPECT_EQ(running.attempt_count, 1);
+  EXPECT_FALSE(waiter->has_value());
+  EXPECT_EQ(scheduler_->WorkersConnected(), 2);
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(kLease - absl::Seconds(1));
+    ASSERT_TRUE(scheduler_->Heartbeat(id, lease.attempt, holder).ok());
+    scheduler_->ProcessTimeouts();
+    EXPECT_EQ(Get(id).state, JobState::kRunning);
+  }
+  // The waiter's 10 s passed on the monotonic clock.
+  EXPECT_EQ(*waiter, std::optional<std::string>(""));
+
+  // Set back: a worker that stops heartbeating still loses its lease after kLease.
+  clock_.StepWallClock(-absl::Hours(10));
+  clock_.Advance(kLease + absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  Job job = Get(id);
+  EXPECT_EQ(job.state, JobState::kQueued);
+  EXPECT_EQ(job.attempt_count, 1);
+  EXPECT_THAT(job.error_message, HasSubstr("worker w1 lost: lease expired"));
+  EXPECT_EQ(job.queue_time, clock_.Now());
+  EXPECT_EQ(scheduler_->WorkersConnected(), 0);
 }
 
 TEST_F(SchedulerTest, MaxAttemptsThenFailedWithTheReason) {
