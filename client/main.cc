@@ -6,11 +6,14 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
+#include "absl/flags/internal/parse.h"
+#include "absl/flags/internal/usage.h"
+#include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -30,6 +33,8 @@ ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
 ABSL_FLAG(absl::Duration, retry_for, absl::Minutes(2),
           "How long watch and download retry while the server is unreachable");
 ABSL_FLAG(std::string, output, "text", "Output format: text or json");
+// Taken out of argv before Abseil parses it (ExtractLabels): defined for --help's list only.
+ABSL_FLAG(std::vector<std::string>, label, {}, "submit: a label KEY=VALUE; may repeat");
 ABSL_FLAG(int, priority, 0, "submit: higher runs first");
 ABSL_FLAG(std::string, request_id, "", "submit: idempotency key; a repeat returns the first job");
 ABSL_FLAG(int, max_attempts, 0, "submit: attempts before the job fails (0 = server default)");
@@ -106,6 +111,41 @@ bool ExtractLabels(int& argc, char** argv, std::map<std::string, std::string>* l
   return true;
 }
 
+// The flags that apply to one command only; any other flag applies to every command.
+const std::map<std::string, std::vector<std::string>>& CommandFlags() {
+  static const auto* const kFlags = new std::map<std::string, std::vector<std::string>>{
+      {"submit", {"label", "priority", "request_id", "max_attempts", "wait"}},
+      {"list", {"filter", "page_size", "all"}},
+      {"download", {"o", "chunk_size"}},
+      {"logs", {"follow"}},
+  };
+  return *kFlags;
+}
+
+const std::set<std::string>& Commands() {
+  static const auto* const kCommands = new std::set<std::string>{
+      "submit", "get", "list", "watch", "cancel", "delete", "download", "logs", "health"};
+  return *kCommands;
+}
+
+// "FLAG applies to OTHER only, not COMMAND" for the first flag on the command line that belongs
+// to another command than `command`; "" when there is none. `labels_given`: --label was there
+// (it never reaches Abseil).
+std::string FlagThatDoesNotApply(const std::string& command, bool labels_given) {
+  for (const auto& [owner, flags] : CommandFlags()) {
+    if (owner == command) continue;
+    for (const std::string& flag : flags) {
+      const bool given =
+          flag == "label" ? labels_given : absl::flags_internal::WasPresentOnCommandLine(flag);
+      if (given) {
+        return absl::StrCat(flag.size() == 1 ? "-" : "--", flag, " applies to ", owner,
+                            " only, not ", command);
+      }
+    }
+  }
+  return "";
+}
+
 int Usage(const std::string& problem) {
   if (!problem.empty()) std::cerr << "compressctl: " << problem << "\n";
   std::cerr << kUsage << "\n";
@@ -118,7 +158,16 @@ int main(int argc, char** argv) {
   compress::SetProgramUsage("compressctl", kUsage);
   std::map<std::string, std::string> labels;
   if (!ExtractLabels(argc, argv, &labels)) return compress::client::kExitError;
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  // absl::ParseCommandLine ends the program with status 1 after printing --help; compressctl's
+  // --help succeeds, so the usage flags are handled here. Abseil 20220623 has no public call
+  // for either step.
+  std::vector<char*> positional = absl::flags_internal::ParseCommandLineImpl(
+      argc, argv, absl::flags_internal::ArgvListAction::kRemoveParsedArgs,
+      absl::flags_internal::UsageFlagsAction::kIgnoreUsage,
+      absl::flags_internal::OnUndefinedFlag::kAbortIfUndefined);
+  if (absl::flags_internal::HandleUsageFlags(std::cout, absl::ProgramUsageMessage()) != -1) {
+    return compress::client::kExitOk;
+  }
   compress::ConfigureMallocForStreaming();
   std::vector<std::string> args(positional.begin() + 1, positional.end());
   if (args.empty()) return Usage("no command");
@@ -128,6 +177,13 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[0];
   args.erase(args.begin());
+  if (Commands().count(command) == 0) return Usage(absl::StrCat("unknown command ", command));
+  if (std::string problem = FlagThatDoesNotApply(command, !labels.empty()); !problem.empty()) {
+    return Usage(problem);
+  }
+  if (!absl::GetFlag(FLAGS_token).empty() && !absl::GetFlag(FLAGS_token_file).empty()) {
+    return Usage("--token and --token_file: give one, not both");
+  }
 
   compress::client::CommandEnv env;
   std::string output = absl::GetFlag(FLAGS_output);
@@ -192,7 +248,6 @@ int main(int argc, char** argv) {
     submit.wait = absl::GetFlag(FLAGS_wait);
     return compress::client::Submit(env, submit);
   }
-  if (!labels.empty()) return Usage("--label applies to submit only");
   if (command == "list") {
     if (!expect_args(0, 0)) return Usage("list: takes no arguments");
     compress::client::ListArgs list;

@@ -46,7 +46,8 @@ class CompressctlTest : public ::testing::Test {
   // port nothing listens on, so a command that gets as far as calling fails UNAVAILABLE.
   Result Compressctl(std::vector<std::string> args,
                      const std::map<std::string, std::string>& env = {}) {
-    args.insert(args.begin(), {COMPRESSCTL_BIN, "--server=127.0.0.1:1", "--timeout=2s"});
+    args.insert(args.begin(),
+                {COMPRESSCTL_BIN, "--server=127.0.0.1:1", "--timeout=2s", "--retry_for=1s"});
     const std::string out_path = dir_ + "/stdout";
     const std::string err_path = dir_ + "/stderr";
     pid_t pid = fork();
@@ -116,6 +117,45 @@ TEST_F(CompressctlTest, ATokenWithAByteGrpcRefusesIsAUsageErrorNamingItsSource) 
   EXPECT_EQ(file.exit_code, 1);
   EXPECT_THAT(file.err, HasSubstr("--token_file: " + dir_ + "/token: byte 0xff at offset 0"));
   EXPECT_THAT(file.err, Not(HasSubstr("UNAVAILABLE")));
+}
+
+TEST_F(CompressctlTest, HelpSucceedsAndListsEveryFlagWithLabel) {
+  Result help = Compressctl({"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_THAT(help.out, HasSubstr("Flags from client/main.cc:"));
+  EXPECT_THAT(help.out, HasSubstr("--label (submit: a label KEY=VALUE; may repeat)"));
+  EXPECT_THAT(help.out, HasSubstr("--token_file"));
+  EXPECT_EQ(Compressctl({"--version"}).exit_code, 0);
+}
+
+TEST_F(CompressctlTest, BothTokenFlagsAreRefused) {
+  Result run = Compressctl({"--token=tok-1", "--token_file=/nonexistent/token", "get", "j1"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_THAT(run.err, HasSubstr("compressctl: --token and --token_file: give one, not both"));
+}
+
+TEST_F(CompressctlTest, FlagsOfAnotherCommandAreRefusedNamingTheFlagAndTheCommand) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"get", "j1", "--wait"}, "--wait applies to submit only, not get"},
+           {{"get", "j1", "--priority=5"}, "--priority applies to submit only, not get"},
+           {{"-o", "/x", "get", "j1"}, "-o applies to download only, not get"},
+           {{"watch", "j1", "--follow"}, "--follow applies to logs only, not watch"},
+           {{"download", "j1", "--filter", "state = RUNNING"},
+            "--filter applies to list only, not download"},
+           {{"list", "--label", "team=a"}, "--label applies to submit only, not list"},
+           {{"submit", "spec.json", "--all=false"}, "--all applies to list only, not submit"}}) {
+    Result run = Compressctl(c.args);
+    EXPECT_EQ(run.exit_code, 1) << c.message;
+    EXPECT_THAT(run.err, HasSubstr("compressctl: " + c.message));
+    EXPECT_THAT(run.err, Not(HasSubstr("UNAVAILABLE"))) << "refused before any call";
+  }
+  // The command's own flags and the global ones pass.
+  Result own = Compressctl({"--retry_for=0s", "list", "--all", "--filter=state = RUNNING"});
+  EXPECT_THAT(own.err, HasSubstr("compressctl: list: UNAVAILABLE"));
 }
 
 }  // namespace
