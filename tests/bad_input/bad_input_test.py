@@ -548,6 +548,12 @@ def _():
     return run_compressctl(["submit", path])._replace(subs={"FILE": path})
 
 
+@case("spec-file-directory-ctl", "compressctl submit")
+def _():
+    path = ENV.scratch("spec-dir")
+    return run_compressctl(["submit", path])._replace(subs={"FILE": path})
+
+
 @case("spec-file-missing-run", "compress-run")
 def _():
     path = os.path.join(ENV.tmp, "no-such-spec.json")
@@ -584,6 +590,11 @@ def _():
 @case("ctl-bad-output", "compressctl flags")
 def _():
     return run_compressctl(["--output=yaml", "list"])
+
+
+@case("ctl-flag-of-another-command", "compressctl flags")
+def _():
+    return run_compressctl(["get", "nosuchjob", "--wait"])
 
 
 # Oversized messages and blobs.
@@ -953,6 +964,16 @@ def _():
     path = os.path.join(ENV.tmp, "no-such-token")
     return run_compressctl([f"--token_file={path}", "list"], token_file=False)._replace(
         subs={"FILE": path})
+
+
+@case("token-and-token-file-ctl", "compressctl flags")
+def _():
+    return run_compressctl(["--token=" + SUBMITTER_TOKEN, "list"])
+
+
+@case("token-bad-byte-ctl", "compressctl flags")
+def _():
+    return run_compressctl(["list"], token_file=False, env_token=SUBMITTER_TOKEN[:3] + "\x07")
 
 
 # Unknown job names.
