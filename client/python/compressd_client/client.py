@@ -244,8 +244,9 @@ def _load_spec(spec):
         except OSError as e:
             raise _os_error(e, f"cannot read spec file {source}") from None
         except UnicodeDecodeError as e:
-            raise CompressdError("INVALID_ARGUMENT",
-                                 f"{source}: not UTF-8 text: {e.reason} at byte {e.start}") from None
+            raise CompressdError(
+                "INVALID_ARGUMENT", f"{source}: not UTF-8 text: {e.reason} at byte {e.start}"
+            ) from None
     else:
         raise CompressdError("INVALID_ARGUMENT",
                              f"spec: expected a dict, JSON text or path, got {type(spec).__name__}")
