@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "worker/events/durable_file.h"
 
 namespace compress::server {
 namespace {
@@ -39,17 +40,6 @@ absl::Status ErrnoError(int error, absl::string_view what, absl::string_view pat
     default:
       return absl::InternalError(message);
   }
-}
-
-// Makes a rename durable by syncing the directory that holds it.
-absl::Status SyncDirectory(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(errno, "open directory", dir);
-  int rc = ::fsync(fd);
-  int error = errno;
-  ::close(fd);
-  if (rc != 0) return ErrnoError(error, "fsync directory", dir);
-  return absl::OkStatus();
 }
 
 absl::StatusOr<int64_t> FileSize(const std::string& path, absl::string_view what) {
@@ -177,7 +167,7 @@ absl::Status PendingFile::Settle() {
     ::unlink(replaced_path_.c_str());
     replaced_path_.clear();
   }
-  return SyncDirectory(fs::path(FinalPath()).parent_path().string());
+  return SyncParentDirectory(FinalPath());
 }
 
 StoredFile::~StoredFile() { ::close(fd_); }

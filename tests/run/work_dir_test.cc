@@ -47,16 +47,16 @@ TEST(WorkDirTest, CorruptStateIsDataLoss) {
   EXPECT_NE(wd.status().message().find("state.json"), absl::string_view::npos);
 }
 
-TEST(WorkDirTest, AtomicWriteReplacesWholeFile) {
-  const std::string dir = FreshDir("atomic");
+// The status follows the system's error, not a fixed code: a full disk is RESOURCE_EXHAUSTED
+// (retryable), a path through a regular file NOT_FOUND.
+TEST(WorkDirTest, DirectoryThatCannotBeCreatedGivesTheErrorOfItsCause) {
+  const std::string dir = FreshDir("blocked");
   std::filesystem::create_directories(dir);
-  const std::string path = dir + "/file";
-  ASSERT_TRUE(WriteFileAtomically(path, "first version, longer").ok());
-  ASSERT_TRUE(WriteFileAtomically(path, "second").ok());
-  std::ifstream in(path);
-  std::string contents((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(contents, "second");
-  EXPECT_EQ(WriteFileAtomically(dir + "/missing/file", "x").code(), absl::StatusCode::kNotFound);
+  std::ofstream(dir + "/file") << "not a directory";
+  auto wd = WorkDir::Open(dir + "/file/work", {{"a", 1}});
+  EXPECT_EQ(wd.status().code(), absl::StatusCode::kNotFound) << wd.status();
+  EXPECT_NE(wd.status().message().find(dir + "/file/work"), absl::string_view::npos)
+      << wd.status();
 }
 
 }  // namespace

@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "worker/events/durable_file.h"
 #include "worker/events/sha256.h"
 #include "worker/pipeline/checkpoint/model_io.h"
 #include "worker/pipeline/checkpoint/naming.h"
@@ -58,6 +60,8 @@ double SecondsSince(Clock::time_point start) {
     }                                         \
   } while (0)
 
+// A CUDA device this process cannot use is UNAVAILABLE (retryable): the spec asked for a GPU
+// (or the agent offered one), and another node, or this one once its driver is back, can run it.
 absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
   if (name == "cpu") return torch::Device(torch::kCPU);
   if (name == "auto") {
@@ -65,18 +69,25 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
                                        : torch::Device(torch::kCPU);
   }
   if (name == "cuda" || name.rfind("cuda:", 0) == 0) {
-    if (!torch::cuda::is_available()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("device '", name, "' requested but CUDA is not available in this build"));
-    }
-    int index = name == "cuda" ? 0 : std::atoi(name.c_str() + 5);
-    if (index < 0 || index >= static_cast<int>(torch::cuda::device_count())) {
+    int index = 0;
+    if (name != "cuda" && !absl::SimpleAtoi(absl::string_view(name).substr(5), &index)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("device '", name, "': only ", torch::cuda::device_count(), " CUDA devices"));
+          absl::StrCat("--device: unknown device '", name, "'; expected auto, cpu, cuda or cuda:N"));
+    }
+    if (!torch::cuda::is_available()) {
+      return absl::UnavailableError(absl::StrCat(
+          "device '", name,
+          "' requested but CUDA is not available to this executor (a LibTorch build without "
+          "CUDA, no driver, or CUDA_VISIBLE_DEVICES hides every GPU)"));
+    }
+    if (index < 0 || index >= static_cast<int>(torch::cuda::device_count())) {
+      return absl::UnavailableError(absl::StrCat("device '", name, "': this executor sees only ",
+                                                 torch::cuda::device_count(), " CUDA devices"));
     }
     return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown device '", name, "'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--device: unknown device '", name, "'; expected auto, cpu, cuda or cuda:N"));
 }
 
 absl::StatusOr<pl::DatasetFormat> FormatOf(const std::string& name) {

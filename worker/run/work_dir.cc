@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "worker/events/durable_file.h"
 
 namespace compress::run {
 namespace {
@@ -22,13 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 
 absl::Status ErrnoError(const std::string& what, const std::string& path) {
-  std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(errno));
-  if (errno == ENOSPC || errno == EDQUOT) return absl::ResourceExhaustedError(message);
-  if (errno == ENOENT) return absl::NotFoundError(message);
-  if (errno == EACCES || errno == EPERM || errno == EROFS) {
-    return absl::PermissionDeniedError(message);
-  }
-  return absl::InternalError(message);
+  return ErrnoStatus(errno, absl::StrCat(what, " ", path));
 }
 
 absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
@@ -45,44 +40,10 @@ absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
 
 }  // namespace
 
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
-  std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
-  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError("cannot create", temp);
-  const char* p = contents.data();
-  size_t left = contents.size();
-  while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      absl::Status status = ErrnoError("cannot write", temp);
-      ::close(fd);
-      ::unlink(temp.c_str());
-      return status;
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    absl::Status status = ErrnoError("cannot flush", temp);
-    ::unlink(temp.c_str());
-    return status;
-  }
-  if (::rename(temp.c_str(), path.c_str()) != 0) {
-    absl::Status status = ErrnoError("cannot rename to", path);
-    ::unlink(temp.c_str());
-    return status;
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<WorkDir> WorkDir::Open(const std::string& path, const nlohmann::json& spec) {
   std::error_code ec;
   fs::create_directories(path, ec);
-  if (ec) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("workdir ", path, ": cannot create: ", ec.message()));
-  }
+  if (ec) return ErrnoStatus(ec.value(), absl::StrCat("workdir ", path, ": cannot create"));
   const std::string spec_path = absl::StrCat(path, "/spec.json");
   const std::string state_path = absl::StrCat(path, "/state.json");
   if (fs::exists(spec_path)) {
@@ -112,7 +73,7 @@ absl::StatusOr<std::string> WorkDir::PhaseDir(const std::string& phase) const {
   std::string dir = absl::StrCat(path_, "/phases/", phase);
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat(dir, ": cannot create: ", ec.message()));
+  if (ec) return ErrnoStatus(ec.value(), absl::StrCat(dir, ": cannot create"));
   return dir;
 }
 
@@ -140,10 +101,7 @@ absl::StatusOr<WorkDirLock> WorkDirLock::Acquire(
     const std::function<void(const std::string&)>& on_wait) {
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create work dir ", dir, ": ", ec.message()));
-  }
+  if (ec) return ErrnoStatus(ec.value(), absl::StrCat("cannot create work dir ", dir));
   const std::string path = dir + "/.lock";
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("cannot open", path);

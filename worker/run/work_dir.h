@@ -16,9 +16,6 @@
 
 namespace compress::run {
 
-// Writes `contents` to `path` atomically: a temporary file in the same directory, fsync, rename.
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);
-
 // An exclusive lock on a work directory (flock of DIR/.lock, released when the object goes away
 // or the process ends), so that two executors never run the same job's directory at once: after
 // a crash of compressd, an executor of the old attempt may still be stopping when the next

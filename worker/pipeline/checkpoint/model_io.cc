@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "worker/events/durable_file.h"
 #include "worker/pipeline/model/torch_error.h"
 
 namespace compress::pipeline {
@@ -95,8 +96,7 @@ absl::Status SaveModel(const std::string& dir, const SwinTransformer& model,
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   if (error) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create checkpoint directory ", dir, ": ", error.message()));
+    return ErrnoStatus(error.value(), absl::StrCat("cannot create checkpoint directory ", dir));
   }
   const std::map<std::string, std::string> metadata = {{"format", "pt"}, {"architecture", "swin"}};
   absl::Status status =

@@ -1,8 +1,5 @@
 #include "worker/pipeline/checkpoint/safetensors.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -15,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "worker/events/durable_file.h"
 #include "worker/pipeline/model/torch_error.h"
 
 namespace compress::pipeline {
@@ -117,14 +115,6 @@ absl::StatusOr<Entry> ParseEntry(const std::string& source, const std::string& n
                               ", ", entry.end, ")"));
   }
   return entry;
-}
-
-absl::Status ErrnoStatus(int error, const std::string& what) {
-  const std::string message = absl::StrCat(what, ": ", std::strerror(error));
-  if (error == ENOENT) return absl::NotFoundError(message);
-  if (error == EACCES || error == EPERM) return absl::PermissionDeniedError(message);
-  if (error == ENOSPC) return absl::ResourceExhaustedError(message);
-  return absl::UnavailableError(message);
 }
 
 }  // namespace
@@ -282,36 +272,6 @@ absl::Status WriteSafetensors(const std::string& path, const NamedTensors& tenso
   absl::StatusOr<std::string> bytes = SerializeSafetensors(tensors, metadata);
   if (!bytes.ok()) return bytes.status();
   return WriteFileAtomically(path, *bytes);
-}
-
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
-  const std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot create ", temp));
-  size_t written = 0;
-  while (written < contents.size()) {
-    const ssize_t n = ::write(fd, contents.data() + written, contents.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int error = errno;
-      ::close(fd);
-      ::unlink(temp.c_str());
-      return ErrnoStatus(error, absl::StrCat("cannot write ", temp));
-    }
-    written += static_cast<size_t>(n);
-  }
-  int error = ::fsync(fd) == 0 ? 0 : errno;
-  if (::close(fd) != 0 && error == 0) error = errno;
-  if (error != 0) {
-    ::unlink(temp.c_str());
-    return ErrnoStatus(error, absl::StrCat("cannot flush ", temp));
-  }
-  if (::rename(temp.c_str(), path.c_str()) != 0) {
-    error = errno;
-    ::unlink(temp.c_str());
-    return ErrnoStatus(error, absl::StrCat("cannot rename ", temp, " to ", path));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace compress::pipeline

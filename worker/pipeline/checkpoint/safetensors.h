@@ -49,13 +49,9 @@ absl::StatusOr<SafetensorsContents> ReadSafetensors(const std::string& path);
 absl::StatusOr<std::string> SerializeSafetensors(
     const NamedTensors& tensors, const std::map<std::string, std::string>& metadata = {});
 
-// SerializeSafetensors, then an atomic write to `path`.
+// SerializeSafetensors, then WriteFileAtomically (worker/events/durable_file.h) to `path`.
 absl::Status WriteSafetensors(const std::string& path, const NamedTensors& tensors,
                               const std::map<std::string, std::string>& metadata = {});
-
-// Writes `contents` to `path` through a temporary file in the same directory, fsync and
-// rename, so that readers see the old file or the new one, never a part.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents);
 
 // Reads a whole file. NOT_FOUND / PERMISSION_DENIED / DATA_LOSS (read error) naming the path.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);

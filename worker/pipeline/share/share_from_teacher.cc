@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "worker/events/durable_file.h"
 #include "worker/pipeline/checkpoint/model_io.h"
 #include "worker/pipeline/model/torch_error.h"
 
@@ -118,8 +119,7 @@ absl::Status SaveSharedModel(const std::string& dir, const SharedSwin& model) {
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   if (error) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create checkpoint directory ", dir, ": ", error.message()));
+    return ErrnoStatus(error.value(), absl::StrCat("cannot create checkpoint directory ", dir));
   }
   const std::map<std::string, std::string> metadata = {{"format", "pt"},
                                                        {"architecture", "swin_shared"}};

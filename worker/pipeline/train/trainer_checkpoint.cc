@@ -8,35 +8,17 @@
 //   optimizer/...                                           torch::optim::Optimizer::save
 //   rng_cpu                                                 default CPU generator state
 //   rng_cuda_<i>                                            default CUDA generator states
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "worker/events/durable_file.h"
 #include "worker/pipeline/train/trainer.h"
 
 namespace compress::pipeline {
 namespace {
 
 constexpr int64_t kFormatVersion = 1;
-
-// Flushes `path` (a file or a directory) to the disk.
-absl::Status Fsync(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
-  }
-  const int error = ::fsync(fd) == 0 ? 0 : errno;
-  ::close(fd);
-  if (error != 0) {
-    return absl::InternalError(absl::StrCat("cannot flush ", path, ": ", std::strerror(error)));
-  }
-  return absl::OkStatus();
-}
 
 int64_t ReadInt(torch::serialize::InputArchive& archive, const std::string& key) {
   torch::Tensor value;
@@ -51,8 +33,7 @@ absl::Status Trainer::SaveCheckpoint(const Position& position, int64_t batches_p
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   if (error) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create checkpoint directory ", dir.string(), ": ", error.message()));
+    return ErrnoStatus(error.value(), absl::StrCat("cannot create checkpoint directory ", dir.string()));
   }
   torch::serialize::OutputArchive archive;
   archive.write("format_version", torch::tensor(kFormatVersion, torch::kLong));
@@ -77,13 +58,13 @@ absl::Status Trainer::SaveCheckpoint(const Position& position, int64_t batches_p
   const std::string path = CheckpointPath(options_.checkpoint_dir);
   const std::string temporary = path + ".tmp";
   archive.save_to(temporary);
-  if (absl::Status synced = Fsync(temporary); !synced.ok()) return synced;
+  if (absl::Status synced = SyncPath(temporary); !synced.ok()) return synced;
   std::filesystem::rename(temporary, path, error);
   if (error) {
     return absl::InternalError(
         absl::StrCat("cannot move checkpoint ", temporary, " to ", path, ": ", error.message()));
   }
-  return Fsync(dir.string());
+  return SyncPath(dir.string());
 }
 
 absl::StatusOr<Trainer::Position> Trainer::MaybeLoadCheckpoint(int64_t batches_per_epoch) {
