@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "worker/events/event.h"
@@ -72,10 +74,14 @@ std::string WriteSpec(const std::string& dir, const nlohmann::json& spec) {
   return path;
 }
 
-// Runs compress-run with `args`; when `terminate_after_metrics` > 0, sends SIGTERM once that
-// many metric events (of `terminate_phase`, when not empty) have been read.
+// How RunExecutor stops the executor once `terminate_after_metrics` metric events were read.
+enum class Stop { kSigterm, kCloseStdout };
+
+// Runs compress-run with `args`; when `terminate_after_metrics` > 0, sends SIGTERM (or, with
+// Stop::kCloseStdout, stops reading and closes its end of the pipe, as a crashed agent's does)
+// once that many metric events (of `terminate_phase`, when not empty) have been read.
 RunResult RunExecutor(const std::vector<std::string>& args, int terminate_after_metrics = 0,
-                      const std::string& terminate_phase = "") {
+                      const std::string& terminate_phase = "", Stop stop = Stop::kSigterm) {
   int pipe_fds[2];
   EXPECT_EQ(pipe(pipe_fds), 0);
   pid_t pid = fork();
@@ -106,6 +112,7 @@ RunResult RunExecutor(const std::vector<std::string>& args, int terminate_after_
     if (event->type == EventType::kMetric &&
         (terminate_phase.empty() || event->phase == terminate_phase) &&
         ++metrics == terminate_after_metrics) {
+      if (stop == Stop::kCloseStdout) break;
       kill(pid, SIGTERM);
     }
   }
@@ -242,6 +249,25 @@ TEST(CompressRunTest, SigtermCancelsAndTheRunResumesMidPhase) {
   EXPECT_GT(metrics.front().step, 1) << "a resumed phase continues from its checkpoint";
 }
 
+// An agent that dies closes the read end of the executor's stdout; the executor cancels itself
+// (it used to run on until its next line, then die of SIGPIPE without a checkpoint).
+TEST(CompressRunTest, ExecutorWhoseReaderIsGoneCancelsAndTheRunResumes) {
+  const std::string dir = FreshDir("reader_gone");
+  nlohmann::json spec = TinySpec();
+  spec["teacher"]["train"]["epochs"] = 20;
+  const std::string path = WriteSpec(dir, spec);
+  const absl::Time start = absl::Now();
+  RunResult orphaned = RunExecutor({"--spec", path, "--workdir", dir + "/work"}, 2, "",
+                                   Stop::kCloseStdout);
+  EXPECT_EQ(orphaned.exit_code, 1) << "128 + 13 is SIGPIPE";
+  EXPECT_LT(absl::Now() - start, absl::Seconds(120)) << "20 epochs would take longer";
+  RunResult resumed = RunExecutor({"--spec", path, "--workdir", dir + "/work"});
+  ASSERT_EQ(resumed.exit_code, 0);
+  auto metrics = OfType(resumed, EventType::kMetric);
+  ASSERT_FALSE(metrics.empty());
+  EXPECT_GT(metrics.front().step, 1) << "the cancelled run saved its checkpoint";
+}
+
 TEST(CompressRunTest, FailuresEndWithAnErrorLine) {
   const std::string dir = FreshDir("failures");
   struct Case {
@@ -259,6 +285,9 @@ TEST(CompressRunTest, FailuresEndWithAnErrorLine) {
       {{{"teacher", {{"train", {{"epochs", -3}}}}}},
        "INVALID_ARGUMENT",
        "spec.teacher.train.epochs"},
+      // A GPU this executor cannot use (none in a CPU build, or fewer than 100): retryable, as
+      // another node can run the job.
+      {{{"resources", {{"device", "cuda:99"}}}}, "UNAVAILABLE", "device 'cuda:99'"},
   };
   // A teacher checkpoint directory of 7 classes for TinySpec's 4-class data.
   const std::string teacher_dir = dir + "/teacher-7-classes";

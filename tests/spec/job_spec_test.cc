@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace compress::spec {
@@ -70,6 +71,17 @@ TEST(JobSpecTest, ToJsonRoundTrips) {
   EXPECT_DOUBLE_EQ(again->teacher.train.label_smoothing, 0.0);
 }
 
+TEST(JobSpecTest, DevicesTakeCudaWithOrWithoutAnIndex) {
+  for (const char* device : {"auto", "cpu", "cuda", "cuda:0", "cuda:12"}) {
+    auto spec = ParseJobSpec(absl::StrCat(
+        R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
+            "resources": {"device": ")",
+        device, R"("}})"));
+    ASSERT_TRUE(spec.ok()) << device << ": " << spec.status();
+    EXPECT_EQ(spec->resources.device, device);
+  }
+}
+
 TEST(JobSpecTest, ErrorsNameTheField) {
   struct Case {
     const char* json;
@@ -122,6 +134,15 @@ TEST(JobSpecTest, ErrorsNameTheField) {
       {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
            "resources": {"device": "tpu"}})",
        "spec.resources.device: unknown device 'tpu'"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
+           "resources": {"device": "cuda:abc"}})",
+       "spec.resources.device: unknown device 'cuda:abc'"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
+           "resources": {"device": "cuda:-1"}})",
+       "spec.resources.device: unknown device 'cuda:-1'"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
+           "resources": {"device": "cuda:"}})",
+       "spec.resources.device: unknown device 'cuda:'"},
       {"{not json", "spec: not valid JSON: parse error at line 1, column 3"},
       // Found by fuzz/job_spec_fuzzer: nlohmann throws out_of_range, not parse_error, here.
       {"1e8888888888888888888888888[s\"", "spec: not valid JSON: number overflow parsing"},

@@ -3,6 +3,12 @@
 //   compress-run --spec SPEC.json --workdir DIR [--device cpu|cuda:N] [--threads N]
 //
 // stdout carries JSON-lines events only; stderr is for people.
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -37,6 +43,29 @@ std::atomic<bool> g_cancel{false};
 std::atomic<bool> g_deadline{false};
 
 void OnSignal(int) { g_cancel.store(true); }
+
+// When stdout is a pipe or socket (the agent reads it), a thread waits for its reader to go away:
+// an agent that crashed or was killed cannot stop its executor, which would otherwise keep its
+// device and the work dir's lock until its next event line (SIGPIPE, no checkpoint saved). The run
+// is then cancelled as by SIGTERM: the step in progress ends, the checkpoint is written, and the
+// next attempt resumes there. SIGPIPE is ignored so that the lines written meanwhile fail quietly.
+void CancelWhenStdoutReaderLeaves() {
+  std::signal(SIGPIPE, SIG_IGN);
+  struct stat info = {};
+  if (::fstat(STDOUT_FILENO, &info) != 0 || !(S_ISFIFO(info.st_mode) || S_ISSOCK(info.st_mode))) {
+    return;
+  }
+  std::thread([] {
+    // No events asked for: poll reports only POLLERR (a pipe's last reader closed it) and POLLHUP.
+    pollfd out = {STDOUT_FILENO, 0, 0};
+    while (::poll(&out, 1, -1) < 0 && errno == EINTR) {
+    }
+    if ((out.revents & (POLLERR | POLLHUP)) == 0) return;
+    std::fprintf(stderr, "compress-run: nothing reads stdout any more (the agent is gone); "
+                         "cancelling\n");
+    g_cancel.store(true);
+  }).detach();
+}
 
 int Fail(compress::events::EventWriter& events, const absl::Status& status, int exit_code) {
   std::fprintf(stderr, "compress-run: %s\n", status.ToString().c_str());
@@ -79,6 +108,7 @@ int main(int argc, char** argv) {
   sigemptyset(&action.sa_mask);
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
+  CancelWhenStdoutReaderLeaves();
 
   absl::Notification done;
   std::thread watchdog;

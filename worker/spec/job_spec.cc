@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 
 namespace compress::spec {
 namespace {
@@ -243,7 +244,12 @@ void CheckConsistency(const JobSpec& s, ObjectReader& root) {
     return root.Fail("spec.distill.train.epochs", "required when distill is enabled");
   }
   const std::string& d = s.resources.device;
-  if (d != "auto" && d != "cpu" && d != "cuda" && d.rfind("cuda:", 0) != 0) {
+  absl::string_view index = d;
+  int number = 0;
+  const bool cuda_n = absl::ConsumePrefix(&index, "cuda:") && !index.empty() &&
+                      std::all_of(index.begin(), index.end(), absl::ascii_isdigit) &&
+                      absl::SimpleAtoi(index, &number);
+  if (d != "auto" && d != "cpu" && d != "cuda" && !cuda_n) {
     return root.Fail("spec.resources.device",
                      absl::StrCat("unknown device '", d, "'; expected auto, cpu, cuda or cuda:N"));
   }
