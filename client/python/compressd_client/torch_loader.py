@@ -392,13 +392,13 @@ class SwinStage(nn.Module):
         return x
 
 
-class SwinTransformer(nn.Module):
-    """The executor's Swin Transformer (timm >= 0.9 names) with per-block widths."""
+class _Backbone(nn.Module):
+    """Patch embedding, the stages built by `stage_type(config, index)`, norm and head."""
 
-    def __init__(self, config):
+    def __init__(self, config, stage_type):
         super().__init__()
         self.patch_embed = PatchEmbed(config.in_channels, config.dims[0], config.patch_size)
-        self.layers = nn.ModuleList(SwinStage(config, s) for s in range(len(config.dims)))
+        self.layers = nn.ModuleList(stage_type(config, s) for s in range(len(config.dims)))
         self.norm = _layer_norm(config.dims[-1])
         self.head = ClassifierHead(config.dims[-1], config.num_classes)
 
@@ -407,6 +407,13 @@ class SwinTransformer(nn.Module):
         for stage in self.layers:
             x = stage(x)
         return self.head(self.norm(x).mean((1, 2)))
+
+
+class SwinTransformer(_Backbone):
+    """The executor's Swin Transformer (timm >= 0.9 names) with per-block widths."""
+
+    def __init__(self, config):
+        super().__init__(config, SwinStage)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -498,21 +505,11 @@ class SharedStage(nn.Module):
         return x
 
 
-class SharedSwin(nn.Module):
+class SharedSwin(_Backbone):
     """The executor's weight-shared Swin (names in docs/share.md)."""
 
     def __init__(self, config):
-        super().__init__()
-        self.patch_embed = PatchEmbed(config.in_channels, config.dims[0], config.patch_size)
-        self.layers = nn.ModuleList(SharedStage(config, s) for s in range(len(config.dims)))
-        self.norm = _layer_norm(config.dims[-1])
-        self.head = ClassifierHead(config.dims[-1], config.num_classes)
-
-    def forward(self, images):
-        x = self.patch_embed(images)
-        for stage in self.layers:
-            x = stage(x)
-        return self.head(self.norm(x).mean((1, 2)))
+        super().__init__(config, SharedStage)
 
 
 # ----------------------------------------------------------------------------------------------
