@@ -36,6 +36,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -256,9 +257,17 @@ class Scheduler {
   // Ends the attempt: SUCCEEDED; FAILED and retryable -> QUEUED again while attempts remain;
   // otherwise FAILED; FAILED with `stopping` -> QUEUED again and the attempt is not counted (as
   // ReturnLease), even on the last attempt; a job being cancelled (or an attempt reporting
-  // CANCELLED) -> CANCELLED.
+  // CANCELLED) -> CANCELLED. A repeat of the job's last recorded completion (the same attempt,
+  // worker, lease id and result, within kCompletionMemory: a worker's retry whose first answer
+  // was lost) is OK, as the first was, and changes nothing; a lease id left empty is matched by
+  // attempt and worker alone. Any other completion of a lease that is no longer current is
+  // ABORTED.
   absl::Status CompleteAttempt(const std::string& job_id, int attempt, const LeaseHolder& holder,
                                const AttemptResult& result);
+  // How long the last completion of each job is remembered for CompleteAttempt's repeats.
+  // compress-worker retries CompleteAttempt for 5 minutes; a restart of compressd forgets them
+  // all (the repeat is then ABORTED).
+  static constexpr absl::Duration kCompletionMemory = absl::Hours(1);
 
   // Expires leases past their deadline (requeue or fail) and answers waiters whose deadline
   // passed. Called by the background thread, or by tests.
@@ -283,6 +292,17 @@ class Scheduler {
     // The lease expired but writing the job's requeue (or failure) failed: the worker's calls are
     // refused as for a lease that is gone, and the write is tried again at `expiry`.
     bool expired = false;
+  };
+  // A completion that CompleteAttempt recorded: which lease ended, and how.
+  struct Completion {
+    int attempt = 0;
+    std::string worker_id;
+    // The lease's id (ActiveLease::lease_id), also when the call named none.
+    std::string lease_id;
+    // CompletionDigest of the AttemptResult: a repeat must carry the same result.
+    std::string result_digest;
+    // When it was recorded, on the monotonic clock (Clock::Elapsed()).
+    absl::Duration at;
   };
   struct Waiter {
     int64_t id = 0;
@@ -343,6 +363,12 @@ class Scheduler {
   absl::StatusOr<ActiveLease*> CurrentLeaseLocked(const std::string& job_id, int attempt,
                                                   const LeaseHolder& holder)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether `holder`'s completion of `attempt` of the job with `result_digest` repeats the job's
+  // last recorded completion, remembered for kCompletionMemory.
+  bool RepeatsCompletionLocked(const std::string& job_id, int attempt, const LeaseHolder& holder,
+                               const std::string& result_digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the completions recorded more than kCompletionMemory ago.
+  void ForgetOldCompletionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes `job` (moved from `from`) with `events` to the store, tells the observer, and
   // schedules the notification. Requeues, finishes or drops leases as the new state requires.
   absl::Status CommitLocked(Job& job, JobState from, std::vector<JobEvent> events,
@@ -388,6 +414,11 @@ class Scheduler {
   std::map<std::string, QueuedJob> queued_ ABSL_GUARDED_BY(mu_);
   // Lease of each RUNNING or CANCELLING job.
   std::map<std::string, ActiveLease> leases_ ABSL_GUARDED_BY(mu_);
+  // The last completion of each job, recorded within kCompletionMemory (see CompleteAttempt).
+  std::map<std::string, Completion> completions_ ABSL_GUARDED_BY(mu_);
+  // (Completion::at, job id) of every completion recorded, oldest first, for forgetting them; an
+  // entry whose job's completion was replaced since is skipped.
+  std::deque<std::pair<absl::Duration, std::string>> completion_times_ ABSL_GUARDED_BY(mu_);
   // Waiting workers, oldest first.
   std::list<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   int64_t next_waiter_id_ ABSL_GUARDED_BY(mu_) = 1;

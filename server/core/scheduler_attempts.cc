@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "server/core/executor_events.h"
 #include "server/core/scheduler.h"  // the class implemented here
+#include "worker/events/sha256.h"
 
 namespace compress::server {
 namespace {
@@ -20,6 +21,24 @@ namespace {
 absl::Status NotCurrent(const std::string& job_id, int attempt, absl::string_view why) {
   return absl::AbortedError(
       absl::StrCat("job ", job_id, " attempt ", attempt, " is no longer current: ", why));
+}
+
+// A digest of everything `result` says, so that a repeated completion can be told from another
+// without keeping its report and messages. Each field is length-prefixed, so that no two results
+// hash the same text.
+std::string CompletionDigest(const AttemptResult& result) {
+  Sha256 hasher;
+  auto add = [&hasher](absl::string_view field) {
+    hasher.Update(absl::StrCat(field.size(), ":"));
+    hasher.Update(field);
+  };
+  add(absl::StrCat(static_cast<int>(result.outcome), ",", result.exit_status, ",",
+                   result.retryable ? 1 : 0, ",", result.stopping ? 1 : 0));
+  add(result.error_code);
+  add(result.error_message);
+  add(result.stderr_tail);
+  add(result.report_json);
+  return hasher.HexDigest();
 }
 
 }  // namespace
@@ -192,14 +211,47 @@ absl::Status Scheduler::RecordArtifact(const std::string& job_id, int attempt,
   return absl::OkStatus();
 }
 
+bool Scheduler::RepeatsCompletionLocked(const std::string& job_id, int attempt,
+                                        const LeaseHolder& holder,
+                                        const std::string& result_digest) {
+  auto it = completions_.find(job_id);
+  if (it == completions_.end()) return false;
+  const Completion& done = it->second;
+  if (clock_->Elapsed() - done.at >= kCompletionMemory) return false;
+  return done.attempt == attempt && done.worker_id == holder.worker_id &&
+         (holder.lease_id.empty() || holder.lease_id == done.lease_id) &&
+         done.result_digest == result_digest;
+}
+
+void Scheduler::ForgetOldCompletionsLocked() {
+  const absl::Duration now = clock_->Elapsed();
+  while (!completion_times_.empty() && now - completion_times_.front().first >= kCompletionMemory) {
+    const auto& [at, job_id] = completion_times_.front();
+    // Unless the job completed again since (a later attempt): that completion has an entry of its
+    // own further on.
+    if (auto it = completions_.find(job_id); it != completions_.end() && it->second.at == at) {
+      completions_.erase(it);
+    }
+    completion_times_.pop_front();
+  }
+}
+
 absl::Status Scheduler::CompleteAttempt(const std::string& job_id, int attempt,
                                         const LeaseHolder& holder, const AttemptResult& result) {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
     SeenLocked(holder.worker_id);
+    const std::string digest = CompletionDigest(result);
     absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, holder);
-    if (!lease.ok()) return lease.status();
+    if (!lease.ok()) {
+      // The lease ended: by this very completion when it repeats the one recorded (the worker
+      // retried because the first answer was lost), which is answered as the first was.
+      if (RepeatsCompletionLocked(job_id, attempt, holder, digest)) return absl::OkStatus();
+      return lease.status();
+    }
+    // Copied now: writing the job's new state drops the lease.
+    Completion completion{attempt, holder.worker_id, (*lease)->lease_id, digest, clock_->Elapsed()};
     absl::StatusOr<Job> job = store_->GetJob(job_id);
     if (!job.ok()) return job.status();
     JobState from = job->state;
@@ -244,6 +296,8 @@ absl::Status Scheduler::CompleteAttempt(const std::string& job_id, int attempt,
       }
     }
     if (!status.ok()) return status;
+    completion_times_.emplace_back(completion.at, job_id);
+    completions_[job_id] = std::move(completion);
   }
   RunDeferred(deferred);
   return absl::OkStatus();

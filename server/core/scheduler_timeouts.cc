@@ -45,6 +45,7 @@ void Scheduler::ProcessTimeouts() {
                      absl::FormatDuration(kExpiryRetryDelay).c_str());
       });
     }
+    ForgetOldCompletionsLocked();
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       if (it->deadline <= now) {
         deferred.push_back([done = std::move(it->done)] { done(std::nullopt); });

@@ -1275,12 +1275,125 @@ TEST_F(SchedulerTest, AttemptHandedBackWhileStoppingFencesOffItsLease) {
   ASSERT_EQ(second.job_id, id);
   ASSERT_EQ(second.attempt, first.attempt);
   ExpectFencedOff(id, first.attempt, {"w1", first.lease_id});
-  // The stopping completion, sent again because its answer was lost, does not requeue the job.
-  EXPECT_EQ(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, stopped).code(),
-            absl::StatusCode::kAborted);
+  // The stopping completion, sent again because its answer was lost, is answered as the first
+  // was and does not requeue the job.
+  const size_t events = Events(id).size();
+  EXPECT_TRUE(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, stopped).ok());
   EXPECT_EQ(Get(id).state, JobState::kRunning);
+  EXPECT_EQ(Events(id).size(), events);
   ExpectHolds(id, second.attempt, {"w1", second.lease_id});
   ExpectHolds(id, second.attempt, {"w1"}, /*complete=*/true);
+}
+
+// A completion sent again because its answer was lost (the worker retries CompleteAttempt) is
+// answered OK, as the first was, and records nothing; a completion of the same lease that says
+// something else, or of another lease, worker or attempt, is still ABORTED.
+TEST_F(SchedulerTest, RepeatedCompletionIsAnsweredOkAndRecordedOnce) {
+  std::string id = Create();
+  Lease lease = LeaseOne("w1");
+  const LeaseHolder holder{"w1", lease.lease_id};
+  AttemptResult success;
+  success.outcome = AttemptResult::Outcome::kSucceeded;
+  success.report_json = R"({"top1":0.91})";
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, holder, success).ok());
+  const Job done = Get(id);
+  const size_t events = Events(id).size();
+  ASSERT_EQ(done.state, JobState::kSucceeded);
+
+  clock_.Advance(absl::Minutes(5));
+  EXPECT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, holder, success).ok());
+  EXPECT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, holder, success).ok());
+  EXPECT_EQ(Events(id).size(), events);
+  EXPECT_EQ(Get(id).end_time, done.end_time);
+  EXPECT_EQ(MetricValue("compressd_jobs_finished_total", "SUCCEEDED"), 1);
+
+  AttemptResult failure;
+  failure.outcome = AttemptResult::Outcome::kFailed;
+  failure.error_code = "INTERNAL";
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, holder, failure).code(),
+            absl::StatusCode::kAborted);
+  AttemptResult other_report = success;
+  other_report.report_json = R"({"top1":0.5})";
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, holder, other_report).code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(
+      scheduler_->CompleteAttempt(id, lease.attempt, {"w1", std::string(32, '0')}, success).code(),
+      absl::StatusCode::kAborted);
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, {"w2", lease.lease_id}, success).code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt + 1, holder, success).code(),
+            absl::StatusCode::kAborted);
+  // Other calls of the finished lease are refused as before.
+  EXPECT_EQ(scheduler_->Heartbeat(id, lease.attempt, holder).status().code(),
+            absl::StatusCode::kAborted);
+  // An agent without lease ids is matched by attempt and worker.
+  EXPECT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, {"w1"}, success).ok());
+  EXPECT_EQ(Events(id).size(), events);
+  EXPECT_EQ(Get(id).report_json, R"({"top1":0.91})");
+
+  // Remembered for kCompletionMemory, then forgotten.
+  clock_.Advance(Scheduler::kCompletionMemory);
+  scheduler_->ProcessTimeouts();
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, holder, success).code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(Events(id).size(), events);
+}
+
+// A retryable failure repeated after the job was requeued, and after it was leased again, is
+// answered OK and neither requeues the job again nor touches the new attempt; once the new
+// attempt completed, the first one's completion is no longer the job's last and is ABORTED.
+TEST_F(SchedulerTest, RepeatedRetryableFailureDoesNotRequeueAgain) {
+  std::string id = Create();
+  Lease first = LeaseOne("w1");
+  AttemptResult crash;
+  crash.outcome = AttemptResult::Outcome::kFailed;
+  crash.retryable = true;
+  crash.error_code = "INTERNAL";
+  crash.error_message = "executor killed by signal 9";
+  crash.exit_status = 137;
+  crash.stderr_tail = "Killed";
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, crash).ok());
+  size_t events = Events(id).size();
+  ASSERT_EQ(Get(id).state, JobState::kQueued);
+  EXPECT_TRUE(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, crash).ok());
+  EXPECT_EQ(Events(id).size(), events);
+  EXPECT_EQ(Get(id).state, JobState::kQueued);
+  EXPECT_EQ(Get(id).attempt_count, 1);
+
+  Lease second = LeaseOne("w1");
+  ASSERT_EQ(second.attempt, 2);
+  events = Events(id).size();
+  EXPECT_TRUE(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, crash).ok());
+  EXPECT_EQ(Events(id).size(), events);
+  EXPECT_EQ(Get(id).state, JobState::kRunning);
+  EXPECT_TRUE(scheduler_->Heartbeat(id, second.attempt, {"w1", second.lease_id}).ok());
+
+  AttemptResult success;
+  success.outcome = AttemptResult::Outcome::kSucceeded;
+  ASSERT_TRUE(
+      scheduler_->CompleteAttempt(id, second.attempt, {"w1", second.lease_id}, success).ok());
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, crash).code(),
+            absl::StatusCode::kAborted);
+  EXPECT_TRUE(
+      scheduler_->CompleteAttempt(id, second.attempt, {"w1", second.lease_id}, success).ok());
+  EXPECT_EQ(Get(id).state, JobState::kSucceeded);
+}
+
+// A completion whose store write failed recorded nothing: sent again, it is the first to be
+// recorded.
+TEST_F(SchedulerTest, CompletionThatCouldNotBeWrittenIsNotRemembered) {
+  std::string id = Create();
+  Lease lease = LeaseOne("w1");
+  AttemptResult success;
+  success.outcome = AttemptResult::Outcome::kSucceeded;
+  FailingJobWrites failing(dir_.File("jobs.db"));
+  failing.Start();
+  EXPECT_FALSE(
+      scheduler_->CompleteAttempt(id, lease.attempt, {"w1", lease.lease_id}, success).ok());
+  failing.Stop();
+  EXPECT_EQ(Get(id).state, JobState::kRunning);
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, {"w1", lease.lease_id}, success).ok());
+  EXPECT_EQ(Get(id).state, JobState::kSucceeded);
 }
 
 // The messages of the job's log events, in order.

@@ -1192,8 +1192,13 @@ TEST_F(ServicesTest, CallsOfALeaseHandedBackAndGivenAgainAreAborted) {
     status = Complete(*stale, v1::ATTEMPT_SUCCEEDED);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED);
     EXPECT_THAT(status.error_message(), HasSubstr(absl::StrCat("attempt ", stale->attempt())));
-    // A retried stopping completion of the first lease does not requeue the job either.
-    EXPECT_EQ(workers_->CompleteAttempt(Context().get(), stopping, &response).error_code(),
+    // The first lease's stopping completion, retried because its answer was lost, is answered
+    // as the first was and does not requeue the job.
+    EXPECT_TRUE(workers_->CompleteAttempt(Context().get(), stopping, &response).ok());
+    // Changed, it is a completion of a lease that is gone.
+    v1::CompleteAttemptRequest changed = stopping;
+    changed.set_error_message("changed");
+    EXPECT_EQ(workers_->CompleteAttempt(Context().get(), changed, &response).error_code(),
               grpc::StatusCode::ABORTED);
   }
   EXPECT_EQ(StoredEvents(job.name()), events);
@@ -1216,6 +1221,33 @@ TEST_F(ServicesTest, CallsOfALeaseHandedBackAndGivenAgainAreAborted) {
   EXPECT_EQ(job.state(), v1::SUCCEEDED);
   ASSERT_EQ(job.artifacts_size(), 1);
   EXPECT_EQ(job.artifacts(0).sha256(), Sha256Hex("weights"));
+}
+
+// compress-worker retries CompleteAttempt when the answer does not arrive: a repeat of a
+// completion that was recorded is OK and records nothing; another outcome is ABORTED.
+TEST_F(ServicesTest, RepeatedCompleteAttemptIsOkAndRecordedOnce) {
+  v1::Job job = CreateJob();
+  v1::Lease lease = Lease("w1");
+  v1::CompleteAttemptRequest request;
+  request.set_worker_id("w1");
+  request.set_job(lease.job());
+  request.set_attempt(lease.attempt());
+  request.set_lease_id(lease.lease_id());
+  request.set_outcome(v1::ATTEMPT_SUCCEEDED);
+  request.set_report_json(R"({"top1":0.91})");
+  v1::CompleteAttemptResponse response;
+  ASSERT_TRUE(workers_->CompleteAttempt(Context().get(), request, &response).ok());
+  const size_t events = StoredEvents(job.name());
+  grpc::Status repeated = workers_->CompleteAttempt(Context().get(), request, &response);
+  EXPECT_TRUE(repeated.ok()) << repeated.error_message();
+  EXPECT_EQ(StoredEvents(job.name()), events);
+  EXPECT_EQ(Complete(lease, v1::ATTEMPT_FAILED).error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_EQ(Complete(lease, v1::ATTEMPT_SUCCEEDED, "w2").error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_EQ(StoredEvents(job.name()), events);
+  v1::GetJobRequest get;
+  get.set_name(job.name());
+  ASSERT_TRUE(api_->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), v1::SUCCEEDED);
 }
 
 TEST_F(ServicesTest, HealthIsServing) {
