@@ -1,6 +1,7 @@
 // The agent's lease loop against the fake WorkerService: leasing, running, reconnecting.
 #include "worker/agent/agent.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -299,11 +300,104 @@ TEST_F(AgentTest, LeaseArrivingWithStopIsHandedBack) {
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
 }
 
+// Sets the mtime of `path` and of everything below it to `age` ago.
+void Backdate(const fs::path& path, absl::Duration age) {
+  const timespec when = absl::ToTimespec(absl::Now() - age);
+  const timespec times[2] = {when, when};
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::recursive_directory_iterator(path, ec)) {
+    utimensat(AT_FDCWD, entry.path().c_str(), times, AT_SYMLINK_NOFOLLOW);
+  }
+  utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW);
+}
+
+// A job's directory as the agent leaves it after a retryable failure, `age` old.
+fs::path MakeOldJobDir(const fs::path& work_root, const std::string& job, absl::Duration age) {
+  fs::path dir = work_root / job;
+  fs::create_directories(dir / "work/phases");
+  std::ofstream(dir / "spec.json") << "{}";
+  std::ofstream(dir / "work/state.json") << "{}";
+  Backdate(dir, age);
+  return dir;
+}
+
+TEST_F(AgentTest, SweepsOldWorkDirsAtStart) {
+  fs::path old = MakeOldJobDir(options_.attempt.work_root, "old1", absl::Hours(100));
+  fs::path fresh = MakeOldJobDir(options_.attempt.work_root, "fresh1", absl::Hours(1));
+  options_.server = absl::StrCat("127.0.0.1:", FreePort());  // no server: the sweep needs none
+  absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Create(options_);
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  std::thread runner([&agent] { (*agent)->Run(); });
+  absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (fs::exists(old) && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_FALSE(fs::exists(old));
+  EXPECT_TRUE(fs::exists(fresh / "work/state.json"));
+  (*agent)->Stop();
+  runner.join();
+}
+
+TEST_F(AgentTest, SweepKeepsTheWorkDirOfTheRunningAttempt) {
+  const fs::path work_root = options_.attempt.work_root;
+  const fs::path release = fs::path(root_) / "release";
+  // Runs until `release` exists, then fails unless its work dir is still there.
+  std::ofstream(root_ + "/slow-run.sh") << absl::StrCat(
+      "#!/bin/bash\n"
+      "while [ $# -gt 0 ]; do [ \"$1\" = --workdir ] && WORKDIR=\"$2\"; shift; done\n"
+      "touch \"$WORKDIR/started\"\n"
+      "while [ ! -e ",
+      release.string(),
+      " ]; do sleep 0.05; done\n"
+      "test -e \"$WORKDIR/started\" || { echo 'work dir gone' >&2; exit 3; }\n"
+      "echo '{\"type\":\"report\",\"time\":1,\"report\":{\"ok\":true}}'\n");
+  chmod((root_ + "/slow-run.sh").c_str(), 0755);
+  options_.attempt.executor_path = root_ + "/slow-run.sh";
+  options_.attempt.remove_finished_work_dirs = false;
+  options_.work_dir_retention = absl::Seconds(1);
+  options_.work_dir_sweep_interval = absl::Milliseconds(100);
+  FakeWorkerService service;
+  service.AddLease(FirstAttempt("jobs/run1"));
+  int port = 0;
+  std::unique_ptr<grpc::Server> server = FakeWorkerService::Serve(&service, "127.0.0.1:0", &port);
+  ASSERT_NE(server, nullptr);
+  options_.server = absl::StrCat("127.0.0.1:", port);
+  absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Create(options_);
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  std::thread runner([&agent] { (*agent)->Run(); });
+
+  const fs::path running = work_root / "run1";
+  absl::Time give_up = absl::Now() + absl::Seconds(20);
+  while (!fs::exists(running / "work/started") && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE(fs::exists(running / "work/started"));
+  // Old by its files; only the attempt's hold keeps it. A stale one beside it shows the sweeps
+  // running meanwhile.
+  Backdate(running, absl::Hours(100));
+  fs::path stale = MakeOldJobDir(work_root, "stale1", absl::Hours(100));
+  give_up = absl::Now() + absl::Seconds(10);
+  while (fs::exists(stale) && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_FALSE(fs::exists(stale));
+  absl::SleepFor(absl::Milliseconds(500));  // a few more sweeps
+  EXPECT_TRUE(fs::exists(running / "work/started"));
+  EXPECT_TRUE(fs::exists(running / "spec.json"));
+
+  std::ofstream(release.string()) << "go";
+  ASSERT_TRUE(service.WaitForCompletions(1, absl::Seconds(20)));
+  EXPECT_EQ(service.completions()[0].outcome(), compress::v1::ATTEMPT_SUCCEEDED)
+      << service.completions()[0].error_message() << service.completions()[0].stderr_tail();
+  (*agent)->Stop();
+  runner.join();
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+}
+
 TEST_F(AgentTest, RejectsUnusableOptions) {
   options_.lease_wait_seconds = 31;
   EXPECT_EQ(Agent::Create(options_).status().code(), absl::StatusCode::kInvalidArgument);
   options_.lease_wait_seconds = 1;
   options_.devices.clear();
+  EXPECT_EQ(Agent::Create(options_).status().code(), absl::StatusCode::kInvalidArgument);
+  options_.devices.emplace_back().set_name("cpu");
+  options_.work_dir_retention = absl::Seconds(-1);
   EXPECT_EQ(Agent::Create(options_).status().code(), absl::StatusCode::kInvalidArgument);
 }
 

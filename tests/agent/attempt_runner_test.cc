@@ -2,6 +2,7 @@
 // follow, or break, the executor contract).
 #include "worker/agent/attempt_runner.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "tests/agent/fake_worker_service.h"
+#include "worker/agent/work_dir_sweeper.h"
 #include "worker/events/event.h"
 #include "worker/events/sha256.h"
 
@@ -502,6 +504,30 @@ kill -9 $$
   EXPECT_EQ(second.outcome, compress::v1::ATTEMPT_SUCCEEDED);
   ASSERT_EQ(service_.events().size(), 2u);
   EXPECT_THAT(service_.events()[0], HasSubstr("resumed"));
+}
+
+// The retention sweep counts a kept work dir's age from the end of the last attempt that used
+// it, however long ago its files last changed.
+TEST_F(AttemptRunnerTest, AKeptWorkDirIsMarkedUsedWhenTheAttemptEnds) {
+  WriteExecutor(R"sh(
+touch "$WORKDIR/checkpoint"
+find "$(dirname "$WORKDIR")" -exec touch -h -d '2000-01-01' {} +
+kill -9 $$
+)sh");
+  AttemptResult result = RunAttempt();
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_FAILED);
+  EXPECT_TRUE(result.retryable);
+  WorkDirSweepOptions sweep;
+  sweep.work_root = options_.work_root;
+  sweep.retention = absl::Hours(72);
+  EXPECT_EQ(SweepWorkDirs(sweep).removed, 0);
+  EXPECT_TRUE(fs::exists(options_.work_root + "/j1/work/checkpoint"));
+  // Once that, too, is old, the sweep removes it.
+  const timespec old = absl::ToTimespec(absl::Now() - absl::Hours(73));
+  const timespec times[2] = {old, old};
+  ASSERT_EQ(utimensat(AT_FDCWD, (options_.work_root + "/j1").c_str(), times, 0), 0);
+  EXPECT_EQ(SweepWorkDirs(sweep).removed, 1);
+  EXPECT_FALSE(fs::exists(options_.work_root + "/j1"));
 }
 
 TEST_F(AttemptRunnerTest, ExitZeroWithoutReportIsARetryableFailure) {

@@ -1,5 +1,6 @@
 #include "worker/agent/agent.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -11,6 +12,7 @@
 #include "grpcpp/support/channel_arguments.h"
 #include "worker/agent/log.h"
 #include "worker/agent/rpc_retry.h"
+#include "worker/agent/work_dir_sweeper.h"
 
 namespace compress::worker {
 
@@ -26,6 +28,14 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const Options& options) {
   if (options.lease_wait_seconds < 0 || options.lease_wait_seconds > 30) {
     return absl::InvalidArgumentError(
         absl::StrCat("--lease_wait_seconds: must be in [0, 30], got ", options.lease_wait_seconds));
+  }
+  if (options.work_dir_retention < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--work_dir_retention: must not be negative, got ",
+                     absl::FormatDuration(options.work_dir_retention)));
+  }
+  if (options.work_dir_sweep_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("work dir sweep interval: must be positive");
   }
   // The executor runs in its job's directory: relative paths (a relative --work_root, such as
   // compressd's default ./compressd-data/work, or --executor) would resolve against it there.
@@ -95,8 +105,27 @@ void Agent::Run() {
   for (const compress::v1::Device& device : options_.devices) {
     loops.emplace_back([this, device] { LeaseLoop(device); });
   }
+  if (options_.work_dir_retention > absl::ZeroDuration()) {
+    loops.emplace_back([this] { SweepLoop(); });
+  }
   for (std::thread& loop : loops) loop.join();
   AgentLog("stopped");
+}
+
+void Agent::SweepLoop() {
+  const absl::Duration interval = std::min(options_.work_dir_sweep_interval,
+                                           std::max(options_.work_dir_retention, absl::Minutes(1)));
+  AgentLog("removing work dirs under ", options_.attempt.work_root, " unused for more than ",
+           absl::FormatDuration(options_.work_dir_retention), ", checked every ",
+           absl::FormatDuration(interval));
+  WorkDirSweepOptions sweep;
+  sweep.work_root = options_.attempt.work_root;
+  sweep.retention = options_.work_dir_retention;
+  sweep.should_stop = [this] { return Stopping(); };
+  while (!Stopping()) {
+    SweepWorkDirs(sweep);
+    SleepUnlessStopped(interval);
+  }
 }
 
 void Agent::LeaseLoop(const compress::v1::Device& device) {

@@ -43,6 +43,12 @@ class Agent {
     absl::Duration max_backoff = absl::Seconds(10);
     // Running attempts.
     AttemptRunner::Options attempt;
+    // Job directories under attempt.work_root that no attempt or executor holds and that were
+    // not modified for longer are removed (work_dir_sweeper.h): at start, then every
+    // work_dir_sweep_interval (or every retention, when that is shorter, but at most once a
+    // minute). Zero keeps them for ever.
+    absl::Duration work_dir_retention = absl::Hours(72);
+    absl::Duration work_dir_sweep_interval = absl::Hours(1);
   };
 
   // Creates the channel; INVALID_ARGUMENT when an option is unusable.
@@ -61,6 +67,8 @@ class Agent {
  private:
   Agent(const Options& options, std::shared_ptr<grpc::Channel> channel);
   void LeaseLoop(const compress::v1::Device& device);
+  // Sweeps the work root now and then until Stop().
+  void SweepLoop();
   bool Stopping() const;
   // Sleeps up to `delay`, less when Stop() is called.
   void SleepUnlessStopped(absl::Duration delay);

@@ -17,6 +17,7 @@
 #include "nlohmann/json.hpp"
 #include "worker/agent/blob_fetcher.h"
 #include "worker/agent/devices.h"
+#include "worker/agent/job_dir_lock.h"
 #include "worker/agent/log.h"
 #include "worker/events/event.h"
 #include "worker/spec/job_spec.h"
@@ -43,16 +44,6 @@ bool IsFinalCode(absl::StatusCode code) {
     default:
       return false;
   }
-}
-
-bool IsSafeJobId(absl::string_view id) {
-  if (id.empty() || id == "." || id == "..") return false;
-  for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.';
-    if (!ok) return false;
-  }
-  return true;
 }
 
 bool IsUnder(const fs::path& path, const fs::path& dir) {
@@ -137,13 +128,18 @@ void AttemptRunner::StartKillLocked() {
 
 absl::Status AttemptRunner::PrepareWorkDir() {
   absl::string_view id = lease_.job();
-  if (!absl::ConsumePrefix(&id, "jobs/") || !IsSafeJobId(id)) {
+  if (!absl::ConsumePrefix(&id, "jobs/") || !IsJobDirName(id)) {
     return absl::InvalidArgumentError(
         absl::StrCat("lease names job \"", lease_.job(), "\", expected jobs/{id}"));
   }
   job_dir_ = (fs::path(options_.work_root) / std::string(id)).string();
   work_dir_ = (fs::path(job_dir_) / "work").string();
   spec_path_ = (fs::path(job_dir_) / "spec.json").string();
+  // Held until the attempt has ended: the retention sweep leaves a held directory alone.
+  absl::StatusOr<JobDirLock> lock =
+      JobDirLock::Acquire(job_dir_, options_.job_dir_lock_wait, [this] { return StopRequested(); });
+  if (!lock.ok()) return lock.status();
+  job_dir_lock_ = *std::move(lock);
   std::error_code ec;
   fs::create_directories(work_dir_, ec);
   if (ec) {
@@ -180,7 +176,7 @@ AttemptResult AttemptRunner::Run() {
   auto end = [this, &heartbeats](AttemptResult result) {
     finished_.Notify();
     heartbeats.join();
-    MaybeRemoveWorkDir(result);
+    RemoveOrKeepWorkDir(result);
     return result;
   };
   // A stop before the executor started (the agent stopped as the lease arrived, or a stop ended
@@ -558,15 +554,20 @@ AttemptResult AttemptRunner::Complete(compress::v1::CompleteAttemptRequest reque
   }
 }
 
-void AttemptRunner::MaybeRemoveWorkDir(const AttemptResult& result) const {
-  if (!options_.remove_finished_work_dirs || !result.completed || job_dir_.empty()) return;
+void AttemptRunner::RemoveOrKeepWorkDir(const AttemptResult& result) {
+  if (job_dir_.empty()) return;
   bool job_over = result.outcome == compress::v1::ATTEMPT_SUCCEEDED ||
                   result.outcome == compress::v1::ATTEMPT_CANCELLED ||
                   (result.outcome == compress::v1::ATTEMPT_FAILED && !result.retryable);
-  if (!job_over) return;
-  std::error_code ec;
-  fs::remove_all(job_dir_, ec);
-  if (ec) AgentLog("cannot remove ", job_dir_, ": ", ec.message());
+  if (options_.remove_finished_work_dirs && result.completed && job_over) {
+    std::error_code ec;
+    fs::remove_all(job_dir_, ec);
+    if (ec) AgentLog("cannot remove ", job_dir_, ": ", ec.message());
+  } else {
+    // Kept: the retention sweep counts its age from now.
+    job_dir_lock_.Touch();
+  }
+  job_dir_lock_.Release();
 }
 
 }  // namespace compress::worker

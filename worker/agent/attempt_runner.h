@@ -25,6 +25,7 @@
 #include "compress/v1/worker_service.grpc.pb.h"
 #include "worker/agent/artifact_uploader.h"
 #include "worker/agent/event_relay.h"
+#include "worker/agent/job_dir_lock.h"
 #include "worker/agent/rpc_retry.h"
 #include "worker/agent/subprocess.h"
 
@@ -73,6 +74,9 @@ class AttemptRunner {
     absl::Duration shutdown_retry_for = absl::Seconds(10);
     // Remove the job's work dir once the job is over (success, cancellation, final failure).
     bool remove_finished_work_dirs = true;
+    // How long to wait for the job's directory while a retention sweep is moving it away
+    // (moments, normally); the attempt then fails retryably.
+    absl::Duration job_dir_lock_wait = absl::Seconds(30);
     // Echo the executor's stderr lines to this process's stderr, prefixed with the job name.
     bool echo_executor_stderr = true;
     EventRelay::Options relay;
@@ -109,7 +113,9 @@ class AttemptRunner {
                                 compress::v1::CompleteAttemptRequest request);
   absl::Status PrepareWorkDir();
   std::string ReadReportJson() const;
-  void MaybeRemoveWorkDir(const AttemptResult& result) const;
+  // Removes the job's directory once the job is over; otherwise marks it used now (its mtime),
+  // for the retention sweep. Lets go of job_dir_lock_.
+  void RemoveOrKeepWorkDir(const AttemptResult& result);
   bool ShuttingDown() const ABSL_LOCKS_EXCLUDED(mu_);
   bool StopRequested() const ABSL_LOCKS_EXCLUDED(mu_);
   // Why the attempt was stopped (kNone: it was not); `*why` gets the stop's status.
@@ -123,6 +129,8 @@ class AttemptRunner {
   std::string job_dir_;   // <work_root>/<job_id>
   std::string work_dir_;  // <job_dir>/work, the executor's --workdir
   std::string spec_path_;
+  // A shared flock on job_dir_ from PrepareWorkDir() until the attempt has ended.
+  JobDirLock job_dir_lock_;
 
   // Owned by the Run() thread.
   std::map<std::string, ArtifactUploader::Announced> artifacts_;

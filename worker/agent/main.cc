@@ -31,7 +31,12 @@ ABSL_FLAG(int, threads, 0, "CPU threads per executor, passed as --threads (0 = i
 ABSL_FLAG(int, lease_wait_seconds, 20, "LeaseJob long-poll wait, at most 30");
 ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(30),
           "Time between SIGTERM and SIGKILL when an executor is stopped");
-ABSL_FLAG(bool, keep_work_dirs, false, "Keep work dirs of finished jobs");
+ABSL_FLAG(bool, keep_work_dirs, false,
+          "Keep work dirs of finished jobs (until --work_dir_retention removes them)");
+ABSL_FLAG(absl::Duration, work_dir_retention, absl::Hours(72),
+          "Remove work dirs under --work_root that no attempt or executor uses and that were not "
+          "modified for this long (checked at start, then hourly, or every --work_dir_retention "
+          "when shorter); 0 keeps them for ever");
 ABSL_FLAG(std::string, token_file, "", "File holding the bearer token (a token of role worker)");
 ABSL_FLAG(bool, tls, false, "Dial with TLS, verifying the server with the system's CAs");
 ABSL_FLAG(std::string, tls_ca, "", "PEM CA certificates that verify the server (implies --tls)");
@@ -117,6 +122,7 @@ int main(int argc, char** argv) {
   options.attempt.executor_threads = absl::GetFlag(FLAGS_threads);
   options.attempt.kill_grace = absl::GetFlag(FLAGS_kill_grace);
   options.attempt.remove_finished_work_dirs = !absl::GetFlag(FLAGS_keep_work_dirs);
+  options.work_dir_retention = absl::GetFlag(FLAGS_work_dir_retention);
 
   absl::StatusOr<std::unique_ptr<compress::worker::Agent>> agent =
       compress::worker::Agent::Create(options);
