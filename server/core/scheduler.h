@@ -243,7 +243,10 @@ class Scheduler {
   // was fenced off cannot replace the current attempt's file, and a reader never pairs one
   // version's record with another's file. Its error is returned and nothing is recorded. When
   // the record cannot be written after `place` succeeded, `unplace` (when given) undoes it, so
-  // that the file on disk stays the one the record describes.
+  // that the file on disk stays the one the record describes. The artifact this lease last
+  // recorded under the same name, with the same size and sha256 (an upload retried after its
+  // answer was lost), is placed again (the same bytes) but not recorded again: no second event.
+  // Another content under that name replaces the record, with an event of its own.
   absl::Status RecordArtifact(const std::string& job_id, int attempt, const LeaseHolder& holder,
                               const Artifact& artifact,
                               const std::function<absl::Status()>& place = nullptr,
@@ -292,6 +295,9 @@ class Scheduler {
     // The lease expired but writing the job's requeue (or failure) failed: the worker's calls are
     // refused as for a lease that is gone, and the write is tried again at `expiry`.
     bool expired = false;
+    // The artifacts RecordArtifact recorded for this lease, by name: the same one recorded again
+    // (an upload retried after its answer was lost) makes no second event.
+    std::map<std::string, Artifact> artifacts = {};
   };
   // A completion that CompleteAttempt recorded: which lease ended, and how.
   struct Completion {

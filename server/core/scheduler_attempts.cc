@@ -190,8 +190,15 @@ absl::Status Scheduler::RecordArtifact(const std::string& job_id, int attempt,
     absl::MutexLock lock(&mu_);
     absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, holder);
     if (!lease.ok()) return lease.status();
+    // Placed again, although it is the same content: the caller's Settle then syncs the directory,
+    // which the first upload may have failed to do.
     if (place != nullptr) {
       if (absl::Status s = place(); !s.ok()) return s;
+    }
+    auto recorded = (*lease)->artifacts.find(artifact.name);
+    if (recorded != (*lease)->artifacts.end() && recorded->second.sha256 == artifact.sha256 &&
+        recorded->second.size_bytes == artifact.size_bytes) {
+      return absl::OkStatus();  // already recorded, with its event
     }
     absl::StatusOr<std::vector<JobEvent>> stored = store_->Write(
         job_id, nullptr, {ArtifactEvent(attempt, artifact, clock_->Now())}, &artifact);
@@ -205,6 +212,7 @@ absl::Status Scheduler::RecordArtifact(const std::string& job_id, int attempt,
       }
       return stored.status();
     }
+    (*lease)->artifacts[artifact.name] = artifact;
     update = std::make_shared<JobUpdate>(JobUpdate{*std::move(stored), std::nullopt});
   }
   notifier_.Notify(job_id, std::move(update));

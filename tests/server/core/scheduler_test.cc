@@ -446,6 +446,62 @@ TEST_F(SchedulerTest, ArtifactPlacedButNotRecordedIsUndone) {
   EXPECT_EQ(undone, 1);
 }
 
+// The upload of an artifact retried after it was recorded (its answer was lost, or came after
+// the worker's deadline) is answered OK without a second event; the file is placed again (the
+// same bytes). Another content under the same name replaces the record with an event of its
+// own, as does the same content recorded by another lease of the job.
+TEST_F(SchedulerTest, TheSameArtifactRecordedAgainMakesNoSecondEvent) {
+  std::string id = Create();
+  Lease lease = LeaseOne("w1");
+  const LeaseHolder holder{"w1", lease.lease_id};
+  int placed = 0;
+  auto place = [&placed] {
+    ++placed;
+    return absl::OkStatus();
+  };
+  auto artifact_events = [&] {
+    std::vector<std::string> sha256s;
+    for (const JobEvent& event : Events(id)) {
+      if (event.kind != EventKind::kArtifact) continue;
+      sha256s.push_back(nlohmann::json::parse(event.payload_json).at("sha256"));
+    }
+    return sha256s;
+  };
+  const Artifact model{"model.bin", 5, std::string(64, 'a')};
+  ASSERT_TRUE(scheduler_->RecordArtifact(id, lease.attempt, holder, model, place).ok());
+  ASSERT_TRUE(scheduler_->RecordArtifact(id, lease.attempt, holder, model, place).ok());
+  ASSERT_TRUE(scheduler_->RecordArtifact(id, lease.attempt, {"w1"}, model, place).ok());
+  EXPECT_EQ(placed, 3);
+  EXPECT_THAT(artifact_events(), ::testing::ElementsAre(model.sha256));
+  ASSERT_EQ(Get(id).artifacts.size(), 1u);
+
+  // Another content, then the first one again: each replaces the record, with its event.
+  const Artifact changed{"model.bin", 5, std::string(64, 'b')};
+  ASSERT_TRUE(scheduler_->RecordArtifact(id, lease.attempt, holder, changed, place).ok());
+  const Artifact longer{"model.bin", 6, std::string(64, 'b')};
+  ASSERT_TRUE(scheduler_->RecordArtifact(id, lease.attempt, holder, longer, place).ok());
+  ASSERT_TRUE(scheduler_->RecordArtifact(id, lease.attempt, holder, model, place).ok());
+  EXPECT_THAT(artifact_events(),
+              ::testing::ElementsAre(model.sha256, changed.sha256, longer.sha256, model.sha256));
+  Job job = Get(id);
+  ASSERT_EQ(job.artifacts.size(), 1u);
+  EXPECT_EQ(job.artifacts[0].sha256, model.sha256);
+  EXPECT_EQ(job.artifacts[0].size_bytes, 5);
+
+  // Another name is another artifact.
+  ASSERT_TRUE(
+      scheduler_->RecordArtifact(id, lease.attempt, holder, {"report.json", 5, model.sha256}).ok());
+  EXPECT_EQ(artifact_events().size(), 5u);
+
+  // The lease handed back and the attempt given again: the new lease's upload is recorded.
+  ASSERT_TRUE(scheduler_->ReturnLease(id, lease.attempt, holder).ok());
+  Lease again = LeaseOne("w1");
+  ASSERT_EQ(again.attempt, lease.attempt);
+  ASSERT_TRUE(
+      scheduler_->RecordArtifact(id, again.attempt, {"w1", again.lease_id}, model, place).ok());
+  EXPECT_EQ(artifact_events().size(), 6u);
+}
+
 TEST_F(SchedulerTest, StaleAttemptsAreFenced) {
   std::string id = Create();
   Lease first = LeaseOne("w1");

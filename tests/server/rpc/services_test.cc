@@ -13,10 +13,12 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
+#include "client/dial.h"
 #include "compress/v1/compression_service.grpc.pb.h"
 #include "compress/v1/worker_service.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "server/core/artifact_store.h"
 #include "server/core/job_store.h"
 #include "server/core/scheduler.h"
@@ -27,7 +29,6 @@
 #include "server/rpc/worker_service.h"
 #include "tests/server/core/test_dir.h"
 #include "tests/server/rpc/freezing_proxy.h"
-#include "client/dial.h"
 #include "worker/events/event.h"
 #include "worker/events/sha256.h"
 
@@ -1021,6 +1022,45 @@ TEST_F(ServicesTest, UploadArtifactChecksShaAndAttempt) {
   status = UploadArtifact(lease, "w1", "../a.bin", "abc", Sha256Hex("abc"), &artifact);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("header.artifact_name"));
+}
+
+// An upload retried after compressd recorded it (its answer was lost) is OK and makes no second
+// "artifact ready" event; another content under the same name replaces the file and the record,
+// with an event of its own.
+TEST_F(ServicesTest, UploadArtifactRetriedMakesOneEvent) {
+  v1::Job job = CreateJob();
+  v1::Lease lease = Lease();
+  auto artifact_events = [&] {
+    std::vector<std::string> sha256s;
+    absl::StatusOr<std::vector<JobEvent>> events =
+        store_->ListEvents(job.name().substr(5), 0, 1000);
+    EXPECT_TRUE(events.ok()) << events.status();
+    if (!events.ok()) return sha256s;
+    for (const JobEvent& event : *events) {
+      if (event.kind != EventKind::kArtifact) continue;
+      sha256s.push_back(nlohmann::json::parse(event.payload_json).at("sha256"));
+    }
+    return sha256s;
+  };
+  v1::Artifact artifact;
+  for (int i = 0; i < 2; ++i) {
+    grpc::Status status =
+        UploadArtifact(lease, "w1", "model.bin", "weights", Sha256Hex("weights"), &artifact);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(artifact.sha256(), Sha256Hex("weights"));
+    EXPECT_EQ(artifact.size_bytes(), 7);
+  }
+  EXPECT_THAT(artifact_events(), ::testing::ElementsAre(Sha256Hex("weights")));
+  std::string data, sha256;
+  ASSERT_TRUE(ReadWholeArtifact(job.name() + "/artifacts/model.bin", &data, &sha256).ok());
+  EXPECT_EQ(data, "weights");
+
+  ASSERT_TRUE(
+      UploadArtifact(lease, "w1", "model.bin", "better", Sha256Hex("better"), &artifact).ok());
+  EXPECT_THAT(artifact_events(), ::testing::ElementsAre(Sha256Hex("weights"), Sha256Hex("better")));
+  ASSERT_TRUE(ReadWholeArtifact(job.name() + "/artifacts/model.bin", &data, &sha256).ok());
+  EXPECT_EQ(data, "better");
+  EXPECT_EQ(sha256, Sha256Hex("better"));
 }
 
 TEST_F(ServicesTest, UploadBlobVerifiesShaAndWorkersReadIt) {
