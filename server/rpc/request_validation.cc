@@ -49,9 +49,10 @@ absl::StatusOr<ValidCreateJob> ValidateCreateJobRequest(const v1::CreateJobReque
                                                    " characters, got ",
                                                    request.request_id().size()));
   }
-  if (request.max_attempts() < 0 || request.max_attempts() > kMaxAttemptsLimit) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_attempts: must be in [0, ", kMaxAttemptsLimit, "], got ", request.max_attempts()));
+  if (request.max_attempts() < 0 || request.max_attempts() > Scheduler::kMaxAttemptsLimit) {
+    return absl::InvalidArgumentError(absl::StrCat("max_attempts: must be in [0, ",
+                                                   Scheduler::kMaxAttemptsLimit, "], got ",
+                                                   request.max_attempts()));
   }
   if (absl::Status s = ValidateLabels(request.labels()); !s.ok()) return s;
   absl::StatusOr<std::string> spec_json = SpecToJson(request.spec());

@@ -13,11 +13,11 @@
 
 namespace compress::server {
 
-// Limits of CreateJob (and kMaxLabels, in server/core/job.h).
+// Limits of CreateJob (and kMaxLabels, in server/core/job.h; max_attempts is bounded by
+// Scheduler::kMaxAttemptsLimit, which also bounds compressd's --max_attempts).
 inline constexpr int kMaxRequestIdLength = 128;
 inline constexpr int kMaxLabelKeyLength = 63;
 inline constexpr int kMaxLabelValueLength = 256;
-inline constexpr int kMaxAttemptsLimit = 100;
 
 // ListJobs page sizes.
 inline constexpr int kDefaultPageSize = 50;

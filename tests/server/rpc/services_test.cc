@@ -622,6 +622,20 @@ TEST_F(ServicesTest, CreateJobValidationNamesTheField) {
   EXPECT_THAT(CreateJobStatus(attempts).error_message(), HasSubstr("max_attempts: "));
 }
 
+// CreateJob's max_attempts has the scheduler's bound, the one of compressd's --max_attempts.
+TEST_F(ServicesTest, CreateJobMaxAttemptsHasTheSchedulersBound) {
+  v1::CreateJobRequest most = ValidRequest();
+  most.set_max_attempts(Scheduler::kMaxAttemptsLimit);
+  EXPECT_EQ(CreateJob(most).max_attempts(), Scheduler::kMaxAttemptsLimit);
+  v1::CreateJobRequest too_many = ValidRequest();
+  too_many.set_max_attempts(Scheduler::kMaxAttemptsLimit + 1);
+  grpc::Status status = CreateJobStatus(too_many);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr(absl::StrCat("max_attempts: must be in [0, ", Scheduler::kMaxAttemptsLimit,
+                                     "], got ", Scheduler::kMaxAttemptsLimit + 1)));
+}
+
 TEST_F(ServicesTest, CreateJobStoresTheSpecAndDuplicateRequestIdReturnsTheFirstJob) {
   v1::CreateJobRequest request = ValidRequest();
   request.set_request_id("req-42");
