@@ -268,9 +268,10 @@ class Scheduler {
   absl::Status CompleteAttempt(const std::string& job_id, int attempt, const LeaseHolder& holder,
                                const AttemptResult& result);
   // How long the last completion of each job is remembered for CompleteAttempt's repeats.
-  // compress-worker retries CompleteAttempt for 5 minutes; a restart of compressd forgets them
-  // all (the repeat is then ABORTED).
-  static constexpr absl::Duration kCompletionMemory = absl::Hours(1);
+  // compress-worker retries CompleteAttempt for 5 minutes, so three times that: the memory holds
+  // the jobs finished in that window only. A restart of compressd forgets them all (a repeat is
+  // then ABORTED).
+  static constexpr absl::Duration kCompletionMemory = absl::Minutes(15);
 
   // Expires leases past their deadline (requeue or fail) and answers waiters whose deadline
   // passed. Called by the background thread, or by tests.
