@@ -504,6 +504,26 @@ TEST(ImageFolderTest, MalformedTrees) {
               absl::StatusCode::kInvalidArgument, dir / "val/a/y.jpg");
 }
 
+// A huge (here sparse) image file is refused by size before it is read, whichever thread reads
+// it: the first training image (read to infer the size) or any other image.
+TEST(ImageFolderTest, RefusesImageFilesOverTheSizeCap) {
+  TempDir dir;
+  WriteFile(dir / "train/a/x.jpg", ClassJpeg(0, 8, 8, 3));
+  WriteFile(dir / "train/a/z.jpg", ClassJpeg(0, 8, 8, 3));
+  WriteFile(dir / "val/a/y.jpg", ClassJpeg(0, 8, 8, 3));
+  const uint64_t cap = uint64_t{64} << 20;
+  std::filesystem::resize_file(dir / "train/a/z.jpg", cap + 1);
+  ExpectError(LoadDataset(Options(DatasetFormat::kImageFolder, dir.path())),
+              absl::StatusCode::kInvalidArgument, dir / "train/a/z.jpg is 67108865 bytes");
+  std::filesystem::resize_file(dir / "train/a/x.jpg", uint64_t{8} << 30);
+  DatasetOptions o = Options(DatasetFormat::kImageFolder, dir.path());
+  ExpectError(LoadDataset(o), absl::StatusCode::kInvalidArgument,
+              dir / "train/a/x.jpg is 8589934592 bytes, more than the 67108864");
+  o.image_size = 8;
+  ExpectError(LoadDataset(o), absl::StatusCode::kInvalidArgument,
+              dir / "train/a/x.jpg is 8589934592 bytes, more than the 67108864");
+}
+
 TEST(SyntheticTest, DeterministicBalancedAndLearnable) {
   DatasetOptions o;
   o.format = DatasetFormat::kSynthetic;

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
 #include <limits>
 #include <map>
+#include <new>
 #include <thread>
 
 #include "absl/strings/ascii.h"
@@ -16,6 +18,22 @@
 
 namespace compress::pipeline {
 namespace {
+
+// Largest image or list file read. The size is checked before reading, so a huge or sparse file
+// is refused instead of exhausting memory.
+constexpr uint64_t kMaxImageFileBytes = uint64_t{64} << 20;
+
+// Reads a whole image (or list) file; INVALID_ARGUMENT, before reading, for one over the cap.
+absl::StatusOr<std::string> ReadCappedFile(const std::string& path, absl::string_view what) {
+  absl::StatusOr<SourceFile> file = StatSourceFile(path, what);
+  if (!file.ok()) return file.status();
+  if (file->size > kMaxImageFileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " ", path, " is ", file->size,
+                                                   " bytes, more than the ", kMaxImageFileBytes,
+                                                   " (64 MiB) accepted"));
+  }
+  return ReadFileBytes(path, what);
+}
 
 // JPEG files of `dir`, as full paths. UNIMPLEMENTED for a PNG file (not decoded).
 absl::StatusOr<std::vector<std::string>> JpegFilesIn(const std::string& dir) {
@@ -67,7 +85,7 @@ absl::Status DecodeSplit(const std::vector<std::string>& paths, int size, int he
   // decoded, so the error reported is always the first bad file whatever the thread count.
   std::atomic<int64_t> first_error{std::numeric_limits<int64_t>::max()};
   auto decode_one = [&](int64_t i) -> absl::Status {
-    absl::StatusOr<std::string> bytes = ReadFileBytes(paths[i], "image file");
+    absl::StatusOr<std::string> bytes = ReadCappedFile(paths[i], "image file");
     if (!bytes.ok()) return bytes.status();
     absl::StatusOr<DecodedImage> image = DecodeJpeg(*bytes, paths[i], channels);
     if (!image.ok()) return image.status();
@@ -89,7 +107,18 @@ absl::Status DecodeSplit(const std::vector<std::string>& paths, int size, int he
   auto work = [&](int64_t start, int64_t step) {
     for (int64_t i = start; i < count; i += step) {
       if (i > first_error.load(std::memory_order_relaxed)) return;
-      absl::Status s = decode_one(i);
+      // An exception must not leave a worker thread (std::terminate): it becomes the file's error.
+      absl::Status s;
+      try {
+        s = decode_one(i);
+      } catch (const std::bad_alloc& e) {
+        s = absl::ResourceExhaustedError(
+            absl::StrCat("out of memory decoding image ", paths[i], ": ", e.what()));
+      } catch (const std::exception& e) {
+        s = absl::InternalError(absl::StrCat("cannot decode image ", paths[i], ": ", e.what()));
+      } catch (...) {
+        s = absl::InternalError(absl::StrCat("cannot decode image ", paths[i]));
+      }
       if (!s.ok()) {
         errors[i] = std::move(s);
         int64_t seen = first_error.load();
@@ -169,7 +198,7 @@ absl::StatusOr<ImageListing> ListTinyImageNet(const std::string& dir, int64_t li
   ImageListing listing;
   listing.default_channels = 3;  // a few Tiny-ImageNet images are greyscale
   const std::string wnids_path = JoinPath(dir, "wnids.txt");
-  absl::StatusOr<std::string> wnids_text = ReadFileBytes(wnids_path, "Tiny-ImageNet class list");
+  absl::StatusOr<std::string> wnids_text = ReadCappedFile(wnids_path, "Tiny-ImageNet class list");
   if (!wnids_text.ok()) return wnids_text.status();
   listing.index_files.push_back(wnids_path);
   std::vector<std::string> wnids;
@@ -191,7 +220,7 @@ absl::StatusOr<ImageListing> ListTinyImageNet(const std::string& dir, int64_t li
   listing.class_names = wnids;
   const std::string words_path = JoinPath(dir, "words.txt");
   if (StatSourceFile(words_path, "").ok()) {
-    absl::StatusOr<std::string> words = ReadFileBytes(words_path, "Tiny-ImageNet words file");
+    absl::StatusOr<std::string> words = ReadCappedFile(words_path, "Tiny-ImageNet words file");
     if (!words.ok()) return words.status();
     listing.index_files.push_back(words_path);
     for (const std::string& line : SplitLines(*words)) {
@@ -223,7 +252,7 @@ absl::StatusOr<ImageListing> ListTinyImageNet(const std::string& dir, int64_t li
   const std::string val_dir = JoinPath(dir, "val");
   const std::string annotations_path = JoinPath(val_dir, "val_annotations.txt");
   absl::StatusOr<std::string> annotations =
-      ReadFileBytes(annotations_path, "Tiny-ImageNet validation annotations");
+      ReadCappedFile(annotations_path, "Tiny-ImageNet validation annotations");
   if (!annotations.ok()) return annotations.status();
   listing.index_files.push_back(annotations_path);
   const std::string val_images = JoinPath(val_dir, "images");
@@ -284,7 +313,7 @@ absl::StatusOr<RawDataset> DecodeImageListing(const ImageListing& listing, int i
   if (channels == 0) channels = listing.default_channels;
   if (channels == 0 || image_size == 0) {
     const std::string& first = listing.train_paths.front();
-    absl::StatusOr<std::string> bytes = ReadFileBytes(first, "image file");
+    absl::StatusOr<std::string> bytes = ReadCappedFile(first, "image file");
     if (!bytes.ok()) return bytes.status();
     absl::StatusOr<JpegInfo> info = ReadJpegInfo(*bytes, first);
     if (!info.ok()) return info.status();
