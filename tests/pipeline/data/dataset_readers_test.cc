@@ -524,6 +524,55 @@ TEST(ImageFolderTest, RefusesImageFilesOverTheSizeCap) {
               dir / "train/a/x.jpg is 8589934592 bytes, more than the 67108864");
 }
 
+// Offset of the first byte after the start-of-scan segment (FF DA, length) of `jpeg`.
+size_t ScanStart(const std::string& jpeg) {
+  const size_t sos = jpeg.find("\xFF\xDA");
+  EXPECT_NE(sos, std::string::npos);
+  const size_t length =
+      (static_cast<uint8_t>(jpeg[sos + 2]) << 8) | static_cast<uint8_t>(jpeg[sos + 3]);
+  return sos + 2 + length;
+}
+
+// Damaged entropy-coded data, which libjpeg decodes with only a warning, is DATA_LOSS.
+TEST(ImageFolderTest, CorruptScanDataIsDataLoss) {
+  TempDir dir;
+  WriteFile(dir / "train/a/x.jpg", ClassJpeg(0, 8, 8, 3));
+  WriteFile(dir / "val/a/y.jpg", ClassJpeg(0, 8, 8, 3));
+  DatasetOptions o = Options(DatasetFormat::kImageFolder, dir.path());
+  o.image_size = 8;
+  std::vector<uint8_t> texture(64 * 64 * 3);
+  for (size_t p = 0; p < texture.size(); ++p) texture[p] = static_cast<uint8_t>((p * 7919) % 251);
+  const std::string jpeg = data_test::EncodeJpeg(texture, 64, 64, 3);
+  const size_t scan = ScanStart(jpeg);
+  const std::string bad = dir / "train/a/z.jpg";
+
+  // Cut in the middle of the scan, then an end-of-image marker: the scan hits a marker early.
+  WriteFile(bad, jpeg.substr(0, scan + (jpeg.size() - scan) / 2) + "\xFF\xD9");
+  ExpectError(LoadDataset(o), absl::StatusCode::kDataLoss, "corrupt JPEG " + bad);
+
+  // Scrambled scan bytes (no markers among them), properly ended.
+  std::string scrambled = jpeg;
+  for (size_t k = scan + 5; k + 2 < scrambled.size(); ++k) {
+    uint8_t b = static_cast<uint8_t>(static_cast<uint8_t>(scrambled[k]) * 37 + 11);
+    if (b == 0xFF) b = 0xFE;
+    scrambled[k] = static_cast<char>(b);
+  }
+  WriteFile(bad, scrambled);
+  ExpectError(LoadDataset(o), absl::StatusCode::kDataLoss, "corrupt JPEG " + bad);
+
+  // Garbage bytes between the scan and the end-of-image marker.
+  WriteFile(bad, jpeg.substr(0, jpeg.size() - 2) + "garbage\xFF\xD9");
+  ExpectError(LoadDataset(o), absl::StatusCode::kDataLoss, bad);
+
+  // The intact textured image, greyscale and low quality ones decode.
+  WriteFile(bad, jpeg);
+  EXPECT_TRUE(LoadDataset(o).ok());
+  WriteFile(bad,
+            data_test::EncodeJpeg(std::vector<uint8_t>(texture.begin(), texture.begin() + 64 * 64),
+                                  64, 64, 1, 20));
+  EXPECT_TRUE(LoadDataset(o).ok());
+}
+
 TEST(SyntheticTest, DeterministicBalancedAndLearnable) {
   DatasetOptions o;
   o.format = DatasetFormat::kSynthetic;

@@ -14,14 +14,34 @@
 namespace compress::pipeline {
 namespace {
 
-// libjpeg error manager that long-jumps back instead of exiting, and remembers the first
-// "premature end of file" warning (libjpeg pads a truncated image with grey and only warns).
+// libjpeg error manager that long-jumps back instead of exiting, and remembers the first warning
+// about corrupt data: libjpeg pads a truncated image with grey, and skips or fills in damaged
+// entropy-coded data, with only a warning.
 struct ErrorManager {
   jpeg_error_mgr pub;
   std::jmp_buf jump;
   char message[JMSG_LENGTH_MAX];
-  bool truncated;
+  bool truncated;  // the first corrupt-data warning was a premature end of file
+  bool corrupt;    // a corrupt-data warning was emitted
+  bool in_scan;    // the header is read: every warning from here on is about the image data
 };
+
+// Warnings that mean the data is damaged wherever they are emitted.
+bool IsCorruptDataWarning(int code) {
+  switch (code) {
+    case JWRN_JPEG_EOF:
+    case JWRN_HIT_MARKER:
+    case JWRN_EXTRANEOUS_DATA:
+    case JWRN_HUFF_BAD_CODE:
+    case JWRN_MUST_RESYNC:
+    case JWRN_NOT_SEQUENTIAL:
+    case JWRN_BOGUS_PROGRESSION:
+    case JWRN_ARITH_BAD_CODE:
+      return true;
+    default:
+      return false;
+  }
+}
 
 [[noreturn]] void OnError(j_common_ptr cinfo) {
   auto* err = reinterpret_cast<ErrorManager*>(cinfo->err);
@@ -33,8 +53,9 @@ void OnMessage(j_common_ptr cinfo, int msg_level) {
   auto* err = reinterpret_cast<ErrorManager*>(cinfo->err);
   if (msg_level < 0) {
     ++cinfo->err->num_warnings;
-    if (cinfo->err->msg_code == JWRN_JPEG_EOF && !err->truncated) {
-      err->truncated = true;
+    if (!err->corrupt && (err->in_scan || IsCorruptDataWarning(cinfo->err->msg_code))) {
+      err->corrupt = true;
+      err->truncated = cinfo->err->msg_code == JWRN_JPEG_EOF;
       (*cinfo->err->format_message)(cinfo, err->message);
     }
   }
@@ -49,6 +70,8 @@ class Decompressor {
     err_.pub.emit_message = OnMessage;
     err_.message[0] = '\0';
     err_.truncated = false;
+    err_.corrupt = false;
+    err_.in_scan = false;
   }
   ~Decompressor() {
     if (created_) jpeg_destroy_decompress(&cinfo_);
@@ -128,6 +151,7 @@ absl::StatusOr<DecodedImage> DecodeJpeg(absl::string_view bytes, const std::stri
   }
   const int out_channels = channels > 0 ? channels : StoredChannels(cinfo);
   cinfo.out_color_space = out_channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  d.err().in_scan = true;
   jpeg_start_decompress(&cinfo);
   image.height = static_cast<int>(cinfo.output_height);
   image.width = static_cast<int>(cinfo.output_width);
@@ -139,8 +163,9 @@ absl::StatusOr<DecodedImage> DecodeJpeg(absl::string_view bytes, const std::stri
     jpeg_read_scanlines(&cinfo, &row, 1);
   }
   jpeg_finish_decompress(&cinfo);
-  if (d.err().truncated) {
-    return absl::DataLossError(absl::StrCat("truncated JPEG ", path, ": ", d.err().message));
+  if (d.err().corrupt) {
+    return absl::DataLossError(absl::StrCat(d.err().truncated ? "truncated" : "corrupt", " JPEG ",
+                                            path, ": ", d.err().message));
   }
   return std::move(image);
 }
