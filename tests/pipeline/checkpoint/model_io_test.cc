@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 
 #include "nlohmann/json.hpp"
@@ -154,6 +155,28 @@ TEST(ModelIoTest, CorruptWeightsAreDataLoss) {
   std::filesystem::resize_file(dir + "/model.safetensors",
                                std::filesystem::file_size(dir + "/model.safetensors") - 100);
   EXPECT_EQ(LoadModel(dir).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(ModelIoTest, NonFiniteWeightsAreDataLossNamingTheTensor) {
+  SwinTransformer model = Build(*SwinPreset("swin_micro"));
+  for (const float bad :
+       {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+    const std::string dir = FreshDir("non_finite");
+    NamedTensors tensors = model->StateDict();
+    for (auto& [name, tensor] : tensors) {
+      if (name == "layers.1.blocks.0.mlp.fc1.weight") {
+        tensor = tensor.clone();
+        tensor[3][5] = bad;
+      }
+    }
+    ASSERT_TRUE(SaveModel(dir, model).ok());
+    ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", tensors).ok());
+    absl::StatusOr<LoadedModel> loaded = LoadModel(dir);
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss) << loaded.status();
+    EXPECT_THAT(loaded.status().message(), HasSubstr(dir + "/model.safetensors"));
+    EXPECT_THAT(loaded.status().message(),
+                HasSubstr("\"layers.1.blocks.0.mlp.fc1.weight\" has non-finite values"));
+  }
 }
 
 TEST(NamingTest, TorchvisionNames) {

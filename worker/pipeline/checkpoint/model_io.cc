@@ -48,6 +48,7 @@ absl::Status CopyNamedTensorsStrict(const NamedTensors& targets, const NamedTens
       if (!given.emplace(name, &tensor).second) repeated.push_back(absl::StrCat("\"", name, "\""));
     }
     std::vector<std::pair<torch::Tensor, const torch::Tensor*>> copies;
+    std::vector<std::string> copy_names;
     for (const auto& [name, target] : targets) {
       auto it = given.find(name);
       if (it == given.end()) {
@@ -65,6 +66,7 @@ absl::Status CopyNamedTensorsStrict(const NamedTensors& targets, const NamedTens
             " but the model expects ", std::string(c10::toString(target.scalar_type()))));
       } else {
         copies.emplace_back(target, &value);
+        copy_names.push_back(name);
       }
     }
     for (const auto& [name, unused] : given) unexpected.push_back(absl::StrCat("\"", name, "\""));
@@ -76,6 +78,14 @@ absl::Status CopyNamedTensorsStrict(const NamedTensors& targets, const NamedTens
     if (!problems.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(source, " does not match the ", model_kind,
                                                      ": ", absl::StrJoin(problems, "; ")));
+    }
+    // A NaN or infinity in a weight would be trained on or published: refuse the file.
+    for (size_t k = 0; k < copies.size(); ++k) {
+      const torch::Tensor& value = *copies[k].second;
+      if (value.is_floating_point() && !torch::isfinite(value).all().item<bool>()) {
+        return absl::DataLossError(absl::StrCat(source, ": tensor \"", copy_names[k],
+                                                "\" has non-finite values (NaN or infinity)"));
+      }
     }
     torch::NoGradGuard no_grad;
     for (auto& [target, value] : copies) target.copy_(*value);
