@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <utility>
 
 #include "gtest/gtest.h"
 
@@ -21,7 +22,8 @@ TEST(WorkDirTest, CompletedPhasesSurviveReopening) {
     auto wd = WorkDir::Open(dir, spec);
     ASSERT_TRUE(wd.ok()) << wd.status();
     EXPECT_FALSE(wd->Completed("teacher"));
-    ASSERT_TRUE(wd->MarkCompleted("teacher", {{"top1", 0.9}}).ok());
+    ASSERT_TRUE(
+        wd->MarkCompleted("teacher", {{"top1", 0.9}, {"params", 1000}, {"macs", 5000}}).ok());
   }
   auto again = WorkDir::Open(dir, spec);
   ASSERT_TRUE(again.ok()) << again.status();
@@ -45,6 +47,29 @@ TEST(WorkDirTest, CorruptStateIsDataLoss) {
   auto wd = WorkDir::Open(dir, {{"a", 1}});
   EXPECT_EQ(wd.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(wd.status().message().find("state.json"), absl::string_view::npos);
+}
+
+// A completed phase whose result lacks what a resumed run reads is refused on opening.
+TEST(WorkDirTest, MalformedCompletedPhaseIsDataLossNamingIt) {
+  const std::string dir = FreshDir("bad_phase");
+  ASSERT_TRUE(WorkDir::Open(dir, {{"a", 1}}).ok());
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"completed": {"teacher": 5}})", "completed phase 'teacher' is not an object"},
+      {R"({"completed": {"teacher": {}}})", "completed phase 'teacher' has no 'macs'"},
+      {R"({"completed": {"teacher": {"macs": 1, "params": 2, "top1": 0.5},
+                         "prune": {"macs": "many", "params": 2, "top1": 0.5}}})",
+       "completed phase 'prune' has a non-numeric 'macs'"},
+  };
+  for (const auto& [text, needle] : cases) {
+    std::ofstream(dir + "/state.json", std::ios::trunc) << text;
+    auto wd = WorkDir::Open(dir, {{"a", 1}});
+    EXPECT_EQ(wd.status().code(), absl::StatusCode::kDataLoss) << wd.status();
+    EXPECT_NE(wd.status().message().find(dir + "/state.json: " + needle), absl::string_view::npos)
+        << wd.status();
+  }
+  std::ofstream(dir + "/state.json", std::ios::trunc)
+      << R"({"completed": {"teacher": {"macs": 1, "params": 2, "top1": 0.5}}})";
+  EXPECT_TRUE(WorkDir::Open(dir, {{"a", 1}}).ok());
 }
 
 // The status follows the system's error, not a fixed code: a full disk is RESOURCE_EXHAUSTED

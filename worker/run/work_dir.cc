@@ -38,6 +38,27 @@ absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
   return j;
 }
 
+// Checks what a later run reads of each completed phase's result (compress-run's report compares
+// the phases' "macs", "params" and "top1"), so that a damaged state.json is refused here, naming
+// the entry, rather than failing later with an anonymous JSON type error.
+absl::Status CheckCompletedPhases(const nlohmann::json& completed, const std::string& state_path) {
+  for (const auto& [phase, result] : completed.items()) {
+    if (!result.is_object()) {
+      return absl::DataLossError(
+          absl::StrCat(state_path, ": completed phase '", phase, "' is not an object"));
+    }
+    for (const char* field : {"macs", "params", "top1"}) {
+      auto it = result.find(field);
+      if (it == result.end() || !it->is_number()) {
+        return absl::DataLossError(absl::StrCat(state_path, ": completed phase '", phase, "' has ",
+                                                it == result.end() ? "no" : "a non-numeric", " '",
+                                                field, "'"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<WorkDir> WorkDir::Open(const std::string& path, const nlohmann::json& spec) {
@@ -63,6 +84,9 @@ absl::StatusOr<WorkDir> WorkDir::Open(const std::string& path, const nlohmann::j
     if (!loaded.ok()) return loaded.status();
     if (!loaded->contains("completed") || !(*loaded)["completed"].is_object()) {
       return absl::DataLossError(absl::StrCat(state_path, ": missing 'completed' object"));
+    }
+    if (absl::Status s = CheckCompletedPhases((*loaded)["completed"], state_path); !s.ok()) {
+      return s;
     }
     state = std::move(*loaded);
   }
