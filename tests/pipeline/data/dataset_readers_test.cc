@@ -433,6 +433,26 @@ TEST(TinyImageNetTest, MalformedTrees) {
   ExpectError(LoadDataset(o), absl::StatusCode::kNotFound, dir / "wnids.txt");
 }
 
+// Names read from the list files must stay inside the data set's directory.
+TEST(TinyImageNetTest, RefusesListedNamesThatLeaveTheirDirectory) {
+  TempDir dir;
+  WriteTinyImageNet(dir);
+  const DatasetOptions o = Options(DatasetFormat::kTinyImageNet, dir.path());
+  // An image outside val/images that the annotations could reach.
+  WriteFile(dir / "outside.JPEG", ClassJpeg(0, 16, 16, 3));
+  for (const std::string& name : std::vector<std::string>{
+           "../../outside.JPEG", "/etc/passwd", "sub/val_0.JPEG", "..", std::string("a\0b", 3)}) {
+    WriteFile(dir / "val/val_annotations.txt",
+              "val_0.JPEG\tn01443537\t0\t0\t1\t1\n" + name + "\tn01443537\t0\t0\t1\t1\n");
+    ExpectError(LoadDataset(o), absl::StatusCode::kInvalidArgument,
+                "at line 2 of " + (dir / "val/val_annotations.txt") + " is not a plain file name");
+  }
+  WriteTinyImageNet(dir);
+  WriteFile(dir / "wnids.txt", "n01443537\n../n01629819\nn01641577\n");
+  ExpectError(LoadDataset(o), absl::StatusCode::kInvalidArgument,
+              "class id \"../n01629819\" at line 2 of " + (dir / "wnids.txt"));
+}
+
 TEST(ImageFolderTest, ReadsResizesAndInfersChannels) {
   TempDir dir;
   const std::vector<std::string> classes = {"cat", "dog", "eel"};

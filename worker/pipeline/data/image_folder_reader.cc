@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -33,6 +34,13 @@ absl::StatusOr<std::string> ReadCappedFile(const std::string& path, absl::string
                                                    " (64 MiB) accepted"));
   }
   return ReadFileBytes(path, what);
+}
+
+// Whether `name`, read from a list file, names an entry of one directory: not empty, not "." or
+// "..", without '/' (or a NUL byte), so that the path built from it stays under the data root.
+bool IsPlainName(absl::string_view name) {
+  return !name.empty() && name != "." && name != ".." &&
+         name.find_first_of(absl::string_view("/\0", 2)) == absl::string_view::npos;
 }
 
 // JPEG files of `dir`, as full paths. UNIMPLEMENTED for a PNG file (not decoded).
@@ -203,9 +211,16 @@ absl::StatusOr<ImageListing> ListTinyImageNet(const std::string& dir, int64_t li
   listing.index_files.push_back(wnids_path);
   std::vector<std::string> wnids;
   std::map<std::string, int64_t> label_of;
+  int wnid_line = 0;
   for (const std::string& line : SplitLines(*wnids_text)) {
+    ++wnid_line;
     const std::string wnid(absl::StripAsciiWhitespace(line));
     if (wnid.empty()) continue;
+    if (!IsPlainName(wnid)) {
+      return absl::InvalidArgumentError(absl::StrCat("class id \"", absl::CHexEscape(wnid),
+                                                     "\" at line ", wnid_line, " of ", wnids_path,
+                                                     " is not a plain directory name"));
+    }
     if (!label_of.emplace(wnid, static_cast<int64_t>(wnids.size())).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("duplicate class id ", wnid, " in ", wnids_path));
@@ -268,6 +283,11 @@ absl::StatusOr<ImageListing> ListTinyImageNet(const std::string& dir, int64_t li
       return absl::InvalidArgumentError(absl::StrCat("malformed line ", line_number, " in ",
                                                      annotations_path,
                                                      ": expected file<TAB>wnid<TAB>box"));
+    }
+    if (!IsPlainName(fields[0])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("image name \"", absl::CHexEscape(fields[0]), "\" at line ", line_number,
+                       " of ", annotations_path, " is not a plain file name"));
     }
     auto it = label_of.find(fields[1]);
     if (it == label_of.end()) {
