@@ -137,6 +137,21 @@ TEST(ModelIoTest, BadConfigJsonNamesFileAndField) {
   EXPECT_THAT(loaded.status().message(), HasSubstr("stages[0].width"));
 }
 
+// A config.json claiming far more parameters than the weights file holds is refused before the
+// model is built (a block with an MLP of 5e8 units would need 32 GB).
+TEST(ModelIoTest, ConfigLargerThanItsWeightsIsDataLossBeforeBuilding) {
+  SwinTransformer model = Build(*SwinPreset("swin_micro"));
+  const std::string dir = FreshDir("config_too_large");
+  ASSERT_TRUE(SaveModel(dir, model).ok());
+  SwinConfig huge = model->config();
+  huge.stages[0].blocks[0].mlp_hidden = 500'000'000;
+  std::ofstream(dir + "/config.json") << huge.ToJsonString();
+  absl::StatusOr<LoadedModel> loaded = LoadModel(dir);
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss) << loaded.status();
+  EXPECT_THAT(loaded.status().message(), HasSubstr("config.json: describes a model of "));
+  EXPECT_THAT(loaded.status().message(), HasSubstr("model.safetensors"));
+}
+
 TEST(ModelIoTest, MissingCheckpointIsNotFound) {
   EXPECT_EQ(LoadModel(FreshDir("nothing")).status().code(), absl::StatusCode::kNotFound);
   SwinTransformer model = Build(*SwinPreset("swin_micro"));

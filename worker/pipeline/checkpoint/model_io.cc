@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "worker/events/durable_file.h"
+#include "worker/pipeline/model/cost.h"
 #include "worker/pipeline/model/torch_error.h"
 
 namespace compress::pipeline {
@@ -128,9 +129,24 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& dir) {
     return absl::Status(config.status().code(),
                         absl::StrCat(config_path, ": ", config.status().message()));
   }
+  const std::string weights_path = JoinPath(dir, kModelFileName);
+  // A config.json that describes more parameters than the weights file has bytes is refused
+  // before the model is built: a corrupt or hostile one would otherwise allocate without bound
+  // (and fail as a retryable allocation error).
+  absl::StatusOr<SwinCost> cost = AnalyzeSwinCost(*config);
+  if (!cost.ok()) {
+    return absl::Status(cost.status().code(),
+                        absl::StrCat(config_path, ": ", cost.status().message()));
+  }
+  std::error_code size_error;
+  const uintmax_t weights_bytes = std::filesystem::file_size(weights_path, size_error);
+  if (!size_error && weights_bytes < static_cast<uintmax_t>(cost->params)) {
+    return absl::DataLossError(absl::StrCat(config_path, ": describes a model of ", cost->params,
+                                            " parameters, more than ", weights_path, " (",
+                                            weights_bytes, " bytes) can hold"));
+  }
   absl::StatusOr<SwinTransformer> model = CreateSwinTransformer(*config);
   if (!model.ok()) return model.status();
-  const std::string weights_path = JoinPath(dir, kModelFileName);
   absl::StatusOr<SafetensorsContents> contents = ReadSafetensors(weights_path);
   if (!contents.ok()) return contents.status();
   if (absl::Status status = LoadStateDict(*model, contents->tensors, weights_path); !status.ok()) {
