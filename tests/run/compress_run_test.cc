@@ -257,8 +257,8 @@ TEST(CompressRunTest, ExecutorWhoseReaderIsGoneCancelsAndTheRunResumes) {
   spec["teacher"]["train"]["epochs"] = 20;
   const std::string path = WriteSpec(dir, spec);
   const absl::Time start = absl::Now();
-  RunResult orphaned = RunExecutor({"--spec", path, "--workdir", dir + "/work"}, 2, "",
-                                   Stop::kCloseStdout);
+  RunResult orphaned =
+      RunExecutor({"--spec", path, "--workdir", dir + "/work"}, 2, "", Stop::kCloseStdout);
   EXPECT_EQ(orphaned.exit_code, 1) << "128 + 13 is SIGPIPE";
   EXPECT_LT(absl::Now() - start, absl::Seconds(120)) << "20 epochs would take longer";
   RunResult resumed = RunExecutor({"--spec", path, "--workdir", dir + "/work"});
@@ -289,6 +289,33 @@ TEST(CompressRunTest, FailuresEndWithAnErrorLine) {
       // another node can run the job.
       {{{"resources", {{"device", "cuda:99"}}}}, "UNAVAILABLE", "device 'cuda:99'"},
   };
+  // A Fashion-MNIST directory whose test split has no examples.
+  const std::string empty_val = dir + "/empty-val";
+  {
+    fs::create_directories(empty_val);
+    auto idx = [&empty_val](const std::string& name, uint8_t kind, uint32_t count, bool images) {
+      std::string bytes = {0, 0, 8, static_cast<char>(kind)};
+      auto be32 = [&bytes](uint32_t v) {
+        for (int shift = 24; shift >= 0; shift -= 8) bytes.push_back(static_cast<char>(v >> shift));
+      };
+      be32(count);
+      if (images) {
+        be32(28);
+        be32(28);
+      }
+      bytes.append(images ? count * 28 * 28 : count, '\0');
+      std::ofstream(empty_val + "/" + name, std::ios::binary) << bytes;
+    };
+    idx("train-images-idx3-ubyte", 3, 8, true);
+    idx("train-labels-idx1-ubyte", 1, 8, false);
+    idx("t10k-images-idx3-ubyte", 3, 0, true);
+    idx("t10k-labels-idx1-ubyte", 1, 0, false);
+  }
+  cases.push_back(
+      {{{"dataset", {{"format", "fashion_mnist"}, {"path", empty_val}}},
+        {"model", {{"config", {{"image_size", 28}, {"patch_size", 2}, {"window_size", 7}}}}}},
+       "INVALID_ARGUMENT",
+       "spec.dataset: the validation split of the fashion_mnist data set at"});
   // A teacher checkpoint directory of 7 classes for TinySpec's 4-class data.
   const std::string teacher_dir = dir + "/teacher-7-classes";
   {

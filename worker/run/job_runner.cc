@@ -71,8 +71,8 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
   if (name == "cuda" || name.rfind("cuda:", 0) == 0) {
     int index = 0;
     if (name != "cuda" && !absl::SimpleAtoi(absl::string_view(name).substr(5), &index)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--device: unknown device '", name, "'; expected auto, cpu, cuda or cuda:N"));
+      return absl::InvalidArgumentError(absl::StrCat("--device: unknown device '", name,
+                                                     "'; expected auto, cpu, cuda or cuda:N"));
     }
     if (!torch::cuda::is_available()) {
       return absl::UnavailableError(absl::StrCat(
@@ -195,6 +195,16 @@ struct JobRunner::State {
     auto t0 = Clock::now();
     absl::StatusOr<pl::DatasetSplits> splits = pl::LoadDataset(o);
     if (!splits.ok()) return splits.status();
+    for (const auto& [split, labels] :
+         {std::pair<const char*, const torch::Tensor*>{"training", &splits->train_labels},
+          {"validation", &splits->val_labels}}) {
+      if (labels->size(0) == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("spec.dataset: the ", split, " split of the ", d.format, " data set",
+                         d.path.empty() ? "" : absl::StrCat(" at ", d.path),
+                         " has no examples (after spec.dataset's limits)"));
+      }
+    }
     data = std::move(*splits);
     Log("info", absl::StrCat("data set ", d.format, ": ", data.train_labels.size(0), " train, ",
                              data.val_labels.size(0), " val, ", data.num_classes, " classes, ",

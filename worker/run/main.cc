@@ -61,8 +61,9 @@ void CancelWhenStdoutReaderLeaves() {
     while (::poll(&out, 1, -1) < 0 && errno == EINTR) {
     }
     if ((out.revents & (POLLERR | POLLHUP)) == 0) return;
-    std::fprintf(stderr, "compress-run: nothing reads stdout any more (the agent is gone); "
-                         "cancelling\n");
+    std::fprintf(stderr,
+                 "compress-run: nothing reads stdout any more (the agent is gone); "
+                 "cancelling\n");
     g_cancel.store(true);
   }).detach();
 }
