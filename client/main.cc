@@ -11,9 +11,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/internal/parse.h"
-#include "absl/flags/internal/usage.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -136,7 +133,7 @@ std::string FlagThatDoesNotApply(const std::string& command, bool labels_given) 
     if (owner == command) continue;
     for (const std::string& flag : flags) {
       const bool given =
-          flag == "label" ? labels_given : absl::flags_internal::WasPresentOnCommandLine(flag);
+          flag == "label" ? labels_given : compress::FlagGiven(flag);
       if (given) {
         return absl::StrCat(flag.size() == 1 ? "-" : "--", flag, " applies to ", owner,
                             " only, not ", command);
@@ -158,16 +155,7 @@ int main(int argc, char** argv) {
   compress::SetProgramUsage("compressctl", kUsage);
   std::map<std::string, std::string> labels;
   if (!ExtractLabels(argc, argv, &labels)) return compress::client::kExitError;
-  // absl::ParseCommandLine ends the program with status 1 after printing --help; compressctl's
-  // --help succeeds, so the usage flags are handled here. Abseil 20220623 has no public call
-  // for either step.
-  std::vector<char*> positional = absl::flags_internal::ParseCommandLineImpl(
-      argc, argv, absl::flags_internal::ArgvListAction::kRemoveParsedArgs,
-      absl::flags_internal::UsageFlagsAction::kIgnoreUsage,
-      absl::flags_internal::OnUndefinedFlag::kAbortIfUndefined);
-  if (absl::flags_internal::HandleUsageFlags(std::cout, absl::ProgramUsageMessage()) != -1) {
-    return compress::client::kExitOk;
-  }
+  std::vector<char*> positional = compress::ParseProgramFlags(argc, argv);
   compress::ConfigureMallocForStreaming();
   std::vector<std::string> args(positional.begin() + 1, positional.end());
   if (args.empty()) return Usage("no command");

@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -207,7 +206,7 @@ int main(int argc, char** argv) {
       "[--local_workers=N] (--token_file=FILE [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]"
       " | --insecure) [--data_root=DIR]...");
   const std::vector<std::string> data_root_flags = DataRootFlags(argc, argv);
-  absl::ParseCommandLine(argc, argv);
+  compress::ParseProgramFlags(argc, argv);
   compress::ConfigureMallocForStreaming();
   // Debian's Abseil checks lock order on every Mutex acquisition (a lookup in a global graph:
   // about 5% of compressd's CPU under CreateJob load). The tests keep the check.

@@ -141,6 +141,8 @@ TEST_F(CompressctlTest, FlagsOfAnotherCommandAreRefusedNamingTheFlagAndTheComman
   };
   for (const Case& c : std::vector<Case>{
            {{"get", "j1", "--wait"}, "--wait applies to submit only, not get"},
+           {{"get", "j1", "--nowait"}, "--wait applies to submit only, not get"},
+           {{"get", "j1", "-priority", "5"}, "--priority applies to submit only, not get"},
            {{"get", "j1", "--priority=5"}, "--priority applies to submit only, not get"},
            {{"-o", "/x", "get", "j1"}, "-o applies to download only, not get"},
            {{"watch", "j1", "--follow"}, "--follow applies to logs only, not watch"},
@@ -156,6 +158,10 @@ TEST_F(CompressctlTest, FlagsOfAnotherCommandAreRefusedNamingTheFlagAndTheComman
   // The command's own flags and the global ones pass.
   Result own = Compressctl({"--retry_for=0s", "list", "--all", "--filter=state = RUNNING"});
   EXPECT_THAT(own.err, HasSubstr("compressctl: list: UNAVAILABLE"));
+  // A value that looks like another command's flag is the value, not that flag.
+  Result value = Compressctl({"--retry_for", "0s", "list", "--filter", "--wait"});
+  EXPECT_THAT(value.err, HasSubstr("compressctl: list: UNAVAILABLE"));
+  EXPECT_THAT(value.err, Not(HasSubstr("applies to")));
 }
 
 }  // namespace

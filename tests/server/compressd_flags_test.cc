@@ -72,15 +72,32 @@ std::string RunToEnd(const std::vector<std::string>& argv, int* exit_code) {
 TEST(CompressdFlagsTest, HelpListsTheProgramsFlagsAndVersionNamesIt) {
   int exit_code = -1;
   std::string help = RunToEnd({COMPRESSD_BIN, "--help"}, &exit_code);
+  EXPECT_EQ(exit_code, 0);
+  EXPECT_THAT(help, HasSubstr("compressd: compressd [--grpc_address=HOST:PORT]"));
   EXPECT_THAT(help, HasSubstr("Flags from server/main.cc:"));
-  EXPECT_THAT(help, HasSubstr("--grpc_address"));
+  EXPECT_THAT(help, HasSubstr("--grpc_address (host:port of the gRPC services;"));
   EXPECT_THAT(help, HasSubstr("--data_root"));
+  EXPECT_THAT(help, HasSubstr("--sync_full (SQLite synchronous=FULL"));
   EXPECT_THAT(help, Not(HasSubstr("No flags matched")));
+  EXPECT_THAT(help, Not(HasSubstr("--flagfile"))) << "Abseil's own flags only with --helpfull";
+
+  std::string full = RunToEnd({COMPRESSD_BIN, "--helpfull"}, &exit_code);
+  EXPECT_EQ(exit_code, 0);
+  EXPECT_THAT(full, HasSubstr("--grpc_address"));
+  EXPECT_THAT(full, HasSubstr("--flagfile"));
+  std::string on = RunToEnd({COMPRESSD_BIN, "--helpon", "main"}, &exit_code);
+  EXPECT_EQ(exit_code, 0);
+  EXPECT_THAT(on, HasSubstr("Flags from server/main.cc:"));
+  EXPECT_THAT(on, Not(HasSubstr("--flagfile")));
+  std::string none = RunToEnd({COMPRESSD_BIN, "--helpmatch=no/such/file"}, &exit_code);
+  EXPECT_EQ(exit_code, 0);
+  EXPECT_THAT(none, HasSubstr("No flags matched"));
   EXPECT_EQ(RunToEnd({COMPRESSD_BIN, "--version"}, &exit_code),
             absl::StrCat("compressd ", ProjectVersion(), "\n"));
   EXPECT_EQ(exit_code, 0);
 
   help = RunToEnd({COMPRESSCTL_BIN, "--help"}, &exit_code);
+  EXPECT_EQ(exit_code, 0);
   EXPECT_THAT(help, HasSubstr("Flags from client/main.cc:"));
   EXPECT_THAT(help, HasSubstr("--token_file"));
   help = RunToEnd({COMPRESSCTL_BIN, "help"}, &exit_code);

@@ -10,7 +10,6 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "worker/agent/agent.h"
@@ -74,7 +73,7 @@ int main(int argc, char** argv) {
       "compress-worker",
       "compress-worker [--server=HOST:PORT] [--devices=auto|cpu,cuda:N] [--work_root=DIR] "
       "[--executor=PATH] [--token_file=F] [--tls_ca=CA.pem [--tls_cert=C --tls_key=K]]");
-  absl::ParseCommandLine(argc, argv);
+  compress::ParseProgramFlags(argc, argv);
   compress::ConfigureMallocForStreaming();
 
   // Every thread inherits this mask; one thread waits for the signals (the executors get the

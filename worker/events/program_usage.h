@@ -4,6 +4,9 @@
 #define COMPRESS_WORKER_EVENTS_PROGRAM_USAGE_H_
 
 #include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
 
 namespace compress {
 
@@ -12,6 +15,20 @@ namespace compress {
 // the program, and none of ours is. --version prints "PROGRAM VERSION" (the project's version).
 // Call once, before absl::ParseCommandLine. `program` must outlive the program (a literal).
 void SetProgramUsage(const char* program, const std::string& usage);
+
+// Parses the command line as absl::ParseCommandLine does (an unknown or malformed flag ends the
+// program with status 1 and Abseil's message) and returns the positional arguments, argv[0]
+// first. The usage flags are answered here on stdout, ending the program with status 0 (Abseil
+// ends it with 1 after help): --help and --helpshort list the program's own flags (its
+// main.cc), --helpfull every flag, --helppackage those of main.cc's folder, --helpon=FILE those
+// of files named FILE, --helpmatch=S those of files whose path contains S; --version prints
+// "PROGRAM VERSION". Call after SetProgramUsage.
+std::vector<char*> ParseProgramFlags(int argc, char** argv);
+
+// Whether the flag `name` was on the command line ParseProgramFlags parsed: as --name, -name,
+// --name=V, --name V or, for a bool, --noname. A flag read from --flagfile or the environment
+// counts as not given.
+bool FlagGiven(absl::string_view name);
 
 // The project's version, e.g. "0.1.0".
 const char* ProjectVersion();

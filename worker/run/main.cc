@@ -17,7 +17,6 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -87,7 +86,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 int main(int argc, char** argv) {
   compress::SetProgramUsage(
       "compress-run", "Runs one compression job: compress-run --spec SPEC.json --workdir DIR");
-  absl::ParseCommandLine(argc, argv);
+  compress::ParseProgramFlags(argc, argv);
   compress::events::EventWriter events(stdout);
 
   const std::string spec_path = absl::GetFlag(FLAGS_spec);
