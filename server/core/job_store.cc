@@ -484,7 +484,8 @@ absl::StatusOr<std::vector<JobEvent>> JobStore::AppendEventsLocked(const std::st
 
 absl::StatusOr<std::vector<JobEvent>> JobStore::Write(const std::string& job_id, const Job* job,
                                                       std::vector<JobEvent> events,
-                                                      const Artifact* artifact) {
+                                                      const Artifact* artifact,
+                                                      const CompletionRecord* completion) {
   absl::MutexLock lock(&mu_);
   return InTransactionLocked([&]() -> absl::StatusOr<std::vector<JobEvent>> {
     if (job != nullptr) {
@@ -522,8 +523,55 @@ absl::StatusOr<std::vector<JobEvent>> JobStore::Write(const std::string& job_id,
       (*put)->BindText(4, artifact->sha256);
       if (absl::Status st = (*put)->Run(); !st.ok()) return st;
     }
+    if (completion != nullptr) {
+      absl::StatusOr<Statement*> put = StatementLocked(
+          "INSERT OR REPLACE INTO completions (job_id, attempt, worker_id, lease_id, "
+          "result_digest, time_us) VALUES (?, ?, ?, ?, ?, ?)");
+      if (!put.ok()) return put.status();
+      (*put)->BindText(1, job_id);
+      (*put)->BindInt(2, completion->attempt);
+      (*put)->BindText(3, completion->worker_id);
+      (*put)->BindText(4, completion->lease_id);
+      (*put)->BindText(5, completion->result_digest);
+      (*put)->BindInt(6, absl::ToUnixMicros(completion->time));
+      if (absl::Status st = (*put)->Run(); !st.ok()) return st;
+    }
     return AppendEventsLocked(job_id, std::move(events));
   });
+}
+
+absl::StatusOr<std::vector<CompletionRecord>> JobStore::CompletionsSince(absl::Time since) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> select = StatementLocked(
+      "SELECT job_id, attempt, worker_id, lease_id, result_digest, time_us FROM completions "
+      "WHERE time_us >= ? ORDER BY time_us, job_id");
+  if (!select.ok()) return select.status();
+  Statement& s = **select;
+  s.BindInt(1, absl::ToUnixMicros(since));
+  std::vector<CompletionRecord> completions;
+  while (true) {
+    absl::StatusOr<bool> row = s.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    CompletionRecord completion;
+    completion.job_id = s.ColumnText(0);
+    completion.attempt = static_cast<int>(s.ColumnInt(1));
+    completion.worker_id = s.ColumnText(2);
+    completion.lease_id = s.ColumnText(3);
+    completion.result_digest = s.ColumnText(4);
+    completion.time = absl::FromUnixMicros(s.ColumnInt(5));
+    completions.push_back(std::move(completion));
+  }
+  s.Reset();
+  return completions;
+}
+
+absl::Status JobStore::ForgetCompletionsBefore(absl::Time before) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> del = StatementLocked("DELETE FROM completions WHERE time_us < ?");
+  if (!del.ok()) return del.status();
+  (*del)->BindInt(1, absl::ToUnixMicros(before));
+  return (*del)->Run();
 }
 
 absl::StatusOr<std::vector<JobEvent>> JobStore::ListEvents(const std::string& job_id,
@@ -560,7 +608,8 @@ absl::Status JobStore::DeleteJob(const std::string& id) {
   return InTransactionLocked([&]() -> absl::Status {
     for (const char* sql :
          {"DELETE FROM events WHERE job_id = ?", "DELETE FROM artifacts WHERE job_id = ?",
-          "DELETE FROM job_labels WHERE job_id = ?", "DELETE FROM jobs WHERE id = ?"}) {
+          "DELETE FROM job_labels WHERE job_id = ?", "DELETE FROM completions WHERE job_id = ?",
+          "DELETE FROM jobs WHERE id = ?"}) {
       absl::StatusOr<Statement*> del = StatementLocked(sql);
       if (!del.ok()) return del.status();
       (*del)->BindText(1, id);

@@ -42,6 +42,21 @@ struct CreatedJob {
   bool created = false;
 };
 
+// The last completion of a job's attempt, as Scheduler::CompleteAttempt recorded it: kept with
+// the job, so that the same completion sent again after a restart of compressd (a worker's retry
+// whose first answer was lost) is still recognised.
+struct CompletionRecord {
+  std::string job_id;
+  int attempt = 0;
+  std::string worker_id;
+  // The lease's id (also when the worker's call named none).
+  std::string lease_id;
+  // A digest of the result the worker reported.
+  std::string result_digest;
+  // When it was recorded: wall time, the only clock that means the same after a restart.
+  absl::Time time = absl::UnixEpoch();
+};
+
 // A job for CreateJobs, with the events it starts with.
 struct NewJob {
   Job job;
@@ -93,18 +108,26 @@ class JobStore {
 
   // In one transaction: writes the mutable fields of `job` when non-null (state, times, attempt
   // count, phase, error, report, lease owner, attempt lines), records `artifact` when non-null
-  // (replacing one of the same name), and appends `events` with the next sequence numbers. Returns
-  // the events as stored. NOT_FOUND when the job does not exist.
+  // (replacing one of the same name), records `completion` when non-null (replacing the job's
+  // earlier one; its job_id must be `job_id`), and appends `events` with the next sequence
+  // numbers. Returns the events as stored. NOT_FOUND when the job does not exist.
   absl::StatusOr<std::vector<JobEvent>> Write(const std::string& job_id, const Job* job,
                                               std::vector<JobEvent> events,
-                                              const Artifact* artifact = nullptr);
+                                              const Artifact* artifact = nullptr,
+                                              const CompletionRecord* completion = nullptr);
+
+  // The completions recorded (by Write) at or after `since`, oldest first.
+  absl::StatusOr<std::vector<CompletionRecord>> CompletionsSince(absl::Time since);
+  // Removes the completions recorded before `before`.
+  absl::Status ForgetCompletionsBefore(absl::Time before);
 
   // Up to `limit` events of the job with sequence > after_sequence, in order. An unknown job has
   // no events.
   absl::StatusOr<std::vector<JobEvent>> ListEvents(const std::string& job_id,
                                                    int64_t after_sequence, int limit);
 
-  // Removes the job with its labels, events and artifact records. NOT_FOUND when absent.
+  // Removes the job with its labels, events, artifact records and completion. NOT_FOUND when
+  // absent.
   absl::Status DeleteJob(const std::string& id);
 
   // Records that `tenant` uploaded the blob `sha256` (blobs are stored once per content; each

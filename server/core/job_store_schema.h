@@ -7,7 +7,9 @@ namespace compress::server::job_store_schema {
 
 // 1: the first schema. 2: jobs.tenant, and request ids unique per tenant (not globally).
 // 3: jobs.attempt_lines, the executor event lines of the current attempt stored.
-inline constexpr int kSchemaVersion = 3;
+// 4: table completions, each job's last attempt completion (Scheduler::CompleteAttempt), so that
+// a completion repeated after a restart is still recognised.
+inline constexpr int kSchemaVersion = 4;
 
 inline constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -60,6 +62,14 @@ CREATE TABLE IF NOT EXISTS blob_owners (
   tenant TEXT NOT NULL,
   sha256 TEXT NOT NULL,
   PRIMARY KEY (tenant, sha256)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS completions (
+  job_id TEXT NOT NULL PRIMARY KEY,
+  attempt INTEGER NOT NULL,
+  worker_id TEXT NOT NULL,
+  lease_id TEXT NOT NULL,
+  result_digest TEXT NOT NULL,
+  time_us INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS completions_by_time ON completions (time_us);
 )sql";
 
 // Version 1 -> 2: SQLite cannot drop the column constraint `request_id TEXT UNIQUE`, so the jobs
@@ -101,6 +111,9 @@ ALTER TABLE jobs_v2 RENAME TO jobs;
 inline constexpr char kMigrateV2ToV3[] = R"sql(
 ALTER TABLE jobs ADD COLUMN attempt_lines INTEGER NOT NULL DEFAULT 0;
 )sql";
+
+// Version 3 -> 4 only adds the table completions and its index, which kSchema creates: no
+// statement of its own. Jobs of older versions have no completion recorded.
 
 }  // namespace compress::server::job_store_schema
 

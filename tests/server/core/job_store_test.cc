@@ -201,6 +201,56 @@ TEST_F(JobStoreTest, DeleteRemovesJobEventsAndArtifacts) {
   EXPECT_EQ(again.last_event_sequence, 1);
 }
 
+// Completions are written with the job, survive a reopen, are listed from a time on oldest
+// first, replaced per job, forgotten by age, and removed with their job.
+TEST_F(JobStoreTest, CompletionsAreStoredWithTheirJob) {
+  Create("a");
+  Create("b");
+  Job a = *store_->GetJob("a");
+  a.state = JobState::kSucceeded;
+  const CompletionRecord first{
+      "a", 1, "w1", std::string(32, '1'), std::string(64, 'd'), absl::FromUnixSeconds(5000)};
+  ASSERT_TRUE(store_->Write("a", &a, {}, nullptr, &first).ok());
+  const CompletionRecord other{
+      "b", 2, "w2", std::string(32, '2'), std::string(64, 'e'), absl::FromUnixSeconds(4000)};
+  ASSERT_TRUE(store_->Write("b", nullptr, {}, nullptr, &other).ok());
+  Reopen();
+  EXPECT_EQ(store_->GetJob("a")->state, JobState::kSucceeded);
+  absl::StatusOr<std::vector<CompletionRecord>> all =
+      store_->CompletionsSince(absl::FromUnixSeconds(0));
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].job_id, "b");
+  EXPECT_EQ((*all)[1].job_id, "a");
+  EXPECT_EQ((*all)[1].attempt, 1);
+  EXPECT_EQ((*all)[1].worker_id, "w1");
+  EXPECT_EQ((*all)[1].lease_id, std::string(32, '1'));
+  EXPECT_EQ((*all)[1].result_digest, std::string(64, 'd'));
+  EXPECT_EQ((*all)[1].time, absl::FromUnixSeconds(5000));
+  absl::StatusOr<std::vector<CompletionRecord>> recent =
+      store_->CompletionsSince(absl::FromUnixSeconds(4500));
+  ASSERT_EQ(recent->size(), 1u);
+  EXPECT_EQ((*recent)[0].job_id, "a");
+
+  // A later completion of the job replaces its earlier one.
+  const CompletionRecord second{
+      "a", 2, "w3", std::string(32, '3'), std::string(64, 'f'), absl::FromUnixSeconds(6000)};
+  ASSERT_TRUE(store_->Write("a", nullptr, {}, nullptr, &second).ok());
+  recent = store_->CompletionsSince(absl::FromUnixSeconds(4500));
+  ASSERT_EQ(recent->size(), 1u);
+  EXPECT_EQ((*recent)[0].attempt, 2);
+  EXPECT_EQ((*recent)[0].worker_id, "w3");
+
+  ASSERT_TRUE(store_->ForgetCompletionsBefore(absl::FromUnixSeconds(4500)).ok());
+  EXPECT_EQ(store_->CompletionsSince(absl::FromUnixSeconds(0))->size(), 1u);
+  ASSERT_TRUE(store_->DeleteJob("a").ok());
+  EXPECT_TRUE(store_->CompletionsSince(absl::FromUnixSeconds(0))->empty());
+  // A completion of a job that does not exist is not written.
+  EXPECT_EQ(store_->Write("a", &a, {}, nullptr, &second).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->CompletionsSince(absl::FromUnixSeconds(0))->empty());
+}
+
 TEST_F(JobStoreTest, JobsInStates) {
   Create("a");
   Create("b");
@@ -416,10 +466,73 @@ INSERT INTO events VALUES ('old', 2, 1, 2000, 'log', '{}');
   EXPECT_EQ(page->jobs[0].id, "old");
   EXPECT_EQ(page->jobs[1].id, "new");
   store->reset();
-  // Opening it again finds version 3 and changes nothing.
+  // Opening it again finds the current version and changes nothing.
   store = JobStore::Open({dir.File("jobs.db")});
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_EQ((*store)->GetJob("new")->tenant, "alpha");
+}
+
+// The schema version in the database file.
+int64_t SchemaVersion(const std::string& path) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* select = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT MAX(version) FROM schema_version", -1, &select, nullptr),
+            SQLITE_OK);
+  int64_t version = -1;
+  if (sqlite3_step(select) == SQLITE_ROW) version = sqlite3_column_int64(select, 0);
+  sqlite3_finalize(select);
+  sqlite3_close(db);
+  return version;
+}
+
+// A database of schema version 3 (no completions table) opens with its jobs and records
+// completions from then on; a database of a version after this compressd's is refused.
+TEST(JobStoreMigrationTest, MigratesVersion3) {
+  TestDir dir;
+  const std::string path = dir.File("jobs.db");
+  {
+    absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open({path});
+    ASSERT_TRUE(store.ok()) << store.status();
+    Job job;
+    job.id = "old";
+    job.spec_json = "{}";
+    ASSERT_TRUE(
+        (*store)->CreateJob(job, {StateChangeEvent(JobState::kQueued, "created", {})}).ok());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DROP TABLE completions; DELETE FROM schema_version; "
+                         "INSERT INTO schema_version VALUES (3);",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  ASSERT_EQ(SchemaVersion(path), 3);
+
+  absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open({path});
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(SchemaVersion(path), 4);
+  ASSERT_TRUE((*store)->GetJob("old").ok());
+  EXPECT_EQ((*store)->ListEvents("old", 0, 10)->size(), 1u);
+  EXPECT_TRUE((*store)->CompletionsSince(absl::FromUnixSeconds(0))->empty());
+  const CompletionRecord completion{
+      "old", 1, "w1", "", std::string(64, 'd'), absl::FromUnixSeconds(5000)};
+  ASSERT_TRUE((*store)->Write("old", nullptr, {}, nullptr, &completion).ok());
+  store->reset();
+  store = JobStore::Open({path});
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->CompletionsSince(absl::FromUnixSeconds(0))->size(), 1u);
+  store->reset();
+
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE schema_version SET version = 5", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  store = JobStore::Open({path});
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(store.status().message(), HasSubstr("schema version 5 is newer"));
 }
 
 // A filter of more labels than a job may have is INVALID_ARGUMENT (SQLite would refuse the query
