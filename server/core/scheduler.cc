@@ -123,6 +123,7 @@ absl::Status Scheduler::RecoverLocked(Deferred& deferred) {
         break;
     }
   }
+  if (absl::Status s = LoadCompletionsLocked(); !s.ok()) return s;
   if (options_.observer != nullptr) {
     absl::StatusOr<std::map<JobState, int64_t>> counts = store_->CountByState();
     if (!counts.ok()) return counts.status();
@@ -211,9 +212,10 @@ bool Scheduler::QueueEmptyLocked() {
 }
 
 absl::Status Scheduler::CommitLocked(Job& job, JobState from, std::vector<JobEvent> events,
-                                     Deferred& deferred, const Artifact* artifact) {
+                                     Deferred& deferred, const Artifact* artifact,
+                                     const CompletionRecord* completion) {
   absl::StatusOr<std::vector<JobEvent>> stored =
-      store_->Write(job.id, &job, std::move(events), artifact);
+      store_->Write(job.id, &job, std::move(events), artifact, completion);
   if (!stored.ok()) return stored.status();
   if (!stored->empty()) job.last_event_sequence = stored->back().sequence;
   auto update = std::make_shared<JobUpdate>(JobUpdate{*std::move(stored), job.state});
@@ -258,7 +260,7 @@ absl::Status Scheduler::CommitLocked(Job& job, JobState from, std::vector<JobEve
 
 absl::Status Scheduler::RetryOrFailLocked(Job& job, bool retryable, const std::string& code,
                                           const std::string& message, std::vector<JobEvent> events,
-                                          Deferred& deferred) {
+                                          Deferred& deferred, const CompletionRecord* completion) {
   JobState from = job.state;
   absl::Time now = clock_->Now();
   job.lease_owner.clear();
@@ -273,11 +275,12 @@ absl::Status Scheduler::RetryOrFailLocked(Job& job, bool retryable, const std::s
     job.end_time = now;
     events.push_back(StateChangeEvent(job.state, message, now));
   }
-  return CommitLocked(job, from, std::move(events), deferred);
+  return CommitLocked(job, from, std::move(events), deferred, nullptr, completion);
 }
 
 absl::Status Scheduler::RequeueUncountedLocked(Job& job, const std::string& reason,
-                                               std::vector<JobEvent> events, Deferred& deferred) {
+                                               std::vector<JobEvent> events, Deferred& deferred,
+                                               const CompletionRecord* completion) {
   JobState from = job.state;
   absl::Time now = clock_->Now();
   job.attempt_count--;
@@ -285,12 +288,12 @@ absl::Status Scheduler::RequeueUncountedLocked(Job& job, const std::string& reas
   job.state = JobState::kQueued;
   job.queue_time = now;
   events.push_back(StateChangeEvent(JobState::kQueued, reason, now));
-  return CommitLocked(job, from, std::move(events), deferred);
+  return CommitLocked(job, from, std::move(events), deferred, nullptr, completion);
 }
 
 absl::Status Scheduler::FinishLocked(Job& job, JobState state, const std::string& code,
                                      const std::string& message, const std::string& reason,
-                                     Deferred& deferred) {
+                                     Deferred& deferred, const CompletionRecord* completion) {
   JobState from = job.state;
   absl::Time now = clock_->Now();
   job.state = state;
@@ -298,7 +301,8 @@ absl::Status Scheduler::FinishLocked(Job& job, JobState state, const std::string
   job.lease_owner.clear();
   job.error_code = code;
   job.error_message = message;
-  return CommitLocked(job, from, {StateChangeEvent(state, reason, now)}, deferred);
+  return CommitLocked(job, from, {StateChangeEvent(state, reason, now)}, deferred, nullptr,
+                      completion);
 }
 
 absl::StatusOr<CreatedJob> Scheduler::CreateJob(const JobRequest& request) {

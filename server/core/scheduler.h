@@ -14,13 +14,16 @@
 //
 // Leases are renewed by heartbeats and kept in memory only: when the server restarts, jobs that
 // were RUNNING go back to the queue (their attempt count kept) and CANCELLING ones become
-// CANCELLED, so that every job resumes or ends.
+// CANCELLED, so that every job resumes or ends. Each job's last completion is stored with the job
+// (JobStore's CompletionRecord), so that a worker's repeat of it is recognised after a restart too.
 //
 // Time: stored and shown timestamps (create_time, queue_time, event times) are wall time,
 // Clock::Now(); every duration and deadline kept in memory (lease expiry, long-poll and CreateJob
 // deadlines, the workers gauge's window, the queue-wait metric) runs on the monotonic
 // Clock::Elapsed(), so that a step of the wall clock neither expires every lease at once nor keeps
-// the leases of dead workers. None of them is stored, so a restart starts them afresh.
+// the leases of dead workers. None of them is stored, so a restart starts them afresh; the one
+// duration that outlives a restart, the age of a stored completion (kCompletionMemory), is taken
+// from its stored wall time when the scheduler starts, and runs on the monotonic clock from there.
 #ifndef COMPRESS_SERVER_CORE_SCHEDULER_H_
 #define COMPRESS_SERVER_CORE_SCHEDULER_H_
 
@@ -151,7 +154,8 @@ class Scheduler {
   using LeaseCallback = std::function<void(absl::StatusOr<std::optional<Lease>>)>;
 
   // Loads the queue from `store` (not owned; must outlive the scheduler), requeueing jobs that
-  // were RUNNING and cancelling those that were CANCELLING.
+  // were RUNNING and cancelling those that were CANCELLING, and the completions recorded within
+  // kCompletionMemory (by wall time; one stored in the future counts as recorded now).
   static absl::StatusOr<std::unique_ptr<Scheduler>> Create(JobStore* store, const Options& options);
   // Stops the background thread and answers every waiter with no lease.
   ~Scheduler();
@@ -262,15 +266,16 @@ class Scheduler {
   // ReturnLease), even on the last attempt; a job being cancelled (or an attempt reporting
   // CANCELLED) -> CANCELLED. A repeat of the job's last recorded completion (the same attempt,
   // worker, lease id and result, within kCompletionMemory: a worker's retry whose first answer
-  // was lost) is OK, as the first was, and changes nothing; a lease id left empty is matched by
+  // was lost) is OK, as the first was, and changes nothing, also after a restart (the completion
+  // is stored with the job's new state, in one transaction); a lease id left empty is matched by
   // attempt and worker alone. Any other completion of a lease that is no longer current is
   // ABORTED.
   absl::Status CompleteAttempt(const std::string& job_id, int attempt, const LeaseHolder& holder,
                                const AttemptResult& result);
   // How long the last completion of each job is remembered for CompleteAttempt's repeats.
   // compress-worker retries CompleteAttempt for 5 minutes, so three times that: the memory holds
-  // the jobs finished in that window only. A restart of compressd forgets them all (a repeat is
-  // then ABORTED).
+  // the jobs finished in that window only. A restart keeps them: the scheduler loads those
+  // stored within the window (by their wall time) and forgets older ones.
   static constexpr absl::Duration kCompletionMemory = absl::Minutes(15);
 
   // Expires leases past their deadline (requeue or fail) and answers waiters whose deadline
@@ -376,26 +381,35 @@ class Scheduler {
                                const std::string& result_digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Forgets the completions recorded more than kCompletionMemory ago.
   void ForgetOldCompletionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Loads the completions the store recorded within kCompletionMemory (before a restart), and
+  // removes older ones from it.
+  absl::Status LoadCompletionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes `job` (moved from `from`) with `events` to the store, tells the observer, and
   // schedules the notification. Requeues, finishes or drops leases as the new state requires.
+  // `artifact` and `completion`, when given, are written in the same transaction.
   absl::Status CommitLocked(Job& job, JobState from, std::vector<JobEvent> events,
-                            Deferred& deferred, const Artifact* artifact = nullptr)
+                            Deferred& deferred, const Artifact* artifact = nullptr,
+                            const CompletionRecord* completion = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves `job` to the final `state` with the error `code` and `message` (empty on success) and
-  // a state_change event giving `reason`.
+  // a state_change event giving `reason`. The three below store `completion` with the job when
+  // given (CompleteAttempt's).
   absl::Status FinishLocked(Job& job, JobState state, const std::string& code,
                             const std::string& message, const std::string& reason,
-                            Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                            Deferred& deferred, const CompletionRecord* completion = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves a RUNNING job back to the queue without counting its current attempt (its number is
   // given again), with a state_change event giving `reason` after `events`.
   absl::Status RequeueUncountedLocked(Job& job, const std::string& reason,
-                                      std::vector<JobEvent> events, Deferred& deferred)
+                                      std::vector<JobEvent> events, Deferred& deferred,
+                                      const CompletionRecord* completion = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves a job whose attempt ended without success: back to the queue while attempts remain
   // and `retryable`, else to FAILED with `code` and `message`.
   absl::Status RetryOrFailLocked(Job& job, bool retryable, const std::string& code,
                                  const std::string& message, std::vector<JobEvent> events,
-                                 Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                 Deferred& deferred, const CompletionRecord* completion = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes what the expiry of `lease` makes of its job: requeued or FAILED when RUNNING,
   // CANCELLED when CANCELLING. The error of the store when that write failed (NOT_FOUND for a job
   // that is gone).

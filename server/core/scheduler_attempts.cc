@@ -244,6 +244,32 @@ void Scheduler::ForgetOldCompletionsLocked() {
   }
 }
 
+absl::Status Scheduler::LoadCompletionsLocked() {
+  const absl::Time now = clock_->Now();
+  const absl::Duration elapsed = clock_->Elapsed();
+  const absl::Time oldest = now - kCompletionMemory;
+  absl::StatusOr<std::vector<CompletionRecord>> stored = store_->CompletionsSince(oldest);
+  if (!stored.ok()) return stored.status();
+  // Oldest first, so completion_times_ stays in order.
+  for (CompletionRecord& record : *stored) {
+    // Its age by wall time: the monotonic clock's origin is this process's. One from the future
+    // (the wall clock was set back since) counts as recorded now.
+    const absl::Duration age = std::max(absl::ZeroDuration(), now - record.time);
+    if (age >= kCompletionMemory) continue;
+    Completion completion{record.attempt, std::move(record.worker_id), std::move(record.lease_id),
+                          std::move(record.result_digest), elapsed - age};
+    completion_times_.emplace_back(completion.at, record.job_id);
+    completions_[record.job_id] = std::move(completion);
+  }
+  // Older ones are of no more use; removing them keeps the table to the recent ones. Not fatal:
+  // a full disk must not keep compressd from starting, and they are skipped when read.
+  if (absl::Status forgot = store_->ForgetCompletionsBefore(oldest); !forgot.ok()) {
+    std::fprintf(stderr, "compressd: cannot remove old completions from the job store: %s\n",
+                 std::string(forgot.message()).c_str());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Scheduler::CompleteAttempt(const std::string& job_id, int attempt,
                                         const LeaseHolder& holder, const AttemptResult& result) {
   Deferred deferred;
@@ -264,17 +290,22 @@ absl::Status Scheduler::CompleteAttempt(const std::string& job_id, int attempt,
     if (!job.ok()) return job.status();
     JobState from = job->state;
     absl::Time now = clock_->Now();
+    // Stored with the job's new state, in the same transaction, so that a repeat is recognised
+    // after a restart exactly when the completion was recorded.
+    const CompletionRecord record{job_id, attempt, holder.worker_id, completion.lease_id,
+                                  digest, now};
     absl::Status status;
     if (from == JobState::kCancelling || result.outcome == AttemptResult::Outcome::kCancelled) {
       std::string message =
           from == JobState::kCancelling
               ? "cancelled by request"
               : absl::StrCat("worker ", holder.worker_id, " cancelled attempt ", attempt);
-      status = FinishLocked(*job, JobState::kCancelled, "CANCELLED", message, message, deferred);
+      status = FinishLocked(*job, JobState::kCancelled, "CANCELLED", message, message, deferred,
+                            &record);
     } else if (result.outcome == AttemptResult::Outcome::kSucceeded) {
       if (!result.report_json.empty()) job->report_json = result.report_json;
       status = FinishLocked(*job, JobState::kSucceeded, "", "",
-                            absl::StrCat("attempt ", attempt, " succeeded"), deferred);
+                            absl::StrCat("attempt ", attempt, " succeeded"), deferred, &record);
     } else {
       std::vector<JobEvent> events;
       if (!result.stderr_tail.empty()) {
@@ -293,14 +324,14 @@ absl::Status Scheduler::CompleteAttempt(const std::string& job_id, int attempt,
         job->error_message = message;
         status = RequeueUncountedLocked(
             *job, absl::StrCat(message, "; requeued (the attempt is not counted)"),
-            std::move(events), deferred);
+            std::move(events), deferred, &record);
       } else {
         std::string message = absl::StrCat(
             "attempt ", attempt, " of ", job->max_attempts, " failed",
             result.exit_status != 0 ? absl::StrCat(" (exit status ", result.exit_status, ")") : "",
             ": ", result.error_message.empty() ? "no reason given" : result.error_message);
         status = RetryOrFailLocked(*job, result.retryable, result.error_code, message,
-                                   std::move(events), deferred);
+                                   std::move(events), deferred, &record);
       }
     }
     if (!status.ok()) return status;

@@ -1435,6 +1435,102 @@ TEST_F(SchedulerTest, RepeatedRetryableFailureDoesNotRequeueAgain) {
   EXPECT_EQ(Get(id).state, JobState::kSucceeded);
 }
 
+// The last completion is stored with the job: after a restart of compressd, the same completion
+// sent again (the worker's retry of a call whose answer was lost with the old process) is still
+// answered OK and recorded once, within kCompletionMemory of when it was first recorded; any
+// other completion of the ended lease is still ABORTED.
+TEST_F(SchedulerTest, RepeatedCompletionIsRecognisedAfterARestart) {
+  std::string id = Create();
+  Lease lease = LeaseOne("w1");
+  const LeaseHolder holder{"w1", lease.lease_id};
+  AttemptResult success;
+  success.outcome = AttemptResult::Outcome::kSucceeded;
+  success.report_json = R"({"top1":0.91})";
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, holder, success).ok());
+  const Job done = Get(id);
+  const size_t events = Events(id).size();
+  ASSERT_EQ(done.state, JobState::kSucceeded);
+
+  clock_.Advance(absl::Minutes(5));
+  Restart();
+  EXPECT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, holder, success).ok());
+  EXPECT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, {"w1"}, success).ok());
+  EXPECT_EQ(Events(id).size(), events);
+  EXPECT_EQ(Get(id).state, JobState::kSucceeded);
+  EXPECT_EQ(Get(id).end_time, done.end_time);
+  EXPECT_EQ(Get(id).report_json, R"({"top1":0.91})");
+
+  AttemptResult failure;
+  failure.outcome = AttemptResult::Outcome::kFailed;
+  failure.error_code = "INTERNAL";
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, holder, failure).code(),
+            absl::StatusCode::kAborted);
+  AttemptResult other_report = success;
+  other_report.report_json = R"({"top1":0.5})";
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, holder, other_report).code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(
+      scheduler_->CompleteAttempt(id, lease.attempt, {"w1", std::string(32, '0')}, success).code(),
+      absl::StatusCode::kAborted);
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, {"w2", lease.lease_id}, success).code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt + 1, holder, success).code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(Events(id).size(), events);
+
+  // A second restart keeps it too; the window still counts from the first recording.
+  clock_.Advance(absl::Minutes(5));
+  Restart();
+  EXPECT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, holder, success).ok());
+  clock_.Advance(Scheduler::kCompletionMemory - absl::Minutes(10));
+  scheduler_->ProcessTimeouts();
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, holder, success).code(),
+            absl::StatusCode::kAborted);
+  // Nor does a restart past the window bring it back.
+  Restart();
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, holder, success).code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(Events(id).size(), events);
+}
+
+// A retryable failure repeated after a restart does not requeue the job again, nor count another
+// attempt; the job's next lease is attempt 2 as without the repeat.
+TEST_F(SchedulerTest, RepeatedRetryableFailureAfterARestartDoesNotRequeueAgain) {
+  std::string id = Create();
+  Lease first = LeaseOne("w1");
+  AttemptResult crash;
+  crash.outcome = AttemptResult::Outcome::kFailed;
+  crash.retryable = true;
+  crash.error_code = "INTERNAL";
+  crash.error_message = "executor killed by signal 9";
+  crash.exit_status = 137;
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, crash).ok());
+  const size_t events = Events(id).size();
+  Restart();
+  EXPECT_TRUE(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, crash).ok());
+  EXPECT_EQ(Events(id).size(), events);
+  EXPECT_EQ(Get(id).state, JobState::kQueued);
+  EXPECT_EQ(Get(id).attempt_count, 1);
+  EXPECT_EQ(LeaseOne("w1").attempt, 2);
+}
+
+// The age of a stored completion is its wall time's: one recorded "later" than the restarted
+// process's wall clock (the clock was set back) counts as recorded at the restart.
+TEST_F(SchedulerTest, CompletionStoredAheadOfTheWallClockIsRememberedFromTheRestart) {
+  std::string id = Create();
+  Lease lease = LeaseOne("w1");
+  AttemptResult success;
+  success.outcome = AttemptResult::Outcome::kSucceeded;
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, {"w1", lease.lease_id}, success).ok());
+  clock_.StepWallClock(-absl::Hours(1));
+  Restart();
+  EXPECT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, {"w1", lease.lease_id}, success).ok());
+  clock_.Advance(Scheduler::kCompletionMemory);
+  scheduler_->ProcessTimeouts();
+  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, {"w1", lease.lease_id}, success).code(),
+            absl::StatusCode::kAborted);
+}
+
 // A completion whose store write failed recorded nothing: sent again, it is the first to be
 // recorded.
 TEST_F(SchedulerTest, CompletionThatCouldNotBeWrittenIsNotRemembered) {
