@@ -374,10 +374,11 @@ def ctl_outcome(done):
     return outcome(None, line[len("compressctl: "):], done.returncode)
 
 
-def run_compress_run(spec, name, raw_spec=None, args=None):
-    """compress-run on `spec` (a dict) or `raw_spec` (text) in a fresh work dir; the outcome of
-    its last stdout line, which must be an `error` event."""
-    folder = ENV.scratch(name)
+def run_compress_run(spec, name, raw_spec=None, args=None, folder=None):
+    """compress-run on `spec` (a dict) or `raw_spec` (text) in a fresh work dir (`folder`/work,
+    `folder` a new scratch folder unless given); the outcome of its last stdout line, which must
+    be an `error` event."""
+    folder = folder or ENV.scratch(name)
     spec_path = os.path.join(folder, "spec.json")
     write(spec_path, raw_spec if raw_spec is not None else json.dumps(spec))
     command = [ARGS.compress_run]
@@ -748,6 +749,29 @@ def _():
     write(os.path.join(folder, "model.safetensors"), safetensors(tiny_state_dict(16, 7)))
     result = run_compress_run(teacher_spec(folder), "dir-wrong-classes")
     return result._replace(subs={"FILE": folder})
+
+
+# A work dir holding another model's trainer checkpoint.
+
+@case("workdir-trainer-wrong-shapes", "compress-run workdir")
+def _():
+    # The trainer checkpoint of the same job with embed_dim 24, left where the teacher phase of
+    # a new run with embed_dim 16 resumes from (as a corrupt or hand-edited file would be).
+    wide = ENV.scratch("trainer-wide")
+    write(os.path.join(wide, "spec.json"), json.dumps(with_field(tiny_spec(),
+                                                                 "model.config.embed_dim", 24)))
+    done = subprocess.run([ARGS.compress_run, f"--spec={os.path.join(wide, 'spec.json')}",
+                           f"--workdir={os.path.join(wide, 'work')}", "--device=cpu",
+                           "--threads=1"], capture_output=True, text=True, timeout=120)
+    source = os.path.join(wide, "work", "phases", "teacher", "trainer", "trainer_state.pt")
+    if done.returncode != 0 or not os.path.exists(source):
+        return outcome(None, f"the embed_dim 24 run left no checkpoint: {done.stdout[-2000:]}")
+    folder = ENV.scratch("trainer-wrong-shapes")
+    target = os.path.join(folder, "work", "phases", "teacher", "trainer", "trainer_state.pt")
+    os.makedirs(os.path.dirname(target))
+    shutil.copyfile(source, target)
+    return run_compress_run(tiny_spec(), "trainer-wrong-shapes", folder=folder)._replace(
+        subs={"FILE": target})
 
 
 # Missing data sets.

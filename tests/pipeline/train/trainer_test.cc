@@ -13,8 +13,10 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 
 namespace compress::pipeline {
 namespace {
@@ -35,12 +37,14 @@ Blobs MakeBlobs(int64_t n, uint64_t seed) {
   return {inputs, targets};
 }
 
+// `hidden` units; with `extra`, one more Linear that forward does not use.
 struct TinyNetImpl : torch::nn::Module {
-  TinyNetImpl() {
-    fc1 = register_module("fc1", torch::nn::Linear(4, 16));
-    norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({16})));
+  explicit TinyNetImpl(int64_t hidden = 16, bool extra = false) {
+    fc1 = register_module("fc1", torch::nn::Linear(4, hidden));
+    norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({hidden})));
     dropout = register_module("dropout", torch::nn::Dropout(0.2));
-    fc2 = register_module("fc2", torch::nn::Linear(16, 3));
+    fc2 = register_module("fc2", torch::nn::Linear(hidden, 3));
+    if (extra) register_module("extra", torch::nn::Linear(3, 3));
   }
   torch::Tensor forward(const torch::Tensor& x) { return fc2(dropout(torch::gelu(norm(fc1(x))))); }
   torch::nn::Linear fc1{nullptr};
@@ -50,9 +54,9 @@ struct TinyNetImpl : torch::nn::Module {
 };
 TORCH_MODULE(TinyNet);
 
-TinyNet MakeNet(uint64_t seed) {
+TinyNet MakeNet(uint64_t seed, int64_t hidden = 16, bool extra = false) {
   torch::manual_seed(seed);
-  return TinyNet();
+  return TinyNet(hidden, extra);
 }
 
 std::unique_ptr<TensorBatchSource> MakeSource(const Blobs& blobs, bool shuffle, bool noise) {
@@ -369,6 +373,156 @@ TEST_F(TrainerTest, CorruptCheckpointIsDataLoss) {
   auto result = (*trainer)->Train(*train, nullptr);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_TRUE(absl::StrContains(result.status().message(), "trainer_state.pt"));
+}
+
+// Copies of a module's parameters, to check that a refused checkpoint changed none of them.
+std::vector<torch::Tensor> CopyParameters(const TinyNet& net) {
+  std::vector<torch::Tensor> copies;
+  for (const torch::Tensor& p : net->parameters()) copies.push_back(p.detach().clone());
+  return copies;
+}
+
+void ExpectParameters(const TinyNet& net, const std::vector<torch::Tensor>& copies) {
+  const std::vector<torch::Tensor> parameters = net->parameters();
+  ASSERT_EQ(parameters.size(), copies.size());
+  for (size_t i = 0; i < copies.size(); ++i) {
+    EXPECT_TRUE(parameters[i].sizes() == copies[i].sizes() &&
+                torch::equal(parameters[i], copies[i]))
+        << "parameter " << i << " changed";
+  }
+}
+
+// Trains `net` for 3 steps with a checkpoint at the end in `dir`.
+void WriteCheckpoint(TinyNet& net, const Blobs& blobs, const std::filesystem::path& dir) {
+  TrainerOptions options = BaseOptions();
+  options.epochs = 0;
+  options.max_steps = 3;
+  options.checkpoint_dir = dir.string();
+  auto trainer = MakeTrainer(net, options);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  auto train = MakeSource(blobs, true, false);
+  auto result = (*trainer)->Train(*train, nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_TRUE(std::filesystem::exists(Trainer::CheckpointPath(dir.string())));
+}
+
+// Resumes `net` from the checkpoint in `dir`; the status of the phase.
+absl::Status Resume(TinyNet& net, const Blobs& blobs, const std::filesystem::path& dir) {
+  TrainerOptions options = BaseOptions();
+  options.checkpoint_dir = dir.string();
+  auto trainer = MakeTrainer(net, options);
+  if (!trainer.ok()) return trainer.status();
+  auto train = MakeSource(blobs, true, false);
+  return (*trainer)->Train(*train, nullptr).status();
+}
+
+// A checkpoint whose tensors have other shapes than the model (a corrupt or hand-edited file):
+// DATA_LOSS naming the file, the tensors and both shapes, and nothing is loaded. LibTorch's own
+// loader takes any shape and the phase would fail at its first step.
+TEST_F(TrainerTest, CheckpointOfOtherShapesIsDataLossBeforeAnyCopy) {
+  TinyNet wide = MakeNet(5, /*hidden=*/24);
+  WriteCheckpoint(wide, train_, dir_);
+  TinyNet net = MakeNet(5);
+  const std::vector<torch::Tensor> before = CopyParameters(net);
+  const absl::Status status = Resume(net, train_, dir_);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  const std::string message(status.message());
+  EXPECT_TRUE(absl::StrContains(message, absl::StrCat("cannot resume from checkpoint ",
+                                                      Trainer::CheckpointPath(dir_.string()))))
+      << message;
+  EXPECT_TRUE(absl::StrContains(
+      message, "wrong tensors: \"fc1.weight\" has shape [24,4] but the model expects [16,4]"))
+      << message;
+  EXPECT_TRUE(absl::StrContains(
+      message,
+      "optimizer exp_avg of \"fc1.weight\" has shape [24,4] but the parameter expects "
+      "[16,4]"))
+      << message;
+  ExpectParameters(net, before);
+}
+
+TEST_F(TrainerTest, CheckpointWithMissingOrExtraTensorsIsDataLoss) {
+  TinyNet with_extra = MakeNet(5, 16, /*extra=*/true);
+  WriteCheckpoint(with_extra, train_, dir_);
+  TinyNet net = MakeNet(5);
+  const std::vector<torch::Tensor> before = CopyParameters(net);
+  absl::Status status = Resume(net, train_, dir_);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_TRUE(
+      absl::StrContains(status.message(), "unexpected tensors: \"extra.weight\", \"extra.bias\""))
+      << status;
+  EXPECT_TRUE(absl::StrContains(status.message(),
+                                "optimizer parameter group 0 has 3 parameters "
+                                "but the optimizer's has 2"))
+      << status;
+  ExpectParameters(net, before);
+
+  std::filesystem::remove_all(dir_);
+  TinyNet plain = MakeNet(5);
+  WriteCheckpoint(plain, train_, dir_);
+  TinyNet extended = MakeNet(6, 16, /*extra=*/true);
+  const std::vector<torch::Tensor> extended_before = CopyParameters(extended);
+  status = Resume(extended, train_, dir_);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_TRUE(
+      absl::StrContains(status.message(), "missing tensors: \"extra.weight\", \"extra.bias\""))
+      << status;
+  ExpectParameters(extended, extended_before);
+}
+
+// Writes a checkpoint as Trainer::SaveCheckpoint does, from `model` and `optimizer` at step 3.
+void WriteArchive(const std::filesystem::path& dir, const torch::nn::Module& model,
+                  const torch::optim::Optimizer& optimizer) {
+  torch::serialize::OutputArchive archive;
+  archive.write("format_version", torch::tensor(int64_t{1}));
+  archive.write("step", torch::tensor(int64_t{3}));
+  archive.write("epoch", torch::tensor(int64_t{0}));
+  archive.write("batch", torch::tensor(int64_t{3}));
+  archive.write("batches_per_epoch", torch::tensor(int64_t{12}));
+  torch::serialize::OutputArchive model_archive;
+  model.save(model_archive);
+  archive.write("model", model_archive);
+  torch::serialize::OutputArchive optimizer_archive;
+  optimizer.save(optimizer_archive);
+  archive.write("optimizer", optimizer_archive);
+  archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
+  std::filesystem::create_directories(dir);
+  archive.save_to(Trainer::CheckpointPath(dir.string()));
+}
+
+// The optimizer's moments and the model's dtypes are checked too.
+TEST_F(TrainerTest, CheckpointWithOtherOptimizerStateOrDtypeIsDataLoss) {
+  // The model of the right shapes with the optimizer state of a wider one.
+  TinyNet wide = MakeNet(5, /*hidden=*/24);
+  auto wide_optimizer = MakeAdamW(*wide, BaseOptions());
+  ASSERT_TRUE(wide_optimizer.ok()) << wide_optimizer.status();
+  wide->forward(train_.inputs).pow(2).mean().backward();
+  (*wide_optimizer)->step();
+  TinyNet same = MakeNet(7);
+  WriteArchive(dir_, *same, **wide_optimizer);
+  TinyNet net = MakeNet(5);
+  std::vector<torch::Tensor> before = CopyParameters(net);
+  absl::Status status = Resume(net, train_, dir_);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(),
+                                "optimizer exp_avg_sq of \"norm.weight\" has shape [24] but the "
+                                "parameter expects [16]"))
+      << status;
+  EXPECT_FALSE(absl::StrContains(status.message(), "the model expects")) << status;
+  ExpectParameters(net, before);
+
+  // Double weights for a float model.
+  TinyNet doubled = MakeNet(7);
+  doubled->to(torch::kDouble);
+  auto optimizer = MakeAdamW(*doubled, BaseOptions());
+  ASSERT_TRUE(optimizer.ok()) << optimizer.status();
+  WriteArchive(dir_, *doubled, **optimizer);
+  status = Resume(net, train_, dir_);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(),
+                                "\"fc2.bias\" has dtype Double but the model expects Float"))
+      << status;
+  ExpectParameters(net, before);
 }
 
 TEST_F(TrainerTest, RejectsInconsistentOptions) {

@@ -8,10 +8,16 @@
 //   optimizer/...                                           torch::optim::Optimizer::save
 //   rng_cpu                                                 default CPU generator state
 //   rng_cuda_<i>                                            default CUDA generator states
+#include <algorithm>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "worker/events/durable_file.h"
 #include "worker/pipeline/train/trainer.h"
 
@@ -26,6 +32,212 @@ int64_t ReadInt(torch::serialize::InputArchive& archive, const std::string& key)
   return value.item<int64_t>();
 }
 
+// At most this many problems of one kind are spelled out in an error message.
+constexpr size_t kMaxListedProblems = 10;
+
+std::string ShapeString(torch::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
+
+std::string Quoted(const std::string& name) { return absl::StrCat("\"", name, "\""); }
+
+// What a checkpoint holds that the module and optimizer it is loaded into do not expect.
+// LibTorch's loaders check none of it: InputArchive::read replaces a parameter's storage and
+// sizes with whatever the archive holds, and Optimizer::load moves the saved moments in as they
+// are, so a mismatch would only surface at the next training step, as an INTERNAL error.
+struct Mismatches {
+  std::vector<std::string> missing;
+  std::vector<std::string> wrong;
+  std::vector<std::string> unexpected;
+
+  // `found` against `expected` (a tensor of the running process); `what` names it, `owner` says
+  // what expects it ("the model", "the parameter", ...).
+  void Compare(const std::string& what, const torch::Tensor& found, const torch::Tensor& expected,
+               const char* owner) {
+    if (found.sizes() != expected.sizes()) {
+      wrong.push_back(absl::StrCat(what, " has shape ", ShapeString(found.sizes()), " but ", owner,
+                                   " expects ", ShapeString(expected.sizes())));
+    } else if (found.scalar_type() != expected.scalar_type()) {
+      wrong.push_back(absl::StrCat(
+          what, " has dtype ", std::string(c10::toString(found.scalar_type())), " but ", owner,
+          " expects ", std::string(c10::toString(expected.scalar_type()))));
+    }
+  }
+
+  bool empty() const { return missing.empty() && wrong.empty() && unexpected.empty(); }
+
+  std::string ToString() const {
+    std::vector<std::string> parts;
+    auto add = [&parts](const char* kind, const std::vector<std::string>& items) {
+      if (items.empty()) return;
+      const size_t listed = std::min(items.size(), kMaxListedProblems);
+      std::string text =
+          absl::StrCat(kind, ": ", absl::StrJoin(items.begin(), items.begin() + listed, ", "));
+      if (items.size() > listed) absl::StrAppend(&text, " (and ", items.size() - listed, " more)");
+      parts.push_back(std::move(text));
+    };
+    add("missing tensors", missing);
+    add("wrong tensors", wrong);
+    add("unexpected tensors", unexpected);
+    return absl::StrJoin(parts, "; ");
+  }
+};
+
+// Every tensor below `archive` (nested archives are submodules), for an unexpected submodule.
+void ListTensors(torch::serialize::InputArchive& archive, const std::string& prefix,
+                 std::vector<std::string>& out) {
+  for (const std::string& key : archive.keys()) {
+    torch::Tensor tensor;
+    torch::serialize::InputArchive child;
+    if (archive.try_read(key, tensor)) {
+      out.push_back(Quoted(prefix + key));
+    } else if (archive.try_read(key, child)) {
+      ListTensors(child, prefix + key + ".", out);
+    }
+  }
+}
+
+// Compares the archive Module::save wrote (a module's own parameters and buffers by name, then a
+// nested archive per serializable child) with `module`, reading tensors into fresh handles so
+// that nothing of the module changes. Attributes that are neither tensors nor archives are
+// LibTorch's own and ignored.
+void CompareModule(torch::nn::Module& module, torch::serialize::InputArchive& archive,
+                   const std::string& prefix, Mismatches& out) {
+  std::set<std::string> expected;
+  auto compare = [&](const std::string& key, const torch::Tensor& target) {
+    expected.insert(key);
+    torch::Tensor found;
+    if (!archive.try_read(key, found)) {
+      out.missing.push_back(Quoted(prefix + key));
+      return;
+    }
+    out.Compare(Quoted(prefix + key), found, target, "the model");
+  };
+  for (const auto& parameter : module.named_parameters(/*recurse=*/false)) {
+    compare(parameter.key(), parameter.value());
+  }
+  for (const auto& buffer : module.named_buffers(/*recurse=*/false)) {
+    compare(buffer.key(), buffer.value());
+  }
+  for (const auto& child : module.named_children()) {
+    if (!child.value()->is_serializable()) continue;
+    expected.insert(child.key());
+    const std::string child_prefix = absl::StrCat(prefix, child.key(), ".");
+    torch::serialize::InputArchive child_archive;
+    if (!archive.try_read(child.key(), child_archive)) {
+      for (const auto& parameter : child.value()->named_parameters()) {
+        out.missing.push_back(Quoted(child_prefix + parameter.key()));
+      }
+      for (const auto& buffer : child.value()->named_buffers()) {
+        out.missing.push_back(Quoted(child_prefix + buffer.key()));
+      }
+      continue;
+    }
+    CompareModule(*child.value(), child_archive, child_prefix, out);
+  }
+  for (const std::string& key : archive.keys()) {
+    if (expected.count(key) > 0) continue;
+    torch::Tensor tensor;
+    torch::serialize::InputArchive child;
+    if (archive.try_read(key, tensor)) {
+      out.unexpected.push_back(Quoted(prefix + key));
+    } else if (archive.try_read(key, child)) {
+      ListTensors(child, absl::StrCat(prefix, key, "."), out.unexpected);
+    }
+  }
+}
+
+// Compares the archive Optimizer::save wrote for AdamW with `optimizer`. In that archive,
+// "param_groups" holds "param_groups/size" and an archive "param_groups/<i>" per group, whose
+// "params/size" and "params/<j>" give the key of each parameter (its address when saved) in the
+// optimizer's order; "state" holds an archive per stepped parameter under that key, with "step",
+// "exp_avg", "exp_avg_sq" and, with amsgrad, "max_exp_avg_sq".
+// Groups must have the optimizer's sizes, every state must belong to a listed parameter and hold
+// moments of its shape and dtype. A parameter without state is fine (it had no gradient yet).
+void CompareOptimizer(const torch::optim::Optimizer& optimizer,
+                      const std::map<const void*, std::string>& names,
+                      torch::serialize::InputArchive& archive, Mismatches& out) {
+  const auto name_of = [&names](const torch::Tensor& parameter) {
+    auto it = names.find(parameter.unsafeGetTensorImpl());
+    return it != names.end() ? it->second : std::string("?");
+  };
+  torch::serialize::InputArchive groups_archive;
+  if (!archive.try_read("param_groups", groups_archive)) {
+    out.missing.push_back("optimizer \"param_groups\"");
+    return;
+  }
+  torch::Tensor size;
+  if (!groups_archive.try_read("param_groups/size", size)) {
+    out.missing.push_back("optimizer \"param_groups/size\"");
+    return;
+  }
+  const auto& groups = optimizer.param_groups();
+  const int64_t saved_groups = size.item<int64_t>();
+  if (saved_groups != static_cast<int64_t>(groups.size())) {
+    out.wrong.push_back(absl::StrCat("the optimizer state has ", saved_groups,
+                                     " parameter groups but the optimizer has ", groups.size()));
+    return;
+  }
+  std::map<std::string, torch::Tensor> parameter_by_key;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const std::string group_key = absl::StrCat("param_groups/", i);
+    torch::serialize::InputArchive group;
+    torch::Tensor count;
+    if (!groups_archive.try_read(group_key, group) || !group.try_read("params/size", count)) {
+      out.missing.push_back(absl::StrCat("optimizer \"", group_key, "\""));
+      continue;
+    }
+    const std::vector<torch::Tensor>& parameters = groups[i].params();
+    const int64_t saved = count.item<int64_t>();
+    if (saved != static_cast<int64_t>(parameters.size())) {
+      out.wrong.push_back(absl::StrCat("optimizer parameter group ", i, " has ", saved,
+                                       " parameters but the optimizer's has ", parameters.size()));
+      continue;
+    }
+    for (size_t j = 0; j < parameters.size(); ++j) {
+      c10::IValue key;
+      if (!group.try_read(absl::StrCat("params/", j), key) || !key.isString()) {
+        out.missing.push_back(absl::StrCat("optimizer \"", group_key, "/params/", j, "\""));
+        continue;
+      }
+      parameter_by_key.emplace(key.toStringRef(), parameters[j]);
+    }
+  }
+  torch::serialize::InputArchive state_archive;
+  if (!archive.try_read("state", state_archive)) {
+    out.missing.push_back("optimizer \"state\"");
+    return;
+  }
+  for (const std::string& key : state_archive.keys()) {
+    torch::serialize::InputArchive state;
+    if (!state_archive.try_read(key, state)) continue;
+    auto it = parameter_by_key.find(key);
+    if (it == parameter_by_key.end()) {
+      out.unexpected.push_back(
+          absl::StrCat("optimizer state \"", key, "\" of no parameter in param_groups"));
+      continue;
+    }
+    const torch::Tensor& parameter = it->second;
+    const std::string name = name_of(parameter);
+    c10::IValue step;
+    if (!state.try_read("step", step) || !step.isInt()) {
+      out.missing.push_back(absl::StrCat("optimizer step of ", Quoted(name)));
+    }
+    for (const char* moment : {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}) {
+      torch::Tensor found;
+      if (!state.try_read(moment, found)) {
+        // max_exp_avg_sq is saved only with amsgrad.
+        if (std::string(moment) != "max_exp_avg_sq") {
+          out.missing.push_back(absl::StrCat("optimizer ", moment, " of ", Quoted(name)));
+        }
+        continue;
+      }
+      out.Compare(absl::StrCat("optimizer ", moment, " of ", Quoted(name)), found, parameter,
+                  "the parameter");
+    }
+  }
+}
+
 }  // namespace
 
 absl::Status Trainer::SaveCheckpoint(const Position& position, int64_t batches_per_epoch) {
@@ -33,7 +245,8 @@ absl::Status Trainer::SaveCheckpoint(const Position& position, int64_t batches_p
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   if (error) {
-    return ErrnoStatus(error.value(), absl::StrCat("cannot create checkpoint directory ", dir.string()));
+    return ErrnoStatus(error.value(),
+                       absl::StrCat("cannot create checkpoint directory ", dir.string()));
   }
   torch::serialize::OutputArchive archive;
   archive.write("format_version", torch::tensor(kFormatVersion, torch::kLong));
@@ -90,26 +303,55 @@ absl::StatusOr<Trainer::Position> Trainer::MaybeLoadCheckpoint(int64_t batches_p
                        " batches per epoch but the training split now has ", batches_per_epoch,
                        "; the loader position cannot be restored"));
     }
+    // Everything is checked before anything is loaded: a checkpoint that does not fit the
+    // module (a corrupt or hand-edited file) leaves the module, the optimizer and the
+    // generators as they were.
+    Mismatches mismatches;
     torch::serialize::InputArchive model_archive;
-    archive.read("model", model_archive);
-    module_.load(model_archive);
+    if (archive.try_read("model", model_archive)) {
+      CompareModule(module_, model_archive, "", mismatches);
+    } else {
+      mismatches.missing.push_back("\"model\"");
+    }
+    std::map<const void*, std::string> parameter_names;
+    for (const auto& parameter : module_.named_parameters()) {
+      parameter_names.emplace(parameter.value().unsafeGetTensorImpl(), parameter.key());
+    }
     torch::serialize::InputArchive optimizer_archive;
-    archive.read("optimizer", optimizer_archive);
-    optimizer_->load(optimizer_archive);
-    torch::Tensor rng_cpu;
-    archive.read("rng_cpu", rng_cpu);
+    if (archive.try_read("optimizer", optimizer_archive)) {
+      CompareOptimizer(*optimizer_, parameter_names, optimizer_archive, mismatches);
+    } else {
+      mismatches.missing.push_back("\"optimizer\"");
+    }
     // Generator is a handle: the copy shares the default generator's state.
     at::Generator cpu_generator = at::detail::getDefaultCPUGenerator();
-    cpu_generator.set_state(rng_cpu.to(torch::kCPU));
+    torch::Tensor rng_cpu;
+    if (archive.try_read("rng_cpu", rng_cpu)) {
+      mismatches.Compare("\"rng_cpu\"", rng_cpu, cpu_generator.get_state(), "the generator");
+    } else {
+      mismatches.missing.push_back("\"rng_cpu\"");
+    }
+    std::vector<std::pair<at::Generator, torch::Tensor>> cuda_states;
     if (torch::cuda::is_available()) {
       for (size_t i = 0; i < torch::cuda::device_count(); ++i) {
+        const std::string key = absl::StrCat("rng_cuda_", i);
         torch::Tensor state;
-        if (!archive.try_read(absl::StrCat("rng_cuda_", i), state)) continue;
+        if (!archive.try_read(key, state)) continue;
         const torch::Device device(torch::kCUDA, static_cast<c10::DeviceIndex>(i));
         at::Generator generator = at::globalContext().defaultGenerator(device);
-        generator.set_state(state.to(torch::kCPU));
+        mismatches.Compare(Quoted(key), state, generator.get_state(), "the generator");
+        cuda_states.emplace_back(generator, state);
       }
     }
+    if (!mismatches.empty()) {
+      return absl::DataLossError(
+          absl::StrCat("cannot resume from checkpoint ", path,
+                       ": it does not match the model being trained: ", mismatches.ToString()));
+    }
+    optimizer_->load(optimizer_archive);
+    module_.load(model_archive);
+    cpu_generator.set_state(rng_cpu.to(torch::kCPU));
+    for (auto& [generator, state] : cuda_states) generator.set_state(state.to(torch::kCPU));
   } catch (const c10::Error& error) {
     return absl::DataLossError(
         absl::StrCat("cannot resume from checkpoint ", path, ": ", error.what_without_backtrace()));
