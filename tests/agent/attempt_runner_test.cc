@@ -25,6 +25,7 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "tests/agent/fake_worker_service.h"
+#include "worker/agent/rpc_retry.h"
 #include "worker/agent/work_dir_sweeper.h"
 #include "worker/events/event.h"
 #include "worker/events/sha256.h"
@@ -483,6 +484,63 @@ TEST_F(AttemptRunnerTest, CancelDuringAnArtifactStreamStopsIt) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(4));
   EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_CANCELLED) << result.error_message;
   EXPECT_EQ(service_.upload_calls(), 1);
+  EXPECT_TRUE(service_.artifacts().empty());
+}
+
+// compressd's idle watch cancels an upload that stood still for its timeout (a slow disk, a
+// paused VM), and the agent sees plain CANCELLED, which it did not ask for: it uploads the
+// artifact again, although the stall outlasted the retry window counted from the upload's start,
+// and the attempt succeeds.
+TEST_F(AttemptRunnerTest, AnUploadTheServerCancelledIsUploadedAgain) {
+  WriteExecutor(absl::StrCat("SIZE=", 256 << 10, "\n", kOneArtifactBody));
+  options_.upload.chunk_bytes = 64 << 10;
+  options_.upload.retry_for = absl::Seconds(1);
+  options_.upload.initial_backoff = absl::Milliseconds(50);
+  service_.CancelUploads(1, absl::Milliseconds(1500));
+  AttemptResult result = RunAttempt();
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_SUCCEEDED)
+      << result.error_code << ": " << result.error_message;
+  EXPECT_EQ(service_.upload_calls(), 2);
+  std::map<std::string, std::string> artifacts = service_.artifacts();
+  ASSERT_EQ(artifacts.count("model.bin"), 1u);
+  EXPECT_EQ(artifacts["model.bin"].size(), size_t{256} << 10);
+  EXPECT_EQ(Sha256Hex(artifacts["model.bin"]), service_.artifact_sha256("model.bin"));
+}
+
+// A server that cancels every try is given up on after kMaxServerCancels more: the attempt fails,
+// retryable, UNAVAILABLE (CANCELLED would be the agent's own stop).
+TEST_F(AttemptRunnerTest, AnUploadTheServerKeepsCancellingIsGivenUpOn) {
+  WriteExecutor(absl::StrCat("SIZE=", 256 << 10, "\n", kOneArtifactBody));
+  options_.upload.chunk_bytes = 64 << 10;
+  options_.upload.initial_backoff = absl::Milliseconds(20);
+  options_.upload.max_backoff = absl::Milliseconds(50);
+  service_.CancelUploads(100);
+  AttemptResult result = RunAttempt();
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_FAILED);
+  EXPECT_TRUE(result.retryable);
+  EXPECT_EQ(result.error_code, "UNAVAILABLE");
+  EXPECT_THAT(result.error_message, HasSubstr("cancelled by the server"));
+  EXPECT_EQ(service_.upload_calls(), kMaxServerCancels + 1);
+  EXPECT_TRUE(service_.artifacts().empty());
+}
+
+// The job's cancellation while the server cancels the upload's tries stops the upload at once:
+// the agent's own cancel is never retried.
+TEST_F(AttemptRunnerTest, CancelWhileTheServerCancelsUploadsEndsTheAttempt) {
+  WriteExecutor(absl::StrCat("SIZE=", 256 << 10, "\n", kOneArtifactBody));
+  options_.upload.chunk_bytes = 64 << 10;
+  options_.upload.retry_for = absl::Seconds(30);
+  options_.upload.initial_backoff = absl::Milliseconds(50);
+  options_.upload.max_backoff = absl::Milliseconds(200);
+  service_.CancelUploads(100, absl::Milliseconds(700));
+  service_.CancelWhenUploadStarts();
+  absl::Time start = absl::Now();
+  bool wedged = false;
+  AttemptResult result = RunAttemptWithin(absl::Seconds(20), &wedged);
+  EXPECT_FALSE(wedged);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(6));
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_CANCELLED) << result.error_message;
+  EXPECT_LT(service_.upload_calls(), kMaxServerCancels + 1);
   EXPECT_TRUE(service_.artifacts().empty());
 }
 

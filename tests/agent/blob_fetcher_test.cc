@@ -12,10 +12,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "tests/agent/fake_worker_service.h"
+#include "worker/agent/rpc_retry.h"
 #include "worker/events/sha256.h"
 
 namespace compress::worker {
@@ -100,6 +102,56 @@ TEST_F(BlobFetcherTest, StopsWhenAsked) {
   absl::Status status = FetchBlob(stub_.get(), "w1", sha, root_, options);
   EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
   EXPECT_LT(absl::Now() - stop_at, absl::Seconds(2));
+  EXPECT_FALSE(fs::exists(fs::path(root_) / "blobs" / sha));
+}
+
+// compressd's idle watch cancels a read that stood still for its timeout (the agent sees plain
+// CANCELLED, which it did not ask for): the fetch reads again, although the stall outlasted
+// retry_for and the cancelled read brought nothing.
+TEST_F(BlobFetcherTest, ReadsAgainWhenTheServerCancelsAStalledRead) {
+  std::string sha = AddBlob(300000, absl::ZeroDuration());
+  service_.CancelReadBlobs(1, /*chunks=*/0, absl::Milliseconds(1500));
+  BlobFetchOptions options;
+  options.retry_for = absl::Seconds(1);
+  absl::Status status = FetchBlob(stub_.get(), "w1", sha, root_, options);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(service_.read_blob_calls(), 2);
+  EXPECT_TRUE(ReadFile(fs::path(root_) / "blobs" / sha) == data_);
+}
+
+// A read the server cancelled midway resumes where the part file ends.
+TEST_F(BlobFetcherTest, ResumesAReadTheServerCancelledMidway) {
+  std::string sha = AddBlob(300000, absl::ZeroDuration());
+  service_.CancelReadBlobs(2, /*chunks=*/2);
+  absl::Status status = FetchBlob(stub_.get(), "w1", sha, root_);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(service_.read_blob_calls(), 3);
+  EXPECT_TRUE(ReadFile(fs::path(root_) / "blobs" / sha) == data_);
+}
+
+// A server that cancels every read is given up on after kMaxServerCancels more: UNAVAILABLE, not
+// CANCELLED (the fetch's own stop), and no blob in place.
+TEST_F(BlobFetcherTest, ReadsTheServerKeepsCancellingAreGivenUpOn) {
+  std::string sha = AddBlob(300000, absl::ZeroDuration());
+  service_.CancelReadBlobs(100, /*chunks=*/0);
+  absl::Status status = FetchBlob(stub_.get(), "w1", sha, root_);
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("cancelled by the server"));
+  EXPECT_EQ(service_.read_blob_calls(), kMaxServerCancels + 1);
+  EXPECT_FALSE(fs::exists(fs::path(root_) / "blobs" / sha));
+}
+
+// A stop while the server cancels reads ends the fetch at once with CANCELLED.
+TEST_F(BlobFetcherTest, StopsWhenAskedWhileTheServerCancelsReads) {
+  std::string sha = AddBlob(300000, absl::ZeroDuration());
+  service_.CancelReadBlobs(100, /*chunks=*/1, absl::Milliseconds(700));
+  BlobFetchOptions options;
+  absl::Time stop_at = absl::Now() + absl::Seconds(1);
+  options.should_stop = [stop_at] { return absl::Now() >= stop_at; };
+  absl::Status status = FetchBlob(stub_.get(), "w1", sha, root_, options);
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
+  EXPECT_LT(absl::Now() - stop_at, absl::Seconds(1));
+  EXPECT_LE(service_.read_blob_calls(), 2);
   EXPECT_FALSE(fs::exists(fs::path(root_) / "blobs" / sha));
 }
 

@@ -1,5 +1,6 @@
 // FakeWorkerService: an in-process WorkerService for the agent's tests. It hands out queued
-// leases, records every call, and can be told to fail calls or to request cancellation.
+// leases, records every call, and can be told to fail calls, to cancel transfers as compressd's
+// idle watch does, or to request cancellation.
 #ifndef COMPRESS_TESTS_AGENT_FAKE_WORKER_SERVICE_H_
 #define COMPRESS_TESTS_AGENT_FAKE_WORKER_SERVICE_H_
 
@@ -85,6 +86,22 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   void SetUploadChunkDelay(absl::Duration delay) {
     absl::MutexLock lock(&mu_);
     upload_chunk_delay_ = delay;
+  }
+  // The next `calls` UploadArtifact calls are cancelled by the server, as compressd's idle watch
+  // cancels a transfer that stood still (the agent sees plain CANCELLED): each after its first
+  // data message and `stall` more.
+  void CancelUploads(int calls, absl::Duration stall = absl::ZeroDuration()) {
+    absl::MutexLock lock(&mu_);
+    upload_cancels_left_ = calls;
+    cancel_stall_ = stall;
+  }
+  // The next `calls` ReadBlob calls are cancelled by the server in the same way, each after it
+  // sent `chunks` chunks and waited `stall`.
+  void CancelReadBlobs(int calls, int chunks, absl::Duration stall = absl::ZeroDuration()) {
+    absl::MutexLock lock(&mu_);
+    read_blob_cancels_left_ = calls;
+    read_blob_cancel_after_ = chunks;
+    cancel_stall_ = stall;
   }
   // The job's cancellation is requested as soon as an UploadArtifact header arrives.
   void CancelWhenUploadStarts() {
@@ -199,7 +216,7 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status UploadArtifact(grpc::ServerContext*,
+  grpc::Status UploadArtifact(grpc::ServerContext* context,
                               grpc::ServerReader<compress::v1::UploadArtifactRequest>* reader,
                               compress::v1::Artifact* response) override {
     compress::v1::UploadArtifactRequest message;
@@ -208,6 +225,8 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
     compress::v1::UploadArtifactRequest::Header header;
     bool first = true;
     absl::Duration chunk_delay;
+    bool cancel = false;
+    absl::Duration stall;
     while (reader->Read(&message)) {
       if (first) {
         if (!message.has_header()) {
@@ -223,7 +242,17 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
           return grpc::Status(upload_error_, "upload refused by the fake");
         }
         chunk_delay = upload_chunk_delay_;
+        if (upload_cancels_left_ > 0) {
+          --upload_cancels_left_;
+          cancel = true;
+          stall = cancel_stall_;
+        }
         continue;
+      }
+      if (cancel) {
+        absl::SleepFor(stall);
+        context->TryCancel();
+        return grpc::Status::CANCELLED;
       }
       data += message.data();
       absl::SleepFor(chunk_delay);
@@ -252,17 +281,30 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   grpc::Status ReadBlob(grpc::ServerContext* context, const compress::v1::ReadBlobRequest* request,
                         grpc::ServerWriter<compress::v1::ReadArtifactResponse>* writer) override {
     Blob blob;
+    int cancel_after = -1;  // chunks sent before the server cancels the call; -1: never
+    absl::Duration stall;
     {
       absl::MutexLock lock(&mu_);
       ++read_blob_calls_;
       auto it = blobs_.find(request->sha256());
       if (it == blobs_.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such blob");
       blob = it->second;
+      if (read_blob_cancels_left_ > 0) {
+        --read_blob_cancels_left_;
+        cancel_after = read_blob_cancel_after_;
+        stall = cancel_stall_;
+      }
     }
     const int64_t size = static_cast<int64_t>(blob.data.size());
     if (request->offset() > size) return grpc::Status(grpc::StatusCode::OUT_OF_RANGE, "offset");
+    int sent = 0;
     for (int64_t offset = request->offset(); offset < size; offset += blob.chunk_bytes) {
       if (context->IsCancelled()) return grpc::Status::CANCELLED;
+      if (sent++ == cancel_after) {
+        absl::SleepFor(stall);
+        context->TryCancel();
+        return grpc::Status::CANCELLED;
+      }
       absl::SleepFor(blob.chunk_delay);
       compress::v1::ReadArtifactResponse chunk;
       chunk.set_offset(offset);
@@ -312,6 +354,10 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   grpc::StatusCode upload_error_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::OK;
   absl::Duration upload_chunk_delay_ ABSL_GUARDED_BY(mu_);
   bool cancel_on_upload_ ABSL_GUARDED_BY(mu_) = false;
+  int upload_cancels_left_ ABSL_GUARDED_BY(mu_) = 0;
+  int read_blob_cancels_left_ ABSL_GUARDED_BY(mu_) = 0;
+  int read_blob_cancel_after_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration cancel_stall_ ABSL_GUARDED_BY(mu_);
   int upload_calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> artifacts_ ABSL_GUARDED_BY(mu_);

@@ -1,6 +1,7 @@
 #include "worker/agent/artifact_uploader.h"
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <memory>
 #include <thread>
@@ -39,16 +40,24 @@ absl::Status ArtifactUploader::Upload(const Announced& artifact) {
     return absl::CancelledError(
         absl::StrCat("uploading artifact ", artifact.name, " of ", key_.job, ": stopped"));
   };
+  int server_cancels = 0;
   while (true) {
     if (should_stop_()) return stopped();
-    grpc::Status status = UploadOnce(artifact);
+    bool cancelled_here = false;
+    grpc::Status status = UploadOnce(artifact, &cancelled_here);
     if (status.ok()) return absl::OkStatus();
     if (should_stop_()) return stopped();
     absl::Duration delay = backoff.Next();
-    if (!IsTransient(status) || absl::Now() + delay > give_up) {
-      return absl::Status(ToAbslStatus(status).code(),
-                          absl::StrCat("uploading artifact ", artifact.name, " of ", key_.job, ": ",
-                                       status.error_message()));
+    bool retry = IsTransient(status);
+    if (IsCancelledByServer(status, cancelled_here) && server_cancels < kMaxServerCancels) {
+      // The server gave up on a try that stood still (its idle timeout): a window of its own.
+      ++server_cancels;
+      give_up = std::max(give_up, absl::Now() + options_.retry_for);
+      retry = true;
+    }
+    if (!retry || absl::Now() + delay > give_up) {
+      return TransferFailure(status, cancelled_here,
+                             absl::StrCat("uploading artifact ", artifact.name, " of ", key_.job));
     }
     for (absl::Time wake = absl::Now() + delay; absl::Now() < wake;) {
       if (should_stop_()) return stopped();
@@ -57,7 +66,7 @@ absl::Status ArtifactUploader::Upload(const Announced& artifact) {
   }
 }
 
-grpc::Status ArtifactUploader::UploadOnce(const Announced& artifact) {
+grpc::Status ArtifactUploader::UploadOnce(const Announced& artifact, bool* cancelled_here) {
   std::ifstream in(artifact.path, std::ios::binary);
   if (!in) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("cannot open ", artifact.path));
@@ -72,14 +81,17 @@ grpc::Status ArtifactUploader::UploadOnce(const Announced& artifact) {
   // A stop cancels the call wherever it blocks (a Write held by flow control, Finish): an
   // artifact of gigabytes must not hold up a cancelled or stopping attempt until it is sent.
   absl::Notification call_done;
-  std::thread stop_watch([this, &context, &call_done] {
+  std::atomic<bool> stop_cancelled{false};
+  std::thread stop_watch([this, &context, &call_done, &stop_cancelled] {
     while (!call_done.WaitForNotificationWithTimeout(kStopPollInterval)) {
       if (should_stop_()) {
+        stop_cancelled = true;
         context.TryCancel();
         return;
       }
     }
   });
+  bool short_file = false;
 
   compress::v1::UploadArtifactRequest header_message;
   compress::v1::UploadArtifactRequest::Header* header = header_message.mutable_header();
@@ -102,12 +114,14 @@ grpc::Status ArtifactUploader::UploadOnce(const Announced& artifact) {
   }
   if (stream_ok && sent != artifact.size_bytes) {
     // The file changed after it was verified; the server will refuse the short upload.
+    short_file = true;
     context.TryCancel();
   }
   writer->WritesDone();
   grpc::Status status = writer->Finish();
   call_done.Notify();
   stop_watch.join();
+  *cancelled_here = short_file || stop_cancelled;
   if (status.ok() && sent != artifact.size_bytes) {
     return grpc::Status(grpc::StatusCode::DATA_LOSS,
                         absl::StrCat(artifact.path, " changed while it was uploaded"));

@@ -23,7 +23,9 @@ class ArtifactUploader {
     size_t chunk_bytes = 1 << 20;
     // Deadline of one upload call: this much plus one second per MiB.
     absl::Duration rpc_timeout = absl::Seconds(30);
-    // Transient failures (server away) are retried with backoff for this long.
+    // Transient failures (server away) are retried with backoff for this long. A try the server
+    // cancelled (IsCancelledByServer: its idle timeout) is retried too, and opens this window
+    // afresh, at most kMaxServerCancels times.
     absl::Duration retry_for = absl::Minutes(5);
     absl::Duration initial_backoff = absl::Milliseconds(200);
     absl::Duration max_backoff = absl::Seconds(5);
@@ -45,12 +47,15 @@ class ArtifactUploader {
 
   // Checks that the file's sha256 and size are what was announced (DATA_LOSS naming the file
   // if not; NOT_FOUND if it is missing), then uploads it, restarting the upload after transient
-  // failures. Other failures are returned as the server gave them (ABORTED: the attempt is
-  // gone); CANCELLED once `should_stop` said so.
+  // failures and after the server cancelled it. Other failures are returned as the server gave
+  // them (ABORTED: the attempt is gone); CANCELLED once `should_stop` said so, at once, or after
+  // the server cancelled more than kMaxServerCancels tries.
   absl::Status Upload(const Announced& artifact);
 
  private:
-  grpc::Status UploadOnce(const Announced& artifact);
+  // One try. `*cancelled_here` says whether this side cancelled the call (a stop, or a file that
+  // changed), so that a CANCELLED from the server can be told from it.
+  grpc::Status UploadOnce(const Announced& artifact, bool* cancelled_here);
 
   compress::v1::WorkerService::StubInterface* const stub_;
   const AttemptKey key_;

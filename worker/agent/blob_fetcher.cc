@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "grpcpp/grpcpp.h"
+#include "worker/agent/rpc_retry.h"
 #include "worker/events/sha256.h"
 
 namespace compress::worker {
@@ -24,7 +26,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool IsTransient(const grpc::Status& status) {
+// Unlike the attempt's calls (rpc_retry.h), a read of a blob is retried on ABORTED too: it names
+// no attempt.
+bool IsTransientRead(const grpc::Status& status) {
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
     case grpc::StatusCode::DEADLINE_EXCEEDED:
@@ -36,11 +40,6 @@ bool IsTransient(const grpc::Status& status) {
     default:
       return false;
   }
-}
-
-absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat(what, ": ", status.error_message()));
 }
 
 // How often a fetch waiting for another, or downloading, asks should_stop.
@@ -121,6 +120,7 @@ absl::Status FetchBlob(compress::v1::WorkerService::StubInterface* stub,
       fs::exists(part_path, ec) ? static_cast<int64_t>(fs::file_size(part_path, ec)) : 0;
   absl::Duration backoff = absl::Milliseconds(200);
   absl::Time give_up = absl::Now() + options.retry_for;
+  int server_cancels = 0;
   while (true) {
     std::ofstream out(part_path, std::ios::binary | std::ios::app);
     if (!out) return absl::InternalError(absl::StrCat("cannot write ", part_path.string()));
@@ -135,11 +135,13 @@ absl::Status FetchBlob(compress::v1::WorkerService::StubInterface* stub,
         stub->ReadBlob(&context, request);
     // Ends the call early when the fetch is to stop, also while no chunk arrives.
     absl::Notification call_over;
+    std::atomic<bool> stop_cancelled{false};
     std::thread watcher;
     if (options.should_stop) {
       watcher = std::thread([&] {
         while (!call_over.WaitForNotificationWithTimeout(kStopPoll)) {
           if (options.should_stop()) {
+            stop_cancelled = true;
             context.TryCancel();
             return;
           }
@@ -173,6 +175,7 @@ absl::Status FetchBlob(compress::v1::WorkerService::StubInterface* stub,
     out.close();
     if (stopped()) return absl::CancelledError(absl::StrCat(what, ": stopped"));
     if (!broken.ok()) return broken;
+    const bool cancelled_here = stop_cancelled;
     if (status.ok()) {
       if (size < 0 || offset >= size) break;
       if (!progressed) {
@@ -187,12 +190,21 @@ absl::Status FetchBlob(compress::v1::WorkerService::StubInterface* stub,
       offset = 0;
       continue;
     }
-    if (!IsTransient(status)) return FromGrpc(status, what);
+    if (IsCancelledByServer(status, cancelled_here) && server_cancels < kMaxServerCancels) {
+      // The server gave up on a read that stood still (its idle timeout): resumed at the part
+      // file's length, in a window of its own.
+      ++server_cancels;
+      give_up = std::max(give_up, absl::Now() + options.retry_for);
+    } else if (!IsTransientRead(status)) {
+      return TransferFailure(status, cancelled_here, what);
+    }
     if (progressed) {
       give_up = absl::Now() + options.retry_for;
       backoff = absl::Milliseconds(200);
     }
-    if (absl::Now() + backoff > give_up) return FromGrpc(status, absl::StrCat(what, ": gave up"));
+    if (absl::Now() + backoff > give_up) {
+      return TransferFailure(status, cancelled_here, absl::StrCat(what, ": gave up"));
+    }
     for (absl::Time wake = absl::Now() + backoff; absl::Now() < wake;) {
       if (stopped()) return absl::CancelledError(absl::StrCat(what, ": stopped"));
       absl::SleepFor(std::min(kStopPoll, wake - absl::Now()));

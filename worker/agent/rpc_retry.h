@@ -8,6 +8,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "grpcpp/support/status.h"
 
@@ -62,6 +64,35 @@ inline bool IsTransient(const grpc::Status& status) {
     default:
       return false;
   }
+}
+
+// The call ended CANCELLED although this agent did not cancel it (`cancelled_here` false): the
+// server did. compressd cancels a file transfer (UploadArtifact, ReadBlob) that moved nothing for
+// its --file_stream_idle_timeout (a slow disk, a paused VM), and the calls still open when its
+// shutdown grace has passed; gRPC tells the peer plain CANCELLED. Such a transfer is worth another
+// try, like one that met UNAVAILABLE. The agent's own cancels (a cancelled job, a lost lease, a
+// shutdown) are never retried.
+inline bool IsCancelledByServer(const grpc::Status& status, bool cancelled_here) {
+  return status.error_code() == grpc::StatusCode::CANCELLED && !cancelled_here;
+}
+
+// How many tries of one transfer the server may cancel (IsCancelledByServer) before the agent
+// gives up on it. The server's idle cancel comes only after the transfer stood still for its idle
+// timeout (5 minutes by default), longer than a retry window counted from the transfer's start,
+// so each such cancel opens the window afresh; this bound keeps the retries finite.
+inline constexpr int kMaxServerCancels = 3;
+
+// What a transfer given up after `status` returns, its message prefixed with `what`. A try the
+// server cancelled is UNAVAILABLE: CANCELLED stands for the agent's own stops, which end an
+// attempt (and, before its executor started, the job) for good.
+inline absl::Status TransferFailure(const grpc::Status& status, bool cancelled_here,
+                                    absl::string_view what) {
+  if (IsCancelledByServer(status, cancelled_here)) {
+    return absl::UnavailableError(
+        absl::StrCat(what, ": cancelled by the server (", status.error_message(), ")"));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      absl::StrCat(what, ": ", status.error_message()));
 }
 
 // The server no longer considers this attempt current (its lease was taken over, or the job is
