@@ -31,8 +31,16 @@ absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
                       absl::StrCat(what, ": ", status.error_message()));
 }
 
+// How many reads of one artifact the server may cancel before the download gives up on it.
+constexpr int kMaxServerCancels = 3;
+
+// CANCELLED is the server's doing: compressctl cancels a read only where it stops reading (a
+// chunk out of place, a failed write), and returns that error instead. compressd cancels a
+// transfer that moved nothing for its --file_stream_idle_timeout (a client that stood still: a
+// laptop asleep, a full pipe), and the calls still open when its shutdown grace has passed.
 bool IsTransient(const grpc::Status& status) {
   return status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         status.error_code() == grpc::StatusCode::CANCELLED ||
          status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
          status.error_code() == grpc::StatusCode::INTERNAL ||
          status.error_code() == grpc::StatusCode::UNKNOWN ||
@@ -173,6 +181,7 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
   }
   std::string expected_sha = artifact.sha256();
   RetrySchedule retry(env.retry_for);
+  int server_cancels = 0;
   std::string resource = ArtifactResourceName(job_name, artifact.name());
   while (offset < artifact.size_bytes()) {
     auto context = env.NewContext();
@@ -211,7 +220,14 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
       continue;
     }
     if (!IsTransient(status)) return FromGrpc(status, absl::StrCat("ReadArtifact ", resource));
-    if (progressed) retry.Progressed();
+    // A read the server cancelled stood still for its idle timeout, longer than --retry_for may
+    // be: it opens the window afresh, as progress does, a few times.
+    bool afresh = progressed;
+    if (status.error_code() == grpc::StatusCode::CANCELLED && server_cancels < kMaxServerCancels) {
+      ++server_cancels;
+      afresh = true;
+    }
+    if (afresh) retry.Progressed();
     if (!retry.WaitForNextTry()) {
       return FromGrpc(status, absl::StrCat("ReadArtifact ", resource, ": gave up after ",
                                            absl::FormatDuration(env.retry_for)));

@@ -161,6 +161,48 @@ TEST_F(CommandsTest, DownloadResumesAfterDroppedStreamsAndVerifies) {
   EXPECT_THAT(out_.str(), HasSubstr("present"));
 }
 
+// compressd's idle watch cancels a read that stood still for its timeout, and the client sees
+// plain CANCELLED, which it did not ask for: the download reads on from where it stopped, also
+// after a cancelled read that brought nothing and stood still for longer than --retry_for.
+TEST_F(CommandsTest, DownloadResumesAfterTheServerCancelledItsRead) {
+  SetJobState(compress::v1::SUCCEEDED);
+  std::string data;
+  for (int i = 0; i < 5000; ++i) data.push_back(static_cast<char>(i * 7 % 251));
+  service_.AddArtifact("model.bin", data);
+  DownloadArgs args;
+  args.job = "j1";
+  args.output_dir = dir_;
+  args.chunk_size = 1024;
+  service_.CancelReads(2, /*chunks=*/2);
+  EXPECT_EQ(Download(env_, args), kExitOk) << err_.str();
+  EXPECT_THAT(service_.read_offsets(), ElementsAre(0, 2048, 4096));
+  EXPECT_EQ(ReadFile(dir_ + "/model.bin"), data);
+
+  fs::remove(dir_ + "/model.bin");
+  env_.retry_for = absl::Seconds(1);
+  service_.CancelReads(1, /*chunks=*/0, absl::Milliseconds(1500));
+  EXPECT_EQ(Download(env_, args), kExitOk) << err_.str();
+  EXPECT_THAT(service_.read_offsets(), ElementsAre(0, 2048, 4096, 0, 0));
+  EXPECT_EQ(ReadFile(dir_ + "/model.bin"), data);
+}
+
+// A server that cancels every read is given up on once --retry_for has passed after the last
+// few: the download fails CANCELLED, keeping what it read.
+TEST_F(CommandsTest, DownloadGivesUpOnAServerThatKeepsCancellingItsReads) {
+  SetJobState(compress::v1::SUCCEEDED);
+  service_.AddArtifact("model.bin", std::string(5000, 'x'));
+  DownloadArgs args;
+  args.job = "j1";
+  args.output_dir = dir_;
+  args.chunk_size = 1024;
+  env_.retry_for = absl::Milliseconds(500);
+  service_.CancelReads(1000, /*chunks=*/0);
+  EXPECT_EQ(Download(env_, args), kExitError);
+  EXPECT_THAT(err_.str(), HasSubstr("CANCELLED"));
+  EXPECT_THAT(err_.str(), HasSubstr("gave up after"));
+  EXPECT_FALSE(fs::exists(dir_ + "/model.bin"));
+}
+
 TEST_F(CommandsTest, DownloadContinuesAPartialFileAtItsSize) {
   SetJobState(compress::v1::SUCCEEDED);
   std::string data(3000, 'x');

@@ -1,5 +1,5 @@
 // FakeCompressionService: an in-process CompressionService for the CLI's tests. It serves one
-// job with canned events and artifacts, and can break streams to exercise resumption.
+// job with canned events and artifacts, and can break or cancel streams to exercise resumption.
 #ifndef COMPRESS_TESTS_CLIENT_FAKE_COMPRESSION_SERVICE_H_
 #define COMPRESS_TESTS_CLIENT_FAKE_COMPRESSION_SERVICE_H_
 
@@ -10,6 +10,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "compress/v1/compression_service.grpc.pb.h"
 #include "grpcpp/server_context.h"
 #include "worker/events/sha256.h"
@@ -48,6 +50,16 @@ class FakeCompressionService final : public compress::v1::CompressionService::Se
   void BreakStreamsAfter(int messages) {
     absl::MutexLock lock(&mu_);
     break_after_ = messages;
+  }
+
+  // The next `calls` ReadArtifact streams are cancelled by the server, as compressd's idle watch
+  // cancels a transfer that stood still (the client sees plain CANCELLED): each after `chunks`
+  // messages and `stall` more.
+  void CancelReads(int calls, int chunks, absl::Duration stall = absl::ZeroDuration()) {
+    absl::MutexLock lock(&mu_);
+    read_cancels_left_ = calls;
+    read_cancel_after_ = chunks;
+    read_cancel_stall_ = stall;
   }
 
   std::vector<int64_t> watch_offsets() const {
@@ -107,10 +119,12 @@ class FakeCompressionService final : public compress::v1::CompressionService::Se
   }
 
   grpc::Status ReadArtifact(
-      grpc::ServerContext*, const compress::v1::ReadArtifactRequest* request,
+      grpc::ServerContext* context, const compress::v1::ReadArtifactRequest* request,
       grpc::ServerWriter<compress::v1::ReadArtifactResponse>* writer) override {
     std::string data;
     int break_after;
+    int cancel_after = -1;  // messages sent before the server cancels the call; -1: never
+    absl::Duration stall;
     {
       absl::MutexLock lock(&mu_);
       std::string prefix = job_.name() + "/artifacts/";
@@ -121,6 +135,11 @@ class FakeCompressionService final : public compress::v1::CompressionService::Se
       data = artifact_data_[request->name().substr(prefix.size())];
       read_offsets_.push_back(request->offset());
       break_after = break_after_;
+      if (read_cancels_left_ > 0) {
+        --read_cancels_left_;
+        cancel_after = read_cancel_after_;
+        stall = read_cancel_stall_;
+      }
     }
     size_t chunk = request->chunk_size() > 0 ? static_cast<size_t>(request->chunk_size()) : 1024;
     int sent = 0;
@@ -128,6 +147,11 @@ class FakeCompressionService final : public compress::v1::CompressionService::Se
          offset += chunk) {
       if (break_after > 0 && sent == break_after) {
         return grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream broken by the fake");
+      }
+      if (sent == cancel_after) {
+        absl::SleepFor(stall);
+        context->TryCancel();
+        return grpc::Status::CANCELLED;
       }
       compress::v1::ReadArtifactResponse response;
       response.set_offset(static_cast<int64_t>(offset));
@@ -148,6 +172,9 @@ class FakeCompressionService final : public compress::v1::CompressionService::Se
   std::vector<compress::v1::JobEvent> events_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> artifact_data_ ABSL_GUARDED_BY(mu_);
   int break_after_ ABSL_GUARDED_BY(mu_) = 0;
+  int read_cancels_left_ ABSL_GUARDED_BY(mu_) = 0;
+  int read_cancel_after_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration read_cancel_stall_ ABSL_GUARDED_BY(mu_);
   std::vector<int64_t> watch_offsets_ ABSL_GUARDED_BY(mu_);
   std::vector<int64_t> read_offsets_ ABSL_GUARDED_BY(mu_);
   compress::v1::CreateJobRequest last_create_ ABSL_GUARDED_BY(mu_);
