@@ -24,6 +24,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "tests/common/test_dir.h"
 #include "worker/agent/subprocess.h"
 #include "worker/events/sha256.h"
 
@@ -35,11 +36,6 @@ using ::testing::HasSubstr;
 
 class AgentServerTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir_template[] = "/tmp/agent_server_test.XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template), nullptr);
-    root_ = dir_template;
-  }
   void TearDown() override {
     if (server_ != nullptr) {
       server_->Signal(SIGTERM);
@@ -52,8 +48,6 @@ class AgentServerTest : public ::testing::Test {
       watchdog.join();
     }
     if (drain_.joinable()) drain_.join();
-    std::error_code ec;
-    fs::remove_all(root_, ec);
   }
 
   // Starts compressd with one local worker whose executor is a script with `body`. Without
@@ -147,7 +141,8 @@ class AgentServerTest : public ::testing::Test {
     return job;
   }
 
-  std::string root_;
+  TestDir dir_{"agent_server_test"};
+  const std::string root_ = dir_.path();
   std::unique_ptr<Subprocess> server_;
   std::thread drain_;
   std::unique_ptr<compress::v1::CompressionService::Stub> stub_;

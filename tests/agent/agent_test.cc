@@ -21,6 +21,7 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "tests/agent/fake_worker_service.h"
+#include "tests/common/test_dir.h"
 
 namespace compress::worker {
 namespace {
@@ -159,9 +160,6 @@ class LeaseHookStub : public v1::WorkerService::StubInterface {
 class AgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir_template[] = "/tmp/agent_test.XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template), nullptr);
-    root_ = dir_template;
     std::string executor = root_ + "/fake-run.sh";
     std::ofstream out(executor);
     out << "#!/bin/sh\n"
@@ -180,12 +178,8 @@ class AgentTest : public ::testing::Test {
     options_.attempt.work_root = root_ + "/work";
     options_.attempt.echo_executor_stderr = false;
   }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(root_, ec);
-  }
-
-  std::string root_;
+  TestDir dir_{"agent_test"};
+  const std::string root_ = dir_.path();
   Agent::Options options_;
 };
 

@@ -25,6 +25,7 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "tests/agent/fake_worker_service.h"
+#include "tests/common/test_dir.h"
 #include "worker/agent/rpc_retry.h"
 #include "worker/agent/work_dir_sweeper.h"
 #include "worker/events/event.h"
@@ -53,9 +54,6 @@ emit() { printf '%s\n' "$1"; }
 class AttemptRunnerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir_template[] = "/tmp/attempt_runner_test.XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template), nullptr);
-    root_ = dir_template;
     server_ = FakeWorkerService::Serve(&service_, "127.0.0.1:0", &port_);
     ASSERT_NE(server_, nullptr);
     channel_ =
@@ -77,8 +75,6 @@ class AttemptRunnerTest : public ::testing::Test {
 
   void TearDown() override {
     server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
-    std::error_code ec;
-    fs::remove_all(root_, ec);
   }
 
   // Writes an executable fake executor whose body follows kScriptPrelude.
@@ -135,7 +131,8 @@ class AttemptRunnerTest : public ::testing::Test {
     return sha;
   }
 
-  std::string root_;
+  TestDir dir_{"attempt_runner_test"};
+  const std::string root_ = dir_.path();
   FakeWorkerService service_;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;

@@ -1,8 +1,6 @@
 // FetchBlob against the fake WorkerService's ReadBlob.
 #include "worker/agent/blob_fetcher.h"
 
-#include <stdlib.h>
-
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -17,6 +15,7 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "tests/agent/fake_worker_service.h"
+#include "tests/common/test_dir.h"
 #include "worker/agent/rpc_retry.h"
 #include "worker/events/sha256.h"
 
@@ -29,9 +28,6 @@ using testing::FakeWorkerService;
 class BlobFetcherTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir_template[] = "/tmp/blob_fetcher_test.XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template), nullptr);
-    root_ = dir_template;
     server_ = FakeWorkerService::Serve(&service_, "127.0.0.1:0", &port_);
     ASSERT_NE(server_, nullptr);
     stub_ = compress::v1::WorkerService::NewStub(
@@ -39,8 +35,6 @@ class BlobFetcherTest : public ::testing::Test {
   }
   void TearDown() override {
     server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
-    std::error_code ec;
-    fs::remove_all(root_, ec);
   }
 
   // A blob of `size` bytes that the fake serves in 64 KiB chunks, `chunk_delay` apart.
@@ -59,7 +53,8 @@ class BlobFetcherTest : public ::testing::Test {
     return contents.str();
   }
 
-  std::string root_;
+  TestDir dir_{"blob_fetcher_test"};
+  const std::string root_ = dir_.path();
   std::string data_;
   FakeWorkerService service_;
   int port_ = 0;

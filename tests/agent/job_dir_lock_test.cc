@@ -15,6 +15,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "tests/common/test_dir.h"
 
 namespace compress::worker {
 namespace {
@@ -23,16 +24,6 @@ namespace fs = std::filesystem;
 
 class JobDirLockTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir_template[] = "/tmp/job_dir_lock_test.XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template), nullptr);
-    root_ = dir_template;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(root_, ec);
-  }
-
   // The exclusive flock a sweep takes; -1 when it is not to be had.
   static int LockExclusively(const fs::path& dir) {
     const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -44,7 +35,8 @@ class JobDirLockTest : public ::testing::Test {
     return fd;
   }
 
-  fs::path root_;
+  TestDir dir_{"job_dir_lock_test"};
+  const fs::path root_ = dir_.path();
 };
 
 TEST_F(JobDirLockTest, CreatesTheDirectoryAndHoldsItSharedUntilReleased) {

@@ -12,6 +12,7 @@
 
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "tests/common/test_dir.h"
 #include "worker/agent/job_dir_lock.h"
 
 namespace compress::worker {
@@ -39,17 +40,10 @@ void WriteFile(const fs::path& path, const std::string& contents) {
 class WorkDirSweeperTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir_template[] = "/tmp/work_dir_sweeper_test.XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template), nullptr);
-    root_ = dir_template;
     work_root_ = root_ / "work";
     fs::create_directories(work_root_);
     options_.work_root = work_root_.string();
     options_.retention = absl::Hours(72);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(root_, ec);
   }
 
   // A job's directory as the agent lays it out, with a checkpoint and a data cache, last
@@ -68,7 +62,8 @@ class WorkDirSweeperTest : public ::testing::Test {
     return dir;
   }
 
-  fs::path root_;
+  TestDir dir_{"work_dir_sweeper_test"};
+  const fs::path root_ = dir_.path();
   fs::path work_root_;
   WorkDirSweepOptions options_;
 };

@@ -19,7 +19,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
-#include "tests/server/core/test_dir.h"
+#include "tests/common/test_dir.h"
 #include "worker/agent/subprocess.h"
 #include "worker/events/program_usage.h"
 

@@ -16,7 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "prometheus/registry.h"
 #include "server/core/metrics.h"
-#include "tests/server/core/test_dir.h"
+#include "tests/common/test_dir.h"
 #include "worker/events/event.h"
 
 namespace compress::server {

@@ -4,7 +4,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/server/core/test_dir.h"
+#include "tests/common/test_dir.h"
 
 namespace compress::server {
 namespace {

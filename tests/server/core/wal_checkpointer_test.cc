@@ -12,7 +12,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "server/core/sqlite_statement.h"
-#include "tests/server/core/test_dir.h"
+#include "tests/common/test_dir.h"
 
 namespace compress::server {
 namespace {

@@ -28,7 +28,7 @@
 #include "server/rpc/metrics_interceptor.h"
 #include "server/rpc/thread_pool.h"
 #include "server/rpc/worker_service.h"
-#include "tests/server/core/test_dir.h"
+#include "tests/common/test_dir.h"
 #include "worker/events/event.h"
 #include "worker/events/program_usage.h"
 #include "worker/events/sha256.h"

@@ -21,7 +21,7 @@
 #include "server/rpc/compression_service.h"
 #include "server/rpc/thread_pool.h"
 #include "server/rpc/worker_service.h"
-#include "tests/server/core/test_dir.h"
+#include "tests/common/test_dir.h"
 
 namespace compress::server {
 

@@ -28,7 +28,7 @@
 #include "server/rpc/security_config.h"
 #include "server/rpc/thread_pool.h"
 #include "server/rpc/worker_service.h"
-#include "tests/server/core/test_dir.h"
+#include "tests/common/test_dir.h"
 #include "tests/server/rpc/secure_server.h"
 #include "worker/events/sha256.h"
 

@@ -27,7 +27,7 @@
 #include "server/rpc/keepalive.h"
 #include "server/rpc/thread_pool.h"
 #include "server/rpc/worker_service.h"
-#include "tests/server/core/test_dir.h"
+#include "tests/common/test_dir.h"
 #include "tests/server/rpc/freezing_proxy.h"
 #include "worker/events/event.h"
 #include "worker/events/sha256.h"

@@ -10,7 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/rpc/security_config.h"
-#include "tests/server/core/test_dir.h"
+#include "tests/common/test_dir.h"
 #include "tests/server/rpc/secure_server.h"
 
 namespace compress::server {
