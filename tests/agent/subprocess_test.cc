@@ -50,6 +50,32 @@ TEST(SubprocessTest, AnOverlongLineComesBackInPiecesOfTheLimit) {
   EXPECT_TRUE(process->Wait().Succeeded());
 }
 
+// The first line is 2 bytes short of the limit, then "abcdefgh": its newline lies 6 bytes past
+// the limit. printf's 9 bytes are one write, which a pipe hands to one read whole, so whatever
+// sizes the reads have, the read that takes the buffer past the limit brings the newline too:
+// the line must still come back cut at the limit. The second line is exactly the limit long and
+// comes back whole, without an empty piece after it.
+TEST(SubprocessTest, NoPieceExceedsTheLimitWhenANewlineArrivesWithTheBytesPastIt) {
+  const size_t limit = Subprocess::kMaxLineBytes;
+  auto process = StartShell("head -c " + std::to_string(limit - 2) +
+                            " /dev/zero | tr '\\0' x; printf 'abcdefgh\\n'; head -c " +
+                            std::to_string(limit) + " /dev/zero | tr '\\0' z; printf '\\nend\\n'");
+  ASSERT_NE(process, nullptr);
+  std::optional<std::string> line = process->ReadLine();
+  ASSERT_TRUE(line.has_value());
+  ASSERT_EQ(line->size(), limit);
+  EXPECT_EQ(line->find_first_not_of('x'), limit - 2);
+  EXPECT_EQ(line->substr(limit - 2), "ab");
+  EXPECT_EQ(process->ReadLine(), "cdefgh");
+  line = process->ReadLine();
+  ASSERT_TRUE(line.has_value());
+  EXPECT_EQ(line->size(), limit);
+  EXPECT_EQ(line->find_first_not_of('z'), std::string::npos);
+  EXPECT_EQ(process->ReadLine(), "end");
+  EXPECT_EQ(process->ReadLine(), std::nullopt);
+  EXPECT_TRUE(process->Wait().Succeeded());
+}
+
 TEST(SubprocessTest, KeepsOnlyTheTailOfStderr) {
   auto process = StartShell("for i in 1 2 3 4 5 6 7 8 9; do echo line$i >&2; done; exit 3", 12);
   ASSERT_NE(process, nullptr);

@@ -142,20 +142,25 @@ Subprocess::~Subprocess() {
 std::optional<std::string> Subprocess::ReadLine() {
   while (true) {
     // Only the bytes read since the last search are searched: a long line costs linear time.
-    size_t newline = stdout_buffer_.find('\n', stdout_scanned_);
-    if (newline != std::string::npos) {
+    const size_t newline = stdout_buffer_.find('\n', stdout_scanned_);
+    if (newline != std::string::npos && newline <= kMaxLineBytes) {
       std::string line = stdout_buffer_.substr(0, newline);
       stdout_buffer_.erase(0, newline + 1);
       stdout_scanned_ = 0;
       return line;
     }
-    stdout_scanned_ = stdout_buffer_.size();
-    if (stdout_buffer_.size() >= kMaxLineBytes) {
+    // A read appends up to a chunk past the limit, so the buffer may hold more than the limit
+    // of a line whose newline (if any) lies beyond it: hand out exactly the limit and keep the
+    // rest, whose bytes before the newline (or all of them) are known to hold no '\n'. A line of
+    // exactly the limit is not cut: one more byte is read to see whether its newline follows.
+    if (newline != std::string::npos || stdout_buffer_.size() > kMaxLineBytes) {
       std::string piece = stdout_buffer_.substr(0, kMaxLineBytes);
       stdout_buffer_.erase(0, kMaxLineBytes);
-      stdout_scanned_ = stdout_buffer_.size();
+      stdout_scanned_ = newline != std::string::npos ? newline - kMaxLineBytes
+                                                      : stdout_buffer_.size();
       return piece;
     }
+    stdout_scanned_ = stdout_buffer_.size();
     if (stdout_eof_ || stdout_fd_ < 0) {
       if (stdout_buffer_.empty()) return std::nullopt;
       std::string line = std::move(stdout_buffer_);
