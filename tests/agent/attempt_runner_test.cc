@@ -541,6 +541,54 @@ TEST_F(AttemptRunnerTest, CancelWhileTheServerCancelsUploadsEndsTheAttempt) {
   EXPECT_TRUE(service_.artifacts().empty());
 }
 
+// An artifact whose file shrinks after it was verified, while it is uploaded, fails the attempt
+// with DATA_LOSS naming the file and its size then and now: the agent cancels that upload itself,
+// and the CANCELLED this brings back is neither the answer nor taken for the server's cancel.
+TEST_F(AttemptRunnerTest, AnArtifactThatShrinksWhileItIsUploadedIsDataLoss) {
+  const int64_t size = int64_t{32} << 20;
+  WriteExecutor(absl::StrCat("SIZE=", size, "\n", kOneArtifactBody));
+  options_.upload.chunk_bytes = 64 << 10;
+  options_.upload.initial_backoff = absl::Milliseconds(20);
+  const std::string artifact = root_ + "/work/j1/work/model.bin";
+  service_.OnUploadHeader([&artifact] { ASSERT_EQ(truncate(artifact.c_str(), 1 << 20), 0); });
+  AttemptResult result = RunAttempt();
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_FAILED);
+  EXPECT_FALSE(result.retryable);
+  EXPECT_EQ(result.error_code, "DATA_LOSS") << result.error_message;
+  EXPECT_THAT(result.error_message,
+              HasSubstr(absl::StrCat(artifact, " changed while it was uploaded: ", size,
+                                     " bytes when verified, 1048576 bytes now")));
+  std::vector<compress::v1::CompleteAttemptRequest> completions = service_.completions();
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_EQ(completions[0].error_code(), "DATA_LOSS");
+  EXPECT_FALSE(completions[0].retryable());
+  EXPECT_EQ(service_.upload_calls(), 1);
+  EXPECT_TRUE(service_.artifacts().empty());
+}
+
+// The same for a file that grows: the announced bytes are all there, but the file is no longer
+// the one verified.
+TEST_F(AttemptRunnerTest, AnArtifactThatGrowsWhileItIsUploadedIsDataLoss) {
+  const int64_t size = int64_t{32} << 20;
+  WriteExecutor(absl::StrCat("SIZE=", size, "\n", kOneArtifactBody));
+  options_.upload.chunk_bytes = 64 << 10;
+  options_.upload.initial_backoff = absl::Milliseconds(20);
+  const std::string artifact = root_ + "/work/j1/work/model.bin";
+  service_.OnUploadHeader([&artifact] {
+    std::ofstream out(artifact, std::ios::binary | std::ios::app);
+    out << "more";
+  });
+  AttemptResult result = RunAttempt();
+  EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_FAILED);
+  EXPECT_FALSE(result.retryable);
+  EXPECT_EQ(result.error_code, "DATA_LOSS") << result.error_message;
+  EXPECT_THAT(result.error_message,
+              HasSubstr(absl::StrCat(artifact, " changed while it was uploaded: ", size,
+                                     " bytes when verified, ", size + 4, " bytes now")));
+  EXPECT_EQ(service_.upload_calls(), 1);
+  EXPECT_TRUE(service_.artifacts().empty());
+}
+
 TEST_F(AttemptRunnerTest, WorkDirSurvivesAcrossAttemptsSoTheExecutorCanResume) {
   WriteExecutor(R"sh(
 if [ -f "$WORKDIR/checkpoint" ]; then

@@ -5,6 +5,7 @@
 #define COMPRESS_TESTS_AGENT_FAKE_WORKER_SERVICE_H_
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -102,6 +103,12 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
     read_blob_cancels_left_ = calls;
     read_blob_cancel_after_ = chunks;
     cancel_stall_ = stall;
+  }
+  // `hook` runs each time an UploadArtifact header arrives, before the call reads any data (a
+  // test changes the file being uploaded with it).
+  void OnUploadHeader(std::function<void()> hook) {
+    absl::MutexLock lock(&mu_);
+    upload_header_hook_ = std::move(hook);
   }
   // The job's cancellation is requested as soon as an UploadArtifact header arrives.
   void CancelWhenUploadStarts() {
@@ -234,6 +241,12 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
         }
         header = message.header();
         first = false;
+        std::function<void()> hook;
+        {
+          absl::MutexLock lock(&mu_);
+          hook = upload_header_hook_;
+        }
+        if (hook) hook();
         absl::MutexLock lock(&mu_);
         RecordAttemptCall("UploadArtifact", header);
         ++upload_calls_;
@@ -354,6 +367,7 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
   grpc::StatusCode upload_error_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::OK;
   absl::Duration upload_chunk_delay_ ABSL_GUARDED_BY(mu_);
   bool cancel_on_upload_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void()> upload_header_hook_ ABSL_GUARDED_BY(mu_);
   int upload_cancels_left_ ABSL_GUARDED_BY(mu_) = 0;
   int read_blob_cancels_left_ ABSL_GUARDED_BY(mu_) = 0;
   int read_blob_cancel_after_ ABSL_GUARDED_BY(mu_) = 0;

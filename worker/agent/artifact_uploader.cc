@@ -1,8 +1,13 @@
 #include "worker/agent/artifact_uploader.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
-#include <fstream>
+#include <cerrno>
+#include <cstring>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -67,10 +72,16 @@ absl::Status ArtifactUploader::Upload(const Announced& artifact) {
 }
 
 grpc::Status ArtifactUploader::UploadOnce(const Announced& artifact, bool* cancelled_here) {
-  std::ifstream in(artifact.path, std::ios::binary);
-  if (!in) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("cannot open ", artifact.path));
+  *cancelled_here = false;
+  const int fd = open(artifact.path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("cannot open ", artifact.path, ": ", std::strerror(errno)));
   }
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { close(fd); }
+  } closer{fd};
   grpc::ClientContext context;
   absl::Duration timeout =
       options_.rpc_timeout + absl::Seconds(static_cast<double>(artifact.size_bytes) / (1 << 20));
@@ -91,7 +102,6 @@ grpc::Status ArtifactUploader::UploadOnce(const Announced& artifact, bool* cance
       }
     }
   });
-  bool short_file = false;
 
   compress::v1::UploadArtifactRequest header_message;
   compress::v1::UploadArtifactRequest::Header* header = header_message.mutable_header();
@@ -101,31 +111,54 @@ grpc::Status ArtifactUploader::UploadOnce(const Announced& artifact, bool* cance
   header->set_sha256(artifact.sha256);
   bool stream_ok = writer->Write(header_message);
 
+  // Exactly the announced bytes are sent: never more, which the server would refuse.
   std::vector<char> buffer(options_.chunk_bytes);
   int64_t sent = 0;
+  int read_errno = 0;
   while (stream_ok && sent < artifact.size_bytes) {
-    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    std::streamsize n = in.gcount();
+    const size_t want =
+        static_cast<size_t>(std::min<int64_t>(buffer.size(), artifact.size_bytes - sent));
+    const ssize_t n = read(fd, buffer.data(), want);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) read_errno = errno;
     if (n <= 0) break;
     compress::v1::UploadArtifactRequest chunk;
     chunk.set_data(buffer.data(), static_cast<size_t>(n));
     stream_ok = writer->Write(chunk);
     sent += n;
   }
-  if (stream_ok && sent != artifact.size_bytes) {
-    // The file changed after it was verified; the server will refuse the short upload.
-    short_file = true;
-    context.TryCancel();
+  // The file was verified before this try; one that is shorter or longer now changed since (an
+  // executor left behind still writing, a disk fault), and what is sent is not the artifact. This
+  // side's status is the answer, not the CANCELLED its own cancel brings back.
+  grpc::Status failure_here;
+  if (stream_ok && read_errno != 0) {
+    failure_here = grpc::Status(grpc::StatusCode::INTERNAL,
+                                absl::StrCat("cannot read ", artifact.path, " after ", sent,
+                                             " bytes: ", std::strerror(read_errno)));
+  } else if (stream_ok) {
+    struct stat st;
+    const bool stat_ok = fstat(fd, &st) == 0;
+    if (sent != artifact.size_bytes || !stat_ok || st.st_size != artifact.size_bytes) {
+      std::string message = absl::StrCat(artifact.path, " changed while it was uploaded: ",
+                                         artifact.size_bytes, " bytes when verified, ");
+      if (stat_ok) {
+        absl::StrAppend(&message, static_cast<int64_t>(st.st_size), " bytes now");
+      } else {
+        absl::StrAppend(&message, "size now unknown (", std::strerror(errno), ")");
+      }
+      if (sent != artifact.size_bytes) {
+        absl::StrAppend(&message, "; ", sent, " bytes could be read");
+      }
+      failure_here = grpc::Status(grpc::StatusCode::DATA_LOSS, message);
+    }
   }
+  if (!failure_here.ok()) context.TryCancel();
   writer->WritesDone();
   grpc::Status status = writer->Finish();
   call_done.Notify();
   stop_watch.join();
-  *cancelled_here = short_file || stop_cancelled;
-  if (status.ok() && sent != artifact.size_bytes) {
-    return grpc::Status(grpc::StatusCode::DATA_LOSS,
-                        absl::StrCat(artifact.path, " changed while it was uploaded"));
-  }
+  *cancelled_here = !failure_here.ok() || stop_cancelled;
+  if (!failure_here.ok()) return failure_here;
   return status;
 }
 

@@ -47,9 +47,12 @@ class ArtifactUploader {
 
   // Checks that the file's sha256 and size are what was announced (DATA_LOSS naming the file
   // if not; NOT_FOUND if it is missing), then uploads it, restarting the upload after transient
-  // failures and after the server cancelled it. Other failures are returned as the server gave
-  // them (ABORTED: the attempt is gone); CANCELLED once `should_stop` said so, at once, or after
-  // the server cancelled more than kMaxServerCancels tries.
+  // failures and after the server cancelled it. A file whose size changes while it is uploaded
+  // ends the upload with DATA_LOSS naming the file, its size when verified and now (never
+  // retried: this side cancels the call, and that CANCELLED is not the server's). Other failures
+  // are returned as the server gave them (ABORTED: the attempt is gone); CANCELLED once
+  // `should_stop` said so, at once; UNAVAILABLE after the server cancelled more than
+  // kMaxServerCancels tries.
   absl::Status Upload(const Announced& artifact);
 
  private:
