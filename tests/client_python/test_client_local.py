@@ -40,6 +40,10 @@ class FakeService(pb_grpc.CompressionServiceServicer):
         self.filters = []
         self.creates = []
         self.metadata = []
+        self.read_offsets = []
+        self.read_cancels_left = 0
+        self.read_cancel_after = 0
+        self.read_cancel_stall = 0.0
 
     def add_artifact(self, name, data):
         self.data[name] = data
@@ -50,6 +54,15 @@ class FakeService(pb_grpc.CompressionServiceServicer):
         for i in range(1, n + 1):
             self.events.append(pb.JobEvent(sequence=i))
         self.job.last_event_sequence = n
+
+    def cancel_reads(self, calls, chunks, stall=0.0):
+        """The next `calls` ReadArtifact streams are cancelled by the server, as compressd's idle
+        watch cancels a transfer that stood still (the client sees plain CANCELLED): each after
+        `chunks` messages and `stall` seconds more."""
+        with self.lock:
+            self.read_cancels_left = calls
+            self.read_cancel_after = chunks
+            self.read_cancel_stall = stall
 
     def _seen(self, context):
         with self.lock:
@@ -83,8 +96,20 @@ class FakeService(pb_grpc.CompressionServiceServicer):
         self._seen(context)
         name = request.name.rsplit("/", 1)[-1]
         data = self.data[name]
-        for offset in range(request.offset, len(data), 1000):
-            yield pb.ReadArtifactResponse(offset=offset, data=data[offset:offset + 1000])
+        cancel_after = -1  # messages sent before the server cancels the call; -1: never
+        with self.lock:
+            self.read_offsets.append(request.offset)
+            if self.read_cancels_left > 0:
+                self.read_cancels_left -= 1
+                cancel_after = self.read_cancel_after
+                stall = self.read_cancel_stall
+        for sent, offset in enumerate(range(request.offset, len(data) + 1, 1000)):
+            if sent == cancel_after:
+                time.sleep(stall)
+                context.cancel()
+                return
+            if offset < len(data):
+                yield pb.ReadArtifactResponse(offset=offset, data=data[offset:offset + 1000])
 
 
 def free_port():
@@ -173,6 +198,40 @@ class LocalTest(unittest.TestCase):
                 signal.signal(signal.SIGXFSZ, old_handler)
             self.assertEqual(raised.exception.code, "OUT_OF_RANGE", str(raised.exception))
             self.assertIn(os.strerror(errno.EFBIG), raised.exception.message)
+
+    def test_download_reads_on_after_the_server_cancelled_its_read(self):
+        data = bytes(i * 7 % 251 for i in range(5000))
+        self.service.add_artifact("model.bin", data)
+        self.service.cancel_reads(2, chunks=2)
+        with Client(self.address) as client:
+            result = client.download("j1", "model.bin", self.tmp)
+        self.assertEqual(self.service.read_offsets, [0, 2000, 4000])
+        with open(result["path"], "rb") as f:
+            self.assertEqual(f.read(), data)
+
+        # Reads cancelled before they brought anything, each after standing still for longer
+        # than half of retry_for: each of the first three cancels starts retry_for afresh.
+        os.remove(result["path"])
+        self.service.read_offsets = []
+        self.service.cancel_reads(3, chunks=0, stall=0.8)
+        with Client(self.address, retry_for=1) as client:
+            result = client.download("j1", "model.bin", self.tmp)
+        self.assertEqual(self.service.read_offsets, [0, 0, 0, 0])
+        with open(result["path"], "rb") as f:
+            self.assertEqual(f.read(), data)
+
+    def test_download_gives_up_on_a_server_that_keeps_cancelling_its_reads(self):
+        self.service.add_artifact("model.bin", b"x" * 5000)
+        self.service.cancel_reads(1000, chunks=0)
+        with Client(self.address, retry_for=0.5) as client:
+            started = time.monotonic()
+            error = self.assertRaisesCode("CANCELLED", client.download, "j1", "model.bin",
+                                          self.tmp)
+        self.assertIn("gave up after 0.5s", error.message)
+        self.assertLess(time.monotonic() - started, 10)
+        # The first three cancels started retry_for afresh, later ones did not.
+        self.assertGreater(len(self.service.read_offsets), 4)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "model.bin")))
 
     def test_arguments_of_the_wrong_type_are_invalid_argument_naming_the_field(self):
         spec = {"dataset": {"format": "synthetic"}}

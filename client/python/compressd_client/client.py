@@ -24,6 +24,9 @@ from compress.v1 import job_spec_pb2
 FINISHED_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 _CHUNK_BYTES = 1 << 20  # per UploadBlob message; compressd accepts 4 MiB messages by default
+# How many reads of one artifact compressd may cancel (its file-transfer idle timeout) that each
+# start retry_for afresh, as for compressctl download.
+_MAX_SERVER_CANCELS = 3
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.initial_reconnect_backoff_ms", 200),
@@ -281,7 +284,8 @@ class Client:
     TLS. server_name: the name the server's certificate must carry when it differs from the
     address's host. tls: TLS with the system's CAs when no root_certificates are given.
     timeout: deadline in seconds of every unary call. retry_for: seconds watch, wait and download
-    keep retrying while the server is UNAVAILABLE before they give up.
+    keep retrying while the server is UNAVAILABLE before they give up (download also after
+    compressd cancelled a stalled read, the first three times each with retry_for afresh).
     """
 
     def __init__(self, address, token=None, root_certificates=None, private_key=None,
@@ -313,8 +317,10 @@ class Client:
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout
         self._retry_for = retry_for
+        self._closed = False
 
     def close(self):
+        self._closed = True  # before the calls still open end CANCELLED
         self._channel.close()
 
     def __enter__(self):
@@ -486,7 +492,9 @@ class Client:
         Writes path + ".part" first and continues an existing partial file from its size; the
         whole file's sha256 must match the artifact's, then the file is renamed to path. A
         mismatch is DATA_LOSS and keeps the partial file. A path already holding the artifact is
-        left alone; one holding other bytes is DATA_LOSS. Returns {name, path, size_bytes,
+        left alone; one holding other bytes is DATA_LOSS. A read compressd cancelled (CANCELLED:
+        its file-transfer idle timeout) goes on from the bytes written, the first three such
+        cancels each with retry_for afresh. Returns {name, path, size_bytes,
         sha256, resumed_from, already_present}. Local I/O errors are CompressdError too, with
         the code their errno maps to (NOT_FOUND, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ...)."""
         _check_str(artifact, "artifact")
@@ -531,6 +539,7 @@ class Client:
         result["resumed_from"] = offset
         resource = artifact_name(name, artifact)
         unavailable_since = None
+        server_cancels = 0
         while offset < expected.size_bytes:
             stream = self._stub.ReadArtifact(pb.ReadArtifactRequest(name=resource, offset=offset),
                                              metadata=self._metadata)
@@ -547,11 +556,23 @@ class Client:
                     raise CompressdError("DATA_LOSS", f"ReadArtifact {resource} ended at "
                                          f"{offset} of {expected.size_bytes} bytes")
             except grpc.RpcError as e:
-                if progressed:
+                error = _rpc_error(e, f"download {resource}")
+                # CANCELLED is compressd's doing unless this client was closed: the client cancels
+                # a read only once it stopped reading it (finally, below). compressd cancels a
+                # transfer that moved nothing for its --file_stream_idle_timeout (a process
+                # stopped, a machine asleep) and the calls still open after its shutdown grace.
+                # The read goes on from the bytes written; since it stood still that long, the
+                # first few such cancels each start retry_for afresh, as progress does.
+                server_cancel = error.code == "CANCELLED" and not self._closed
+                afresh = progressed
+                if server_cancel and server_cancels < _MAX_SERVER_CANCELS:
+                    server_cancels += 1
+                    afresh = True
+                if afresh:
                     unavailable_since = None
-                unavailable_since = self._retrying(_rpc_error(e, f"download {resource}"),
-                                                   unavailable_since, f"download {resource}",
-                                                   _file_transfers_busy)
+                unavailable_since = self._retrying(
+                    error, unavailable_since, f"download {resource}",
+                    lambda err: server_cancel or _file_transfers_busy(err))
             finally:
                 stream.cancel()
         if not os.path.exists(part):
