@@ -20,6 +20,7 @@ proto/compress/v1 (PYTHONPATH, target compress_python_stubs).
 import argparse
 import collections
 import copy
+import gzip
 import json
 import os
 import re
@@ -787,6 +788,22 @@ def _():
 def _():
     path = ENV.scratch("empty-idx")
     return run_compress_run(dataset_spec("fashion_mnist", path), "data-empty-idx")._replace(
+        subs={"FILE": path})
+
+
+@case("data-gzip-bomb-idx", "compress-run dataset")
+def _():
+    # The header announces one 28x28 image (800 bytes); the stream inflates to 16 MiB more.
+    path = ENV.scratch("gzip-bomb")
+    files = {
+        "train-images-idx3-ubyte.gz": struct.pack(">IIII", 0x803, 1, 28, 28) + bytes(16 << 20),
+        "train-labels-idx1-ubyte.gz": struct.pack(">II", 0x801, 1) + bytes(1),
+        "t10k-images-idx3-ubyte.gz": struct.pack(">IIII", 0x803, 1, 28, 28) + bytes(784),
+        "t10k-labels-idx1-ubyte.gz": struct.pack(">II", 0x801, 1) + bytes(1),
+    }
+    for name, data in files.items():
+        write(os.path.join(path, name), gzip.compress(data))
+    return run_compress_run(dataset_spec("fashion_mnist", path), "data-gzip-bomb")._replace(
         subs={"FILE": path})
 
 

@@ -15,6 +15,7 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -106,6 +107,36 @@ inline std::string Gzip(const std::string& data) {
   s.avail_out = static_cast<uInt>(out.size());
   EXPECT_EQ(deflate(&s, Z_FINISH), Z_STREAM_END);
   out.resize(s.total_out);
+  deflateEnd(&s);
+  return out;
+}
+
+// A gzip stream of `prefix` followed by `zeros` zero bytes, deflated in pieces so that the
+// inflated form (a gzip bomb, when `zeros` is large) is never held in memory.
+inline std::string GzipWithZeros(const std::string& prefix, uint64_t zeros) {
+  z_stream s;
+  std::memset(&s, 0, sizeof(s));
+  EXPECT_EQ(deflateInit2(&s, 9, Z_DEFLATED, 16 + MAX_WBITS, 9, Z_DEFAULT_STRATEGY), Z_OK);
+  const std::string block(1 << 20, '\0');
+  std::string out;
+  char buffer[1 << 16];
+  auto feed = [&](const char* data, size_t size, int flush) {
+    s.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data));
+    s.avail_in = static_cast<uInt>(size);
+    do {
+      s.next_out = reinterpret_cast<Bytef*>(buffer);
+      s.avail_out = sizeof(buffer);
+      deflate(&s, flush);
+      out.append(buffer, sizeof(buffer) - s.avail_out);
+    } while (s.avail_out == 0);
+  };
+  feed(prefix.data(), prefix.size(), Z_NO_FLUSH);
+  for (uint64_t left = zeros; left > 0;) {
+    const size_t size = static_cast<size_t>(std::min<uint64_t>(left, block.size()));
+    feed(block.data(), size, Z_NO_FLUSH);
+    left -= size;
+  }
+  feed(nullptr, 0, Z_FINISH);
   deflateEnd(&s);
   return out;
 }

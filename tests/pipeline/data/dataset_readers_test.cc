@@ -1,5 +1,6 @@
 // Tests of LoadDataset's readers on small data sets written by the tests, on the installed
 // Fashion-MNIST, and on every kind of malformed input.
+#include <sys/resource.h>
 #include <torch/torch.h>
 
 #include <string>
@@ -188,6 +189,85 @@ TEST(FashionMnistTest, TruncatedGzipStream) {
   WriteFile(dir / "train-images-idx3-ubyte.gz", gz.substr(0, gz.size() / 2));
   ExpectError(LoadDataset(Options(DatasetFormat::kFashionMnist, dir.path())),
               absl::StatusCode::kDataLoss, dir / "train-images-idx3-ubyte.gz");
+}
+
+// The IDX header of `count` images of rows x cols, without the pixels.
+std::string IdxImagesHeader(uint32_t count, uint32_t rows, uint32_t cols) {
+  std::string out;
+  data_test::AppendBigEndian32(out, 0x00000803);
+  data_test::AppendBigEndian32(out, count);
+  data_test::AppendBigEndian32(out, rows);
+  data_test::AppendBigEndian32(out, cols);
+  return out;
+}
+
+// Peak resident memory of this process so far, in bytes.
+int64_t PeakRssBytes() {
+  struct rusage usage;
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+// A gzip stream inflating to far more than its IDX header announces (a gzip bomb): refused as
+// DATA_LOSS naming both sizes, without taking the memory the stream would inflate to.
+TEST(FashionMnistTest, GzipStreamLongerThanItsHeaderIsDataLoss) {
+  const uint64_t bomb = uint64_t{256} << 20;
+  const std::string images = data_test::GzipWithZeros(IdxImagesHeader(2, 4, 4), bomb);
+  ASSERT_LT(images.size(), 1u << 20);
+  const std::string labels = data_test::Gzip(data_test::IdxLabels(2));
+  const int64_t peak_before = PeakRssBytes();
+  absl::StatusOr<RawImages> split =
+      ParseIdxSplit(images, "bomb-images", labels, "mem-labels", 0, /*num_classes=*/10);
+  ExpectError(split, absl::StatusCode::kDataLoss,
+              "gzip file bomb-images inflates to at least 67108912 bytes but its IDX header "
+              "announces 48 (16 + 2 x 4 x 4)");
+  EXPECT_LT(PeakRssBytes() - peak_before, int64_t{64} << 20);
+
+  // Within the 64 MiB counted beyond the announced size, the exact size.
+  const std::string longer = data_test::GzipWithZeros(IdxImagesHeader(2, 4, 4), 1000);
+  ExpectError(ParseIdxSplit(longer, "longer-images", labels, "mem-labels", 0, 10),
+              absl::StatusCode::kDataLoss,
+              "gzip file longer-images inflates to 1016 bytes but its IDX header announces 48 "
+              "(16 + 2 x 4 x 4)");
+  // Labels too.
+  const std::string images_ok = data_test::Gzip(data_test::IdxImages(2, 4, 4));
+  std::string label_header;
+  data_test::AppendBigEndian32(label_header, 0x00000801);
+  data_test::AppendBigEndian32(label_header, 2);
+  ExpectError(ParseIdxSplit(images_ok, "mem-images", data_test::GzipWithZeros(label_header, 3),
+                            "long-labels", 0, 10),
+              absl::StatusCode::kDataLoss,
+              "gzip file long-labels inflates to 11 bytes but its IDX header announces 10 (8 + 2)");
+}
+
+TEST(FashionMnistTest, GzipStreamShorterThanItsHeaderIsDataLoss) {
+  const std::string full = data_test::IdxImages(5, 4, 4);
+  const std::string images = data_test::Gzip(full.substr(0, 16 + 3 * 16));
+  const std::string labels = data_test::Gzip(data_test::IdxLabels(5));
+  ExpectError(ParseIdxSplit(images, "short-images", labels, "mem-labels", 0, 10),
+              absl::StatusCode::kDataLoss,
+              "gzip file short-images inflates to 64 bytes but its IDX header announces 96 "
+              "(16 + 5 x 4 x 4)");
+}
+
+// A header announcing more than the stream could hold is refused before anything is allocated.
+TEST(FashionMnistTest, GzipHeaderAnnouncingTooMuchIsRefusedBeforeInflating) {
+  const std::string labels = data_test::Gzip(data_test::IdxLabels(2));
+  // 60000 images of 28x28 (47 MB) announced in a stream of a few dozen bytes.
+  const std::string small = data_test::Gzip(IdxImagesHeader(60000, 28, 28));
+  const int64_t peak_before = PeakRssBytes();
+  absl::StatusOr<RawImages> split = ParseIdxSplit(small, "small-images", labels, "l", 0, 10);
+  ExpectError(split, absl::StatusCode::kDataLoss,
+              "gzip file small-images: its IDX header announces 47040016 bytes (16 + 60000 x 28 x "
+              "28), more than its ");
+  EXPECT_THAT(std::string(split.status().message()), HasSubstr("compressed bytes can inflate to"));
+  EXPECT_LT(PeakRssBytes() - peak_before, int64_t{16} << 20);
+  // Past the cap, whatever the file's size.
+  const std::string huge = data_test::Gzip(IdxImagesHeader(0xffffffffu, 65535, 65535));
+  ExpectError(ParseIdxSplit(huge, "huge-images", labels, "l", 0, 10),
+              absl::StatusCode::kInvalidArgument,
+              "gzip file huge-images: its IDX header announces 16 + 4294967295 x 65535 x 65535 "
+              "bytes, more than the 8 GiB limit");
 }
 
 TEST(FashionMnistTest, LabelOutOfRangeAndCountMismatch) {

@@ -24,87 +24,172 @@ uint32_t BigEndian32(absl::string_view bytes, size_t offset) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
 }
 
-// The contents of an IDX file from its bytes: `file` itself, or, when it carries the gzip magic,
-// its inflated form, held in `inflated`. `path` names the file in messages.
-absl::StatusOr<absl::string_view> MaybeGunzip(const std::string& file, const std::string& path,
-                                              std::string& inflated) {
-  if (file.size() < 2 || static_cast<unsigned char>(file[0]) != 0x1f ||
-      static_cast<unsigned char>(file[1]) != 0x8b) {
-    return absl::string_view(file);
-  }
-  // An IDX file of a real data set inflates to a few GiB at most; a gzip stream can claim a
-  // thousand times its size.
-  constexpr size_t kMaxInflatedBytes = size_t{8} << 30;
-  if (file.size() > std::numeric_limits<uInt>::max()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("gzip file ", path, " is larger than 4 GiB compressed; store it inflated"));
-  }
-  z_stream stream;
-  std::memset(&stream, 0, sizeof(stream));
-  if (inflateInit2(&stream, 16 + MAX_WBITS) != Z_OK) {
-    return absl::InternalError(absl::StrCat("zlib inflateInit2 failed for ", path));
-  }
-  std::string& out = inflated;
-  out.resize(file.size() * 4 + 4096);
-  // zlib reads next_in without writing to it.
-  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(file.data()));
-  stream.avail_in = static_cast<uInt>(file.size());
-  int rc = Z_OK;
-  while (true) {
-    if (stream.total_out == out.size()) {
-      if (out.size() >= kMaxInflatedBytes) {
-        inflateEnd(&stream);
-        return absl::InvalidArgumentError(absl::StrCat(
-            "gzip file ", path, " inflates to more than ", kMaxInflatedBytes >> 30, " GiB"));
-      }
-      out.resize(std::min(out.size() * 2, kMaxInflatedBytes));
-    }
-    stream.next_out = reinterpret_cast<Bytef*>(out.data() + stream.total_out);
-    stream.avail_out = static_cast<uInt>(
-        std::min<size_t>(out.size() - stream.total_out, std::numeric_limits<uInt>::max()));
-    rc = inflate(&stream, Z_NO_FLUSH);
-    if (rc == Z_STREAM_END) break;
-    if (rc == Z_BUF_ERROR && stream.avail_in == 0) break;  // input ended early
-    if (rc != Z_OK && rc != Z_BUF_ERROR) break;
-  }
-  const uLong consumed = stream.total_in;
-  const std::string zmsg = stream.msg != nullptr ? stream.msg : "";
-  out.resize(stream.total_out);
-  inflateEnd(&stream);
-  if (rc != Z_STREAM_END) {
-    if (rc == Z_BUF_ERROR || rc == Z_OK) {
-      return absl::DataLossError(absl::StrCat("truncated gzip stream in ", path, " (", file.size(),
-                                              " compressed bytes, ended after ", out.size(),
-                                              " decompressed bytes)"));
-    }
-    return absl::DataLossError(absl::StrCat("corrupt gzip data in ", path, " at compressed offset ",
-                                            consumed, ": ", zmsg));
-  }
-  return absl::string_view(out);
+// A gzip stream of an IDX file inflates to at most this many bytes: real data sets are a few GiB
+// at most.
+constexpr uint64_t kMaxInflatedBytes = uint64_t{8} << 30;
+// Deflate codes a run of 258 bytes in no fewer than 2 bits, so a stream inflates to at most
+// 1032 times its size (zlib's FAQ); the gzip header and trailer add some slack.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+constexpr uint64_t kDeflateSlack = 4096;
+
+bool IsGzip(const std::string& file) {
+  return file.size() >= 2 && static_cast<unsigned char>(file[0]) == 0x1f &&
+         static_cast<unsigned char>(file[1]) == 0x8b;
 }
 
-// The contents of an IDX file from its bytes (see MaybeGunzip), after checking its magic number
-// and reading its header's `dims` sizes into `shape`.
+// Inflates a gzip stream in pieces into caller-given buffers.
+class Inflater {
+ public:
+  Inflater(const std::string& file, const std::string& path) : file_(file), path_(path) {
+    std::memset(&stream_, 0, sizeof(stream_));
+  }
+  ~Inflater() {
+    if (initialised_) inflateEnd(&stream_);
+  }
+  Inflater(const Inflater&) = delete;
+  Inflater& operator=(const Inflater&) = delete;
+
+  absl::Status Init() {
+    if (file_.size() > std::numeric_limits<uInt>::max()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gzip file ", path_, " is larger than 4 GiB compressed; store it inflated"));
+    }
+    if (inflateInit2(&stream_, 16 + MAX_WBITS) != Z_OK) {
+      return absl::InternalError(absl::StrCat("zlib inflateInit2 failed for ", path_));
+    }
+    initialised_ = true;
+    // zlib reads next_in without writing to it.
+    stream_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(file_.data()));
+    stream_.avail_in = static_cast<uInt>(file_.size());
+    return absl::OkStatus();
+  }
+
+  // Inflates into [out, out + size) until it is full or the stream ends (`ended()`); returns the
+  // bytes written. DATA_LOSS for a truncated or corrupt stream.
+  absl::StatusOr<uint64_t> Fill(char* out, uint64_t size) {
+    uint64_t written = 0;
+    while (written < size && !ended_) {
+      const uInt chunk =
+          static_cast<uInt>(std::min<uint64_t>(size - written, std::numeric_limits<uInt>::max()));
+      stream_.next_out = reinterpret_cast<Bytef*>(out + written);
+      stream_.avail_out = chunk;
+      const int rc = inflate(&stream_, Z_NO_FLUSH);
+      written += chunk - stream_.avail_out;
+      if (rc == Z_STREAM_END) {
+        ended_ = true;
+      } else if (rc == Z_OK || rc == Z_BUF_ERROR) {
+        // inflate stops when its input is used up or its output is full: room left for output
+        // means the input ended before the stream did.
+        if (stream_.avail_out > 0) {
+          return absl::DataLossError(absl::StrCat("truncated gzip stream in ", path_, " (",
+                                                  file_.size(), " compressed bytes, ended after ",
+                                                  stream_.total_out, " decompressed bytes)"));
+        }
+      } else {
+        return absl::DataLossError(absl::StrCat("corrupt gzip data in ", path_,
+                                                " at compressed offset ", stream_.total_in, ": ",
+                                                stream_.msg != nullptr ? stream_.msg : zError(rc)));
+      }
+    }
+    return written;
+  }
+
+  bool ended() const { return ended_; }
+
+ private:
+  const std::string& file_;
+  const std::string& path_;
+  z_stream stream_;
+  bool initialised_ = false;
+  bool ended_ = false;
+};
+
+std::string DimsText(const std::vector<uint32_t>& shape) {
+  std::string text;
+  for (size_t d = 0; d < shape.size(); ++d) absl::StrAppend(&text, d == 0 ? "" : " x ", shape[d]);
+  return text;
+}
+
+// The contents of an IDX file from its bytes, after checking its magic number and reading its
+// header's `dims` sizes into `shape`: `file` itself, or, when it carries the gzip magic, its
+// inflated form, held in `inflated`. A gzip stream is inflated header first; the rest goes into
+// a buffer of exactly the size the header announces (one byte per element), and a stream that
+// inflates to more or less is DATA_LOSS, so that a small file cannot take more memory than its
+// header claims. `path` names the file in messages.
 absl::StatusOr<absl::string_view> ParseIdxHeader(const std::string& file, const std::string& path,
                                                  uint32_t magic, size_t dims,
                                                  std::vector<uint32_t>& shape,
                                                  std::string& inflated) {
-  absl::StatusOr<absl::string_view> bytes = MaybeGunzip(file, path, inflated);
-  if (!bytes.ok()) return bytes.status();
   const size_t header = 4 + 4 * dims;
-  if (bytes->size() < header) {
-    return absl::DataLossError(absl::StrCat("truncated IDX header in ", path, ": ", bytes->size(),
-                                            " bytes, need ", header));
+  const bool gzip = IsGzip(file);
+  Inflater inflater(file, path);
+  char header_bytes[4 + 4 * 4];
+  absl::string_view head(file);
+  if (gzip) {
+    if (absl::Status status = inflater.Init(); !status.ok()) return status;
+    absl::StatusOr<uint64_t> got = inflater.Fill(header_bytes, header);
+    if (!got.ok()) return got.status();
+    head = absl::string_view(header_bytes, *got);
   }
-  const uint32_t found = BigEndian32(*bytes, 0);
+  if (head.size() < header) {
+    return absl::DataLossError(
+        absl::StrCat("truncated IDX header in ", path, ": ", head.size(), " bytes, need ", header));
+  }
+  const uint32_t found = BigEndian32(head, 0);
   if (found != magic) {
     return absl::InvalidArgumentError(
         absl::StrCat("bad IDX magic number in ", path, ": 0x", absl::Hex(found, absl::kZeroPad8),
                      ", expected 0x", absl::Hex(magic, absl::kZeroPad8)));
   }
   shape.clear();
-  for (size_t d = 0; d < dims; ++d) shape.push_back(BigEndian32(*bytes, 4 + 4 * d));
-  return bytes;
+  for (size_t d = 0; d < dims; ++d) shape.push_back(BigEndian32(head, 4 + 4 * d));
+  if (!gzip) return head;
+
+  // The size the header announces, checked against the cap before it is multiplied out.
+  const bool empty = std::find(shape.begin(), shape.end(), 0u) != shape.end();
+  uint64_t elements = empty ? 0 : 1;
+  for (size_t d = 0; d < dims && !empty; ++d) {
+    if (elements > (kMaxInflatedBytes - header) / shape[d]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "gzip file ", path, ": its IDX header announces ", header, " + ", DimsText(shape),
+          " bytes, more than the ", kMaxInflatedBytes >> 30, " GiB limit"));
+    }
+    elements *= shape[d];
+  }
+  const uint64_t expected = header + elements;
+  const uint64_t most = kMaxDeflateRatio * file.size() + kDeflateSlack;
+  if (expected > most) {
+    return absl::DataLossError(
+        absl::StrCat("gzip file ", path, ": its IDX header announces ", expected, " bytes (",
+                     header, " + ", DimsText(shape), "), more than its ", file.size(),
+                     " compressed bytes can inflate to (", most, "); truncated?"));
+  }
+  inflated.resize(expected);
+  std::memcpy(inflated.data(), header_bytes, header);
+  absl::StatusOr<uint64_t> got = inflater.Fill(inflated.data() + header, expected - header);
+  if (!got.ok()) return got.status();
+  uint64_t total = header + *got;
+  if (inflater.ended() && total < expected) {
+    return absl::DataLossError(absl::StrCat("gzip file ", path, " inflates to ", total,
+                                            " bytes but its IDX header announces ", expected, " (",
+                                            header, " + ", DimsText(shape), ")"));
+  }
+  // Full: the stream must end here. What it holds beyond is counted in a small buffer, up to a
+  // bound, to say how much more there is.
+  constexpr uint64_t kCountBeyond = uint64_t{64} << 20;
+  char scratch[64 * 1024];
+  while (!inflater.ended() && total < expected + kCountBeyond) {
+    got = inflater.Fill(scratch, sizeof(scratch));
+    if (!got.ok()) return got.status();
+    total += *got;
+  }
+  if (total > expected) {
+    return absl::DataLossError(absl::StrCat("gzip file ", path, " inflates to ",
+                                            inflater.ended() ? "" : "at least ", total,
+                                            " bytes but its IDX header announces ", expected, " (",
+                                            header, " + ", DimsText(shape), ")"));
+  }
+  return absl::string_view(inflated);
 }
 
 }  // namespace
