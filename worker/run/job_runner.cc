@@ -147,7 +147,8 @@ struct JobRunner::State {
   }
 
   // Training batches (shuffled, augmented as asked), or evaluation batches (in order, plain) of
-  // the validation split or, with `train_split`, of the training split.
+  // the validation split or, with `train_split`, of the training split. A cancel stops every
+  // loop over them (evaluation, teacher logits, calibration) within a batch, CANCELLED.
   absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> Source(bool train, int64_t batch_size,
                                                                 bool augment, bool flip,
                                                                 bool train_split = false) {
@@ -168,7 +169,7 @@ struct JobRunner::State {
         train || train_split ? pl::BatchLoader::Create(data.train_images, data.train_labels, o)
                              : pl::BatchLoader::Create(data.val_images, data.val_labels, o);
     if (!loader.ok()) return loader.status();
-    return std::make_unique<pl::LoaderBatchSource>(std::move(*loader));
+    return std::make_unique<pl::LoaderBatchSource>(std::move(*loader), options.cancel);
   }
 
   absl::Status LoadData(const pl::SwinConfig& config) {

@@ -7,12 +7,16 @@
 #include <atomic>
 #include <cmath>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "gtest/gtest.h"
 #include "tests/pipeline/share/share_test_util.h"
 #include "worker/pipeline/share/share_from_teacher.h"
+#include "worker/pipeline/data/batch_loader.h"
 #include "worker/pipeline/train/batch_source.h"
+#include "worker/pipeline/train/teacher.h"
 
 namespace compress::pipeline {
 namespace {
@@ -123,6 +127,35 @@ TEST(DistillStageTest, CachedTeacherLogitsMatchRunningTheTeacher) {
   absl::StatusOr<torch::Tensor> bigger =
       ComputeTeacherLogits(teacher, *again, data.images.size(0) + 1, torch::kCPU);
   EXPECT_EQ(bigger.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The executor's sources watch its cancel flag: the teacher-logit pass (like every loop over
+// them) ends CANCELLED at the next batch, not after the whole split.
+TEST(DistillStageTest, TeacherLogitPassStopsAtACancel) {
+  SwinTransformer teacher = TinyTeacher(1);
+  const torch::Tensor images = torch::randint(0, 256, {24, 3, 16, 16}, torch::kUInt8);
+  const torch::Tensor labels = torch::arange(24, torch::kInt64).remainder(5);
+  std::atomic<bool> cancel{false};
+  auto source = [&] {
+    BatchLoaderOptions o = BatchLoaderOptions().ForEval();
+    o.batch_size = 8;
+    absl::StatusOr<std::unique_ptr<BatchLoader>> loader = BatchLoader::Create(images, labels, o);
+    EXPECT_TRUE(loader.ok()) << loader.status();
+    return std::make_unique<LoaderBatchSource>(std::move(*loader), &cancel);
+  };
+  std::unique_ptr<LoaderBatchSource> whole = source();
+  absl::StatusOr<torch::Tensor> table = ComputeTeacherLogits(teacher, *whole, 24, torch::kCPU);
+  ASSERT_TRUE(table.ok()) << table.status();
+
+  std::unique_ptr<LoaderBatchSource> reading = source();
+  ASSERT_TRUE(reading->StartEpoch(0, 0).ok());
+  ASSERT_TRUE(reading->Next().ok());
+  cancel = true;
+  absl::StatusOr<std::optional<TrainBatch>> next = reading->Next();
+  EXPECT_EQ(next.status().code(), absl::StatusCode::kCancelled) << next.status();
+  EXPECT_EQ(reading->StartEpoch(0, 1).code(), absl::StatusCode::kCancelled);
+  absl::StatusOr<torch::Tensor> stopped = ComputeTeacherLogits(teacher, *source(), 24, torch::kCPU);
+  EXPECT_EQ(stopped.status().code(), absl::StatusCode::kCancelled) << stopped.status();
 }
 
 TEST(DistillStageTest, PrunedAndSharedStudentsDistil) {

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -344,6 +345,91 @@ TEST_F(TrainerTest, CancelFlagSetBeforeStart) {
   callbacks.cancel_flag = &cancel;
   EXPECT_EQ((*trainer)->Train(*train, nullptr, callbacks).status().code(),
             absl::StatusCode::kCancelled);
+}
+
+// A BatchSource that sets the shared cancel flag at its `cancel_at`-th Next() and answers
+// CANCELLED from then on, as a LoaderBatchSource watching that flag does.
+class CancellingSource : public BatchSource {
+ public:
+  CancellingSource(std::unique_ptr<BatchSource> inner, std::atomic<bool>* flag, int cancel_at)
+      : inner_(std::move(inner)), flag_(flag), cancel_at_(cancel_at) {}
+  int64_t BatchesPerEpoch() const override { return inner_->BatchesPerEpoch(); }
+  absl::Status StartEpoch(int64_t epoch, int64_t first_batch) override {
+    return inner_->StartEpoch(epoch, first_batch);
+  }
+  absl::StatusOr<std::optional<TrainBatch>> Next() override {
+    if (++calls_ == cancel_at_) flag_->store(true);
+    if (flag_->load()) return absl::CancelledError("cancelled while reading the batches");
+    return inner_->Next();
+  }
+
+ private:
+  std::unique_ptr<BatchSource> inner_;
+  std::atomic<bool>* flag_;
+  const int cancel_at_;
+  int calls_ = 0;
+};
+
+int64_t CheckpointStep(const std::string& dir) {
+  torch::serialize::InputArchive archive;
+  archive.load_from(Trainer::CheckpointPath(dir));
+  torch::Tensor step;
+  archive.read("step", step);
+  return step.item<int64_t>();
+}
+
+// A cancel that a source reports, during an evaluation or a batch read, ends the phase as a
+// cancel between steps does: CANCELLED with the checkpoint of the step reached.
+TEST_F(TrainerTest, CancelReportedByASourceWritesTheCheckpoint) {
+  {
+    TinyNet net = MakeNet(5);
+    TrainerOptions options = BaseOptions();
+    options.checkpoint_dir = dir_.string();
+    options.eval_every_epochs = 1;
+    auto trainer = MakeTrainer(net, options);
+    ASSERT_TRUE(trainer.ok());
+    std::atomic<bool> cancel{false};
+    auto train = MakeSource(train_, true, false);
+    CancellingSource val(MakeSource(val_, false, false), &cancel, /*cancel_at=*/2);
+    TrainerCallbacks callbacks;
+    callbacks.cancel_flag = &cancel;
+    auto result = (*trainer)->Train(*train, &val, callbacks);
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled) << result.status();
+    EXPECT_TRUE(absl::StrContains(result.status().message(), "training cancelled after step 12"))
+        << result.status();
+    EXPECT_EQ(CheckpointStep(dir_.string()), 12) << "the first epoch's 12 steps are kept";
+  }
+  std::filesystem::remove_all(dir_);
+  {
+    TinyNet net = MakeNet(5);
+    TrainerOptions options = BaseOptions();
+    options.checkpoint_dir = dir_.string();
+    auto trainer = MakeTrainer(net, options);
+    ASSERT_TRUE(trainer.ok());
+    std::atomic<bool> cancel{false};
+    CancellingSource train(MakeSource(train_, true, false), &cancel, /*cancel_at=*/8);
+    TrainerCallbacks callbacks;
+    callbacks.cancel_flag = &cancel;
+    auto result = (*trainer)->Train(train, nullptr, callbacks);
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled) << result.status();
+    EXPECT_TRUE(absl::StrContains(result.status().message(), "training cancelled after step 7"))
+        << result.status();
+    EXPECT_EQ(CheckpointStep(dir_.string()), 7);
+  }
+}
+
+// A CANCELLED from a source without a cancel asked of the trainer is the source's error.
+TEST_F(TrainerTest, CancelledSourceWithoutACancelIsTheSourcesError) {
+  TinyNet net = MakeNet(5);
+  TrainerOptions options = BaseOptions();
+  options.checkpoint_dir = dir_.string();
+  auto trainer = MakeTrainer(net, options);
+  ASSERT_TRUE(trainer.ok());
+  std::atomic<bool> source_flag{false};
+  CancellingSource train(MakeSource(train_, true, false), &source_flag, /*cancel_at=*/3);
+  auto result = (*trainer)->Train(train, nullptr, TrainerCallbacks());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(result.status().message(), "cancelled while reading the batches");
 }
 
 TEST_F(TrainerTest, MaxStepsBoundsThePhase) {

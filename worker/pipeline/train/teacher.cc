@@ -6,8 +6,16 @@
 
 namespace compress::pipeline {
 
-LoaderBatchSource::LoaderBatchSource(std::unique_ptr<BatchLoader> loader)
-    : loader_(std::move(loader)) {}
+LoaderBatchSource::LoaderBatchSource(std::unique_ptr<BatchLoader> loader,
+                                     const std::atomic<bool>* cancel)
+    : loader_(std::move(loader)), cancel_(cancel) {}
+
+absl::Status LoaderBatchSource::CheckCancelled() const {
+  if (cancel_ != nullptr && cancel_->load()) {
+    return absl::CancelledError("cancelled while reading the data set's batches");
+  }
+  return absl::OkStatus();
+}
 
 int64_t LoaderBatchSource::BatchesPerEpoch() const { return loader_->BatchesPerEpoch(); }
 
@@ -17,8 +25,10 @@ absl::Status LoaderBatchSource::StartEpoch(int64_t epoch, int64_t first_batch) {
                                               ", batch ", first_batch, ") is out of range; ",
                                               BatchesPerEpoch(), " batches per epoch"));
   }
+  if (absl::Status cancelled = CheckCancelled(); !cancelled.ok()) return cancelled;
   loader_->StartEpoch(epoch);
   for (int64_t i = 0; i < first_batch; ++i) {
+    if (absl::Status cancelled = CheckCancelled(); !cancelled.ok()) return cancelled;
     absl::StatusOr<ImageBatch> skipped = loader_->Next();
     if (!skipped.ok()) return skipped.status();
   }
@@ -26,6 +36,7 @@ absl::Status LoaderBatchSource::StartEpoch(int64_t epoch, int64_t first_batch) {
 }
 
 absl::StatusOr<std::optional<TrainBatch>> LoaderBatchSource::Next() {
+  if (absl::Status cancelled = CheckCancelled(); !cancelled.ok()) return cancelled;
   absl::StatusOr<ImageBatch> batch = loader_->Next();
   if (absl::IsOutOfRange(batch.status())) return std::optional<TrainBatch>();
   if (!batch.ok()) return batch.status();

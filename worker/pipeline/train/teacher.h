@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 
@@ -22,17 +23,24 @@ namespace compress::pipeline {
 
 // A BatchSource over a BatchLoader. StartEpoch(e, k) starts epoch e of the loader and discards
 // its first k batches (the loader's batches depend only on (seed, e, index), so the (k+1)-th
-// batch is the one an uninterrupted epoch would have produced). Not thread-safe.
+// batch is the one an uninterrupted epoch would have produced). With a `cancel` flag, Next() and
+// StartEpoch() answer CANCELLED once it is set (from any thread), so that every loop over the
+// source (evaluation, the teacher-logit pass, pruning's calibration) stops within a batch. Not
+// thread-safe otherwise.
 class LoaderBatchSource : public BatchSource {
  public:
-  explicit LoaderBatchSource(std::unique_ptr<BatchLoader> loader);
+  explicit LoaderBatchSource(std::unique_ptr<BatchLoader> loader,
+                             const std::atomic<bool>* cancel = nullptr);
 
   int64_t BatchesPerEpoch() const override;
   absl::Status StartEpoch(int64_t epoch, int64_t first_batch) override;
   absl::StatusOr<std::optional<TrainBatch>> Next() override;
 
  private:
+  absl::Status CheckCancelled() const;
+
   const std::unique_ptr<BatchLoader> loader_;
+  const std::atomic<bool>* const cancel_;
 };
 
 // Options of the teacher phase.

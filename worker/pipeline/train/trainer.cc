@@ -245,25 +245,32 @@ absl::StatusOr<TrainResult> Trainer::TrainUnchecked(BatchSource& train, BatchSou
   const bool check_every_step = options_.check_loss_every_step.value_or(!device.is_cuda());
   interval.unchecked_from = position.step;
   bool epoch_open = false;
+  // A cancel seen between steps, or as a source's CANCELLED (a source that watches the same
+  // flag stops a batch read or an evaluation): the checkpoint is written either way.
+  const auto cancel = [&]() -> absl::Status {
+    // Nothing is saved from a diverged model: the losses still on the device are checked.
+    if (absl::Status status = interval.SettleDeviceLoss(position.step, position.epoch, last_lr);
+        !status.ok()) {
+      return status;
+    }
+    if (absl::Status status = finish_checkpoint(); !status.ok()) return status;
+    return absl::CancelledError(
+        absl::StrCat("training cancelled after step ", position.step, " of ", total_steps));
+  };
+  const auto cancelled = [&](const absl::Status& status) {
+    return absl::IsCancelled(status) && CancelRequested(callbacks);
+  };
   while (position.step < total_steps) {
     if (!epoch_open) {
       if (absl::Status status = train.StartEpoch(position.epoch, position.batch); !status.ok()) {
-        return status;
+        return cancelled(status) ? cancel() : status;
       }
       epoch_open = true;
     }
-    if (CancelRequested(callbacks)) {
-      // Nothing is saved from a diverged model: the losses still on the device are checked.
-      if (absl::Status status = interval.SettleDeviceLoss(position.step, position.epoch, last_lr);
-          !status.ok()) {
-        return status;
-      }
-      if (absl::Status status = finish_checkpoint(); !status.ok()) return status;
-      return absl::CancelledError(
-          absl::StrCat("training cancelled after step ", position.step, " of ", total_steps));
-    }
+    if (CancelRequested(callbacks)) return cancel();
     const Clock::time_point step_start = Clock::now();
     absl::StatusOr<std::optional<TrainBatch>> next = train.Next();
+    if (cancelled(next.status())) return cancel();
     if (!next.ok()) return next.status();
     if (!next->has_value()) {
       // End of an epoch.
@@ -273,7 +280,9 @@ absl::StatusOr<TrainResult> Trainer::TrainUnchecked(BatchSource& train, BatchSou
       if (validation != nullptr && options_.eval_every_epochs > 0 &&
           position.epoch % options_.eval_every_epochs == 0 && position.step < total_steps) {
         train_seconds += SecondsSince(step_start);
-        if (absl::Status status = evaluate(); !status.ok()) return status;
+        if (absl::Status status = evaluate(); !status.ok()) {
+          return cancelled(status) ? cancel() : status;
+        }
         interval.start = Clock::now();
       }
       continue;
@@ -363,7 +372,9 @@ absl::StatusOr<TrainResult> Trainer::TrainUnchecked(BatchSource& train, BatchSou
   }
 
   if (validation != nullptr) {
-    if (absl::Status status = evaluate(); !status.ok()) return status;
+    if (absl::Status status = evaluate(); !status.ok()) {
+      return cancelled(status) ? cancel() : status;
+    }
   }
   if (absl::Status status = finish_checkpoint(); !status.ok()) return status;
   if (!options_.checkpoint_dir.empty() && options_.checkpoint_at_end) {
