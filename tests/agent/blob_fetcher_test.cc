@@ -124,6 +124,17 @@ TEST_F(BlobFetcherTest, ResumesAReadTheServerCancelledMidway) {
   EXPECT_TRUE(ReadFile(fs::path(root_) / "blobs" / sha) == data_);
 }
 
+// Cancels of reads that each brought bytes (compressd restarting during a long fetch) are not
+// counted against kMaxServerCancels: the fetch reads on to the end.
+TEST_F(BlobFetcherTest, ServerCancelsOfReadsThatProgressedAreNotCounted) {
+  std::string sha = AddBlob(300000, absl::ZeroDuration());
+  service_.CancelReadBlobs(kMaxServerCancels + 1, /*chunks=*/1);
+  absl::Status status = FetchBlob(stub_.get(), "w1", sha, root_);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(service_.read_blob_calls(), kMaxServerCancels + 2);
+  EXPECT_TRUE(ReadFile(fs::path(root_) / "blobs" / sha) == data_);
+}
+
 // A server that cancels every read is given up on after kMaxServerCancels more: UNAVAILABLE, not
 // CANCELLED (the fetch's own stop), and no blob in place.
 TEST_F(BlobFetcherTest, ReadsTheServerKeepsCancellingAreGivenUpOn) {

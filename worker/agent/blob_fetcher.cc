@@ -190,6 +190,9 @@ absl::Status FetchBlob(compress::v1::WorkerService::StubInterface* stub,
       offset = 0;
       continue;
     }
+    // A read that brought bytes did not stand still: the server's cancels are counted anew (a
+    // restart of compressd during a long fetch is not a stall).
+    if (progressed) server_cancels = 0;
     if (IsCancelledByServer(status, cancelled_here) && server_cancels < kMaxServerCancels) {
       // The server gave up on a read that stood still (its idle timeout): resumed at the part
       // file's length, in a window of its own.

@@ -31,9 +31,9 @@ struct BlobFetchOptions {
 
 // Makes `work_dir`/blobs/`sha256` hold the blob. A file already there with the right digest is
 // kept. NOT_FOUND when the server has no such blob; DATA_LOSS when the bytes do not hash to
-// `sha256`; UNAVAILABLE after retry_for without progress; INTERNAL for local file errors;
-// CANCELLED when should_stop said so (at once), or when the server cancelled more than
-// kMaxServerCancels reads. Thread-safe; concurrent fetches of one blob into one
+// `sha256`; UNAVAILABLE after retry_for without progress, or when the server cancelled more
+// than kMaxServerCancels reads in a row that brought nothing; INTERNAL for local file errors;
+// CANCELLED when should_stop said so (at once). Thread-safe; concurrent fetches of one blob into one
 // directory are safe (the later one waits for the earlier and then reuses its file).
 absl::Status FetchBlob(compress::v1::WorkerService::StubInterface* stub,
                        const std::string& worker_id, const std::string& sha256,
