@@ -63,14 +63,14 @@ absl::StatusOr<TrainResult> TrainClassifier(SwinTransformer& model, const Datase
   absl::StatusOr<std::unique_ptr<BatchLoader>> train_loader =
       BatchLoader::Create(splits.train_images, splits.train_labels, options.loader);
   if (!train_loader.ok()) return train_loader.status();
-  LoaderBatchSource train(*std::move(train_loader));
+  LoaderBatchSource train(*std::move(train_loader), callbacks.cancel_flag);
 
   std::unique_ptr<LoaderBatchSource> validation;
   if (splits.val_images.defined() && splits.val_images.size(0) > 0) {
     absl::StatusOr<std::unique_ptr<BatchLoader>> val_loader =
         BatchLoader::Create(splits.val_images, splits.val_labels, options.loader.ForEval());
     if (!val_loader.ok()) return val_loader.status();
-    validation = std::make_unique<LoaderBatchSource>(*std::move(val_loader));
+    validation = std::make_unique<LoaderBatchSource>(*std::move(val_loader), callbacks.cancel_flag);
   }
 
   LogitsFn logits = [model](const torch::Tensor& images) mutable { return model->forward(images); };
