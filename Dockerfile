@@ -1,7 +1,13 @@
 # compressd on Debian 12. Two images from one file:
 #
-#   docker build -t compressd .                                    # CPU: every program
+#   docker build --target cpu -t compressd .                       # CPU: every program
 #   docker build --target worker-cuda -t compressd-worker-cuda .   # GPU worker
+#
+# `--target cpu`: Docker's classic builder (the default before Docker 23, e.g. Debian 12's
+# docker.io 20.10) builds every stage before the one asked for, and the CUDA stages below fetch
+# NVIDIA's toolkit and PyTorch's wheels (gigabytes, and a failed build where they cannot be
+# reached); the default target, the last stage, is the CPU image too. BuildKit builds only the
+# stages a target needs.
 #
 # `compressd` holds compressd, compress-worker, compress-run and compressctl, built with the
 # package list of scripts/setup.sh against Debian's LibTorch (CPU), and installs only the
