@@ -689,6 +689,15 @@ def _():
     return run_checkpoint("header-not-json", struct.pack("<Q", len(text)) + text)
 
 
+@case("ckpt-header-too-many-tensors", "compress-run teacher")
+def _():
+    # Well-formed, but each entry would cost memory beyond its text (3.7 MB of header here; the
+    # format allows 100 MB).
+    entry = '"t%d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}'
+    text = ("{" + ",".join(entry % i for i in range(65537)) + "}").encode()
+    return run_checkpoint("header-too-many-tensors", struct.pack("<Q", len(text)) + text)
+
+
 @case("ckpt-truncated-data", "compress-run teacher")
 def _():
     return run_checkpoint("truncated-data", safetensors(tiny_state_dict(16))[:-32])

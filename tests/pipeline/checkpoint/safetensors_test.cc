@@ -3,7 +3,9 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -180,6 +182,123 @@ TEST(SafetensorsTest, MalformedEntries) {
               absl::StatusCode::kDataLoss, "unknown header field \"x\"");
   ExpectError(RawFile(R"({"__metadata__":{"k":1}})", 0), absl::StatusCode::kDataLoss,
               "__metadata__ value \"k\"");
+}
+
+TEST(SafetensorsTest, MalformedEntriesAreRefusedWhereTheyAppear) {
+  ExpectError(RawFile(R"({"a":[1,2]})", 0), absl::StatusCode::kDataLoss,
+              "tensor \"a\": header entry is not a JSON object");
+  ExpectError(RawFile(R"({"a":{"dtype":"F32","shape":[[]],"data_offsets":[0,0]}})", 0),
+              absl::StatusCode::kDataLoss, "tensor \"a\": shape holds a value that is not a size");
+  ExpectError(RawFile(R"({"a":{"dtype":["F32"],"shape":[],"data_offsets":[0,4]}})", 4),
+              absl::StatusCode::kDataLoss, "tensor \"a\": missing or non-string dtype");
+  ExpectError(RawFile(R"({"a":{"dtype":"F32","shape":[],"data_offsets":[0,4,4]}})", 4),
+              absl::StatusCode::kDataLoss, "data_offsets must be two non-negative integers");
+  ExpectError(RawFile(R"({"a":{"dtype":"F32","shape":[],"data_offsets":[0]}})", 4),
+              absl::StatusCode::kDataLoss, "data_offsets must be two non-negative integers");
+  ExpectError(RawFile(R"({"a":{"dtype":"F32","dtype":"F32","shape":[],"data_offsets":[0,4]}})", 4),
+              absl::StatusCode::kDataLoss, "tensor \"a\": header field \"dtype\" appears twice");
+  ExpectError(RawFile(R"({"__metadata__":[]})", 0), absl::StatusCode::kDataLoss,
+              "__metadata__ is not a JSON object");
+  ExpectError(RawFile(R"({"__metadata__":{"k":"a","k":"b"}})", 0), absl::StatusCode::kDataLoss,
+              "__metadata__ key \"k\" appears twice");
+  // A name given twice (JSON leaves it to the reader; the last one would silently win).
+  ExpectError(RawFile(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
+                      R"("a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
+                      2),
+              absl::StatusCode::kDataLoss, "tensor \"a\" appears twice");
+  ExpectError(RawFile(R"({"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]}} x)", 4),
+              absl::StatusCode::kDataLoss, "header is not a JSON object");
+  ExpectError(RawFile("[]", 0), absl::StatusCode::kDataLoss, "header is not a JSON object");
+}
+
+// A file whose header is `bytes` bytes: `item` repeated inside `open` ... `close` (a "#" in
+// `item` replaced by a counter, for distinct names), padded with spaces; no data.
+std::string FileOfRepeats(const std::string& open, const std::string& item,
+                          const std::string& close, uint64_t bytes) {
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((bytes >> (8 * i)) & 0xff);
+  out.reserve(8 + bytes);
+  out += open;
+  const size_t mark = item.find('#');
+  const std::string before = item.substr(0, mark);
+  const std::string after = mark == std::string::npos ? "" : item.substr(mark + 1);
+  for (uint64_t i = 0; out.size() - 8 + item.size() + 8 + close.size() < bytes; ++i) {
+    out += before;
+    if (mark != std::string::npos) out += std::to_string(i);
+    out += after;
+  }
+  if (out.back() == ',') out.pop_back();
+  out += close;
+  out.append(8 + bytes - out.size(), ' ');
+  return out;
+}
+
+int64_t PeakRssBytes() {
+  struct rusage usage;
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+// Headers near the format's 100 MB limit that cost a JSON tree gigabytes (16 bytes per value, a
+// heap block per array, a map node per key) are read without one: refused where they leave the
+// format or pass a limit, with the memory of the parse staying far below the header's size.
+TEST(SafetensorsTest, HugeHeadersTakeLittleMemory) {
+  constexpr uint64_t kBytes = 90'000'000;
+  struct Case {
+    std::string open, item, close, error;
+  };
+  const Case cases[] = {
+      {R"({"t":{"dtype":"F32","data_offsets":[0,0],"shape":[)", "[],", "]}}",
+       "tensor \"t\": shape holds a value that is not a size"},
+      {R"({"t":{"dtype":"F32","data_offsets":[0,0],"shape":[)", "0,", "]}}",
+       "tensor \"t\": shape has more than 64 dimensions"},
+      {"{", R"("t#":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)", "}",
+       "header describes more than 65536 tensors"},
+      {R"({"__metadata__":{)", R"("k#":"",)", "}}", "__metadata__ has more than 4096 entries"},
+  };
+  for (const Case& c : cases) {
+    const std::string bytes = FileOfRepeats(c.open, c.item, c.close, kBytes);
+    const int64_t before = PeakRssBytes();
+    ExpectError(bytes, absl::StatusCode::kDataLoss, c.error);
+    EXPECT_LT(PeakRssBytes() - before, int64_t{64} << 20) << c.error;
+  }
+  // Within the limits, a header of that size is read (here, one tensor and spaces).
+  std::string file = RawFile(
+      R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})" + std::string(kBytes - 54, ' '),
+      4);
+  absl::StatusOr<SafetensorsContents> read = ParseSafetensors(file, "spaces");
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->tensors.size(), 1u);
+  EXPECT_EQ(read->tensors[0].first, "t");
+}
+
+TEST(SafetensorsTest, LimitsAreInclusive) {
+  // 64 dimensions, 4096 metadata entries and 65536 tensors are read.
+  std::string dims = "[";
+  for (int i = 0; i < 64; ++i) dims += i == 0 ? "1" : ",1";
+  dims += "]";
+  absl::StatusOr<SafetensorsContents> read = ParseSafetensors(
+      RawFile(R"({"t":{"dtype":"U8","shape":)" + dims + R"(,"data_offsets":[0,1]}})", 1), "dims");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->tensors[0].second.dim(), 64);
+
+  std::string header = R"({"__metadata__":{)";
+  for (int i = 0; i < 4096; ++i)
+    header += (i == 0 ? "\"k" : ",\"k") + std::to_string(i) + "\":\"\"";
+  header += "},";
+  for (int i = 0; i < 65536; ++i) {
+    header += (i == 0 ? "\"t" : ",\"t") + std::to_string(i) +
+              R"(":{"dtype":"U8","shape":[0],"data_offsets":[0,0]})";
+  }
+  header += "}";
+  read = ParseSafetensors(RawFile(header, 0), "many");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->tensors.size(), 65536u);
+  EXPECT_EQ(read->metadata.size(), 4096u);
+  // Empty tensors at one offset come in name order.
+  EXPECT_EQ(read->tensors[0].first, "t0");
+  EXPECT_EQ(read->tensors[1].first, "t1");
+  EXPECT_EQ(read->tensors[2].first, "t10");
 }
 
 TEST(SafetensorsTest, ZeroSizedTensorsNeedNoBytes) {
