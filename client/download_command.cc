@@ -18,6 +18,7 @@
 #include "client/job_names.h"
 #include "client/output.h"
 #include "client/retry_schedule.h"
+#include "client/server_cancels.h"
 #include "nlohmann/json.hpp"
 #include "worker/events/sha256.h"
 
@@ -30,9 +31,6 @@ absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                       absl::StrCat(what, ": ", status.error_message()));
 }
-
-// How many reads of one artifact the server may cancel before the download gives up on it.
-constexpr int kMaxServerCancels = 3;
 
 // CANCELLED is the server's doing: compressctl cancels a read only where it stops reading (a
 // chunk out of place, a failed write), and returns that error instead. compressd cancels a

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "client/server_cancels.h"
 #include "grpcpp/support/status.h"
 
 namespace compress::worker {
@@ -77,10 +78,8 @@ inline bool IsCancelledByServer(const grpc::Status& status, bool cancelled_here)
 }
 
 // How many tries of one transfer the server may cancel (IsCancelledByServer) before the agent
-// gives up on it. The server's idle cancel comes only after the transfer stood still for its idle
-// timeout (5 minutes by default), longer than a retry window counted from the transfer's start,
-// so each such cancel opens the window afresh; this bound keeps the retries finite.
-inline constexpr int kMaxServerCancels = 3;
+// gives up on it: the bound compressctl download keeps too (client/server_cancels.h).
+using client::kMaxServerCancels;
 
 // What a transfer given up after `status` returns, its message prefixed with `what`. A try the
 // server cancelled is UNAVAILABLE: CANCELLED stands for the agent's own stops, which end an

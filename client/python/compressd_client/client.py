@@ -25,7 +25,7 @@ FINISHED_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 _CHUNK_BYTES = 1 << 20  # per UploadBlob message; compressd accepts 4 MiB messages by default
 # How many reads of one artifact compressd may cancel (its file-transfer idle timeout) that each
-# start retry_for afresh, as for compressctl download.
+# start retry_for afresh, as for compressctl download (kMaxServerCancels, client/server_cancels.h).
 _MAX_SERVER_CANCELS = 3
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
