@@ -189,6 +189,7 @@ struct JobRunner::State {
     o.cache_dir = options.cache_dir.empty() ? work_dir->path() + "/cache" : options.cache_dir;
     o.limit_train = d.limit_train;
     o.limit_val = d.limit_val;
+    o.cancel = options.cancel;
     o.synthetic_num_classes = d.synthetic_classes;
     o.synthetic_train_size = d.synthetic_train;
     o.synthetic_val_size = d.synthetic_val;

@@ -3,7 +3,10 @@
 #include <sys/resource.h>
 #include <torch/torch.h>
 
+#include <atomic>
+#include <filesystem>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -180,6 +183,24 @@ TEST(FashionMnistTest, TruncatedImagesNameRecordAndOffset) {
   absl::StatusOr<DatasetSplits> d = LoadDataset(Options(DatasetFormat::kFashionMnist, dir.path()));
   ExpectError(d, absl::StatusCode::kDataLoss, dir / "train-images-idx3-ubyte");
   EXPECT_THAT(std::string(d.status().message()), HasSubstr("record 3 at offset 64"));
+}
+
+// An uncompressed file with bytes past its last record is refused, naming both sizes, like a gzip
+// stream that inflates to more than its header announces.
+TEST(FashionMnistTest, UncompressedFileLongerThanItsHeaderIsDataLoss) {
+  TempDir dir;
+  data_test::WriteIdxDataset(dir.path(), 5, 3, 4, 4, /*gzip=*/false);
+  WriteFile(dir / "train-images-idx3-ubyte", data_test::IdxImages(5, 4, 4) + "x");
+  ExpectError(LoadDataset(Options(DatasetFormat::kFashionMnist, dir.path())),
+              absl::StatusCode::kDataLoss,
+              dir / "train-images-idx3-ubyte has 97 bytes but its header announces 96 "
+                    "(16 + 5 x 4 x 4)");
+
+  data_test::WriteIdxDataset(dir.path(), 5, 3, 4, 4, /*gzip=*/false);
+  WriteFile(dir / "t10k-labels-idx1-ubyte", data_test::IdxLabels(3) + std::string(2, '\0'));
+  ExpectError(LoadDataset(Options(DatasetFormat::kFashionMnist, dir.path())),
+              absl::StatusCode::kDataLoss,
+              dir / "t10k-labels-idx1-ubyte has 13 bytes but its header announces 11 (8 + 3)");
 }
 
 TEST(FashionMnistTest, TruncatedGzipStream) {
@@ -567,6 +588,35 @@ TEST(ImageFolderTest, ReadsResizesAndInfersChannels) {
   // Without image_size the images must share one size.
   o.image_size = 0;
   ExpectError(LoadDataset(o), absl::StatusCode::kInvalidArgument, "set image_size");
+}
+
+// A cancel stops decoding before the next image: LoadDataset is CANCELLED, says how far it got
+// and writes no cache file; the same options load once the flag is clear.
+TEST(ImageFolderTest, CancelStopsDecodingAndWritesNoCache) {
+  TempDir dir;
+  for (int c = 0; c < 2; ++c) {
+    const std::string name = "c" + std::to_string(c);
+    for (int k = 0; k < 20; ++k) {
+      WriteFile(dir / ("train/" + name + "/" + std::to_string(k) + ".jpg"),
+                ClassJpeg(c, 16, 16, 3));
+    }
+    WriteFile(dir / ("val/" + name + "/a.jpg"), ClassJpeg(c, 16, 16, 3));
+  }
+  std::atomic<bool> cancel{true};
+  DatasetOptions o = Options(DatasetFormat::kImageFolder, dir.path());
+  o.cache_dir = dir / "cache";
+  o.cancel = &cancel;
+  ExpectError(LoadDataset(o), absl::StatusCode::kCancelled,
+              "cancelled while decoding the training images (0 of 40 decoded)");
+  std::error_code ec;
+  std::filesystem::directory_iterator it(o.cache_dir, ec);
+  EXPECT_TRUE(ec || it == std::filesystem::directory_iterator()) << "a cache file was written";
+
+  cancel = false;
+  absl::StatusOr<DatasetSplits> d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->train_images.size(0), 40);
+  EXPECT_EQ(d->cache_outcome, CacheOutcome::kWritten);
 }
 
 TEST(ImageFolderTest, GreyFirstImageMeansOneChannel) {

@@ -79,7 +79,8 @@ absl::StatusOr<Plan> MakePlan(const DatasetOptions& o) {
       plan.sources = *std::move(sources);
       plan.resized_by_decoder = true;
       plan.decode = [listing = std::make_shared<ImageListing>(*std::move(listing)), &o] {
-        return DecodeImageListing(*listing, o.image_size, o.channels, o.decode_threads);
+        return DecodeImageListing(*listing, o.image_size, o.channels, o.decode_threads,
+                                  o.cancel);
       };
       return plan;
     }

@@ -7,6 +7,7 @@
 
 #include <torch/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -51,6 +52,10 @@ struct DatasetOptions {
   int64_t limit_val = 0;
   // Threads decoding JPEG files (0 = hardware concurrency).
   int decode_threads = 0;
+  // When non-null and set, decoding JPEG files stops once the images in hand are decoded and
+  // LoadDataset returns CANCELLED (nothing is written to the cache). Binary formats and the
+  // cache read are not interrupted: they take seconds.
+  const std::atomic<bool>* cancel = nullptr;
   // Synthetic data only: number of classes, split sizes and the generator's seed.
   int64_t synthetic_num_classes = 10;
   int64_t synthetic_train_size = 2000;

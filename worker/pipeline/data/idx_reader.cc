@@ -282,6 +282,20 @@ absl::StatusOr<RawImages> ParseIdxSplit(const std::string& images_file,
         "truncated IDX labels file ", labels_path, ": header says ", count, " labels but record ",
         have_labels, " at offset ", label_header + have_labels, " is missing"));
   }
+  // Bytes past the last record mean the file is not what its header says (two files run
+  // together, a wrong header): refused like a gzip stream that inflates to more.
+  const int64_t images_size = image_header + count * image_bytes;
+  if (static_cast<int64_t>(images->size()) > images_size) {
+    return absl::DataLossError(absl::StrCat(
+        "IDX images file ", images_path, " has ", images->size(), " bytes but its header announces ",
+        images_size, " (", image_header, " + ", count, " x ", rows, " x ", cols, ")"));
+  }
+  if (have_labels > count) {
+    return absl::DataLossError(absl::StrCat("IDX labels file ", labels_path, " has ",
+                                            labels->size(), " bytes but its header announces ",
+                                            label_header + count, " (", label_header, " + ", count,
+                                            ")"));
+  }
 
   RawImages out;
   out.count = (limit > 0 && limit < count) ? limit : count;

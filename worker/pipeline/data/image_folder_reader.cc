@@ -76,8 +76,9 @@ void Interleave(const std::vector<std::vector<std::string>>& per_class, int64_t 
 }
 
 // Decodes one split into `out` (already sized); returns the first failure by index.
-absl::Status DecodeSplit(const std::vector<std::string>& paths, int size, int height, int width,
-                         int channels, int threads, RawImages& out) {
+absl::Status DecodeSplit(const std::vector<std::string>& paths, absl::string_view split, int size,
+                         int height, int width, int channels, int threads,
+                         const std::atomic<bool>* cancel, RawImages& out) {
   const int64_t count = static_cast<int64_t>(paths.size());
   const int out_h = size > 0 ? size : height;
   const int out_w = size > 0 ? size : width;
@@ -92,6 +93,8 @@ absl::Status DecodeSplit(const std::vector<std::string>& paths, int size, int he
   // Lowest failing index so far; images after it are skipped, images before it are still
   // decoded, so the error reported is always the first bad file whatever the thread count.
   std::atomic<int64_t> first_error{std::numeric_limits<int64_t>::max()};
+  std::atomic<bool> cancelled{false};
+  std::atomic<int64_t> decoded{0};
   auto decode_one = [&](int64_t i) -> absl::Status {
     absl::StatusOr<std::string> bytes = ReadCappedFile(paths[i], "image file");
     if (!bytes.ok()) return bytes.status();
@@ -115,6 +118,10 @@ absl::Status DecodeSplit(const std::vector<std::string>& paths, int size, int he
   auto work = [&](int64_t start, int64_t step) {
     for (int64_t i = start; i < count; i += step) {
       if (i > first_error.load(std::memory_order_relaxed)) return;
+      if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+        cancelled.store(true, std::memory_order_relaxed);
+        return;
+      }
       // An exception must not leave a worker thread (std::terminate): it becomes the file's error.
       absl::Status s;
       try {
@@ -127,6 +134,7 @@ absl::Status DecodeSplit(const std::vector<std::string>& paths, int size, int he
       } catch (...) {
         s = absl::InternalError(absl::StrCat("cannot decode image ", paths[i]));
       }
+      if (s.ok()) decoded.fetch_add(1, std::memory_order_relaxed);
       if (!s.ok()) {
         errors[i] = std::move(s);
         int64_t seen = first_error.load();
@@ -141,6 +149,10 @@ absl::Status DecodeSplit(const std::vector<std::string>& paths, int size, int he
   for (int t = 1; t < n; ++t) pool.emplace_back(work, t, n);
   work(0, n);
   for (std::thread& th : pool) th.join();
+  if (cancelled.load()) {
+    return absl::CancelledError(absl::StrCat("cancelled while decoding the ", split, " images (",
+                                             decoded.load(), " of ", count, " decoded)"));
+  }
   const int64_t bad = first_error.load();
   if (bad != std::numeric_limits<int64_t>::max()) return errors[bad];
   return absl::OkStatus();
@@ -321,7 +333,8 @@ absl::StatusOr<std::vector<SourceFile>> ListingSources(const ImageListing& listi
 }
 
 absl::StatusOr<RawDataset> DecodeImageListing(const ImageListing& listing, int image_size,
-                                              int channels, int threads) {
+                                              int channels, int threads,
+                                              const std::atomic<bool>* cancel) {
   if (listing.train_paths.empty()) {
     return absl::InvalidArgumentError("image listing has no training images");
   }
@@ -344,14 +357,15 @@ absl::StatusOr<RawDataset> DecodeImageListing(const ImageListing& listing, int i
   RawDataset data;
   data.num_classes = static_cast<int64_t>(listing.class_names.size());
   data.class_names = listing.class_names;
-  if (absl::Status s = DecodeSplit(listing.train_paths, image_size, height, width, channels,
-                                   threads, data.train);
+  if (absl::Status s = DecodeSplit(listing.train_paths, "training", image_size, height, width,
+                                   channels, threads, cancel, data.train);
       !s.ok()) {
     return s;
   }
   data.train.labels = listing.train_labels;
   if (absl::Status s =
-          DecodeSplit(listing.val_paths, image_size, height, width, channels, threads, data.val);
+          DecodeSplit(listing.val_paths, "validation", image_size, height, width, channels,
+                      threads, cancel, data.val);
       !s.ok()) {
     return s;
   }

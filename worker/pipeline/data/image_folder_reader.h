@@ -14,6 +14,7 @@
 #ifndef COMPRESS_WORKER_PIPELINE_DATA_IMAGE_FOLDER_READER_H_
 #define COMPRESS_WORKER_PIPELINE_DATA_IMAGE_FOLDER_READER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -54,8 +55,11 @@ absl::StatusOr<std::vector<SourceFile>> ListingSources(const ImageListing& listi
 // resizes each image to image_size x image_size (centre crop + area/bilinear resize);
 // image_size == 0 requires all images to share the first one's size. channels: 1 or 3 forces
 // grey or RGB, 0 uses listing.default_channels or else the first training image's.
+// A non-null `cancel` is checked before every image: once it is true the threads stop after
+// the image they are decoding and the call returns CANCELLED.
 absl::StatusOr<RawDataset> DecodeImageListing(const ImageListing& listing, int image_size,
-                                              int channels, int threads);
+                                              int channels, int threads,
+                                              const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace compress::pipeline
 
