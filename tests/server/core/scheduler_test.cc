@@ -7,7 +7,9 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -33,6 +35,32 @@ std::vector<std::string> NumberedLines(int from, int to) {
     lines.push_back(events::Serialize(events::Log("info", absl::StrCat("line ", i))));
   }
   return lines;
+}
+
+// A successful attempt's result carrying the executor's report `report_json` (none when empty).
+AttemptResult Success(std::string report_json = "") {
+  AttemptResult result;
+  result.outcome = AttemptResult::Outcome::kSucceeded;
+  result.report_json = std::move(report_json);
+  return result;
+}
+
+// A failed attempt's result that another attempt may succeed, with no further details.
+AttemptResult RetryableFailure() {
+  AttemptResult result;
+  result.outcome = AttemptResult::Outcome::kFailed;
+  result.retryable = true;
+  return result;
+}
+
+// An executor killed by SIGKILL: a retryable INTERNAL failure with its exit status and stderr.
+AttemptResult Crash() {
+  AttemptResult result = RetryableFailure();
+  result.error_code = "INTERNAL";
+  result.error_message = "executor killed by signal 9";
+  result.exit_status = 137;
+  result.stderr_tail = "Killed";
+  return result;
 }
 
 // Makes the store's updates of job rows fail, as a full disk would, while failing: a trigger
@@ -181,10 +209,7 @@ class SchedulerTest : public ::testing::Test {
     EXPECT_EQ(scheduler_->RecordArtifact(id, attempt, stale, {"stale.bin", 1, ""}, place).code(),
               absl::StatusCode::kAborted);
     EXPECT_FALSE(placed);
-    AttemptResult success;
-    success.outcome = AttemptResult::Outcome::kSucceeded;
-    success.report_json = R"({"stale":true})";
-    EXPECT_EQ(scheduler_->CompleteAttempt(id, attempt, stale, success).code(),
+    EXPECT_EQ(scheduler_->CompleteAttempt(id, attempt, stale, Success(R"({"stale":true})")).code(),
               absl::StatusCode::kAborted);
     EXPECT_EQ(scheduler_->ReturnLease(id, attempt, stale).code(), absl::StatusCode::kAborted);
     const Job after = Get(id);
@@ -207,10 +232,32 @@ class SchedulerTest : public ::testing::Test {
     EXPECT_EQ(Events(id).size(), events_before + 1);
     EXPECT_TRUE(scheduler_->RecordArtifact(id, attempt, holder, {"model.bin", 1, ""}).ok());
     if (!complete) return;
-    AttemptResult success;
-    success.outcome = AttemptResult::Outcome::kSucceeded;
-    EXPECT_TRUE(scheduler_->CompleteAttempt(id, attempt, holder, success).ok());
+    EXPECT_TRUE(scheduler_->CompleteAttempt(id, attempt, holder, Success()).ok());
     EXPECT_EQ(Get(id).state, JobState::kSucceeded);
+  }
+
+  // Once `holder`'s completion `recorded` of attempt `attempt` of job `id` was recorded, every
+  // other completion is ABORTED: one that says something else (a failure; a report other than
+  // `recorded`'s, which must not be {"top1":0.5}), and one of another lease, worker or attempt.
+  void ExpectOtherCompletionsAborted(const std::string& id, int attempt, const LeaseHolder& holder,
+                                     const AttemptResult& recorded) {
+    AttemptResult failure;
+    failure.outcome = AttemptResult::Outcome::kFailed;
+    failure.error_code = "INTERNAL";
+    EXPECT_EQ(scheduler_->CompleteAttempt(id, attempt, holder, failure).code(),
+              absl::StatusCode::kAborted);
+    AttemptResult other_report = recorded;
+    other_report.report_json = R"({"top1":0.5})";
+    EXPECT_EQ(scheduler_->CompleteAttempt(id, attempt, holder, other_report).code(),
+              absl::StatusCode::kAborted);
+    const LeaseHolder other_lease{holder.worker_id, std::string(32, '0')};
+    EXPECT_EQ(scheduler_->CompleteAttempt(id, attempt, other_lease, recorded).code(),
+              absl::StatusCode::kAborted);
+    const LeaseHolder other_worker{holder.worker_id + "-other", holder.lease_id};
+    EXPECT_EQ(scheduler_->CompleteAttempt(id, attempt, other_worker, recorded).code(),
+              absl::StatusCode::kAborted);
+    EXPECT_EQ(scheduler_->CompleteAttempt(id, attempt + 1, holder, recorded).code(),
+              absl::StatusCode::kAborted);
   }
 
   double MetricValue(const std::string& name, const std::string& state = "") {
@@ -515,8 +562,7 @@ TEST_F(SchedulerTest, StaleAttemptsAreFenced) {
             absl::StatusCode::kAborted);
   EXPECT_EQ(scheduler_->RecordArtifact(id, first.attempt, {"w1"}, {"a", 1, ""}).code(),
             absl::StatusCode::kAborted);
-  AttemptResult success;
-  success.outcome = AttemptResult::Outcome::kSucceeded;
+  const AttemptResult success = Success();
   absl::Status stale = scheduler_->CompleteAttempt(id, first.attempt, {"w1"}, success);
   EXPECT_EQ(stale.code(), absl::StatusCode::kAborted);
   EXPECT_THAT(stale.message(), HasSubstr("attempt 2 replaced it"));
@@ -549,10 +595,7 @@ TEST_F(SchedulerTest, CancelInEachState) {
   EXPECT_EQ(scheduler_->CancelJob(running)->state, JobState::kCancelling);
   EXPECT_TRUE(*scheduler_->Heartbeat(running, lease.attempt, {"w1"}));
   EXPECT_TRUE(*scheduler_->ReportEvents(running, lease.attempt, {"w1"}, {}));
-  AttemptResult failed;
-  failed.outcome = AttemptResult::Outcome::kFailed;
-  failed.retryable = true;
-  ASSERT_TRUE(scheduler_->CompleteAttempt(running, lease.attempt, {"w1"}, failed).ok());
+  ASSERT_TRUE(scheduler_->CompleteAttempt(running, lease.attempt, {"w1"}, RetryableFailure()).ok());
   Job job = Get(running);
   EXPECT_EQ(job.state, JobState::kCancelled);
   EXPECT_EQ(job.error_code, "CANCELLED");
@@ -600,9 +643,7 @@ TEST_F(SchedulerTest, CancelThatCouldNotBeWrittenIsNotPassedToTheWorker) {
 TEST_F(SchedulerTest, CompleteAttemptOutcomes) {
   std::string ok = Create();
   Lease lease = LeaseOne();
-  AttemptResult success;
-  success.outcome = AttemptResult::Outcome::kSucceeded;
-  success.report_json = R"({"top1":0.91})";
+  const AttemptResult success = Success(R"({"top1":0.91})");
   ASSERT_TRUE(scheduler_->CompleteAttempt(ok, lease.attempt, {"w1"}, success).ok());
   Job job = Get(ok);
   EXPECT_EQ(job.state, JobState::kSucceeded);
@@ -611,13 +652,7 @@ TEST_F(SchedulerTest, CompleteAttemptOutcomes) {
 
   std::string retry = Create();
   lease = LeaseOne();
-  AttemptResult crash;
-  crash.outcome = AttemptResult::Outcome::kFailed;
-  crash.retryable = true;
-  crash.error_code = "INTERNAL";
-  crash.error_message = "executor killed by signal 9";
-  crash.exit_status = 137;
-  crash.stderr_tail = "Killed";
+  const AttemptResult crash = Crash();  // exit status 137, stderr "Killed"
   ASSERT_TRUE(scheduler_->CompleteAttempt(retry, lease.attempt, {"w1"}, crash).ok());
   job = Get(retry);
   EXPECT_EQ(job.state, JobState::kQueued);
@@ -933,10 +968,7 @@ TEST_F(SchedulerTest, RequeuedJobsKeepTheirDeviceNeed) {
   EXPECT_EQ(LeaseFor("cpu", "w2"), "");
   ASSERT_EQ(LeaseFor("cuda:1", "w2"), id);
   // A failed, retryable attempt.
-  AttemptResult crash;
-  crash.outcome = AttemptResult::Outcome::kFailed;
-  crash.retryable = true;
-  ASSERT_TRUE(scheduler_->CompleteAttempt(id, 2, {"w2"}, crash).ok());
+  ASSERT_TRUE(scheduler_->CompleteAttempt(id, 2, {"w2"}, RetryableFailure()).ok());
   ASSERT_EQ(Get(id).state, JobState::kQueued);
   EXPECT_EQ(LeaseFor("cpu", "w2"), "");
   ASSERT_EQ(LeaseFor("cuda:0", "w3"), id);
@@ -1321,9 +1353,7 @@ TEST_F(SchedulerTest, ReturnedLeaseGivenAgainFencesOffTheFirstLease) {
 TEST_F(SchedulerTest, AttemptHandedBackWhileStoppingFencesOffItsLease) {
   std::string id = Create();
   Lease first = LeaseOne("w1");
-  AttemptResult stopped;
-  stopped.outcome = AttemptResult::Outcome::kFailed;
-  stopped.retryable = true;
+  AttemptResult stopped = RetryableFailure();
   stopped.stopping = true;
   ASSERT_TRUE(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, stopped).ok());
   ASSERT_EQ(Get(id).state, JobState::kQueued);
@@ -1348,9 +1378,7 @@ TEST_F(SchedulerTest, RepeatedCompletionIsAnsweredOkAndRecordedOnce) {
   std::string id = Create();
   Lease lease = LeaseOne("w1");
   const LeaseHolder holder{"w1", lease.lease_id};
-  AttemptResult success;
-  success.outcome = AttemptResult::Outcome::kSucceeded;
-  success.report_json = R"({"top1":0.91})";
+  const AttemptResult success = Success(R"({"top1":0.91})");
   ASSERT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, holder, success).ok());
   const Job done = Get(id);
   const size_t events = Events(id).size();
@@ -1363,22 +1391,7 @@ TEST_F(SchedulerTest, RepeatedCompletionIsAnsweredOkAndRecordedOnce) {
   EXPECT_EQ(Get(id).end_time, done.end_time);
   EXPECT_EQ(MetricValue("compressd_jobs_finished_total", "SUCCEEDED"), 1);
 
-  AttemptResult failure;
-  failure.outcome = AttemptResult::Outcome::kFailed;
-  failure.error_code = "INTERNAL";
-  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, holder, failure).code(),
-            absl::StatusCode::kAborted);
-  AttemptResult other_report = success;
-  other_report.report_json = R"({"top1":0.5})";
-  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, holder, other_report).code(),
-            absl::StatusCode::kAborted);
-  EXPECT_EQ(
-      scheduler_->CompleteAttempt(id, lease.attempt, {"w1", std::string(32, '0')}, success).code(),
-      absl::StatusCode::kAborted);
-  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, {"w2", lease.lease_id}, success).code(),
-            absl::StatusCode::kAborted);
-  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt + 1, holder, success).code(),
-            absl::StatusCode::kAborted);
+  ExpectOtherCompletionsAborted(id, lease.attempt, holder, success);
   // Other calls of the finished lease are refused as before.
   EXPECT_EQ(scheduler_->Heartbeat(id, lease.attempt, holder).status().code(),
             absl::StatusCode::kAborted);
@@ -1401,13 +1414,7 @@ TEST_F(SchedulerTest, RepeatedCompletionIsAnsweredOkAndRecordedOnce) {
 TEST_F(SchedulerTest, RepeatedRetryableFailureDoesNotRequeueAgain) {
   std::string id = Create();
   Lease first = LeaseOne("w1");
-  AttemptResult crash;
-  crash.outcome = AttemptResult::Outcome::kFailed;
-  crash.retryable = true;
-  crash.error_code = "INTERNAL";
-  crash.error_message = "executor killed by signal 9";
-  crash.exit_status = 137;
-  crash.stderr_tail = "Killed";
+  const AttemptResult crash = Crash();
   ASSERT_TRUE(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, crash).ok());
   size_t events = Events(id).size();
   ASSERT_EQ(Get(id).state, JobState::kQueued);
@@ -1424,8 +1431,7 @@ TEST_F(SchedulerTest, RepeatedRetryableFailureDoesNotRequeueAgain) {
   EXPECT_EQ(Get(id).state, JobState::kRunning);
   EXPECT_TRUE(scheduler_->Heartbeat(id, second.attempt, {"w1", second.lease_id}).ok());
 
-  AttemptResult success;
-  success.outcome = AttemptResult::Outcome::kSucceeded;
+  const AttemptResult success = Success();
   ASSERT_TRUE(
       scheduler_->CompleteAttempt(id, second.attempt, {"w1", second.lease_id}, success).ok());
   EXPECT_EQ(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, crash).code(),
@@ -1443,9 +1449,7 @@ TEST_F(SchedulerTest, RepeatedCompletionIsRecognisedAfterARestart) {
   std::string id = Create();
   Lease lease = LeaseOne("w1");
   const LeaseHolder holder{"w1", lease.lease_id};
-  AttemptResult success;
-  success.outcome = AttemptResult::Outcome::kSucceeded;
-  success.report_json = R"({"top1":0.91})";
+  const AttemptResult success = Success(R"({"top1":0.91})");
   ASSERT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, holder, success).ok());
   const Job done = Get(id);
   const size_t events = Events(id).size();
@@ -1460,22 +1464,7 @@ TEST_F(SchedulerTest, RepeatedCompletionIsRecognisedAfterARestart) {
   EXPECT_EQ(Get(id).end_time, done.end_time);
   EXPECT_EQ(Get(id).report_json, R"({"top1":0.91})");
 
-  AttemptResult failure;
-  failure.outcome = AttemptResult::Outcome::kFailed;
-  failure.error_code = "INTERNAL";
-  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, holder, failure).code(),
-            absl::StatusCode::kAborted);
-  AttemptResult other_report = success;
-  other_report.report_json = R"({"top1":0.5})";
-  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, holder, other_report).code(),
-            absl::StatusCode::kAborted);
-  EXPECT_EQ(
-      scheduler_->CompleteAttempt(id, lease.attempt, {"w1", std::string(32, '0')}, success).code(),
-      absl::StatusCode::kAborted);
-  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt, {"w2", lease.lease_id}, success).code(),
-            absl::StatusCode::kAborted);
-  EXPECT_EQ(scheduler_->CompleteAttempt(id, lease.attempt + 1, holder, success).code(),
-            absl::StatusCode::kAborted);
+  ExpectOtherCompletionsAborted(id, lease.attempt, holder, success);
   EXPECT_EQ(Events(id).size(), events);
 
   // A second restart keeps it too; the window still counts from the first recording.
@@ -1498,12 +1487,7 @@ TEST_F(SchedulerTest, RepeatedCompletionIsRecognisedAfterARestart) {
 TEST_F(SchedulerTest, RepeatedRetryableFailureAfterARestartDoesNotRequeueAgain) {
   std::string id = Create();
   Lease first = LeaseOne("w1");
-  AttemptResult crash;
-  crash.outcome = AttemptResult::Outcome::kFailed;
-  crash.retryable = true;
-  crash.error_code = "INTERNAL";
-  crash.error_message = "executor killed by signal 9";
-  crash.exit_status = 137;
+  const AttemptResult crash = Crash();
   ASSERT_TRUE(scheduler_->CompleteAttempt(id, first.attempt, {"w1", first.lease_id}, crash).ok());
   const size_t events = Events(id).size();
   Restart();
@@ -1519,8 +1503,7 @@ TEST_F(SchedulerTest, RepeatedRetryableFailureAfterARestartDoesNotRequeueAgain) 
 TEST_F(SchedulerTest, CompletionStoredAheadOfTheWallClockIsRememberedFromTheRestart) {
   std::string id = Create();
   Lease lease = LeaseOne("w1");
-  AttemptResult success;
-  success.outcome = AttemptResult::Outcome::kSucceeded;
+  const AttemptResult success = Success();
   ASSERT_TRUE(scheduler_->CompleteAttempt(id, lease.attempt, {"w1", lease.lease_id}, success).ok());
   clock_.StepWallClock(-absl::Hours(1));
   Restart();
@@ -1536,8 +1519,7 @@ TEST_F(SchedulerTest, CompletionStoredAheadOfTheWallClockIsRememberedFromTheRest
 TEST_F(SchedulerTest, CompletionThatCouldNotBeWrittenIsNotRemembered) {
   std::string id = Create();
   Lease lease = LeaseOne("w1");
-  AttemptResult success;
-  success.outcome = AttemptResult::Outcome::kSucceeded;
+  const AttemptResult success = Success();
   FailingJobWrites failing(dir_.File("jobs.db"));
   failing.Start();
   EXPECT_FALSE(
