@@ -68,7 +68,7 @@ class Metrics : public SchedulerObserver {
   static constexpr const char* kOtherPhase = "other";
   // The executor's phases (docs/executor-contract.md); others are counted as kOtherPhase, so a
   // misbehaving executor cannot create series without bound.
-  static constexpr const char* kPhases[] = {"teacher", "share", "prune", "distill", "evaluate"};
+  static constexpr const char* kPhases[] = {"teacher", "share", "prune", "distill"};
 
   Metrics();
 
