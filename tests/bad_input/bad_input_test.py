@@ -467,6 +467,13 @@ def _():
     return submit_file("out-of-range", json.dumps(spec))
 
 
+@case("spec-two-prune-targets-grpc", "gRPC CreateJob")
+def _():
+    spec = with_field(tiny_spec(), "prune", {"enabled": True, "target_macs_reduction": 0.3,
+                                             "target_params_reduction": 0.5})
+    return create(spec)
+
+
 @case("spec-out-of-range-run", "compress-run")
 def _():
     return run_compress_run(with_field(tiny_spec(), "resources.threads", 5000), "out-of-range")
@@ -813,6 +820,21 @@ def _():
     for name, data in files.items():
         write(os.path.join(path, name), gzip.compress(data))
     return run_compress_run(dataset_spec("fashion_mnist", path), "data-gzip-bomb")._replace(
+        subs={"FILE": path})
+
+
+@case("data-idx-trailing-bytes", "compress-run dataset")
+def _():
+    path = ENV.scratch("idx-trailing")
+    files = {
+        "train-images-idx3-ubyte": struct.pack(">IIII", 0x803, 1, 28, 28) + bytes(785),
+        "train-labels-idx1-ubyte": struct.pack(">II", 0x801, 1) + bytes(1),
+        "t10k-images-idx3-ubyte": struct.pack(">IIII", 0x803, 1, 28, 28) + bytes(784),
+        "t10k-labels-idx1-ubyte": struct.pack(">II", 0x801, 1) + bytes(1),
+    }
+    for name, data in files.items():
+        write(os.path.join(path, name), data)
+    return run_compress_run(dataset_spec("fashion_mnist", path), "data-idx-trailing")._replace(
         subs={"FILE": path})
 
 

@@ -430,6 +430,25 @@ TEST(CompressRunTest, PruneOnlyJobGivesAPlainModel) {
               1.0 / 64 + 1e-9);
 }
 
+// prune.target_params_reduction prunes to the teacher's parameters instead of its MACs.
+TEST(CompressRunTest, PruneToAParamsTarget) {
+  const std::string dir = FreshDir("prune_params");
+  nlohmann::json spec = FullSpec();
+  spec["share"]["enabled"] = false;
+  spec["distill"]["enabled"] = false;
+  spec["prune"].erase("target_macs_reduction");
+  spec["prune"]["target_params_reduction"] = 0.4;
+  spec["prune"]["importance"] = "l2";
+  RunResult r = RunExecutor({"--spec", WriteSpec(dir, spec), "--workdir", dir + "/work"});
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_EQ(Phases(r, EventType::kPhaseStarted), (std::vector<std::string>{"teacher", "prune"}));
+  const nlohmann::json& report = r.events.back().report;
+  EXPECT_NEAR(report["comparison"]["params_reduction"].get<double>(), 0.4, 0.01);
+  EXPECT_GT(report["comparison"]["macs_reduction"].get<double>(), 0.0);
+  EXPECT_NEAR(report["phases"][1]["phase_params_reduction"].get<double>(), 0.4, 1e-9);
+  EXPECT_FALSE(report["phases"][1].contains("phase_macs_reduction"));
+}
+
 TEST(CompressRunTest, KilledPipelineResumesAtThePhaseAndStepItReached) {
   const std::string dir = FreshDir("full_resume");
   nlohmann::json spec = FullSpec();

@@ -71,6 +71,47 @@ TEST(JobSpecTest, ToJsonRoundTrips) {
   EXPECT_DOUBLE_EQ(again->teacher.train.label_smoothing, 0.0);
 }
 
+// A params target replaces the MAC target: the normalised spec carries only the one in use, so
+// that it parses again, and a spec without it normalises without the field.
+TEST(JobSpecTest, ParamsTargetReplacesTheMacTarget) {
+  auto spec = ParseJobSpec(R"({"dataset": {"format": "synthetic"},
+    "teacher": {"train": {"epochs": 1}},
+    "prune": {"enabled": true, "target_params_reduction": 0.5}})");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_DOUBLE_EQ(spec->prune.target_params_reduction, 0.5);
+  nlohmann::json json = ToJson(*spec);
+  EXPECT_FALSE(json["prune"].contains("target_macs_reduction")) << json["prune"].dump();
+  EXPECT_DOUBLE_EQ(json["prune"]["target_params_reduction"].get<double>(), 0.5);
+  auto again = ParseJobSpecJson(json);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ToJson(*again), json);
+
+  auto macs = ParseJobSpec(R"({"dataset": {"format": "synthetic"},
+    "teacher": {"train": {"epochs": 1}}, "prune": {"target_params_reduction": 0}})");
+  ASSERT_TRUE(macs.ok()) << macs.status();
+  EXPECT_DOUBLE_EQ(macs->prune.target_params_reduction, 0.0);
+  EXPECT_FALSE(ToJson(*macs)["prune"].contains("target_params_reduction"));
+  EXPECT_DOUBLE_EQ(ToJson(*macs)["prune"]["target_macs_reduction"].get<double>(), 0.32);
+
+  auto both = ParseJobSpec(R"({"dataset": {"format": "synthetic"},
+    "teacher": {"train": {"epochs": 1}},
+    "prune": {"target_macs_reduction": 0.3, "target_params_reduction": 0.5}})");
+  ASSERT_FALSE(both.ok());
+  EXPECT_EQ(both.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(both.status().message().find("spec.prune.target_params_reduction: set "
+                                          "target_macs_reduction or target_params_reduction, "
+                                          "not both"),
+            absl::string_view::npos)
+      << both.status();
+  auto range = ParseJobSpec(R"({"dataset": {"format": "synthetic"},
+    "teacher": {"train": {"epochs": 1}}, "prune": {"targetParamsReduction": 0.99}})");
+  ASSERT_FALSE(range.ok());
+  EXPECT_NE(range.status().message().find(
+                "spec.prune.target_params_reduction: must be in [0.001, 0.95], got 0.99"),
+            absl::string_view::npos)
+      << range.status();
+}
+
 TEST(JobSpecTest, DevicesTakeCudaWithOrWithoutAnIndex) {
   for (const char* device : {"auto", "cpu", "cuda", "cuda:0", "cuda:12"}) {
     auto spec = ParseJobSpec(absl::StrCat(

@@ -502,9 +502,10 @@ struct JobRunner::State {
     return model;
   }
 
-  // Prune: structured pruning of the current model to the spec's MAC target, relative to the
-  // teacher. Writes the prune plan beside the model.
-  absl::StatusOr<StageModel> PrunePhase(const StageModel& current, int64_t teacher_macs) {
+  // Prune: structured pruning of the current model to the spec's MAC (or parameter) target,
+  // relative to the teacher. Writes the prune plan beside the model.
+  absl::StatusOr<StageModel> PrunePhase(const StageModel& current,
+                                        const StageModel::Cost& teacher_cost) {
     const std::string phase = "prune";
     absl::StatusOr<PhaseStart> start = StartPhase(phase);
     if (!start.ok()) return start.status();
@@ -515,12 +516,17 @@ struct JobRunner::State {
     const spec::PruneSpec& prune = options.spec.prune;
     absl::StatusOr<StageModel::Cost> cost = current.AnalyzeCost();
     if (!cost.ok()) return cost.status();
-    const double reduction = PhaseReduction(prune.target_macs_reduction, teacher_macs, cost->macs);
+    const bool by_params = prune.target_params_reduction > 0.0;
+    const char* unit = by_params ? "parameters" : "MACs";
+    const double target = by_params ? prune.target_params_reduction : prune.target_macs_reduction;
+    const int64_t teacher_amount = by_params ? teacher_cost.params : teacher_cost.macs;
+    const int64_t current_amount = by_params ? cost->params : cost->macs;
+    const double reduction = PhaseReduction(target, teacher_amount, current_amount);
     if (reduction <= 0.0 || reduction >= 0.95) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("spec.prune.target_macs_reduction: ", prune.target_macs_reduction,
-                       " of the teacher's ", teacher_macs, " MACs means removing ", reduction,
-                       " of the current model's ", cost->macs, ", which pruning cannot do"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "spec.prune.", by_params ? "target_params_reduction" : "target_macs_reduction", ": ",
+          target, " of the teacher's ", teacher_amount, " ", unit, " means removing ", reduction,
+          " of the current model's ", current_amount, ", which pruning cannot do"));
     }
     absl::StatusOr<pl::PruneOptions> o = PruneOptionsFromSpec(prune, reduction);
     if (!o.ok()) return o.status();
@@ -530,9 +536,9 @@ struct JobRunner::State {
     absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> calibration =
         Source(/*train=*/true, calibration_batch, false, false);
     if (!calibration.ok()) return calibration.status();
-    Log("info", absl::StrCat("pruning ", reduction * 100.0, "% of the current model's ", cost->macs,
-                             " MACs (", prune.target_macs_reduction * 100.0, "% of the teacher's ",
-                             teacher_macs, ")"));
+    Log("info", absl::StrCat("pruning ", reduction * 100.0, "% of the current model's ",
+                             current_amount, " ", unit, " (", target * 100.0,
+                             "% of the teacher's ", teacher_amount, ")"));
     std::optional<StageModel> pruned;
     pl::PrunePlan plan;
     if (current.is_shared()) {
@@ -552,7 +558,8 @@ struct JobRunner::State {
     RETURN_IF_ERROR(WriteFileAtomically(dir + "/prune_plan.json", plan.ToJsonString() + "\n"));
     nlohmann::json result = {{"name", phase},
                              {"criterion", prune.importance},
-                             {"phase_macs_reduction", reduction},
+                             {by_params ? "phase_params_reduction" : "phase_macs_reduction",
+                              reduction},
                              {"prune_plan", dir + "/prune_plan.json"}};
     RETURN_IF_ERROR(FinishPhase(phase, *pruned, model_dir, t0, std::move(result)));
     return std::move(*pruned);
@@ -625,7 +632,8 @@ struct JobRunner::State {
     absl::StatusOr<pl::SwinTransformer> teacher = TeacherPhase();
     if (!teacher.ok()) return teacher.status();
     (*teacher)->eval();
-    const int64_t teacher_macs = phases.front()["macs"].get<int64_t>();
+    const StageModel::Cost teacher_cost{phases.front()["params"].get<int64_t>(),
+                                        phases.front()["macs"].get<int64_t>()};
 
     // Each stage takes the previous one's model: teacher -> share -> prune -> distill.
     StageModel current(*teacher);
@@ -636,7 +644,7 @@ struct JobRunner::State {
       current = std::move(*next);
     }
     if (s.prune.enabled) {
-      absl::StatusOr<StageModel> next = PrunePhase(current, teacher_macs);
+      absl::StatusOr<StageModel> next = PrunePhase(current, teacher_cost);
       if (!next.ok()) return next.status();
       current = std::move(*next);
     }

@@ -55,7 +55,8 @@ absl::StatusOr<pl::PruneOptions> PruneOptionsFromSpec(const spec::PruneSpec& pru
                                                       double reduction) {
   pl::PruneOptions options;
   options.target_reduction = reduction;
-  options.metric = pl::PruneMetric::kMacs;
+  options.metric =
+      prune.target_params_reduction > 0.0 ? pl::PruneMetric::kParams : pl::PruneMetric::kMacs;
   options.steps = prune.iterative_steps;
   options.round_to = prune.round_to;
   options.importance.calibration_batches = prune.calibration_batches;
@@ -96,10 +97,9 @@ pl::DistillStageOptions DistillOptionsFromSpec(const spec::DistillSpec& distill)
   return options;
 }
 
-double PhaseReduction(double target, int64_t teacher_macs, int64_t current_macs) {
-  if (current_macs <= 0) return 0.0;
-  return 1.0 -
-         (1.0 - target) * static_cast<double>(teacher_macs) / static_cast<double>(current_macs);
+double PhaseReduction(double target, int64_t teacher, int64_t current) {
+  if (current <= 0) return 0.0;
+  return 1.0 - (1.0 - target) * static_cast<double>(teacher) / static_cast<double>(current);
 }
 
 }  // namespace compress::run

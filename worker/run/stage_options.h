@@ -22,17 +22,19 @@ absl::StatusOr<pipeline::SharingOptions> SharingOptionsFromSpec(const spec::Shar
 // The share stage's weight-distillation loss.
 pipeline::WeightDistillOptions ShareLossFromSpec(const spec::ShareSpec& share);
 
-// Pruning options for one prune phase removing `reduction` of the current model's MACs.
+// Pruning options for one prune phase removing `reduction` of the current model's MACs, or of
+// its parameters when the spec sets target_params_reduction.
 absl::StatusOr<pipeline::PruneOptions> PruneOptionsFromSpec(const spec::PruneSpec& prune,
                                                             double reduction);
 
 // The distill stage's loss (the trainer options are filled by the caller).
 pipeline::DistillStageOptions DistillOptionsFromSpec(const spec::DistillSpec& distill);
 
-// The MAC reduction a prune phase must remove from a model of `current_macs` so that the result
-// has (1 - target) * teacher_macs: the spec's target is relative to the teacher, and sharing
-// adds the transformation layers' operations before pruning.
-double PhaseReduction(double target, int64_t teacher_macs, int64_t current_macs);
+// The reduction a prune phase must remove from a model of `current` MACs (or parameters) so that
+// the result has (1 - target) * teacher: the spec's target is relative to the teacher, and
+// sharing changes the count before pruning (its transformation layers add operations; shared
+// blocks remove parameters).
+double PhaseReduction(double target, int64_t teacher, int64_t current);
 
 }  // namespace compress::run
 

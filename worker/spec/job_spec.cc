@@ -325,7 +325,14 @@ absl::StatusOr<JobSpec> ParseJobSpecJson(const nlohmann::json& json) {
   {
     ObjectReader r = root.Child("prune");
     r.Bool("enabled", s.prune.enabled);
-    r.Double("target_macs_reduction", s.prune.target_macs_reduction, 0.001, 0.95);
+    double macs_target = 0.0;
+    r.Double("target_macs_reduction", macs_target, 0.001, 0.95);
+    r.Double("target_params_reduction", s.prune.target_params_reduction, 0.001, 0.95);
+    if (macs_target != 0.0 && s.prune.target_params_reduction != 0.0) {
+      r.Fail(r.Path("target_params_reduction"),
+             "set target_macs_reduction or target_params_reduction, not both");
+    }
+    if (macs_target != 0.0) s.prune.target_macs_reduction = macs_target;
     r.String("importance", s.prune.importance, {"l2", "taylor"});
     r.Int("round_to", s.prune.round_to, 1, 1024);
     r.Int("iterative_steps", s.prune.iterative_steps, 1, 1000);
@@ -387,7 +394,7 @@ nlohmann::json ToJson(const JobSpec& s) {
                        {"mlp_ratio", c.mlp_ratio},     {"drop_path_rate", c.drop_path_rate}};
   }
   const DatasetSpec& d = s.dataset;
-  return {
+  nlohmann::json out = {
       {"model", model},
       {"dataset",
        {{"format", d.format},
@@ -419,6 +426,7 @@ nlohmann::json ToJson(const JobSpec& s) {
       {"prune",
        {{"enabled", s.prune.enabled},
         {"target_macs_reduction", s.prune.target_macs_reduction},
+        {"target_params_reduction", s.prune.target_params_reduction},
         {"importance", s.prune.importance},
         {"round_to", s.prune.round_to},
         {"iterative_steps", s.prune.iterative_steps},
@@ -439,6 +447,11 @@ nlohmann::json ToJson(const JobSpec& s) {
         {"time_limit_seconds", s.resources.time_limit_seconds},
         {"seed", s.resources.seed}}},
   };
+  // One pruning target: a spec without the params target normalises as it did before the field
+  // existed (so that work dirs of earlier runs still match their spec).
+  out["prune"].erase(s.prune.target_params_reduction > 0.0 ? "target_macs_reduction"
+                                                           : "target_params_reduction");
+  return out;
 }
 
 }  // namespace compress::spec

@@ -92,6 +92,8 @@ struct ShareSpec {
 struct PruneSpec {
   bool enabled = false;
   double target_macs_reduction = 0.32;
+  // > 0: prune to this fraction of the teacher's parameters instead of target_macs_reduction.
+  double target_params_reduction = 0.0;
   std::string importance = "taylor";
   int round_to = 8;
   int iterative_steps = 5;
