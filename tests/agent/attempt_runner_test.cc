@@ -389,12 +389,10 @@ while true; do sleep 0.1; done
   EXPECT_TRUE(service_.completions().empty());
 }
 
-// The attempt is dropped (lost lease) while a ReportEvents call is in flight, and its answer
-// asks for cancellation: the relay calls back into the runner while the runner is destroyed. The
-// relay is destroyed first, so the callback finds the runner whole. (A use of a destroyed member
-// shows under ThreadSanitizer; here the test checks that destruction completes and waits for the
-// call.)
-TEST_F(AttemptRunnerTest, RelayCallingBackDuringDestructionFindsTheRunnerWhole) {
+// The attempt is dropped (lost lease) while a ReportEvents call is in flight whose answer asks
+// for cancellation: the runner's destruction waits for that call (the abandoned relay drops its
+// answer rather than call back into the runner).
+TEST_F(AttemptRunnerTest, DestructionWaitsForTheRelaysCallInFlight) {
   WriteExecutor(R"sh(
 emit '{"type":"phase_started","time":1,"phase":"teacher"}'
 while true; do sleep 0.1; done
