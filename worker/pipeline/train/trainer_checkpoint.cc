@@ -178,7 +178,9 @@ void CompareOptimizer(const torch::optim::Optimizer& optimizer,
                                      " parameter groups but the optimizer has ", groups.size()));
     return;
   }
-  std::map<std::string, torch::Tensor> parameter_by_key;
+  // Saved keys with their parameters, in the optimizer's order: the states are checked in that
+  // order (the archive lists them by key, an address), so that a message is the same every run.
+  std::vector<std::pair<std::string, torch::Tensor>> parameter_by_key;
   for (size_t i = 0; i < groups.size(); ++i) {
     const std::string group_key = absl::StrCat("param_groups/", i);
     torch::serialize::InputArchive group;
@@ -200,7 +202,7 @@ void CompareOptimizer(const torch::optim::Optimizer& optimizer,
         out.missing.push_back(absl::StrCat("optimizer \"", group_key, "/params/", j, "\""));
         continue;
       }
-      parameter_by_key.emplace(key.toStringRef(), parameters[j]);
+      parameter_by_key.emplace_back(key.toStringRef(), parameters[j]);
     }
   }
   torch::serialize::InputArchive state_archive;
@@ -208,16 +210,18 @@ void CompareOptimizer(const torch::optim::Optimizer& optimizer,
     out.missing.push_back("optimizer \"state\"");
     return;
   }
+  std::set<std::string> listed;
+  for (const auto& [key, parameter] : parameter_by_key) listed.insert(key);
   for (const std::string& key : state_archive.keys()) {
     torch::serialize::InputArchive state;
-    if (!state_archive.try_read(key, state)) continue;
-    auto it = parameter_by_key.find(key);
-    if (it == parameter_by_key.end()) {
+    if (listed.count(key) == 0 && state_archive.try_read(key, state)) {
       out.unexpected.push_back(
           absl::StrCat("optimizer state \"", key, "\" of no parameter in param_groups"));
-      continue;
     }
-    const torch::Tensor& parameter = it->second;
+  }
+  for (const auto& [key, parameter] : parameter_by_key) {
+    torch::serialize::InputArchive state;
+    if (!state_archive.try_read(key, state)) continue;
     const std::string name = name_of(parameter);
     c10::IValue step;
     if (!state.try_read("step", step) || !step.isInt()) {
