@@ -80,6 +80,11 @@ absl::Status DecodeSplit(const std::vector<std::string>& paths, absl::string_vie
                          int height, int width, int channels, int threads,
                          const std::atomic<bool>* cancel, RawImages& out) {
   const int64_t count = static_cast<int64_t>(paths.size());
+  auto cancelled_after = [&](int64_t decoded) {
+    return absl::CancelledError(absl::StrCat("cancelled while decoding the ", split, " images (",
+                                             decoded, " of ", count, " decoded)"));
+  };
+  if (cancel != nullptr && cancel->load()) return cancelled_after(0);
   const int out_h = size > 0 ? size : height;
   const int out_w = size > 0 ? size : width;
   const int64_t image_bytes = int64_t{channels} * out_h * out_w;
@@ -149,10 +154,7 @@ absl::Status DecodeSplit(const std::vector<std::string>& paths, absl::string_vie
   for (int t = 1; t < n; ++t) pool.emplace_back(work, t, n);
   work(0, n);
   for (std::thread& th : pool) th.join();
-  if (cancelled.load()) {
-    return absl::CancelledError(absl::StrCat("cancelled while decoding the ", split, " images (",
-                                             decoded.load(), " of ", count, " decoded)"));
-  }
+  if (cancelled.load()) return cancelled_after(decoded.load());
   const int64_t bad = first_error.load();
   if (bad != std::numeric_limits<int64_t>::max()) return errors[bad];
   return absl::OkStatus();
