@@ -449,6 +449,26 @@ TEST(CompressRunTest, PruneToAParamsTarget) {
   EXPECT_FALSE(report["phases"][1].contains("phase_macs_reduction"));
 }
 
+// A params target that sharing alone already meets fails before any phase trains: the prune
+// phase's starting model follows from the spec.
+TEST(CompressRunTest, PruneTargetSharingAlreadyMeetsFailsBeforeTraining) {
+  const std::string dir = FreshDir("prune_params_met");
+  nlohmann::json spec = FullSpec();
+  spec["prune"].erase("target_macs_reduction");
+  spec["prune"]["target_params_reduction"] = 0.05;
+  RunResult r = RunExecutor({"--spec", WriteSpec(dir, spec), "--workdir", dir + "/work"});
+  EXPECT_EQ(r.exit_code, 1);
+  ASSERT_FALSE(r.events.empty());
+  EXPECT_EQ(r.events.back().code, "FAILED_PRECONDITION");
+  EXPECT_NE(r.events.back().message.find("spec.prune.target_params_reduction: 0.05 of the "
+                                         "teacher's "),
+            std::string::npos)
+      << r.events.back().message;
+  EXPECT_NE(r.events.back().message.find("(the shared model)"), std::string::npos)
+      << r.events.back().message;
+  EXPECT_TRUE(OfType(r, EventType::kPhaseStarted).empty());
+}
+
 TEST(CompressRunTest, KilledPipelineResumesAtThePhaseAndStepItReached) {
   const std::string dir = FreshDir("full_resume");
   nlohmann::json spec = FullSpec();

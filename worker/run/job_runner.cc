@@ -26,7 +26,9 @@
 #include "worker/pipeline/model/torch_error.h"
 #include "worker/pipeline/prune/pruner.h"
 #include "worker/pipeline/prune/shared_pruner.h"
+#include "worker/pipeline/share/share_from_teacher.h"
 #include "worker/pipeline/share/share_stage.h"
+#include "worker/pipeline/share/shared_cost.h"
 #include "worker/pipeline/train/evaluation.h"
 #include "worker/pipeline/train/teacher.h"
 #include "worker/pipeline/train/trainer.h"
@@ -96,6 +98,39 @@ absl::StatusOr<pl::DatasetFormat> FormatOf(const std::string& name) {
 
 // The teacher's architecture: the preset or explicit config of the spec, with the class count
 // of the spec or, failing that, of the data set.
+// The prune phase's target, in MACs or parameters, for a model of `current` cost pruned towards
+// the spec's fraction of the teacher's.
+struct PruneTarget {
+  PruneTarget(const spec::PruneSpec& prune, const StageModel::Cost& teacher_cost,
+              const StageModel::Cost& current_cost)
+      : by_params(prune.target_params_reduction > 0.0),
+        field(by_params ? "target_params_reduction" : "target_macs_reduction"),
+        unit(by_params ? "parameters" : "MACs"),
+        target(by_params ? prune.target_params_reduction : prune.target_macs_reduction),
+        teacher(by_params ? teacher_cost.params : teacher_cost.macs),
+        current(by_params ? current_cost.params : current_cost.macs) {}
+
+  // The fraction of the current model to remove; FAILED_PRECONDITION when pruning cannot do it
+  // (a target that sharing already met, or one past 95%).
+  absl::StatusOr<double> Reduction() const {
+    const double reduction = PhaseReduction(target, teacher, current);
+    if (reduction <= 0.0 || reduction >= 0.95) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "spec.prune.", field, ": ", target, " of the teacher's ", teacher, " ", unit,
+          " means removing ", reduction, " of the ", current, " ", unit,
+          " of the model the prune phase starts from, which pruning cannot do"));
+    }
+    return reduction;
+  }
+
+  bool by_params;
+  const char* field;
+  const char* unit;
+  double target;
+  int64_t teacher;
+  int64_t current;
+};
+
 absl::StatusOr<pl::SwinConfig> TeacherConfig(const spec::JobSpec& spec) {
   absl::StatusOr<pl::SwinConfig> config;
   if (spec.model.has_config) {
@@ -516,18 +551,10 @@ struct JobRunner::State {
     const spec::PruneSpec& prune = options.spec.prune;
     absl::StatusOr<StageModel::Cost> cost = current.AnalyzeCost();
     if (!cost.ok()) return cost.status();
-    const bool by_params = prune.target_params_reduction > 0.0;
-    const char* unit = by_params ? "parameters" : "MACs";
-    const double target = by_params ? prune.target_params_reduction : prune.target_macs_reduction;
-    const int64_t teacher_amount = by_params ? teacher_cost.params : teacher_cost.macs;
-    const int64_t current_amount = by_params ? cost->params : cost->macs;
-    const double reduction = PhaseReduction(target, teacher_amount, current_amount);
-    if (reduction <= 0.0 || reduction >= 0.95) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "spec.prune.", by_params ? "target_params_reduction" : "target_macs_reduction", ": ",
-          target, " of the teacher's ", teacher_amount, " ", unit, " means removing ", reduction,
-          " of the current model's ", current_amount, ", which pruning cannot do"));
-    }
+    const PruneTarget t(prune, teacher_cost, *cost);
+    absl::StatusOr<double> reduction_or = t.Reduction();
+    if (!reduction_or.ok()) return reduction_or.status();
+    const double reduction = *reduction_or;
     absl::StatusOr<pl::PruneOptions> o = PruneOptionsFromSpec(prune, reduction);
     if (!o.ok()) return o.status();
     o->importance.device = device;
@@ -537,8 +564,8 @@ struct JobRunner::State {
         Source(/*train=*/true, calibration_batch, false, false);
     if (!calibration.ok()) return calibration.status();
     Log("info", absl::StrCat("pruning ", reduction * 100.0, "% of the current model's ",
-                             current_amount, " ", unit, " (", target * 100.0,
-                             "% of the teacher's ", teacher_amount, ")"));
+                             t.current, " ", t.unit, " (", t.target * 100.0,
+                             "% of the teacher's ", t.teacher, ")"));
     std::optional<StageModel> pruned;
     pl::PrunePlan plan;
     if (current.is_shared()) {
@@ -558,7 +585,7 @@ struct JobRunner::State {
     RETURN_IF_ERROR(WriteFileAtomically(dir + "/prune_plan.json", plan.ToJsonString() + "\n"));
     nlohmann::json result = {{"name", phase},
                              {"criterion", prune.importance},
-                             {by_params ? "phase_params_reduction" : "phase_macs_reduction",
+                             {t.by_params ? "phase_params_reduction" : "phase_macs_reduction",
                               reduction},
                              {"prune_plan", dir + "/prune_plan.json"}};
     RETURN_IF_ERROR(FinishPhase(phase, *pruned, model_dir, t0, std::move(result)));
@@ -622,6 +649,36 @@ struct JobRunner::State {
     return absl::OkStatus();
   }
 
+  // A prune target the prune phase could not reach fails before anything is trained: the costs
+  // of the teacher and of the model the prune phase receives (the teacher, or its shared form)
+  // follow from the spec. A model the analysis refuses is left to the phases to report.
+  absl::Status CheckPruneTarget(pl::SwinConfig config) const {
+    const spec::JobSpec& s = options.spec;
+    if (!s.prune.enabled) return absl::OkStatus();
+    if (!s.teacher.HasWeights() && s.model.num_classes == 0) {
+      config.num_classes = static_cast<int>(data.num_classes);
+    }
+    absl::StatusOr<pl::SwinCost> teacher = pl::AnalyzeSwinCost(config);
+    if (!teacher.ok()) return absl::OkStatus();
+    const StageModel::Cost teacher_cost{teacher->params, teacher->total.macs};
+    StageModel::Cost current = teacher_cost;
+    if (s.share.enabled) {
+      absl::StatusOr<pl::SharingOptions> sharing = SharingOptionsFromSpec(s.share, config);
+      if (!sharing.ok()) return absl::OkStatus();
+      absl::StatusOr<pl::SharingConfig> shared_config = pl::MakeSharingConfig(config, *sharing);
+      if (!shared_config.ok()) return absl::OkStatus();
+      absl::StatusOr<pl::SharedCost> shared = pl::AnalyzeSharedCost(*shared_config);
+      if (!shared.ok()) return absl::OkStatus();
+      current = {shared->params, shared->total.macs};
+    }
+    absl::StatusOr<double> reduction = PruneTarget(s.prune, teacher_cost, current).Reduction();
+    if (!reduction.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          reduction.status().message(), s.share.enabled ? " (the shared model)" : ""));
+    }
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<nlohmann::json> RunUnchecked() {
     // Fresh weights (a teacher trained from scratch, transformation layers) come from LibTorch's
     // generator: seeded so that a job is reproducible.
@@ -629,6 +686,7 @@ struct JobRunner::State {
     absl::StatusOr<pl::SwinConfig> config = TeacherConfig(options.spec);
     if (!config.ok()) return config.status();
     RETURN_IF_ERROR(LoadData(*config));
+    RETURN_IF_ERROR(CheckPruneTarget(*config));
     absl::StatusOr<pl::SwinTransformer> teacher = TeacherPhase();
     if (!teacher.ok()) return teacher.status();
     (*teacher)->eval();
