@@ -100,6 +100,34 @@ TEST_F(BlobFetcherTest, StopsWhenAsked) {
   EXPECT_FALSE(fs::exists(fs::path(root_) / "blobs" / sha));
 }
 
+// A part file that does not belong to the blob (corrupted, or left by a foreign copy) is
+// resumed, fails the hash, and is fetched again once from the start.
+TEST_F(BlobFetcherTest, APartFileThatDoesNotHashToTheBlobIsFetchedAgainFromTheStart) {
+  std::string sha = AddBlob(300000, absl::ZeroDuration());
+  fs::create_directories(fs::path(root_) / "blobs");
+  std::ofstream(fs::path(root_) / "blobs" / (sha + ".part"), std::ios::binary)
+      << std::string(1000, 'z');
+  absl::Status status = FetchBlob(stub_.get(), "w1", sha, root_);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(service_.read_blob_calls(), 2);
+  EXPECT_TRUE(ReadFile(fs::path(root_) / "blobs" / sha) == data_);
+  EXPECT_FALSE(fs::exists(fs::path(root_) / "blobs" / (sha + ".part")));
+}
+
+// Bytes that do not hash to the blob's name from the start are the blob's own fault: DATA_LOSS
+// after the second whole read, and no file is left in place.
+TEST_F(BlobFetcherTest, ABlobThatDoesNotHashToItsNameIsDataLossAfterTwoReads) {
+  data_ = std::string(200000, 'q');
+  const std::string sha(64, 'a');
+  service_.AddBlob(sha, data_, 64 << 10, absl::ZeroDuration());
+  absl::Status status = FetchBlob(stub_.get(), "w1", sha, root_);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("200000 bytes hash to"));
+  EXPECT_EQ(service_.read_blob_calls(), 2);
+  EXPECT_FALSE(fs::exists(fs::path(root_) / "blobs" / sha));
+  EXPECT_FALSE(fs::exists(fs::path(root_) / "blobs" / (sha + ".part")));
+}
+
 // compressd's idle watch cancels a read that stood still for its timeout (the agent sees plain
 // CANCELLED, which it did not ask for): the fetch reads again, although the stall outlasted
 // retry_for and the cancelled read brought nothing.

@@ -2,8 +2,10 @@
 
 #include <signal.h>
 
+#include <cstdio>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -84,6 +86,30 @@ TEST(SubprocessTest, KeepsOnlyTheTailOfStderr) {
   EXPECT_EQ(exit.exit_code, 3);
   EXPECT_EQ(exit.ShellStatus(), 3);
   EXPECT_EQ(process->StderrTail(), "line8\nline9\n");
+}
+
+// A stderr line longer than stderr_echo_line_bytes is echoed in pieces of that size as it comes,
+// not held until its newline (a child writing without newlines would grow the agent's memory).
+TEST(SubprocessTest, EchoesALongStderrLineInPieces) {
+  std::FILE* echo = std::tmpfile();
+  ASSERT_NE(echo, nullptr);
+  Subprocess::Options options;
+  options.argv = {"/bin/sh", "-c",
+                  "head -c 2500 /dev/zero | tr '\\0' x >&2; printf '\\nend\\nlast' >&2"};
+  options.stderr_echo_prefix = "[p] ";
+  options.stderr_echo_line_bytes = 1000;
+  options.stderr_echo_file = echo;
+  absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(options);
+  ASSERT_TRUE(process.ok()) << process.status();
+  EXPECT_EQ((*process)->Wait().exit_code, 0);
+  std::rewind(echo);
+  std::string text;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), echo)) > 0) text.append(buffer, n);
+  std::fclose(echo);
+  EXPECT_EQ(text, absl::StrCat("[p] ", std::string(1000, 'x'), "\n[p] ", std::string(1000, 'x'),
+                               "\n[p] ", std::string(500, 'x'), "\n[p] end\n[p] last\n"));
 }
 
 TEST(SubprocessTest, SignalReachesTheWholeProcessGroup) {

@@ -116,110 +116,125 @@ absl::Status FetchBlob(compress::v1::WorkerService::StubInterface* stub,
   fs::remove(final_path, ec);
   auto stopped = [&options] { return options.should_stop && options.should_stop(); };
   const std::string what = absl::StrCat("ReadBlob ", sha256);
-  int64_t offset =
-      fs::exists(part_path, ec) ? static_cast<int64_t>(fs::file_size(part_path, ec)) : 0;
-  absl::Duration backoff = absl::Milliseconds(200);
-  absl::Time give_up = absl::Now() + options.retry_for;
-  int server_cancels = 0;
-  while (true) {
-    std::ofstream out(part_path, std::ios::binary | std::ios::app);
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", part_path.string()));
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         absl::ToChronoMilliseconds(options.call_timeout));
-    compress::v1::ReadBlobRequest request;
-    request.set_worker_id(worker_id);
-    request.set_sha256(sha256);
-    request.set_offset(offset);
-    std::unique_ptr<grpc::ClientReaderInterface<compress::v1::ReadArtifactResponse>> reader =
-        stub->ReadBlob(&context, request);
-    // Ends the call early when the fetch is to stop, also while no chunk arrives.
-    absl::Notification call_over;
-    std::atomic<bool> stop_cancelled{false};
-    std::thread watcher;
-    if (options.should_stop) {
-      watcher = std::thread([&] {
-        while (!call_over.WaitForNotificationWithTimeout(kStopPoll)) {
-          if (options.should_stop()) {
-            stop_cancelled = true;
-            context.TryCancel();
-            return;
+  // The part file's length, where the next read starts (what is on disk, not what was sent: a
+  // write the file system refused at close leaves no gap).
+  auto part_size = [&part_path]() -> int64_t {
+    std::error_code error;
+    const uintmax_t size = fs::file_size(part_path, error);
+    return error ? 0 : static_cast<int64_t>(size);
+  };
+  // A part file that does not hash to the blob (a corrupted or foreign part file resumed) is
+  // fetched again once from the start; a second mismatch is the blob's own.
+  for (int pass = 1;; ++pass) {
+    int64_t offset = part_size();
+    absl::Duration backoff = absl::Milliseconds(200);
+    absl::Time give_up = absl::Now() + options.retry_for;
+    int server_cancels = 0;
+    while (true) {
+      offset = part_size();
+      std::ofstream out(part_path, std::ios::binary | std::ios::app);
+      if (!out) return absl::InternalError(absl::StrCat("cannot write ", part_path.string()));
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() +
+                           absl::ToChronoMilliseconds(options.call_timeout));
+      compress::v1::ReadBlobRequest request;
+      request.set_worker_id(worker_id);
+      request.set_sha256(sha256);
+      request.set_offset(offset);
+      std::unique_ptr<grpc::ClientReaderInterface<compress::v1::ReadArtifactResponse>> reader =
+          stub->ReadBlob(&context, request);
+      // Ends the call early when the fetch is to stop, also while no chunk arrives.
+      absl::Notification call_over;
+      std::atomic<bool> stop_cancelled{false};
+      std::thread watcher;
+      if (options.should_stop) {
+        watcher = std::thread([&] {
+          while (!call_over.WaitForNotificationWithTimeout(kStopPoll)) {
+            if (options.should_stop()) {
+              stop_cancelled = true;
+              context.TryCancel();
+              return;
+            }
           }
+        });
+      }
+      compress::v1::ReadArtifactResponse chunk;
+      bool progressed = false;
+      int64_t size = -1;
+      absl::Status broken;
+      while (reader->Read(&chunk)) {
+        if (chunk.offset() != offset) {
+          broken = absl::InternalError(
+              absl::StrCat(what, ": chunk at offset ", chunk.offset(), ", expected ", offset));
+          context.TryCancel();
+          break;
         }
-      });
-    }
-    compress::v1::ReadArtifactResponse chunk;
-    bool progressed = false;
-    int64_t size = -1;
-    absl::Status broken;
-    while (reader->Read(&chunk)) {
-      if (chunk.offset() != offset) {
-        broken = absl::InternalError(
-            absl::StrCat(what, ": chunk at offset ", chunk.offset(), ", expected ", offset));
-        context.TryCancel();
-        break;
+        out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+        if (!out) {
+          broken = absl::InternalError(absl::StrCat("cannot write ", part_path.string()));
+          context.TryCancel();
+          break;
+        }
+        offset += static_cast<int64_t>(chunk.data().size());
+        progressed = progressed || !chunk.data().empty();
+        if (chunk.size_bytes() > 0) size = chunk.size_bytes();
       }
-      out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
-      if (!out) {
-        broken = absl::InternalError(absl::StrCat("cannot write ", part_path.string()));
-        context.TryCancel();
-        break;
-      }
-      offset += static_cast<int64_t>(chunk.data().size());
-      progressed = progressed || !chunk.data().empty();
-      if (chunk.size_bytes() > 0) size = chunk.size_bytes();
-    }
-    grpc::Status status = reader->Finish();
-    call_over.Notify();
-    if (watcher.joinable()) watcher.join();
-    out.close();
-    if (stopped()) return absl::CancelledError(absl::StrCat(what, ": stopped"));
-    if (!broken.ok()) return broken;
-    const bool cancelled_here = stop_cancelled;
-    if (status.ok()) {
-      if (size < 0 || offset >= size) break;
-      if (!progressed) {
-        return absl::DataLossError(
-            absl::StrCat(what, ": ended at ", offset, " of ", size, " bytes"));
-      }
-      continue;
-    }
-    if (status.error_code() == grpc::StatusCode::OUT_OF_RANGE && offset > 0) {
-      // The part file is longer than the blob: start over.
-      fs::remove(part_path, ec);
-      offset = 0;
-      continue;
-    }
-    // A read that brought bytes did not stand still: the server's cancels are counted anew (a
-    // restart of compressd during a long fetch is not a stall).
-    if (progressed) server_cancels = 0;
-    if (IsCancelledByServer(status, cancelled_here) && server_cancels < kMaxServerCancels) {
-      // The server gave up on a read that stood still (its idle timeout): resumed at the part
-      // file's length, in a window of its own.
-      ++server_cancels;
-      give_up = std::max(give_up, absl::Now() + options.retry_for);
-    } else if (!IsTransientRead(status)) {
-      return TransferFailure(status, cancelled_here, what);
-    }
-    if (progressed) {
-      give_up = absl::Now() + options.retry_for;
-      backoff = absl::Milliseconds(200);
-    }
-    if (absl::Now() + backoff > give_up) {
-      return TransferFailure(status, cancelled_here, absl::StrCat(what, ": gave up"));
-    }
-    for (absl::Time wake = absl::Now() + backoff; absl::Now() < wake;) {
+      grpc::Status status = reader->Finish();
+      call_over.Notify();
+      if (watcher.joinable()) watcher.join();
+      out.close();
       if (stopped()) return absl::CancelledError(absl::StrCat(what, ": stopped"));
-      absl::SleepFor(std::min(kStopPoll, wake - absl::Now()));
+      if (!broken.ok()) return broken;
+      if (out.fail()) {
+        return absl::InternalError(absl::StrCat("cannot write ", part_path.string(),
+                                                " (closing it failed: a full disk?)"));
+      }
+      const bool cancelled_here = stop_cancelled;
+      if (status.ok()) {
+        if (size < 0 || offset >= size) break;
+        if (!progressed) {
+          return absl::DataLossError(
+              absl::StrCat(what, ": ended at ", offset, " of ", size, " bytes"));
+        }
+        continue;
+      }
+      if (status.error_code() == grpc::StatusCode::OUT_OF_RANGE && offset > 0) {
+        // The part file is longer than the blob: start over.
+        fs::remove(part_path, ec);
+        offset = 0;
+        continue;
+      }
+      // A read that brought bytes did not stand still: the server's cancels are counted anew (a
+      // restart of compressd during a long fetch is not a stall).
+      if (progressed) server_cancels = 0;
+      if (IsCancelledByServer(status, cancelled_here) && server_cancels < kMaxServerCancels) {
+        // The server gave up on a read that stood still (its idle timeout): resumed at the part
+        // file's length, in a window of its own.
+        ++server_cancels;
+        give_up = std::max(give_up, absl::Now() + options.retry_for);
+      } else if (!IsTransientRead(status)) {
+        return TransferFailure(status, cancelled_here, what);
+      }
+      if (progressed) {
+        give_up = absl::Now() + options.retry_for;
+        backoff = absl::Milliseconds(200);
+      }
+      if (absl::Now() + backoff > give_up) {
+        return TransferFailure(status, cancelled_here, absl::StrCat(what, ": gave up"));
+      }
+      for (absl::Time wake = absl::Now() + backoff; absl::Now() < wake;) {
+        if (stopped()) return absl::CancelledError(absl::StrCat(what, ": stopped"));
+        absl::SleepFor(std::min(kStopPoll, wake - absl::Now()));
+      }
+      backoff = std::min(backoff * 2, absl::Seconds(5));
     }
-    backoff = std::min(backoff * 2, absl::Seconds(5));
-  }
-  absl::StatusOr<FileDigest> digest = Sha256File(part_path.string());
-  if (!digest.ok()) return digest.status();
-  if (digest->sha256 != sha256) {
+    absl::StatusOr<FileDigest> digest = Sha256File(part_path.string());
+    if (!digest.ok()) return digest.status();
+    if (digest->sha256 == sha256) break;
     fs::remove(part_path, ec);
+    if (pass == 1) continue;
     return absl::DataLossError(absl::StrCat(what, ": the downloaded ", digest->size_bytes,
-                                            " bytes hash to ", digest->sha256));
+                                            " bytes hash to ", digest->sha256, ", twice"));
   }
   fs::rename(part_path, final_path, ec);
   if (ec) {

@@ -156,8 +156,8 @@ std::optional<std::string> Subprocess::ReadLine() {
     if (newline != std::string::npos || stdout_buffer_.size() > kMaxLineBytes) {
       std::string piece = stdout_buffer_.substr(0, kMaxLineBytes);
       stdout_buffer_.erase(0, kMaxLineBytes);
-      stdout_scanned_ = newline != std::string::npos ? newline - kMaxLineBytes
-                                                      : stdout_buffer_.size();
+      stdout_scanned_ =
+          newline != std::string::npos ? newline - kMaxLineBytes : stdout_buffer_.size();
       return piece;
     }
     stdout_scanned_ = stdout_buffer_.size();
@@ -218,6 +218,8 @@ std::string Subprocess::StderrTail() const {
 }
 
 void Subprocess::DrainStderr(int fd) {
+  std::FILE* echo = options_.stderr_echo_file != nullptr ? options_.stderr_echo_file : stderr;
+  const size_t piece = std::max<size_t>(1, options_.stderr_echo_line_bytes);
   std::string pending_echo;
   char chunk[4096];
   while (true) {
@@ -234,17 +236,32 @@ void Subprocess::DrainStderr(int fd) {
     }
     if (!options_.stderr_echo_prefix.empty()) {
       pending_echo.append(data.data(), data.size());
-      size_t newline;
-      while ((newline = pending_echo.find('\n')) != std::string::npos) {
-        std::fprintf(stderr, "%s%.*s\n", options_.stderr_echo_prefix.c_str(),
-                     static_cast<int>(newline), pending_echo.data());
-        pending_echo.erase(0, newline + 1);
+      size_t start = 0;
+      while (true) {
+        const size_t newline = pending_echo.find('\n', start);
+        size_t length;
+        size_t skip;
+        if (newline != std::string::npos && newline - start <= piece) {
+          length = newline - start;
+          skip = 1;
+        } else if (pending_echo.size() - start >= piece) {
+          length = piece;
+          skip = 0;
+        } else {
+          break;
+        }
+        std::fprintf(echo, "%s%.*s\n", options_.stderr_echo_prefix.c_str(),
+                     static_cast<int>(length), pending_echo.data() + start);
+        start += length + skip;
       }
+      pending_echo.erase(0, start);
     }
   }
   if (!options_.stderr_echo_prefix.empty() && !pending_echo.empty()) {
-    std::fprintf(stderr, "%s%s\n", options_.stderr_echo_prefix.c_str(), pending_echo.c_str());
+    std::fprintf(echo, "%s%.*s\n", options_.stderr_echo_prefix.c_str(),
+                 static_cast<int>(pending_echo.size()), pending_echo.data());
   }
+  std::fflush(echo);
   close(fd);
 }
 

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,9 +49,15 @@ class Subprocess {
     std::string working_dir;
     // Bytes of stderr kept for StderrTail().
     size_t stderr_tail_bytes = 4096;
-    // When not empty, every stderr line of the child is also written to this process's stderr,
-    // prefixed with this string.
+    // When not empty, every stderr line of the child is also written to this process's stderr
+    // (or to stderr_echo_file), prefixed with this string. A line longer than
+    // stderr_echo_line_bytes is written in pieces of that size, as it arrives, so that a child
+    // writing without newlines (progress bars redrawn with '\r', binary output) cannot grow this
+    // process's memory.
     std::string stderr_echo_prefix;
+    size_t stderr_echo_line_bytes = 64 * 1024;
+    // Where the echo goes; null = this process's stderr.
+    std::FILE* stderr_echo_file = nullptr;
     // Variables set in the child's environment, replacing those of this process with the same
     // name; the rest of this process's environment is inherited.
     std::vector<std::pair<std::string, std::string>> environment;
