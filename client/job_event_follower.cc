@@ -57,7 +57,10 @@ absl::StatusOr<std::optional<compress::v1::Job>> JobEventFollower::Follow(int64_
       }
     }
     grpc::Status status = reader->Finish();
-    if (progressed) retry.Progressed();
+    // --retry_for counts from the start of an outage: every answer of the server (an event, a
+    // stream that ended OK, a GetJob below) ends the one before. A job that stays quiet longer
+    // than --retry_for must not leave the next outage with no time at all.
+    if (progressed || status.ok()) retry.Progressed();
 
     if (status.ok() || status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
       // A stream that ended is not proof that the job did: ask.
@@ -67,6 +70,7 @@ absl::StatusOr<std::optional<compress::v1::Job>> JobEventFollower::Follow(int64_
       compress::v1::Job job;
       grpc::Status got = env_.stub->GetJob(get_context.get(), get, &job);
       if (got.ok()) {
+        retry.Progressed();
         if (IsFinished(job.state()) &&
             (job.last_event_sequence() <= last_sequence_ || (status.ok() && !progressed))) {
           return std::optional<compress::v1::Job>(std::move(job));

@@ -27,7 +27,7 @@ class JobEventFollower {
   // Delivers the events after `after_sequence`. Returns the finished job once it has finished
   // and all its events were delivered; nullopt when the handler stopped early; an error when
   // the job cannot be watched (NOT_FOUND, ...) or the server stayed unreachable for
-  // env.retry_for.
+  // env.retry_for after its last answer (an event, a stream that ended, a GetJob).
   absl::StatusOr<std::optional<compress::v1::Job>> Follow(int64_t after_sequence,
                                                           const Handler& handler);
 

@@ -1,5 +1,6 @@
 // RetrySchedule: when a command tries a call again while the server is unreachable (a restart, a
-// dropped connection), and when it gives up: --retry_for after the last try that made progress.
+// dropped connection), and when it gives up: --retry_for after the last try that made progress
+// or that the server answered, so that the time counts from the start of an outage.
 #ifndef COMPRESS_CLIENT_RETRY_SCHEDULE_H_
 #define COMPRESS_CLIENT_RETRY_SCHEDULE_H_
 
@@ -15,7 +16,8 @@ class RetrySchedule {
   // Gives up `retry_for` from now.
   explicit RetrySchedule(absl::Duration retry_for);
 
-  // A try made progress: the deadline moves to `retry_for` from now, the backoff starts over.
+  // A try made progress, or the server answered: the deadline moves to `retry_for` from now,
+  // the backoff starts over.
   void Progressed();
 
   // After a failed try: sleeps until the next try and returns true, or returns false at once

@@ -328,6 +328,31 @@ TEST_F(CommandsTest, WatchOfAnUnreachableServerTriesUntilRetryForHasPassed) {
   EXPECT_THAT(err_.str(), HasSubstr("gave up after 2s"));
 }
 
+// --retry_for counts from the start of an outage, not from the last event: a job that stays
+// quiet for longer than --retry_for (its streams ending at their deadline, or at once) still
+// outlasts a later restart shorter than --retry_for.
+TEST_F(CommandsTest, WatchOfAQuietJobOutlastsALaterOutageShorterThanRetryFor) {
+  env_.retry_for = absl::Seconds(2);
+  env_.timeout = absl::Milliseconds(300);
+  for (bool hold : {true, false}) {
+    SCOPED_TRACE(hold ? "streams end at their deadline" : "streams end at once");
+    err_.str("");
+    SetJobState(compress::v1::RUNNING);
+    service_.HoldWatchStreams(hold);
+    std::thread outage([&] {
+      absl::SleepFor(absl::Seconds(3));
+      service_.SetUnavailable(true);
+      absl::SleepFor(absl::Milliseconds(600));
+      SetJobState(compress::v1::SUCCEEDED);
+      service_.SetUnavailable(false);
+    });
+    const int exit_code = Watch(env_, "j1");
+    outage.join();
+    EXPECT_EQ(exit_code, kExitOk) << err_.str();
+    EXPECT_THAT(err_.str(), Not(HasSubstr("gave up")));
+  }
+}
+
 TEST_F(CommandsTest, DownloadWaitsForAServerThatIsNotUpYet) {
   const int port = FreePort();
   ASSERT_NE(port, 0);

@@ -52,6 +52,18 @@ class FakeCompressionService final : public compress::v1::CompressionService::Se
     break_after_ = messages;
   }
 
+  // While set, GetJob and WatchJob fail UNAVAILABLE at once, as while compressd restarts.
+  void SetUnavailable(bool unavailable) {
+    absl::MutexLock lock(&mu_);
+    unavailable_ = unavailable;
+  }
+  // While set, a WatchJob stream stays open after its events until the client's deadline passes
+  // or the fake becomes unavailable, as compressd's does for a job with nothing new.
+  void HoldWatchStreams(bool hold) {
+    absl::MutexLock lock(&mu_);
+    hold_watches_ = hold;
+  }
+
   // The next `calls` ReadArtifact streams are cancelled by the server, as compressd's idle watch
   // cancels a transfer that stood still (the client sees plain CANCELLED): each after `chunks`
   // messages and `stall` more.
@@ -86,6 +98,7 @@ class FakeCompressionService final : public compress::v1::CompressionService::Se
   grpc::Status GetJob(grpc::ServerContext*, const compress::v1::GetJobRequest* request,
                       compress::v1::Job* response) override {
     absl::MutexLock lock(&mu_);
+    if (unavailable_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake unavailable");
     if (request->name() != job_.name()) {
       return grpc::Status(grpc::StatusCode::NOT_FOUND, request->name() + " not found");
     }
@@ -93,18 +106,21 @@ class FakeCompressionService final : public compress::v1::CompressionService::Se
     return grpc::Status::OK;
   }
 
-  grpc::Status WatchJob(grpc::ServerContext*, const compress::v1::WatchJobRequest* request,
+  grpc::Status WatchJob(grpc::ServerContext* context, const compress::v1::WatchJobRequest* request,
                         grpc::ServerWriter<compress::v1::JobEvent>* writer) override {
     std::vector<compress::v1::JobEvent> events;
     int break_after;
+    bool hold;
     {
       absl::MutexLock lock(&mu_);
+      if (unavailable_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake unavailable");
       if (request->name() != job_.name()) {
         return grpc::Status(grpc::StatusCode::NOT_FOUND, request->name() + " not found");
       }
       watch_offsets_.push_back(request->after_sequence());
       events = events_;
       break_after = break_after_;
+      hold = hold_watches_;
     }
     int sent = 0;
     for (const compress::v1::JobEvent& event : events) {
@@ -114,6 +130,11 @@ class FakeCompressionService final : public compress::v1::CompressionService::Se
       }
       writer->Write(event);
       ++sent;
+    }
+    while (hold && !context->IsCancelled()) {
+      absl::SleepFor(absl::Milliseconds(10));
+      absl::MutexLock lock(&mu_);
+      if (unavailable_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake unavailable");
     }
     return grpc::Status::OK;
   }
@@ -172,6 +193,8 @@ class FakeCompressionService final : public compress::v1::CompressionService::Se
   std::vector<compress::v1::JobEvent> events_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> artifact_data_ ABSL_GUARDED_BY(mu_);
   int break_after_ ABSL_GUARDED_BY(mu_) = 0;
+  bool unavailable_ ABSL_GUARDED_BY(mu_) = false;
+  bool hold_watches_ ABSL_GUARDED_BY(mu_) = false;
   int read_cancels_left_ ABSL_GUARDED_BY(mu_) = 0;
   int read_cancel_after_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration read_cancel_stall_ ABSL_GUARDED_BY(mu_);
