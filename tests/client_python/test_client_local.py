@@ -44,6 +44,23 @@ class FakeService(pb_grpc.CompressionServiceServicer):
         self.read_cancels_left = 0
         self.read_cancel_after = 0
         self.read_cancel_stall = 0.0
+        # While set, GetJob and WatchJob fail UNAVAILABLE, as while compressd restarts.
+        self.unavailable = False
+        # While set, a WatchJob stream stays open after its events, as compressd's does for a
+        # job with nothing new.
+        self.hold_watches = False
+        # Codes the next WatchJob / GetJob calls fail with, one per call.
+        self.watch_failures = []
+        self.get_failures = []
+        self.watch_calls = 0
+
+    def _fail_if_asked(self, context, failures):
+        with self.lock:
+            code = failures.pop(0) if failures else None
+            if code is None and self.unavailable:
+                code = grpc.StatusCode.UNAVAILABLE
+        if code is not None:
+            context.abort(code, f"{code.name} from the fake")
 
     def add_artifact(self, name, data):
         self.data[name] = data
@@ -76,6 +93,7 @@ class FakeService(pb_grpc.CompressionServiceServicer):
 
     def GetJob(self, request, context):
         self._seen(context)
+        self._fail_if_asked(context, self.get_failures)
         if request.name != self.job.name:
             context.abort(grpc.StatusCode.NOT_FOUND, f"{request.name} not found")
         return self.job
@@ -88,9 +106,15 @@ class FakeService(pb_grpc.CompressionServiceServicer):
 
     def WatchJob(self, request, context):
         self._seen(context)
+        with self.lock:
+            self.watch_calls += 1
+        self._fail_if_asked(context, self.watch_failures)
         for event in self.events:
             if event.sequence > request.after_sequence:
                 yield event
+        while self.hold_watches and context.is_active():
+            time.sleep(0.01)
+            self._fail_if_asked(context, [])
 
     def ReadArtifact(self, request, context):
         self._seen(context)
@@ -232,6 +256,49 @@ class LocalTest(unittest.TestCase):
         # The first three cancels started retry_for afresh, later ones did not.
         self.assertGreater(len(self.service.read_offsets), 4)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "model.bin")))
+
+    def test_watch_of_a_quiet_job_outlasts_a_second_outage_shorter_than_retry_for(self):
+        # retry_for counts from the first error after the server's last answer: an outage, then
+        # a quiet stretch longer than retry_for without events, then another outage.
+        self.service.job.state = pb.RUNNING
+        self.service.add_events(2)
+        self.service.hold_watches = True
+
+        def outages():
+            for start, length in ((0.5, 0.5), (3.0, 0.5)):
+                time.sleep(start)
+                self.service.unavailable = True
+                time.sleep(length)
+                self.service.unavailable = False
+            self.service.job.state = pb.SUCCEEDED
+            self.service.hold_watches = False
+
+        outage = threading.Thread(target=outages)
+        outage.start()
+        self.addCleanup(outage.join)
+        with Client(self.address, retry_for=1.5) as client:
+            events = [event["sequence"] for event in client.watch("j1")]
+        self.assertEqual(events, ["1", "2"])
+
+    def test_watch_and_wait_retry_the_codes_compressctl_watch_retries(self):
+        self.service.add_events(3)
+        codes = [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
+                 grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED,
+                 grpc.StatusCode.UNAVAILABLE]
+        self.service.watch_failures = list(codes)
+        with Client(self.address, retry_for=5) as client:
+            events = [event["sequence"] for event in client.watch("j1")]
+            self.assertEqual(events, ["1", "2", "3"])
+            self.assertEqual(self.service.watch_calls, len(codes) + 1)
+
+            self.service.get_failures = [grpc.StatusCode.DEADLINE_EXCEEDED,
+                                         grpc.StatusCode.INTERNAL]
+            self.service.watch_failures = [grpc.StatusCode.UNKNOWN]
+            self.assertEqual(client.wait("j1")["state"], "SUCCEEDED")
+
+            # Others end the watch at once.
+            self.service.watch_failures = [grpc.StatusCode.PERMISSION_DENIED]
+            self.assertRaisesCode("PERMISSION_DENIED", lambda: list(client.watch("j1")))
 
     def test_arguments_of_the_wrong_type_are_invalid_argument_naming_the_field(self):
         spec = {"dataset": {"format": "synthetic"}}

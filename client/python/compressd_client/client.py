@@ -24,6 +24,13 @@ from compress.v1 import job_spec_pb2
 FINISHED_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 _CHUNK_BYTES = 1 << 20  # per UploadBlob message; compressd accepts 4 MiB messages by default
+# What watch and wait retry for up to retry_for, as compressctl watch does
+# (client/job_event_follower.cc): a server restarting or a dropped connection (UNAVAILABLE; INTERNAL
+# or UNKNOWN for a stream reset mid-flight), a store that is briefly full or busy
+# (RESOURCE_EXHAUSTED), and a GetJob that timed out (DEADLINE_EXCEEDED). CANCELLED is retried too
+# unless the client was closed (see Client._watch_transient).
+_WATCH_TRANSIENT_CODES = frozenset(
+    ("UNAVAILABLE", "INTERNAL", "UNKNOWN", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"))
 # How many reads of one artifact compressd may cancel (its file-transfer idle timeout) that each
 # start retry_for afresh, as for compressctl download (kMaxServerCancels, client/server_cancels.h).
 _MAX_SERVER_CANCELS = 3
@@ -284,8 +291,10 @@ class Client:
     TLS. server_name: the name the server's certificate must carry when it differs from the
     address's host. tls: TLS with the system's CAs when no root_certificates are given.
     timeout: deadline in seconds of every unary call. retry_for: seconds watch, wait and download
-    keep retrying while the server is UNAVAILABLE before they give up (download also after
-    compressd cancelled a stalled read, the first three times each with retry_for afresh).
+    keep retrying while the server is UNAVAILABLE before they give up, counted from the server's
+    last answer (watch and wait also retry the other codes compressctl watch retries; download
+    also after compressd cancelled a stalled read, the first three times each with retry_for
+    afresh).
     """
 
     def __init__(self, address, token=None, root_certificates=None, private_key=None,
@@ -412,38 +421,61 @@ class Client:
         time.sleep(min(2.0, 0.2 + (now - started) / 4, left))
         return started
 
-    def _call_retrying(self, method, request, what, deadline=None):
-        """A unary call, tried again while the server is UNAVAILABLE for up to retry_for (and not
-        past `deadline`, a time.monotonic() value, when given: DEADLINE_EXCEEDED)."""
+    def _call_retrying(self, method, request, what, deadline=None, transient=None):
+        """A unary call, tried again while the server is UNAVAILABLE (or the error is one
+        `transient(error)` accepts, when given) for up to retry_for, and not past `deadline`, a
+        time.monotonic() value, when given: DEADLINE_EXCEEDED."""
         unavailable_since = None
         while True:
             try:
                 return self._call(method, request, what)
             except CompressdError as error:
-                if (error.code == "UNAVAILABLE" and deadline is not None and
-                        time.monotonic() >= deadline):
+                retried = error.code == "UNAVAILABLE" or (transient is not None and
+                                                          transient(error))
+                if retried and deadline is not None and time.monotonic() >= deadline:
                     raise CompressdError("DEADLINE_EXCEEDED", f"{what}: timed out") from None
-                unavailable_since = self._retrying(error, unavailable_since, what)
+                unavailable_since = self._retrying(error, unavailable_since, what, transient)
+
+    def _watch_transient(self, error):
+        """Whether watch and wait retry `error` (_WATCH_TRANSIENT_CODES). CANCELLED is not this
+        client's doing unless it was closed (it cancels a stream only after it stopped reading):
+        a server that stops cancels the calls still open, like a dropped connection."""
+        if error.code == "CANCELLED":
+            return not self._closed
+        return error.code in _WATCH_TRANSIENT_CODES
 
     def _watch_events(self, name, after_sequence, deadline=None):
         """Yields the job's JobEvent messages after after_sequence until the job has finished and
-        every event was seen. Reopens the stream on UNAVAILABLE from the last sequence seen."""
+        every event was seen. Reopens the stream from the last sequence seen after the errors
+        _watch_transient accepts, for up to retry_for from the first error after the server's
+        last answer."""
         last = after_sequence
-        unavailable_since = None
+        failing_since = None  # when the current run of errors began; None while none
+        get = pb.GetJobRequest(name=name)
         while True:
             if deadline is not None and time.monotonic() >= deadline:
                 raise CompressdError("DEADLINE_EXCEEDED", f"watch {name}: timed out")
+            if failing_since is not None:
+                # A stream that opens proves nothing until an event comes or it ends, which for
+                # a quiet job may take long: after an error, the server must answer a GetJob
+                # before the outage counts as over, so that the next one has retry_for again.
+                try:
+                    self._call(self._stub.GetJob, get, f"get {name}")
+                    failing_since = None
+                except CompressdError as error:
+                    failing_since = self._retrying(error, failing_since, f"watch {name}",
+                                                   self._watch_transient)
+                    continue
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             stream = self._stub.WatchJob(pb.WatchJobRequest(name=name, after_sequence=last),
                                          timeout=timeout, metadata=self._metadata)
             try:
                 for event in stream:
-                    unavailable_since = None
                     if event.sequence <= last:
                         continue
                     last = event.sequence
                     yield event
-                job = self._call(self._stub.GetJob, pb.GetJobRequest(name=name), f"get {name}")
+                job = self._call(self._stub.GetJob, get, f"get {name}")
                 if (pb.JobState.Name(job.state) in FINISHED_STATES and
                         job.last_event_sequence <= last):
                     return
@@ -452,13 +484,11 @@ class Client:
                 error = _rpc_error(e, f"watch {name}")
                 if error.code == "DEADLINE_EXCEEDED" and deadline is not None:
                     continue  # the loop's head raises when the overall deadline has passed
-                if error.code == "CANCELLED":
-                    # Not this client's doing (it cancels only after it stopped reading): a
-                    # server that stops cancels the calls still open, like a dropped connection.
-                    error = CompressdError("UNAVAILABLE", error.message)
-                unavailable_since = self._retrying(error, unavailable_since, f"watch {name}")
+                failing_since = self._retrying(error, failing_since, f"watch {name}",
+                                               self._watch_transient)
             except CompressdError as error:
-                unavailable_since = self._retrying(error, unavailable_since, f"watch {name}")
+                failing_since = self._retrying(error, failing_since, f"watch {name}",
+                                               self._watch_transient)
             finally:
                 stream.cancel()
 
@@ -477,10 +507,12 @@ class Client:
         _check_seconds(timeout, "timeout", optional=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         get = pb.GetJobRequest(name=name)
-        job = self._call_retrying(self._stub.GetJob, get, f"get {name}", deadline)
+        job = self._call_retrying(self._stub.GetJob, get, f"get {name}", deadline,
+                                  self._watch_transient)
         for _ in self._watch_events(name, job.last_event_sequence, deadline):
             pass
-        job = _to_dict(self._call_retrying(self._stub.GetJob, get, f"get {name}"))
+        job = _to_dict(self._call_retrying(self._stub.GetJob, get, f"get {name}",
+                                           transient=self._watch_transient))
         if job.get("state") != "SUCCEEDED":
             raise JobFailedError(job)
         return job
