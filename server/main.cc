@@ -55,6 +55,9 @@ ABSL_FLAG(std::string, worker_binary, "",
           "The compress-worker executable (default: next to compressd, else on $PATH)");
 ABSL_FLAG(std::vector<std::string>, local_worker_flags, {},
           "Extra flags for local workers, comma-separated (e.g. --devices=cpu)");
+ABSL_FLAG(absl::Duration, local_worker_stop_grace, absl::Seconds(60),
+          "On SIGTERM/SIGINT: time local workers get to stop their executors and hand their "
+          "attempts back before SIGKILL; more than their --kill_grace (30s) plus about 20s");
 ABSL_FLAG(int, lease_seconds, 30, "Seconds a worker's lease lasts without a heartbeat");
 ABSL_FLAG(int, max_attempts, 3, "Attempts of a job whose request gives none");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
@@ -270,6 +273,11 @@ int main(int argc, char** argv) {
           absl::StrCat(flag, ": must be in [1s, 24h], got ", absl::FormatDuration(duration)));
     }
   }
+  if (absl::Duration grace = absl::GetFlag(FLAGS_local_worker_stop_grace);
+      grace <= absl::ZeroDuration()) {
+    return Fail(absl::StrCat("--local_worker_stop_grace: must be positive, got ",
+                             absl::FormatDuration(grace)));
+  }
   if (absl::GetFlag(FLAGS_file_stream_idle_timeout) < absl::ZeroDuration()) {
     return Fail(absl::StrCat("--file_stream_idle_timeout: must not be negative, got ",
                              absl::FormatDuration(absl::GetFlag(FLAGS_file_stream_idle_timeout))));
@@ -403,6 +411,7 @@ int main(int argc, char** argv) {
       options.args.push_back(flag);
     }
     options.count = count;
+    options.stop_grace = absl::GetFlag(FLAGS_local_worker_stop_grace);
     absl::StatusOr<std::unique_ptr<LocalWorkers>> started = LocalWorkers::Start(options);
     if (!started.ok()) {
       server->Shutdown();

@@ -32,8 +32,12 @@ class LocalWorkers {
     int count = 0;
     // Pause before restarting a process that exited.
     absl::Duration restart_delay = absl::Seconds(1);
-    // How long Stop() waits after SIGTERM before SIGKILL.
-    absl::Duration stop_grace = absl::Seconds(10);
+    // How long Stop() waits after SIGTERM before SIGKILL. A compress-worker's own shutdown takes
+    // up to its --kill_grace (30 s by default: SIGTERM to the executor, then SIGKILL) plus about
+    // 20 s (the last events, then CompleteAttempt handing the attempt back, each given up after
+    // 10 s); a worker killed before that leaves its job RUNNING and its executor, in a process
+    // group of its own, running.
+    absl::Duration stop_grace = absl::Seconds(60);
   };
 
   // NOT_FOUND when `binary` is not an executable file.

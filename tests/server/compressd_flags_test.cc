@@ -1,6 +1,7 @@
-// compressd's security and limit flags, on the real binaries: unsafe starts are refused, TLS and
-// tokens work end to end with compressctl's flags, repeated --data_root flags all count, and
-// --max_message_bytes bounds requests; --help and --version of compressd and compressctl.
+// compressd's security, limit and local worker flags, on the real binaries: unsafe starts are
+// refused, TLS and tokens work end to end with compressctl's flags, repeated --data_root flags all
+// count, --max_message_bytes bounds requests, and --local_worker_stop_grace bounds the wait for
+// local workers at shutdown; --help and --version of compressd and compressctl.
 #include <signal.h>
 #include <stdlib.h>
 
@@ -14,6 +15,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "compress/v1/compression_service.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
@@ -42,7 +45,9 @@ TEST(CompressdFlagsTest, RefusesUnsafeStarts) {
         Case{{"--insecure", "--grpc_address=0.0.0.0:0"}, "not a loopback address"},
         Case{{"--insecure", "--token_file=/dev/null"}, "give one of them"},
         Case{{"--token_file=/dev/null", "--grpc_address=0.0.0.0:0"}, "plaintext"},
-        Case{{"--insecure", "--data_root=/nonexistent/root"}, "--data_root: /nonexistent/root"}}) {
+        Case{{"--insecure", "--data_root=/nonexistent/root"}, "--data_root: /nonexistent/root"},
+        Case{{"--insecure", "--local_worker_stop_grace=0s"},
+             "--local_worker_stop_grace: must be positive, got 0"}}) {
     Subprocess::Options options;
     options.argv = {COMPRESSD_BIN, "--metrics_address=", "--data_dir=/nonexistent/never-created"};
     options.argv.insert(options.argv.end(), c.flags.begin(), c.flags.end());
@@ -266,6 +271,34 @@ TEST_F(CompressdProcessTest, MessagesOverTheLimitAreResourceExhausted) {
   // Under the limit, the same request reaches validation (the label is too long for it).
   grpc::Status small = CreateWithDataset("/data", std::string(1000, 'x'));
   EXPECT_EQ(small.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << small.error_message();
+}
+
+// A local worker still stopping when --local_worker_stop_grace ends is killed, and compressd exits
+// then instead of after the default grace.
+TEST_F(CompressdProcessTest, LocalWorkersAreKilledAfterTheirStopGrace) {
+  const std::string worker = dir_.File("slow-worker");
+  // Its output leaves compressd's stderr, which Wait() reads to its end.
+  std::ofstream(worker) << "#!/bin/sh\n"
+                        << "exec >/dev/null 2>&1\n"
+                        << "trap 'sleep 10; exit 0' TERM\n"
+                        << ": > '" << dir_.File("ready") << "'\n"
+                        << "while :; do sleep 0.1; done\n";
+  fs::permissions(worker, fs::perms::owner_all);
+  ASSERT_NO_FATAL_FAILURE(Start({"--local_workers=1", absl::StrCat("--worker_binary=", worker),
+                                 "--local_worker_stop_grace=1s"}));
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!fs::exists(dir_.File("ready")) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_TRUE(fs::exists(dir_.File("ready"))) << server_->StderrTail();
+
+  const absl::Time start = absl::Now();
+  server_->Signal(SIGTERM);
+  ExitInfo exit = server_->Wait();
+  server_.reset();
+  EXPECT_EQ(exit.exit_code, 0) << exit.ToString();
+  // 1 s of stop grace and 1 s of --shutdown_grace, well before the worker's 10 s.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(6));
 }
 
 }  // namespace
