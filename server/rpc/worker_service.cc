@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -80,7 +81,22 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
     if (id != 0) Withdraw(id);
   }
 
-  void OnDone() override { Unref(); }
+  // A lease answered but not delivered (the worker cancelled its long poll, as an agent that is
+  // stopping does, or its connection broke, after OnLease saw the call alive): nobody holds it,
+  // so it is given back rather than left to expire and cost the job an attempt. IsCancelled()
+  // here says the call ended before its status reached the client, which then saw no lease.
+  void OnDone() override {
+    std::optional<SentLease> sent;
+    {
+      absl::MutexLock lock(&mu_);
+      sent = std::move(sent_);
+    }
+    if (sent.has_value() && context_->IsCancelled()) {
+      (void)scheduler_->ReturnLease(sent->job_id, sent->attempt,
+                                    LeaseHolder{worker_id_, sent->lease_id});
+    }
+    Unref();
+  }
 
  private:
   void Withdraw(int64_t waiter_id) {
@@ -106,6 +122,8 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
         out->set_lease_seconds(static_cast<int32_t>(absl::ToInt64Seconds(l.lease_duration)));
         out->set_last_event_sequence(l.last_event_sequence);
         out->set_lease_id(l.lease_id);
+        absl::MutexLock lock(&mu_);
+        sent_ = SentLease{l.job_id, l.attempt, l.lease_id};
       }
       Finish(ToGrpcStatus(lease.status()));
     }
@@ -133,6 +151,13 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
   int64_t waiter_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // The lease answered, until OnDone.
+  struct SentLease {
+    std::string job_id;
+    int attempt = 0;
+    std::string lease_id;
+  };
+  std::optional<SentLease> sent_ ABSL_GUARDED_BY(mu_);
 };
 
 // UploadArtifact: a header, then data chunks; the attempt is checked at the start and again
