@@ -153,7 +153,8 @@ void Agent::LeaseLoop(const compress::v1::Device& device) {
     }
     // A lease in the answer is this worker's even when Stop() came meanwhile: it goes to a runner
     // below, which hands it back at once (CompleteAttempt with `stopping`), so that the server
-    // requeues the job now, without waiting for the lease to expire or counting the attempt.
+    // requeues the job now, without waiting for the lease to expire or counting the attempt. A
+    // lease whose answer Stop()'s cancel cut off never arrives: compressd gives that one back.
     const bool leased = status.ok() && response.has_lease();
     if (Stopping() && !leased) break;
 
