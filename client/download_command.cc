@@ -114,13 +114,134 @@ absl::Status WriteAll(int fd, absl::string_view data, const fs::path& path) {
   return absl::OkStatus();
 }
 
-// Downloads one artifact to <dir>/<name> through <dir>/<name>.part, which a later run resumes.
+// The partial file of `artifact` in its folder: NAME.<the first 16 hex digits of its sha256>.part,
+// so that the bytes of another artifact of the same name (another job's model.safetensors) are
+// never resumed as this one's. NAME.part when the server gave no sha256 of 64 hex digits (the
+// download then fails its check anyway).
+std::string PartFileName(const compress::v1::Artifact& artifact) {
+  const std::string& sha256 = artifact.sha256();
+  const bool hex = sha256.size() == 64 && std::all_of(sha256.begin(), sha256.end(), [](char c) {
+                     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+                   });
+  return hex ? absl::StrCat(artifact.name(), ".", sha256.substr(0, 16), ".part")
+             : absl::StrCat(artifact.name(), ".part");
+}
+
+// What FillPartFile left in the partial file.
+struct Filled {
+  // Of the whole partial file.
+  FileDigest digest;
+  // The sha256 the server sent with the last chunk; the artifact's when it sent none.
+  std::string sent_sha256;
+};
+
+bool Matches(const Filled& filled, const compress::v1::Artifact& artifact) {
+  return filled.digest.sha256 == artifact.sha256() && filled.sent_sha256 == artifact.sha256() &&
+         filled.digest.size_bytes == artifact.size_bytes();
+}
+
+// Reads the artifact into `part_path` with ReadArtifact from the partial file's size (from empty
+// when `from_start`), reopening reads that broke off, until it has the artifact's size. Sets
+// `*resumed_from` to the size it started at.
+absl::StatusOr<Filled> FillPartFile(const CommandEnv& env, const std::string& job_name,
+                                    const compress::v1::Artifact& artifact,
+                                    const fs::path& part_path, int chunk_size, bool from_start,
+                                    int64_t* resumed_from) {
+  // Created when missing, so that a 0-byte artifact has its file too.
+  const int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (from_start ? O_TRUNC : 0);
+  FileDescriptor part(::open(part_path.c_str(), flags, 0644));
+  if (part.get() < 0) return LocalError(errno, absl::StrCat("cannot write ", part_path.string()));
+  struct stat part_stat;
+  if (::fstat(part.get(), &part_stat) != 0) {
+    return LocalError(errno, absl::StrCat("cannot read the size of ", part_path.string()));
+  }
+  int64_t offset = static_cast<int64_t>(part_stat.st_size);
+  if (offset > artifact.size_bytes()) {
+    return absl::DataLossError(absl::StrCat(part_path.string(), " holds ", offset,
+                                            " bytes, more than the artifact's ",
+                                            artifact.size_bytes()));
+  }
+  *resumed_from = offset;
+  // The file is hashed as it is written, after the part an earlier run left.
+  Sha256 hasher;
+  if (offset > 0) {
+    absl::StatusOr<int64_t> read = HashFile(part_path, offset, &hasher);
+    if (!read.ok()) return read.status();
+    if (*read != offset) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot resume ", part_path.string(), ": it shrank to ", *read, " bytes while read"));
+    }
+  }
+  Filled filled;
+  filled.sent_sha256 = artifact.sha256();
+  RetrySchedule retry(env.retry_for);
+  int server_cancels = 0;
+  std::string resource = ArtifactResourceName(job_name, artifact.name());
+  while (offset < artifact.size_bytes()) {
+    auto context = env.NewContext();
+    compress::v1::ReadArtifactRequest request;
+    request.set_name(resource);
+    request.set_offset(offset);
+    request.set_chunk_size(chunk_size);
+    auto reader = env.stub->ReadArtifact(context.get(), request);
+    compress::v1::ReadArtifactResponse chunk;
+    bool progressed = false;
+    absl::Status broken;
+    while (reader->Read(&chunk)) {
+      if (chunk.offset() != offset) {
+        broken = absl::InternalError(absl::StrCat("ReadArtifact ", resource, ": chunk at offset ",
+                                                  chunk.offset(), ", expected ", offset));
+        context->TryCancel();
+        break;
+      }
+      broken = WriteAll(part.get(), chunk.data(), part_path);
+      if (!broken.ok()) {
+        context->TryCancel();
+        break;
+      }
+      hasher.Update(chunk.data());
+      offset += static_cast<int64_t>(chunk.data().size());
+      progressed = progressed || !chunk.data().empty();
+      if (!chunk.sha256().empty()) filled.sent_sha256 = chunk.sha256();
+    }
+    grpc::Status status = reader->Finish();
+    if (!broken.ok()) return broken;
+    if (status.ok()) {
+      if (offset < artifact.size_bytes() && !progressed) {
+        return absl::DataLossError(absl::StrCat("ReadArtifact ", resource, " ended at ", offset,
+                                                " of ", artifact.size_bytes(), " bytes"));
+      }
+      continue;
+    }
+    if (!IsTransient(status)) return FromGrpc(status, absl::StrCat("ReadArtifact ", resource));
+    // A read the server cancelled stood still for its idle timeout, longer than --retry_for may
+    // be: it opens the window afresh, as progress does, a few times.
+    bool afresh = progressed;
+    if (status.error_code() == grpc::StatusCode::CANCELLED && server_cancels < kMaxServerCancels) {
+      ++server_cancels;
+      afresh = true;
+    }
+    if (afresh) retry.Progressed();
+    if (!retry.WaitForNextTry()) {
+      return FromGrpc(status, absl::StrCat("ReadArtifact ", resource, ": gave up after ",
+                                           absl::FormatDuration(env.retry_for)));
+    }
+  }
+  if (int error = part.Close(); error != 0) {
+    return LocalError(error, absl::StrCat("cannot write ", part_path.string()));
+  }
+  filled.digest = FileDigest{hasher.HexDigest(), offset};
+  return filled;
+}
+
+// Downloads one artifact to <dir>/<name> through its partial file (PartFileName), which a later
+// run resumes.
 absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string& job_name,
                                        const compress::v1::Artifact& artifact,
                                        const std::string& dir, int chunk_size) {
   Downloaded result;
   fs::path final_path = fs::path(dir) / artifact.name();
-  fs::path part_path = fs::path(dir) / (artifact.name() + ".part");
+  fs::path part_path = fs::path(dir) / PartFileName(artifact);
   result.path = final_path.string();
   std::error_code ec;
   const fs::file_status final_status = fs::status(final_path, ec);
@@ -153,95 +274,37 @@ absl::StatusOr<Downloaded> DownloadOne(const CommandEnv& env, const std::string&
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot resume ", part_path.string(), ": not a regular file, so its size is unknown"));
   }
-  // Created when missing, so that a 0-byte artifact has its file too.
-  FileDescriptor part(::open(part_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-  if (part.get() < 0) return LocalError(errno, absl::StrCat("cannot write ", part_path.string()));
-  struct stat part_stat;
-  if (::fstat(part.get(), &part_stat) != 0) {
-    return LocalError(errno, absl::StrCat("cannot read the size of ", part_path.string()));
-  }
-  int64_t offset = static_cast<int64_t>(part_stat.st_size);
-  if (offset > artifact.size_bytes()) {
-    return absl::DataLossError(absl::StrCat(part_path.string(), " holds ", offset,
-                                            " bytes, more than the artifact's ",
-                                            artifact.size_bytes()));
-  }
-  result.resumed_from = offset;
-  // The file is hashed as it is written, after the part an earlier run left.
-  Sha256 hasher;
-  if (offset > 0) {
-    absl::StatusOr<int64_t> read = HashFile(part_path, offset, &hasher);
-    if (!read.ok()) return read.status();
-    if (*read != offset) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cannot resume ", part_path.string(), ": it shrank to ", *read, " bytes while read"));
+  // Bytes an earlier run left that are not the artifact's (more of them than it has, or a whole
+  // that fails the check: a damaged disk, a file copied in) are dropped once and the artifact is
+  // read again from the start, so that such a file cannot make every later run fail.
+  bool from_start = false;
+  if (fs::is_regular_file(part_status)) {
+    const uintmax_t kept = fs::file_size(part_path, ec);
+    if (ec) return LocalError(ec, absl::StrCat("cannot read the size of ", part_path.string()));
+    if (kept > static_cast<uintmax_t>(artifact.size_bytes())) {
+      *env.err << "compressctl: download " << artifact.name() << ": " << part_path.string()
+               << " holds " << kept << " bytes, more than the artifact's " << artifact.size_bytes()
+               << "; downloading it again from the start\n";
+      from_start = true;
     }
   }
-  std::string expected_sha = artifact.sha256();
-  RetrySchedule retry(env.retry_for);
-  int server_cancels = 0;
-  std::string resource = ArtifactResourceName(job_name, artifact.name());
-  while (offset < artifact.size_bytes()) {
-    auto context = env.NewContext();
-    compress::v1::ReadArtifactRequest request;
-    request.set_name(resource);
-    request.set_offset(offset);
-    request.set_chunk_size(chunk_size);
-    auto reader = env.stub->ReadArtifact(context.get(), request);
-    compress::v1::ReadArtifactResponse chunk;
-    bool progressed = false;
-    absl::Status broken;
-    while (reader->Read(&chunk)) {
-      if (chunk.offset() != offset) {
-        broken = absl::InternalError(absl::StrCat("ReadArtifact ", resource, ": chunk at offset ",
-                                                  chunk.offset(), ", expected ", offset));
-        context->TryCancel();
-        break;
-      }
-      broken = WriteAll(part.get(), chunk.data(), part_path);
-      if (!broken.ok()) {
-        context->TryCancel();
-        break;
-      }
-      hasher.Update(chunk.data());
-      offset += static_cast<int64_t>(chunk.data().size());
-      progressed = progressed || !chunk.data().empty();
-      if (!chunk.sha256().empty()) expected_sha = chunk.sha256();
-    }
-    grpc::Status status = reader->Finish();
-    if (!broken.ok()) return broken;
-    if (status.ok()) {
-      if (offset < artifact.size_bytes() && !progressed) {
-        return absl::DataLossError(absl::StrCat("ReadArtifact ", resource, " ended at ", offset,
-                                                " of ", artifact.size_bytes(), " bytes"));
-      }
-      continue;
-    }
-    if (!IsTransient(status)) return FromGrpc(status, absl::StrCat("ReadArtifact ", resource));
-    // A read the server cancelled stood still for its idle timeout, longer than --retry_for may
-    // be: it opens the window afresh, as progress does, a few times.
-    bool afresh = progressed;
-    if (status.error_code() == grpc::StatusCode::CANCELLED && server_cancels < kMaxServerCancels) {
-      ++server_cancels;
-      afresh = true;
-    }
-    if (afresh) retry.Progressed();
-    if (!retry.WaitForNextTry()) {
-      return FromGrpc(status, absl::StrCat("ReadArtifact ", resource, ": gave up after ",
-                                           absl::FormatDuration(env.retry_for)));
-    }
+  absl::StatusOr<Filled> filled = FillPartFile(env, job_name, artifact, part_path, chunk_size,
+                                               from_start, &result.resumed_from);
+  if (filled.ok() && !Matches(*filled, artifact) && result.resumed_from > 0) {
+    *env.err << "compressctl: download " << artifact.name() << ": " << part_path.string()
+             << " (resumed at " << result.resumed_from << " bytes) has sha256 "
+             << filled->digest.sha256 << ", expected " << artifact.sha256()
+             << "; downloading it again from the start\n";
+    filled = FillPartFile(env, job_name, artifact, part_path, chunk_size, /*from_start=*/true,
+                          &result.resumed_from);
   }
-  if (int error = part.Close(); error != 0) {
-    return LocalError(error, absl::StrCat("cannot write ", part_path.string()));
-  }
-
-  const FileDigest digest{hasher.HexDigest(), offset};
-  if (digest.sha256 != expected_sha || expected_sha != artifact.sha256() ||
-      digest.size_bytes != artifact.size_bytes()) {
-    return absl::DataLossError(
-        absl::StrCat(artifact.name(), ": downloaded ", digest.size_bytes, " bytes with sha256 ",
-                     digest.sha256, ", expected ", artifact.size_bytes(), " bytes with sha256 ",
-                     artifact.sha256(), "; the partial file is kept at ", part_path.string()));
+  if (!filled.ok()) return filled.status();
+  if (!Matches(*filled, artifact)) {
+    return absl::DataLossError(absl::StrCat(
+        artifact.name(), ": downloaded ", filled->digest.size_bytes, " bytes with sha256 ",
+        filled->digest.sha256, ", expected ", artifact.size_bytes(), " bytes with sha256 ",
+        artifact.sha256(), "; the partial file is kept at ", part_path.string(),
+        " and the next run downloads the artifact again from the start"));
   }
   fs::rename(part_path, final_path, ec);
   if (ec) {

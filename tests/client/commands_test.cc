@@ -90,6 +90,11 @@ class CommandsTest : public ::testing::Test {
     }
   }
 
+  // Where a download keeps the bytes of an artifact holding `data` until they are verified.
+  std::string PartPath(const std::string& name, const std::string& data) {
+    return absl::StrCat(dir_, "/", name, ".", Sha256Hex(data).substr(0, 16), ".part");
+  }
+
   std::string ReadFile(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     std::stringstream contents;
@@ -155,7 +160,7 @@ TEST_F(CommandsTest, DownloadResumesAfterDroppedStreamsAndVerifies) {
   EXPECT_EQ(Download(env_, args), kExitOk) << err_.str();
   EXPECT_THAT(service_.read_offsets(), ElementsAre(0, 2048, 4096));
   EXPECT_EQ(ReadFile(dir_ + "/model.bin"), data);
-  EXPECT_FALSE(fs::exists(dir_ + "/model.bin.part"));
+  EXPECT_FALSE(fs::exists(PartPath("model.bin", data)));
   // A second download finds the verified file and leaves it.
   EXPECT_EQ(Download(env_, args), kExitOk);
   EXPECT_THAT(out_.str(), HasSubstr("present"));
@@ -208,7 +213,7 @@ TEST_F(CommandsTest, DownloadContinuesAPartialFileAtItsSize) {
   std::string data(3000, 'x');
   data[2999] = 'y';
   service_.AddArtifact("model.bin", data);
-  std::ofstream(dir_ + "/model.bin.part", std::ios::binary) << data.substr(0, 1500);
+  std::ofstream(PartPath("model.bin", data), std::ios::binary) << data.substr(0, 1500);
   DownloadArgs args;
   args.job = "j1";
   args.artifact = "model.bin";
@@ -231,8 +236,64 @@ TEST_F(CommandsTest, DownloadMismatchIsDataLossAndKeepsThePartialFile) {
   args.output_dir = dir_;
   EXPECT_EQ(Download(env_, args), kExitDataLoss);
   EXPECT_THAT(err_.str(), HasSubstr("DATA_LOSS"));
-  EXPECT_TRUE(fs::exists(dir_ + "/model.bin.part"));
+  EXPECT_THAT(err_.str(),
+              HasSubstr(absl::StrCat(
+                  "the partial file is kept at ", PartPath("model.bin", std::string(2000, 'a')),
+                  " and the next run downloads the artifact again from the start")));
+  EXPECT_TRUE(fs::exists(PartPath("model.bin", std::string(2000, 'a'))));
   EXPECT_FALSE(fs::exists(dir_ + "/model.bin"));
+  // The next run does not trust the bytes that failed: it reads the artifact again.
+  EXPECT_EQ(Download(env_, args), kExitDataLoss);
+  EXPECT_THAT(service_.read_offsets(), ElementsAre(0, 0));
+}
+
+// A partial file is named after the sha256 of what it holds part of: another job's artifact of
+// the same name, or a NAME.part of an earlier compressctl, is left alone and never resumed.
+TEST_F(CommandsTest, DownloadDoesNotResumeThePartialFileOfAnotherArtifactOfTheSameName) {
+  SetJobState(compress::v1::SUCCEEDED);
+  const std::string data(3000, 'n');
+  const std::string other(3000, 'o');
+  service_.AddArtifact("model.bin", data);
+  std::ofstream(PartPath("model.bin", other), std::ios::binary) << other.substr(0, 1000);
+  std::ofstream(dir_ + "/model.bin.part", std::ios::binary) << other.substr(0, 1000);
+  DownloadArgs args;
+  args.job = "j1";
+  args.output_dir = dir_;
+  EXPECT_EQ(Download(env_, args), kExitOk) << err_.str();
+  EXPECT_THAT(service_.read_offsets(), ElementsAre(0));
+  EXPECT_EQ(ReadFile(dir_ + "/model.bin"), data);
+  EXPECT_EQ(ReadFile(PartPath("model.bin", other)), other.substr(0, 1000));
+  EXPECT_EQ(ReadFile(dir_ + "/model.bin.part"), other.substr(0, 1000));
+}
+
+// Bytes an earlier run left that fail the check once resumed (or that outnumber the artifact's)
+// are dropped once and the artifact read from the start, saying so: they cannot make every
+// later run fail.
+TEST_F(CommandsTest, DownloadStartsAgainOnceWhenTheResumedPartialFileIsNotTheArtifacts) {
+  SetJobState(compress::v1::SUCCEEDED);
+  const std::string data(3000, 'd');
+  service_.AddArtifact("model.bin", data);
+  DownloadArgs args;
+  args.job = "j1";
+  args.output_dir = dir_;
+  env_.output = OutputFormat::kJson;
+  std::ofstream(PartPath("model.bin", data), std::ios::binary) << std::string(1500, 'x');
+  EXPECT_EQ(Download(env_, args), kExitOk) << err_.str();
+  EXPECT_THAT(service_.read_offsets(), ElementsAre(1500, 0));
+  EXPECT_EQ(ReadFile(dir_ + "/model.bin"), data);
+  EXPECT_THAT(err_.str(), HasSubstr(absl::StrCat(PartPath("model.bin", data),
+                                                 " (resumed at 1500 bytes) has sha256 ")));
+  EXPECT_THAT(err_.str(), HasSubstr("downloading it again from the start"));
+  EXPECT_EQ(nlohmann::json::parse(out_.str())["resumed_from"], 0);
+
+  fs::remove(dir_ + "/model.bin");
+  err_.str("");
+  std::ofstream(PartPath("model.bin", data), std::ios::binary) << std::string(4000, 'd');
+  EXPECT_EQ(Download(env_, args), kExitOk) << err_.str();
+  EXPECT_THAT(service_.read_offsets(), ElementsAre(1500, 0, 0));
+  EXPECT_EQ(ReadFile(dir_ + "/model.bin"), data);
+  EXPECT_THAT(err_.str(), HasSubstr("holds 4000 bytes, more than the artifact's 3000; "
+                                    "downloading it again from the start"));
 }
 
 TEST_F(CommandsTest, DownloadOfAnEmptyArtifactWritesAnEmptyFile) {
@@ -244,7 +305,7 @@ TEST_F(CommandsTest, DownloadOfAnEmptyArtifactWritesAnEmptyFile) {
   EXPECT_EQ(Download(env_, args), kExitOk) << err_.str();
   ASSERT_TRUE(fs::exists(dir_ + "/empty.txt"));
   EXPECT_EQ(fs::file_size(dir_ + "/empty.txt"), 0u);
-  EXPECT_FALSE(fs::exists(dir_ + "/empty.txt.part"));
+  EXPECT_FALSE(fs::exists(PartPath("empty.txt", "")));
 }
 
 TEST_F(CommandsTest, DownloadWriteFailureIsALocalErrorWithTheReason) {
@@ -265,8 +326,9 @@ TEST_F(CommandsTest, DownloadWriteFailureIsALocalErrorWithTheReason) {
   signal(SIGXFSZ, old_handler);
   // Exit code 3 is for a sha256 mismatch only.
   EXPECT_EQ(exit_code, kExitError) << err_.str();
-  EXPECT_THAT(err_.str(), HasSubstr(absl::StrCat("cannot write ", dir_,
-                                                 "/model.bin.part: ", std::strerror(EFBIG))));
+  EXPECT_THAT(err_.str(),
+              HasSubstr(absl::StrCat("cannot write ", PartPath("model.bin", std::string(5000, 'm')),
+                                     ": ", std::strerror(EFBIG))));
   EXPECT_THAT(err_.str(), Not(HasSubstr("DATA_LOSS")));
 }
 
@@ -286,13 +348,13 @@ TEST_F(CommandsTest, DownloadIntoAPathThroughAFileSaysNotADirectory) {
 TEST_F(CommandsTest, DownloadRefusesToResumeAPartialFileWithoutASize) {
   SetJobState(compress::v1::SUCCEEDED);
   service_.AddArtifact("model.bin", "abc");
-  fs::create_symlink("/dev/null", dir_ + "/model.bin.part");
+  fs::create_symlink("/dev/null", PartPath("model.bin", "abc"));
   DownloadArgs args;
   args.job = "j1";
   args.output_dir = dir_;
   EXPECT_EQ(Download(env_, args), kExitError);
-  EXPECT_THAT(err_.str(), HasSubstr(absl::StrCat("cannot resume ", dir_,
-                                                 "/model.bin.part: not a regular file")));
+  EXPECT_THAT(err_.str(), HasSubstr(absl::StrCat("cannot resume ", PartPath("model.bin", "abc"),
+                                                 ": not a regular file")));
   EXPECT_THAT(service_.read_offsets(), ElementsAre()) << "no ReadArtifact at a made-up offset";
 }
 

@@ -181,7 +181,7 @@ class ClientTest(unittest.TestCase):
             self.assertFalse(result["already_present"])
             self.assertEqual(sha256_of(path), artifact["sha256"])
             self.assertEqual(os.path.getsize(path), int(artifact["size_bytes"]))
-            self.assertFalse(os.path.exists(path + ".part"))
+            self.assertFalse(os.path.exists(f"{path}.{artifact['sha256'][:16]}.part"))
         with open(os.path.join(out, "report.json")) as f:
             report = json.load(f)
         self.assertEqual(report, self.client.report(self.job["name"]))
@@ -195,7 +195,7 @@ class ClientTest(unittest.TestCase):
             self.client.download(self.job["name"], "no-such-artifact", out)
         self.assertEqual(raised.exception.code, "NOT_FOUND")
 
-    def test_download_resumes_a_partial_file_and_rejects_a_corrupt_one(self):
+    def test_download_resumes_a_partial_file_and_starts_a_corrupt_one_again(self):
         artifact = max(self.finished["artifacts"], key=lambda a: int(a["size_bytes"]))
         size = int(artifact["size_bytes"])
         self.assertGreater(size, 10)
@@ -206,20 +206,21 @@ class ClientTest(unittest.TestCase):
             data = f.read()
 
         target = os.path.join(self.tmp, "resumed.bin")
-        with open(target + ".part", "wb") as f:
+        with open(f"{target}.{artifact['sha256'][:16]}.part", "wb") as f:
             f.write(data[:size // 2])
         result = self.client.download(self.job["name"], artifact["name"], target)
         self.assertEqual(result["resumed_from"], size // 2)
         self.assertEqual(sha256_of(target), artifact["sha256"])
 
+        # Resumed bytes that fail the check are dropped once and the artifact read again.
         corrupt = os.path.join(self.tmp, "corrupt.bin")
-        with open(corrupt + ".part", "wb") as f:
+        with open(f"{corrupt}.{artifact['sha256'][:16]}.part", "wb") as f:
             f.write(bytes(b ^ 0xFF for b in data[:size // 2]))
-        with self.assertRaises(CompressdError) as raised:
-            self.client.download(self.job["name"], artifact["name"], corrupt)
-        self.assertEqual(raised.exception.code, "DATA_LOSS")
-        self.assertFalse(os.path.exists(corrupt))
-        self.assertEqual(os.path.getsize(corrupt + ".part"), size)
+        with self.assertLogs("compressd_client.client", "WARNING") as logs:
+            result = self.client.download(self.job["name"], artifact["name"], corrupt)
+        self.assertIn("downloading it again from the start", logs.output[0])
+        self.assertEqual(result["resumed_from"], 0)
+        self.assertEqual(sha256_of(corrupt), artifact["sha256"])
 
     def test_download_and_upload_wait_for_a_free_file_transfer(self):
         """Two uploads that stay open hold both of compressd's file transfers: a download and a

@@ -136,6 +136,11 @@ class FakeService(pb_grpc.CompressionServiceServicer):
                 yield pb.ReadArtifactResponse(offset=offset, data=data[offset:offset + 1000])
 
 
+def part_path(path, data):
+    """Where a download keeps the bytes of an artifact holding `data` until they are verified."""
+    return f"{path}.{hashlib.sha256(data).hexdigest()[:16]}.part"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -204,11 +209,12 @@ class LocalTest(unittest.TestCase):
                                           "model.bin", os.path.join(self.tmp, "file", "out/"))
             self.assertIn(os.strerror(errno.ENOTDIR), error.message)
 
-            os.symlink("/dev/null", os.path.join(self.tmp, "model.bin.part"))
+            part = part_path(os.path.join(self.tmp, "model.bin"), self.service.data["model.bin"])
+            os.symlink("/dev/null", part)
             error = self.assertRaisesCode("FAILED_PRECONDITION", client.download, "j1",
                                           "model.bin", self.tmp)
             self.assertIn("not a regular file", error.message)
-            os.remove(os.path.join(self.tmp, "model.bin.part"))
+            os.remove(part)
 
             # Files of this process may grow to 1000 bytes: the write past that fails (EFBIG).
             old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -222,6 +228,65 @@ class LocalTest(unittest.TestCase):
                 signal.signal(signal.SIGXFSZ, old_handler)
             self.assertEqual(raised.exception.code, "OUT_OF_RANGE", str(raised.exception))
             self.assertIn(os.strerror(errno.EFBIG), raised.exception.message)
+
+    def test_download_does_not_resume_the_partial_file_of_another_artifact_of_the_same_name(self):
+        # Another job's model.bin, and a model.bin.part of an earlier client: left alone.
+        data, other = b"n" * 3000, b"o" * 3000
+        self.service.add_artifact("model.bin", data)
+        target = os.path.join(self.tmp, "model.bin")
+        for foreign in (part_path(target, other), target + ".part"):
+            with open(foreign, "wb") as f:
+                f.write(other[:1000])
+        with Client(self.address) as client:
+            result = client.download("j1", "model.bin", self.tmp)
+        self.assertEqual(result["resumed_from"], 0)
+        self.assertEqual(self.service.read_offsets, [0])
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), data)
+        for foreign in (part_path(target, other), target + ".part"):
+            with open(foreign, "rb") as f:
+                self.assertEqual(f.read(), other[:1000])
+
+    def test_download_starts_again_once_when_the_resumed_partial_file_is_not_the_artifacts(self):
+        data = b"d" * 3000
+        self.service.add_artifact("model.bin", data)
+        target = os.path.join(self.tmp, "model.bin")
+        with Client(self.address) as client:
+            for kept, offsets, message in (
+                    (b"x" * 1500, [1500, 0], "(resumed at 1500 bytes) has sha256"),
+                    (b"d" * 4000, [0], "holds 4000 bytes, more than the artifact's 3000")):
+                self.service.read_offsets = []
+                with open(part_path(target, data), "wb") as f:
+                    f.write(kept)
+                with self.assertLogs("compressd_client.client", "WARNING") as logs:
+                    result = client.download("j1", "model.bin", self.tmp)
+                self.assertEqual(self.service.read_offsets, offsets)
+                self.assertIn(message, logs.output[0])
+                self.assertIn("downloading it again from the start", logs.output[0])
+                self.assertEqual(result["resumed_from"], 0)
+                with open(target, "rb") as f:
+                    self.assertEqual(f.read(), data)
+                os.remove(target)
+
+    def test_download_mismatch_is_data_loss_and_the_next_download_starts_again(self):
+        self.service.add_artifact("model.bin", b"a" * 2000)
+        self.service.data["model.bin"] = b"b" * 2000  # a damaged store
+        part = part_path(os.path.join(self.tmp, "model.bin"), b"a" * 2000)
+        kept = (f"the partial file is kept at {part} and the next download reads the artifact "
+                "again from the start")
+        with Client(self.address) as client:
+            with self.assertNoLogs("compressd_client.client"):
+                error = self.assertRaisesCode("DATA_LOSS", client.download, "j1", "model.bin",
+                                              self.tmp)
+            self.assertIn(kept, error.message)
+            self.assertTrue(os.path.exists(part))
+            with self.assertLogs("compressd_client.client", "WARNING") as logs:
+                error = self.assertRaisesCode("DATA_LOSS", client.download, "j1", "model.bin",
+                                              self.tmp)
+            self.assertIn("(resumed at 2000 bytes)", logs.output[0])
+            self.assertIn(kept, error.message)
+        self.assertEqual(self.service.read_offsets, [0, 0])
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "model.bin")))
 
     def test_download_reads_on_after_the_server_cancelled_its_read(self):
         data = bytes(i * 7 % 251 for i in range(5000))

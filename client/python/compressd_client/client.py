@@ -9,7 +9,9 @@ CompressdError, which carries the canonical gRPC status code name and a message.
 import errno
 import hashlib
 import json
+import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Mapping
@@ -22,6 +24,8 @@ from compress.v1 import compression_service_pb2_grpc as pb_grpc
 from compress.v1 import job_spec_pb2
 
 FINISHED_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+_log = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 1 << 20  # per UploadBlob message; compressd accepts 4 MiB messages by default
 # What watch and wait retry for up to retry_for, as compressctl watch does
@@ -267,6 +271,17 @@ def _load_spec(spec):
     except json_format.ParseError as e:
         raise CompressdError("INVALID_ARGUMENT",
                              f"{source}: not a compress.v1.JobSpec: {e}") from None
+
+
+def _part_path(path, sha256):
+    """Where a download keeps the bytes of an artifact with `sha256` until they are verified:
+    PATH.<the sha256's first 16 hex digits>.part, so that the bytes of another artifact of the
+    same name (another job's model.safetensors) are never resumed as this one's; PATH.part when
+    the server gave no sha256 of 64 hex digits (the download then fails its check anyway). As
+    compressctl's download names it."""
+    if re.fullmatch(r"[0-9a-f]{64}", sha256):
+        return f"{path}.{sha256[:16]}.part"
+    return path + ".part"
 
 
 def _sha256_file(path):
@@ -521,9 +536,12 @@ class Client:
         """Downloads an artifact to path (a file, or a directory that gets the artifact's name; a
         path ending in "/" is a directory, created when missing).
 
-        Writes path + ".part" first and continues an existing partial file from its size; the
-        whole file's sha256 must match the artifact's, then the file is renamed to path. A
-        mismatch is DATA_LOSS and keeps the partial file. A path already holding the artifact is
+        Writes path + "." + the first 16 hex digits of the artifact's sha256 + ".part" first
+        and continues an existing partial file from its size; the whole file's sha256 must match
+        the artifact's, then the file is renamed to path. Resumed bytes that fail the check (or
+        outnumber the artifact's) are dropped once and the artifact read again from the start,
+        with a warning logged. A mismatch is DATA_LOSS and keeps the partial file, which the
+        next download reads again from the start. A path already holding the artifact is
         left alone; one holding other bytes is DATA_LOSS. A read compressd cancelled (CANCELLED:
         its file-transfer idle timeout) goes on from the bytes written, the first three such
         cancels each with retry_for afresh. Returns {name, path, size_bytes,
@@ -556,7 +574,7 @@ class Client:
                 return result
             raise CompressdError("DATA_LOSS", f"{path} exists with other contents (sha256 {sha}); "
                                  f"not overwriting it with {artifact}")
-        part = path + ".part"
+        part = _part_path(path, expected.sha256)
         try:
             part_mode = os.stat(part).st_mode
         except FileNotFoundError:
@@ -564,12 +582,44 @@ class Client:
         if part_mode is not None and not stat.S_ISREG(part_mode):
             raise CompressdError("FAILED_PRECONDITION", f"cannot resume {part}: not a regular "
                                  "file, so its size is unknown")
-        offset = os.path.getsize(part) if part_mode is not None else 0
+        # Bytes an earlier run left that are not the artifact's (more of them than it has, or a
+        # whole that fails the check: a damaged disk, a file copied in) are dropped once and the
+        # artifact is read again from the start, so that such a file cannot make every later
+        # run fail.
+        from_start = False
+        if part_mode is not None and os.path.getsize(part) > expected.size_bytes:
+            _log.warning("download %s: %s holds %d bytes, more than the artifact's %d; "
+                         "downloading it again from the start", artifact, part,
+                         os.path.getsize(part), expected.size_bytes)
+            from_start = True
+        resource = artifact_name(name, artifact)
+        result["resumed_from"] = self._fill_part(resource, expected, part, from_start)
+        sha, size = _sha256_file(part)
+        if (sha != expected.sha256 or size != expected.size_bytes) and result["resumed_from"]:
+            _log.warning("download %s: %s (resumed at %d bytes) has sha256 %s, expected %s; "
+                         "downloading it again from the start", artifact, part,
+                         result["resumed_from"], sha, expected.sha256)
+            result["resumed_from"] = self._fill_part(resource, expected, part, True)
+            sha, size = _sha256_file(part)
+        if sha != expected.sha256 or size != expected.size_bytes:
+            raise CompressdError(
+                "DATA_LOSS", f"{artifact}: downloaded {size} bytes with sha256 {sha}, expected "
+                f"{expected.size_bytes} bytes with sha256 {expected.sha256}; the partial file is "
+                f"kept at {part} and the next download reads the artifact again from the start")
+        os.replace(part, path)
+        return result
+
+    def _fill_part(self, resource, expected, part, from_start):
+        """Reads the artifact into `part` from its size (from empty when `from_start`),
+        reopening reads that broke off, until it has the artifact's size. Returns the size it
+        started at."""
+        with open(part, "wb" if from_start else "ab"):
+            pass  # created when missing, so that an empty artifact has its file too
+        offset = os.path.getsize(part)
         if offset > expected.size_bytes:
             raise CompressdError("DATA_LOSS", f"{part} holds {offset} bytes, more than the "
                                  f"artifact's {expected.size_bytes}")
-        result["resumed_from"] = offset
-        resource = artifact_name(name, artifact)
+        resumed_from = offset
         unavailable_since = None
         server_cancels = 0
         while offset < expected.size_bytes:
@@ -607,16 +657,7 @@ class Client:
                     lambda err: server_cancel or _file_transfers_busy(err))
             finally:
                 stream.cancel()
-        if not os.path.exists(part):
-            open(part, "ab").close()  # an empty artifact
-        sha, size = _sha256_file(part)
-        if sha != expected.sha256 or size != expected.size_bytes:
-            raise CompressdError(
-                "DATA_LOSS", f"{artifact}: downloaded {size} bytes with sha256 {sha}, expected "
-                f"{expected.size_bytes} bytes with sha256 {expected.sha256}; the partial file is "
-                f"kept at {part}")
-        os.replace(part, path)
-        return result
+        return resumed_from
 
     def upload_blob(self, path):
         """Uploads a file (a teacher checkpoint) as a blob and returns its sha256, which a spec
