@@ -13,6 +13,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/command_env.h"
@@ -30,7 +31,8 @@ ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
 ABSL_FLAG(absl::Duration, retry_for, absl::Minutes(2),
           "How long watch and download retry while the server is unreachable");
 ABSL_FLAG(std::string, output, "text", "Output format: text or json");
-// Taken out of argv before Abseil parses it (ExtractLabels): defined for --help's list only.
+// Taken out of argv before Abseil parses it (ExtractLabels): defined for --help's list, and so
+// that a --label from --flagfile or --fromenv, which Abseil does parse, is refused.
 ABSL_FLAG(std::vector<std::string>, label, {}, "submit: a label KEY=VALUE; may repeat");
 ABSL_FLAG(int, priority, 0, "submit: higher runs first");
 ABSL_FLAG(std::string, request_id, "", "submit: idempotency key; a repeat returns the first job");
@@ -132,8 +134,7 @@ std::string FlagThatDoesNotApply(const std::string& command, bool labels_given) 
   for (const auto& [owner, flags] : CommandFlags()) {
     if (owner == command) continue;
     for (const std::string& flag : flags) {
-      const bool given =
-          flag == "label" ? labels_given : compress::FlagGiven(flag);
+      const bool given = flag == "label" ? labels_given : compress::FlagGiven(flag);
       if (given) {
         return absl::StrCat(flag.size() == 1 ? "-" : "--", flag, " applies to ", owner,
                             " only, not ", command);
@@ -157,6 +158,13 @@ int main(int argc, char** argv) {
   if (!ExtractLabels(argc, argv, &labels)) return compress::client::kExitError;
   std::vector<char*> positional = compress::ParseProgramFlags(argc, argv);
   compress::ConfigureMallocForStreaming();
+  // Abseil keeps only the last of a flag repeated in a flag file, and splits a list flag at
+  // commas, so labels from there would be lost without a word: only the command line gives them.
+  if (const std::vector<std::string> parsed = absl::GetFlag(FLAGS_label); !parsed.empty()) {
+    return Usage(absl::StrCat("--label ", absl::StrJoin(parsed, ","),
+                              " came from --flagfile or --fromenv; give each --label on the "
+                              "command line (a flag file keeps only the last of repeated flags)"));
+  }
   std::vector<std::string> args(positional.begin() + 1, positional.end());
   if (args.empty()) return Usage("no command");
   if (args[0] == "help") {

@@ -128,6 +128,30 @@ TEST_F(CompressctlTest, HelpSucceedsAndListsEveryFlagWithLabel) {
   EXPECT_EQ(Compressctl({"--version"}).exit_code, 0);
 }
 
+// Abseil parses --label from a flag file or the environment, where a repeated flag keeps only
+// its last value: refused, rather than submitting without those labels.
+TEST_F(CompressctlTest, ALabelFromAFlagFileOrTheEnvironmentIsRefused) {
+  std::ofstream(dir_ + "/flags") << "--label=team=vision\n--label=run=7\n";
+  std::ofstream(dir_ + "/spec.json")
+      << R"({"dataset":{"format":"synthetic"},"teacher":{"train":{"epochs":1}}})";
+  for (const auto& [args, env] :
+       std::vector<std::pair<std::vector<std::string>, std::map<std::string, std::string>>>{
+           {{"--flagfile=" + dir_ + "/flags", "submit", dir_ + "/spec.json"}, {}},
+           {{"--fromenv=label", "submit", dir_ + "/spec.json"}, {{"FLAGS_label", "run=7"}}},
+           {{"--flagfile=" + dir_ + "/flags", "--label", "team=a", "submit", dir_ + "/spec.json"},
+            {}}}) {
+    Result run = Compressctl(args, env);
+    EXPECT_EQ(run.exit_code, 1) << args[0];
+    EXPECT_THAT(run.err, HasSubstr("compressctl: --label run=7 came from --flagfile or --fromenv; "
+                                   "give each --label on the command line"))
+        << args[0];
+    EXPECT_THAT(run.err, Not(HasSubstr("UNAVAILABLE"))) << "refused before any call";
+  }
+  // On the command line, --label repeats.
+  Result run = Compressctl({"submit", dir_ + "/spec.json", "--label", "team=a", "--label=run=7"});
+  EXPECT_THAT(run.err, HasSubstr("compressctl: submit " + dir_ + "/spec.json: UNAVAILABLE"));
+}
+
 TEST_F(CompressctlTest, BothTokenFlagsAreRefused) {
   Result run = Compressctl({"--token=tok-1", "--token_file=/nonexistent/token", "get", "j1"});
   EXPECT_EQ(run.exit_code, 1);
