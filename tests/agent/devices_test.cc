@@ -7,8 +7,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace compress::worker {
@@ -43,14 +48,20 @@ TEST(DevicesTest, RejectsBadEntriesAndDuplicates) {
   }
 }
 
-// PATH holds only a fake nvidia-smi that lists two GPUs while the object lives.
+// PATH holds only a fake nvidia-smi that lists two GPUs while the object lives, with their UUIDs
+// when the query asks for them.
 class FakeNvidiaSmi {
  public:
   FakeNvidiaSmi() {
     dir_ = ::testing::TempDir() + "/fake_nvidia_smi_" + std::to_string(::getpid());
     std::filesystem::create_directories(dir_);
     const std::string script = dir_ + "/nvidia-smi";
-    std::ofstream(script) << "#!/bin/sh\necho '0, Fake GPU A, 1024'\necho '1, Fake GPU B, 2048'\n";
+    std::ofstream(script) << "#!/bin/sh\n"
+                             "case \"$*\" in\n"
+                             "*uuid*) echo '0, GPU-aaaa1111-0000, Fake GPU A, 1024'\n"
+                             "        echo '1, GPU-bbbb2222-0000, Fake GPU B, 2048' ;;\n"
+                             "*) echo '0, Fake GPU A, 1024'; echo '1, Fake GPU B, 2048' ;;\n"
+                             "esac\n";
     ::chmod(script.c_str(), 0755);
     const char* path = std::getenv("PATH");
     saved_path_ = path == nullptr ? "" : path;
@@ -66,8 +77,33 @@ class FakeNvidiaSmi {
   std::string saved_path_;
 };
 
+// Sets (or, with nullopt, unsets) an environment variable while the object lives.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, std::optional<std::string> value) : name_(name) {
+    if (const char* old = std::getenv(name); old != nullptr) saved_ = old;
+    if (value.has_value()) {
+      ::setenv(name, value->c_str(), 1);
+    } else {
+      ::unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (saved_.has_value()) {
+      ::setenv(name_, saved_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> saved_;
+};
+
 TEST(DevicesTest, AGpuNvidiaSmiDoesNotListIsRefused) {
   FakeNvidiaSmi fake;
+  ScopedEnv visible("CUDA_VISIBLE_DEVICES", std::nullopt);
   absl::StatusOr<std::vector<compress::v1::Device>> listed = ParseDevices("cuda:1,cpu");
   ASSERT_TRUE(listed.ok()) << listed.status();
   EXPECT_EQ((*listed)[0].description(), "Fake GPU B");
@@ -81,6 +117,7 @@ TEST(DevicesTest, AGpuNvidiaSmiDoesNotListIsRefused) {
 using Environment = std::vector<std::pair<std::string, std::string>>;
 
 TEST(DevicesTest, ExecutorOfAGpuSeesOnlyThatGpu) {
+  ScopedEnv visible("CUDA_VISIBLE_DEVICES", std::nullopt);
   ExecutorDevice gpu = ExecutorDeviceFor("cuda:3");
   EXPECT_EQ(gpu.flag, "cuda:0");
   EXPECT_EQ(gpu.environment,
@@ -93,6 +130,158 @@ TEST(DevicesTest, ExecutorOfAGpuSeesOnlyThatGpu) {
   ExecutorDevice other = ExecutorDeviceFor("cuda");
   EXPECT_EQ(other.flag, "cuda");
   EXPECT_TRUE(other.environment.empty());
+}
+
+// An agent a batch scheduler confined with CUDA_VISIBLE_DEVICES (and no cgroup) offers only that
+// GPU, under CUDA's number, and its executors run on it, not on the GPU of that number.
+TEST(DevicesTest, AnInheritedCudaVisibleDevicesConfinesTheAgent) {
+  FakeNvidiaSmi fake;
+  ScopedEnv visible("CUDA_VISIBLE_DEVICES", "1");
+  absl::StatusOr<std::vector<compress::v1::Device>> devices = ParseDevices("auto");
+  ASSERT_TRUE(devices.ok()) << devices.status();
+  ASSERT_EQ(devices->size(), 1u);
+  EXPECT_EQ((*devices)[0].name(), "cuda:0");
+  EXPECT_EQ((*devices)[0].description(), "Fake GPU B");
+  EXPECT_EQ((*devices)[0].memory_bytes(), int64_t{2048} * 1024 * 1024);
+  EXPECT_EQ(ExecutorDeviceFor("cuda:0").environment,
+            (Environment{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, {"CUDA_VISIBLE_DEVICES", "1"}}));
+
+  absl::StatusOr<std::vector<compress::v1::Device>> outside = ParseDevices("cuda:1");
+  EXPECT_EQ(outside.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(outside.status().message(),
+            "--devices: cuda:1 is not among the GPUs CUDA_VISIBLE_DEVICES=\"1\" makes visible "
+            "(cuda:0); with CUDA_VISIBLE_DEVICES set, cuda:N is its Nth GPU");
+
+  ScopedEnv none("CUDA_VISIBLE_DEVICES", "");
+  devices = ParseDevices("auto");
+  ASSERT_TRUE(devices.ok()) << devices.status();
+  ASSERT_EQ(devices->size(), 1u);
+  EXPECT_EQ((*devices)[0].name(), "cpu");
+}
+
+const std::vector<std::string> kNvidiaSmiLines = {
+    "0, GPU-aaaa1111-0000-0000-0000-000000000000, NVIDIA H200, 143771\n",
+    "1, GPU-bbbb2222-0000-0000-0000-000000000000, NVIDIA A100-SXM4-80GB, 81920\n",
+    "2, GPU-bbbb3333-0000-0000-0000-000000000000, NVIDIA L4, [N/A]\n"};
+
+TEST(DevicesTest, ParsesNvidiaSmiLines) {
+  std::vector<std::string> lines = kNvidiaSmiLines;
+  lines.push_back("3, GPU-cccc, Some, Name, With, Commas, 1024");
+  lines.push_back("x, GPU-dddd, Bad Index, 1024");
+  lines.push_back("4, NVIDIA without UUID, 1024");
+  lines.push_back("");
+  std::vector<NvidiaSmiGpu> gpus = ParseNvidiaSmiGpus(lines);
+  ASSERT_EQ(gpus.size(), 4u);
+  EXPECT_EQ(gpus[0].index, 0);
+  EXPECT_EQ(gpus[0].uuid, "GPU-aaaa1111-0000-0000-0000-000000000000");
+  EXPECT_EQ(gpus[0].name, "NVIDIA H200");
+  EXPECT_EQ(gpus[0].memory_bytes, int64_t{143771} * 1024 * 1024);
+  EXPECT_EQ(gpus[2].memory_bytes, 0);
+  EXPECT_EQ(gpus[3].name, "Some, Name, With, Commas");
+}
+
+// "name=description/CUDA_VISIBLE_DEVICES of the executor" for each visible GPU.
+std::vector<std::string> Describe(const std::vector<VisibleGpu>& gpus) {
+  std::vector<std::string> described;
+  for (const VisibleGpu& gpu : gpus) {
+    described.push_back(absl::StrCat(gpu.device.name(), "=", gpu.device.description(), "/",
+                                     gpu.cuda_visible_devices));
+  }
+  return described;
+}
+
+TEST(DevicesTest, VisibleGpusFollowCudaVisibleDevices) {
+  using ::testing::ElementsAre;
+  using ::testing::IsEmpty;
+  GpuInventory inventory{ParseNvidiaSmiGpus(kNvidiaSmiLines), std::nullopt};
+  EXPECT_THAT(
+      Describe(VisibleGpus(inventory)),
+      ElementsAre("cuda:0=NVIDIA H200/0", "cuda:1=NVIDIA A100-SXM4-80GB/1", "cuda:2=NVIDIA L4/2"));
+
+  inventory.cuda_visible_devices = "2";
+  EXPECT_THAT(Describe(VisibleGpus(inventory)), ElementsAre("cuda:0=NVIDIA L4/2"));
+  // In the variable's order; UUIDs and unique UUID prefixes; spaces around entries.
+  inventory.cuda_visible_devices = " 2, GPU-aaaa1111-0000-0000-0000-000000000000 ,GPU-bbbb2";
+  EXPECT_THAT(Describe(VisibleGpus(inventory)),
+              ElementsAre("cuda:0=NVIDIA L4/2",
+                          "cuda:1=NVIDIA H200/GPU-aaaa1111-0000-0000-0000-000000000000",
+                          "cuda:2=NVIDIA A100-SXM4-80GB/GPU-bbbb2"));
+  // As in CUDA, the list ends at an entry naming no GPU: an unknown index, an ambiguous or
+  // unknown UUID, anything else, or a GPU named before.
+  for (const char* value :
+       {"1,7,0", "1,GPU-bbbb,0", "1,GPU-ffff,0", "1,-1,0", "1,,0", "1,1,0", "1,GPU-bbbb2222,0"}) {
+    inventory.cuda_visible_devices = value;
+    EXPECT_THAT(Describe(VisibleGpus(inventory)), ElementsAre("cuda:0=NVIDIA A100-SXM4-80GB/1"))
+        << value;
+  }
+  for (const char* value : {"", " ", "NoDevFiles", "-1", "3"}) {
+    inventory.cuda_visible_devices = value;
+    EXPECT_THAT(Describe(VisibleGpus(inventory)), IsEmpty()) << value;
+  }
+  // nvidia-smi does not list MIG instances: taken as they are.
+  inventory.cuda_visible_devices = "MIG-1234abcd";
+  EXPECT_THAT(Describe(VisibleGpus(inventory)), ElementsAre("cuda:0=MIG-1234abcd/MIG-1234abcd"));
+  // Without nvidia-smi no GPU is known.
+  EXPECT_THAT(Describe(VisibleGpus(GpuInventory{{}, "0,1"})), IsEmpty());
+}
+
+TEST(DevicesTest, DeviceNamesFollowCudaVisibleDevices) {
+  const GpuInventory inventory{ParseNvidiaSmiGpus(kNvidiaSmiLines), "2,0"};
+  absl::StatusOr<std::vector<compress::v1::Device>> automatic = ParseDevices("auto", inventory);
+  ASSERT_TRUE(automatic.ok()) << automatic.status();
+  ASSERT_EQ(automatic->size(), 2u);
+  EXPECT_EQ((*automatic)[0].name(), "cuda:0");
+  EXPECT_EQ((*automatic)[0].description(), "NVIDIA L4");
+  EXPECT_EQ((*automatic)[1].name(), "cuda:1");
+  EXPECT_EQ((*automatic)[1].description(), "NVIDIA H200");
+  EXPECT_EQ((*automatic)[1].memory_bytes(), int64_t{143771} * 1024 * 1024);
+
+  absl::StatusOr<std::vector<compress::v1::Device>> listed = ParseDevices("cuda:1,cpu", inventory);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ((*listed)[0].name(), "cuda:1");
+  EXPECT_EQ((*listed)[0].description(), "NVIDIA H200");
+
+  absl::StatusOr<std::vector<compress::v1::Device>> beyond = ParseDevices("cuda:2", inventory);
+  EXPECT_EQ(beyond.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(beyond.status().message(),
+            "--devices: cuda:2 is not among the GPUs CUDA_VISIBLE_DEVICES=\"2,0\" makes visible "
+            "(cuda:0, cuda:1); with CUDA_VISIBLE_DEVICES set, cuda:N is its Nth GPU");
+
+  // Empty: no GPU; auto offers the CPU.
+  const GpuInventory hidden{ParseNvidiaSmiGpus(kNvidiaSmiLines), ""};
+  absl::StatusOr<std::vector<compress::v1::Device>> cpu = ParseDevices("auto", hidden);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  ASSERT_EQ(cpu->size(), 1u);
+  EXPECT_EQ((*cpu)[0].name(), "cpu");
+  EXPECT_THAT(std::string(ParseDevices("cuda:0", hidden).status().message()),
+              ::testing::HasSubstr("CUDA_VISIBLE_DEVICES=\"\" makes visible (none)"));
+
+  // Without nvidia-smi the entries are counted, not checked.
+  const GpuInventory unknown{{}, "5,GPU-x"};
+  EXPECT_TRUE(ParseDevices("cuda:1", unknown).ok());
+  EXPECT_EQ(ParseDevices("cuda:2", unknown).status().message(),
+            "--devices: cuda:2 is not among the GPUs CUDA_VISIBLE_DEVICES=\"5,GPU-x\" makes "
+            "visible (2 entries); with CUDA_VISIBLE_DEVICES set, cuda:N is its Nth GPU");
+  absl::StatusOr<std::vector<compress::v1::Device>> fallback = ParseDevices("auto", unknown);
+  ASSERT_TRUE(fallback.ok()) << fallback.status();
+  EXPECT_EQ((*fallback)[0].name(), "cpu");
+}
+
+TEST(DevicesTest, ExecutorGetsTheCudaVisibleDevicesEntry) {
+  auto visible_of = [](const std::string& device, std::optional<std::string> agent) {
+    ExecutorDevice executor = ExecutorDeviceFor(device, agent);
+    EXPECT_EQ(executor.flag, "cuda:0");
+    EXPECT_EQ(executor.environment[0],
+              (std::pair<std::string, std::string>{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}));
+    return executor.environment[1].second;
+  };
+  EXPECT_EQ(visible_of("cuda:3", std::nullopt), "3");
+  EXPECT_EQ(visible_of("cuda:0", "2"), "2");
+  EXPECT_EQ(visible_of("cuda:1", "2, GPU-aaaa1111"), "GPU-aaaa1111");
+  // Beyond the agent's entries (ParseDevices refuses it): no GPU rather than another's.
+  EXPECT_EQ(visible_of("cuda:2", "2,3"), "");
+  EXPECT_EQ(visible_of("cuda:0", ""), "");
+  EXPECT_EQ(ExecutorDeviceFor("cpu", "2").environment, (Environment{{"CUDA_VISIBLE_DEVICES", ""}}));
 }
 
 }  // namespace

@@ -4,11 +4,13 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -33,46 +35,144 @@ std::string CpuDescription() {
   return absl::StrCat(cores > 0 ? cores : 1, " CPU cores");
 }
 
+// The entries of a CUDA_VISIBLE_DEVICES value, trimmed; none for an empty value.
+std::vector<std::string> CudaVisibleEntries(absl::string_view value) {
+  std::vector<std::string> entries;
+  if (absl::StripAsciiWhitespace(value).empty()) return entries;
+  for (absl::string_view entry : absl::StrSplit(value, ',')) {
+    entries.emplace_back(absl::StripAsciiWhitespace(entry));
+  }
+  return entries;
+}
+
+// The GPU a CUDA_VISIBLE_DEVICES entry names: an index, or a UUID or the prefix of exactly one.
+const NvidiaSmiGpu* FindGpu(const std::vector<NvidiaSmiGpu>& gpus, absl::string_view entry) {
+  int index = -1;
+  if (absl::SimpleAtoi(entry, &index)) {
+    for (const NvidiaSmiGpu& gpu : gpus) {
+      if (gpu.index == index) return &gpu;
+    }
+    return nullptr;
+  }
+  if (!absl::StartsWith(entry, "GPU-")) return nullptr;
+  const NvidiaSmiGpu* found = nullptr;
+  for (const NvidiaSmiGpu& gpu : gpus) {
+    if (!absl::StartsWith(gpu.uuid, entry)) continue;
+    if (found != nullptr) return nullptr;  // ambiguous: CUDA refuses it too
+    found = &gpu;
+  }
+  return found;
+}
+
+compress::v1::Device Describe(const NvidiaSmiGpu& gpu, size_t cuda_index) {
+  compress::v1::Device device;
+  device.set_name(absl::StrCat("cuda:", cuda_index));
+  device.set_description(gpu.name);
+  device.set_memory_bytes(gpu.memory_bytes);
+  return device;
+}
+
+std::string DeviceNames(const std::vector<VisibleGpu>& gpus) {
+  std::vector<std::string> names;
+  for (const VisibleGpu& gpu : gpus) names.push_back(gpu.device.name());
+  return names.empty() ? "none" : absl::StrJoin(names, ", ");
+}
+
 }  // namespace
 
-std::vector<compress::v1::Device> DetectGpus() {
-  std::vector<compress::v1::Device> gpus;
-  if (!OnPath("nvidia-smi")) return gpus;
-  std::FILE* pipe = popen(
-      "nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits 2>/dev/null",
-      "r");
-  if (pipe == nullptr) return gpus;
-  char line[512];
-  while (std::fgets(line, sizeof(line), pipe) != nullptr) {
-    // "0, NVIDIA H200, 143771" (memory in MiB).
-    std::vector<std::string> fields = absl::StrSplit(line, ',');
-    if (fields.size() != 3) continue;
-    int index = 0;
+std::vector<NvidiaSmiGpu> ParseNvidiaSmiGpus(const std::vector<std::string>& lines) {
+  std::vector<NvidiaSmiGpu> gpus;
+  for (const std::string& line : lines) {
+    // "0, GPU-8932f937-d72c-4106-c12f-20bd9faed9f6, NVIDIA H200, 143771": the name between the
+    // UUID and the memory may hold commas of its own.
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ',');
+    if (fields.size() < 4) continue;
+    NvidiaSmiGpu gpu;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(fields.front()), &gpu.index) ||
+        gpu.index < 0) {
+      continue;
+    }
+    gpu.uuid = std::string(absl::StripAsciiWhitespace(fields[1]));
+    gpu.name = std::string(
+        absl::StripAsciiWhitespace(absl::StrJoin(fields.begin() + 2, fields.end() - 1, ",")));
     int64_t memory_mib = 0;
-    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(fields[0]), &index)) continue;
-    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(fields[2]), &memory_mib)) memory_mib = 0;
-    compress::v1::Device device;
-    device.set_name(absl::StrCat("cuda:", index));
-    device.set_description(std::string(absl::StripAsciiWhitespace(fields[1])));
-    device.set_memory_bytes(memory_mib * 1024 * 1024);
-    gpus.push_back(device);
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(fields.back()), &memory_mib)) memory_mib = 0;
+    gpu.memory_bytes = memory_mib * 1024 * 1024;
+    gpus.push_back(std::move(gpu));
   }
-  pclose(pipe);
   return gpus;
 }
 
-absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec) {
+GpuInventory DetectGpuInventory() {
+  GpuInventory inventory;
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES"); visible != nullptr) {
+    inventory.cuda_visible_devices = visible;
+  }
+  if (!OnPath("nvidia-smi")) return inventory;
+  // nvidia-smi ignores CUDA_VISIBLE_DEVICES: it lists every GPU, in PCI bus order.
+  std::FILE* pipe = popen(
+      "nvidia-smi --query-gpu=index,uuid,name,memory.total --format=csv,noheader,nounits "
+      "2>/dev/null",
+      "r");
+  if (pipe == nullptr) return inventory;
+  std::vector<std::string> lines;
+  char line[512];
+  while (std::fgets(line, sizeof(line), pipe) != nullptr) lines.emplace_back(line);
+  pclose(pipe);
+  inventory.nvidia_smi = ParseNvidiaSmiGpus(lines);
+  return inventory;
+}
+
+std::vector<VisibleGpu> VisibleGpus(const GpuInventory& inventory) {
+  std::vector<VisibleGpu> visible;
+  if (!inventory.cuda_visible_devices.has_value()) {
+    for (const NvidiaSmiGpu& gpu : inventory.nvidia_smi) {
+      visible.push_back({Describe(gpu, gpu.index), absl::StrCat(gpu.index)});
+    }
+    return visible;
+  }
+  if (inventory.nvidia_smi.empty()) return visible;
+  std::set<std::string> seen;
+  for (const std::string& entry : CudaVisibleEntries(*inventory.cuda_visible_devices)) {
+    VisibleGpu gpu;
+    std::string key;
+    if (absl::StartsWith(entry, "MIG-")) {
+      // nvidia-smi's GPU list does not show MIG instances; CUDA takes the name as it is.
+      key = entry;
+      gpu.device.set_name(absl::StrCat("cuda:", visible.size()));
+      gpu.device.set_description(entry);
+    } else if (const NvidiaSmiGpu* listed = FindGpu(inventory.nvidia_smi, entry)) {
+      key = absl::StrCat(listed->index);
+      gpu.device = Describe(*listed, visible.size());
+    } else {
+      break;
+    }
+    if (!seen.insert(key).second) break;
+    gpu.cuda_visible_devices = entry;
+    visible.push_back(std::move(gpu));
+  }
+  return visible;
+}
+
+std::vector<compress::v1::Device> DetectGpus() {
+  std::vector<compress::v1::Device> devices;
+  for (VisibleGpu& gpu : VisibleGpus(DetectGpuInventory())) devices.push_back(gpu.device);
+  return devices;
+}
+
+absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec,
+                                                               const GpuInventory& inventory) {
+  const std::vector<VisibleGpu> visible = VisibleGpus(inventory);
   std::vector<compress::v1::Device> devices;
   std::string trimmed(absl::StripAsciiWhitespace(spec));
   if (trimmed.empty() || trimmed == "auto") {
-    devices = DetectGpus();
-    if (devices.empty())
+    if (visible.empty()) {
       trimmed = "cpu";
-    else
+    } else {
+      for (const VisibleGpu& gpu : visible) devices.push_back(gpu.device);
       return devices;
+    }
   }
-  std::vector<compress::v1::Device> gpus;
-  bool gpus_detected = false;
   std::set<std::string> seen;
   for (absl::string_view entry : absl::StrSplit(trimmed, ',', absl::SkipWhitespace())) {
     entry = absl::StripAsciiWhitespace(entry);
@@ -87,25 +187,36 @@ absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string
             absl::StrCat("--devices: bad entry \"cuda:", entry, "\", expected cuda:N"));
       }
       device.set_name(absl::StrCat("cuda:", index));
-      if (!gpus_detected) {
-        gpus = DetectGpus();
-        gpus_detected = true;
-      }
-      bool listed = false;
-      for (const compress::v1::Device& gpu : gpus) {
-        if (gpu.name() == device.name()) {
-          device = gpu;
-          listed = true;
+      if (inventory.cuda_visible_devices.has_value()) {
+        // cuda:N is the Nth GPU CUDA_VISIBLE_DEVICES makes visible; without nvidia-smi its
+        // entries cannot be checked, and each is taken.
+        const size_t count = inventory.nvidia_smi.empty()
+                                 ? CudaVisibleEntries(*inventory.cuda_visible_devices).size()
+                                 : visible.size();
+        if (static_cast<size_t>(index) >= count) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "--devices: ", device.name(), " is not among the GPUs CUDA_VISIBLE_DEVICES=\"",
+              *inventory.cuda_visible_devices, "\" makes visible (",
+              inventory.nvidia_smi.empty() ? absl::StrCat(count, count == 1 ? " entry" : " entries")
+                                           : DeviceNames(visible),
+              "); with CUDA_VISIBLE_DEVICES set, cuda:N is its Nth GPU"));
         }
-      }
-      // Without nvidia-smi nothing is known; with it, a GPU it does not list would fail every job
-      // this agent leases for it.
-      if (!listed && !gpus.empty()) {
-        std::vector<std::string> names;
-        for (const compress::v1::Device& gpu : gpus) names.push_back(gpu.name());
-        return absl::InvalidArgumentError(absl::StrCat("--devices: ", device.name(),
-                                                       " is not among the GPUs nvidia-smi lists (",
-                                                       absl::StrJoin(names, ", "), ")"));
+        if (!visible.empty()) device = visible[index].device;
+      } else {
+        bool listed = false;
+        for (const VisibleGpu& gpu : visible) {
+          if (gpu.device.name() == device.name()) {
+            device = gpu.device;
+            listed = true;
+          }
+        }
+        // Without nvidia-smi nothing is known; with it, a GPU it does not list would fail every
+        // job this agent leases for it.
+        if (!listed && !visible.empty()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("--devices: ", device.name(),
+                           " is not among the GPUs nvidia-smi lists (", DeviceNames(visible), ")"));
+        }
       }
     } else {
       return absl::InvalidArgumentError(
@@ -120,18 +231,36 @@ absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string
   return devices;
 }
 
-ExecutorDevice ExecutorDeviceFor(const std::string& device) {
+absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec) {
+  const absl::string_view trimmed = absl::StripAsciiWhitespace(spec);
+  const bool needs_gpus =
+      trimmed.empty() || trimmed == "auto" || absl::StrContains(trimmed, "cuda");
+  return ParseDevices(spec, needs_gpus ? DetectGpuInventory() : GpuInventory());
+}
+
+ExecutorDevice ExecutorDeviceFor(const std::string& device,
+                                 const std::optional<std::string>& cuda_visible_devices) {
   ExecutorDevice executor{device, {}};
   absl::string_view index = device;
   int number = 0;
   if (absl::ConsumePrefix(&index, "cuda:") && absl::SimpleAtoi(index, &number) && number >= 0) {
+    std::string visible(index);
+    if (cuda_visible_devices.has_value()) {
+      std::vector<std::string> entries = CudaVisibleEntries(*cuda_visible_devices);
+      visible = static_cast<size_t>(number) < entries.size() ? entries[number] : "";
+    }
     executor.flag = "cuda:0";
-    executor.environment = {{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
-                            {"CUDA_VISIBLE_DEVICES", std::string(index)}};
+    executor.environment = {{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, {"CUDA_VISIBLE_DEVICES", visible}};
   } else if (device == "cpu") {
     executor.environment = {{"CUDA_VISIBLE_DEVICES", ""}};
   }
   return executor;
+}
+
+ExecutorDevice ExecutorDeviceFor(const std::string& device) {
+  std::optional<std::string> visible;
+  if (const char* value = std::getenv("CUDA_VISIBLE_DEVICES"); value != nullptr) visible = value;
+  return ExecutorDeviceFor(device, visible);
 }
 
 }  // namespace compress::worker

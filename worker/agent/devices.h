@@ -1,7 +1,10 @@
-// The devices a worker offers: the CPU, or the GPUs that nvidia-smi lists.
+// The devices a worker offers: the CPU, or the GPUs that nvidia-smi lists, numbered as CUDA
+// numbers them under the agent's CUDA_VISIBLE_DEVICES.
 #ifndef COMPRESS_WORKER_AGENT_DEVICES_H_
 #define COMPRESS_WORKER_AGENT_DEVICES_H_
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,14 +14,58 @@
 
 namespace compress::worker {
 
-// GPUs as nvidia-smi reports them ("cuda:N" with name and memory); empty when nvidia-smi is not
-// on PATH or fails.
+// One GPU as `nvidia-smi --query-gpu=index,uuid,name,memory.total` lists it.
+struct NvidiaSmiGpu {
+  // nvidia-smi's index: the GPU's place in PCI bus order.
+  int index = 0;
+  // "GPU-8932f937-d72c-4106-c12f-20bd9faed9f6".
+  std::string uuid;
+  std::string name;
+  int64_t memory_bytes = 0;
+};
+
+// Parses nvidia-smi's CSV lines without header and units ("0, GPU-8932f937-..., NVIDIA H200,
+// 143771", memory in MiB); a line that does not parse is skipped.
+std::vector<NvidiaSmiGpu> ParseNvidiaSmiGpus(const std::vector<std::string>& lines);
+
+// What the agent knows of the machine's GPUs.
+struct GpuInventory {
+  // nvidia-smi's list; empty when nvidia-smi is not on PATH, fails or lists none.
+  std::vector<NvidiaSmiGpu> nvidia_smi;
+  // The agent's CUDA_VISIBLE_DEVICES; nullopt when it is not set.
+  std::optional<std::string> cuda_visible_devices;
+};
+
+// Runs nvidia-smi and reads CUDA_VISIBLE_DEVICES.
+GpuInventory DetectGpuInventory();
+
+// A GPU the agent may offer: its device ("cuda:N", with name and memory) and the value of
+// CUDA_VISIBLE_DEVICES that shows an executor this GPU alone.
+struct VisibleGpu {
+  compress::v1::Device device;
+  std::string cuda_visible_devices;
+};
+
+// The GPUs a CUDA program started in the agent's environment sees, as it numbers them. Without
+// CUDA_VISIBLE_DEVICES: every GPU nvidia-smi lists, cuda:N being nvidia-smi's GPU N. With it:
+// its comma-separated entries in order, cuda:N being the Nth, each a GPU index (in nvidia-smi's,
+// that is PCI bus, order) or a GPU UUID or unique prefix of one ("GPU-8932f937"), with
+// nvidia-smi's name and memory; a MIG instance ("MIG-...") is taken as it is, described by its
+// name. As in CUDA, the list ends before the first entry that names no GPU nvidia-smi lists (or
+// names one a second time), so an empty value means no GPU.
+std::vector<VisibleGpu> VisibleGpus(const GpuInventory& inventory);
+
+// The devices of VisibleGpus(DetectGpuInventory()); empty without nvidia-smi.
 std::vector<compress::v1::Device> DetectGpus();
 
-// Parses the --devices value: "auto" (every GPU nvidia-smi lists, or "cpu" when there is none),
-// or a comma-separated list of "cpu" and "cuda:N". Known GPUs get nvidia-smi's name and memory;
-// a cuda:N that nvidia-smi runs and does not list is refused (without nvidia-smi any N is taken).
-// INVALID_ARGUMENT naming the bad entry.
+// Parses the --devices value: "auto" (every GPU VisibleGpus offers, or "cpu" when there is none),
+// or a comma-separated list of "cpu" and "cuda:N". Known GPUs get nvidia-smi's name and memory.
+// A cuda:N that is not visible is refused: beyond CUDA_VISIBLE_DEVICES's entries when it is set
+// (also without nvidia-smi), else not listed by an nvidia-smi that runs (without nvidia-smi any
+// N is taken). INVALID_ARGUMENT naming the bad entry.
+absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec,
+                                                               const GpuInventory& inventory);
+// The same with DetectGpuInventory(), run only when `spec` asks for a GPU or for auto.
 absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec);
 
 // How the executor of an attempt on a device is started.
@@ -29,10 +76,15 @@ struct ExecutorDevice {
   std::vector<std::pair<std::string, std::string>> environment;
 };
 
-// "cuda:N" runs the executor with CUDA_VISIBLE_DEVICES=N (and CUDA_DEVICE_ORDER=PCI_BUS_ID, the
-// order nvidia-smi numbers GPUs in) and --device cuda:0, so that it can neither see nor allocate
-// on another job's GPU; "cpu" hides every GPU (CUDA_VISIBLE_DEVICES empty). Anything else is
-// passed as it is.
+// "cuda:N" runs the executor with --device cuda:0 and CUDA_VISIBLE_DEVICES naming that GPU alone,
+// so that it can neither see nor allocate on another job's GPU: the Nth entry of
+// `cuda_visible_devices` (the agent's own value) when set, else N, with
+// CUDA_DEVICE_ORDER=PCI_BUS_ID (the order nvidia-smi numbers GPUs in); a cuda:N beyond the
+// agent's entries (ParseDevices refuses it) hides every GPU. "cpu" hides every GPU
+// (CUDA_VISIBLE_DEVICES empty). Anything else is passed as it is.
+ExecutorDevice ExecutorDeviceFor(const std::string& device,
+                                 const std::optional<std::string>& cuda_visible_devices);
+// The same with the agent's CUDA_VISIBLE_DEVICES.
 ExecutorDevice ExecutorDeviceFor(const std::string& device);
 
 }  // namespace compress::worker

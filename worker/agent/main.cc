@@ -19,8 +19,9 @@
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "compressd's address, host:port");
 ABSL_FLAG(std::string, devices, "auto",
-          "Devices to offer: auto (every GPU nvidia-smi lists, else cpu), or a comma-separated "
-          "list of cpu and cuda:N");
+          "Devices to offer: auto (every GPU nvidia-smi lists, or those CUDA_VISIBLE_DEVICES "
+          "names when set, else cpu), or a comma-separated list of cpu and cuda:N (with "
+          "CUDA_VISIBLE_DEVICES set, cuda:N is its Nth entry)");
 ABSL_FLAG(std::string, work_root, "",
           "Directory of the jobs' work dirs (default: $TMPDIR or /tmp, then compress-worker)");
 ABSL_FLAG(std::string, executor, "",
