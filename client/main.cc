@@ -207,21 +207,28 @@ int main(int argc, char** argv) {
   security.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   security.tls_key = absl::GetFlag(FLAGS_tls_key);
   security.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  if (security.tls_cert.empty() != security.tls_key.empty()) {
+    return Usage("--tls_cert and --tls_key: give both or neither");
+  }
+  // A flag's value that is wrong is a usage error; a file a flag names that cannot be read, or
+  // holds no usable token, is reported with its code, as a spec file is.
   absl::StatusOr<std::string> token =
       compress::client::CleanToken("--token", absl::GetFlag(FLAGS_token));
-  if (token.ok() && token->empty() && !absl::GetFlag(FLAGS_token_file).empty()) {
+  if (!token.ok()) return Usage(std::string(token.status().message()));
+  if (token->empty() && !absl::GetFlag(FLAGS_token_file).empty()) {
     token = compress::client::ReadTokenFile("--token_file", absl::GetFlag(FLAGS_token_file));
+    if (!token.ok()) return compress::client::ReportError(env, command, token.status());
   }
-  if (token.ok() && token->empty()) {
+  if (token->empty()) {
     if (const char* env_token = std::getenv("COMPRESS_TOKEN"); env_token != nullptr) {
       token = compress::client::CleanToken("$COMPRESS_TOKEN", env_token);
+      if (!token.ok()) return Usage(std::string(token.status().message()));
     }
   }
-  if (!token.ok()) return Usage(std::string(token.status().message()));
   security.token = *std::move(token);
   absl::StatusOr<std::shared_ptr<grpc::Channel>> dialled =
       compress::client::Dial(absl::GetFlag(FLAGS_server), security, channel_args);
-  if (!dialled.ok()) return Usage(std::string(dialled.status().message()));
+  if (!dialled.ok()) return compress::client::ReportError(env, command, dialled.status());
   std::shared_ptr<grpc::Channel> channel = *std::move(dialled);
   std::unique_ptr<compress::v1::CompressionService::Stub> stub =
       compress::v1::CompressionService::NewStub(channel);

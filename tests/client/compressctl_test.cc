@@ -100,7 +100,7 @@ TEST_F(CompressctlTest, ATokenWithSurroundingWhitespaceOrAByteOrderMarkIsCleaned
   }
 }
 
-TEST_F(CompressctlTest, ATokenWithAByteGrpcRefusesIsAUsageErrorNamingItsSource) {
+TEST_F(CompressctlTest, ATokenWithAByteGrpcRefusesIsAnErrorNamingItsSource) {
   Result flag = Compressctl({"--token=tok\x01x", "get", "j1"});
   EXPECT_EQ(flag.signal, 0);
   EXPECT_EQ(flag.exit_code, 1);
@@ -115,8 +115,45 @@ TEST_F(CompressctlTest, ATokenWithAByteGrpcRefusesIsAUsageErrorNamingItsSource) 
   Result file = Compressctl({"--token_file=" + dir_ + "/token", "get", "j1"});
   EXPECT_EQ(file.signal, 0);
   EXPECT_EQ(file.exit_code, 1);
-  EXPECT_THAT(file.err, HasSubstr("--token_file: " + dir_ + "/token: byte 0xff at offset 0"));
+  EXPECT_THAT(file.err, HasSubstr("compressctl: get: INVALID_ARGUMENT: --token_file: " + dir_ +
+                                  "/token: byte 0xff at offset 0"));
   EXPECT_THAT(file.err, Not(HasSubstr("UNAVAILABLE")));
+}
+
+// A file a flag names that cannot be read is reported as a spec file is: the code its errno maps
+// to and why, without the usage text.
+TEST_F(CompressctlTest, AFileAFlagNamesThatCannotBeReadIsReportedWithItsCode) {
+  const std::string missing = dir_ + "/missing.pem";
+  std::ofstream(dir_ + "/cert.pem") << "-----BEGIN CERTIFICATE-----\n";
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  for (const Case& c :
+       std::vector<Case>{{{"--token_file=" + missing, "get", "j1"},
+                          "compressctl: get: NOT_FOUND: --token_file: cannot read " + missing +
+                              ": No such file or directory\n"},
+                         {{"--token_file=" + dir_, "list"},
+                          "compressctl: list: FAILED_PRECONDITION: --token_file: cannot read " +
+                              dir_ + ": Is a directory\n"},
+                         {{"--tls_ca=" + missing, "health"},
+                          "compressctl: health: NOT_FOUND: --tls_ca: cannot read " + missing +
+                              ": No such file or directory\n"},
+                         {{"--tls_cert=" + missing, "--tls_key=" + dir_ + "/cert.pem", "get", "j1"},
+                          "compressctl: get: NOT_FOUND: --tls_cert: cannot read " + missing +
+                              ": No such file or directory\n"},
+                         {{"--tls_cert=" + dir_ + "/cert.pem", "--tls_key=" + missing, "get", "j1"},
+                          "compressctl: get: NOT_FOUND: --tls_key: cannot read " + missing +
+                              ": No such file or directory\n"}}) {
+    Result run = Compressctl(c.args);
+    EXPECT_EQ(run.signal, 0) << c.args[0];
+    EXPECT_EQ(run.exit_code, 1) << c.args[0];
+    EXPECT_EQ(run.err, c.message) << "no usage text";
+  }
+  // Flags that do not go together are still a usage error.
+  Result half = Compressctl({"--tls_cert=" + dir_ + "/cert.pem", "get", "j1"});
+  EXPECT_EQ(half.exit_code, 1);
+  EXPECT_THAT(half.err, HasSubstr("compressctl: --tls_cert and --tls_key: give both or neither\n"));
 }
 
 TEST_F(CompressctlTest, HelpSucceedsAndListsEveryFlagWithLabel) {
