@@ -14,6 +14,7 @@ import resource
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +28,8 @@ from compressd_client import client as client_module
 
 pb = client_module.pb
 pb_grpc = client_module.pb_grpc
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), "client", "examples")
 
 
 class FakeService(pb_grpc.CompressionServiceServicer):
@@ -404,6 +407,46 @@ class LocalTest(unittest.TestCase):
                 f.write(b'{"labels": "\xe9"}')
             error = self.assertRaisesCode("INVALID_ARGUMENT", client.create_job, latin1)
             self.assertIn("not UTF-8 text", error.message)
+        self.assertEqual(self.service.creates, [])
+
+    def test_a_yaml_spec_file_gives_the_job_its_json_twin_gives(self):
+        with Client(self.address) as client:
+            client.create_job(os.path.join(EXAMPLES, "default-job.json"))
+            client.create_job(os.path.join(EXAMPLES, "default-job.yaml"))
+            self.assertEqual(self.service.creates[1].spec, self.service.creates[0].spec)
+            self.assertEqual(self.service.creates[1].spec.dataset.format, "fashion_mnist")
+
+            broken = os.path.join(self.tmp, "job.yml")
+            with open(broken, "w") as f:
+                f.write("dataset:\n  format: [synthetic\n")
+            error = self.assertRaisesCode("INVALID_ARGUMENT", client.create_job, broken)
+            self.assertRegex(error.message, rf"^{broken}:\d+:\d+: not YAML: ")
+            with open(broken, "w") as f:
+                f.write("- dataset\n")
+            error = self.assertRaisesCode("INVALID_ARGUMENT", client.create_job, broken)
+            self.assertEqual(error.message, f"{broken}: expected a mapping of JobSpec fields, "
+                             "got list")
+            with open(broken, "w") as f:
+                f.write("dataset: {formats: synthetic}\n")
+            error = self.assertRaisesCode("INVALID_ARGUMENT", client.create_job, broken)
+            self.assertIn("formats", error.message)
+        self.assertEqual(len(self.service.creates), 2)
+
+    def test_a_yaml_spec_without_pyyaml_says_what_it_needs(self):
+        saved = sys.modules.get("yaml")
+        sys.modules["yaml"] = None  # import yaml raises ImportError
+        try:
+            with Client(self.address) as client:
+                spec = os.path.join(EXAMPLES, "default-job.yaml")
+                error = self.assertRaisesCode("FAILED_PRECONDITION", client.create_job, spec)
+        finally:
+            if saved is None:
+                del sys.modules["yaml"]
+            else:
+                sys.modules["yaml"] = saved
+        self.assertEqual(error.message, f"{spec}: a YAML spec needs PyYAML (Debian: python3-yaml; "
+                         "pip: PyYAML), which this Python cannot import; install it, or give the "
+                         "spec as JSON")
         self.assertEqual(self.service.creates, [])
 
     def test_list_jobs_escapes_quotes_and_backslashes_in_label_values(self):

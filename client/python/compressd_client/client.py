@@ -241,8 +241,31 @@ def _clean_token(token):
     return raw[begin:end].decode("ascii") or None
 
 
+def _load_yaml(text, source):
+    """The mapping a YAML spec file holds, read with PyYAML's safe loader."""
+    try:
+        import yaml  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise CompressdError(
+            "FAILED_PRECONDITION",
+            f"{source}: a YAML spec needs PyYAML (Debian: python3-yaml; pip: PyYAML), which "
+            "this Python cannot import; install it, or give the spec as JSON") from None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        problem = getattr(e, "problem", None) or str(e)
+        raise CompressdError("INVALID_ARGUMENT", f"{where}: not YAML: {problem}") from None
+    if not isinstance(value, dict):
+        raise CompressdError("INVALID_ARGUMENT", f"{source}: expected a mapping of JobSpec "
+                             f"fields, got {type(value).__name__}")
+    return value
+
+
 def _load_spec(spec):
-    """A JobSpec from a dict, a JSON text, a path (str or os.PathLike) or a JobSpec message."""
+    """A JobSpec from a dict, a JSON text, a path (str or os.PathLike) of a JSON file or of a
+    YAML file (.yaml, .yml), or a JobSpec message."""
     if isinstance(spec, job_spec_pb2.JobSpec):
         return spec
     source = "spec"
@@ -261,6 +284,8 @@ def _load_spec(spec):
             raise CompressdError(
                 "INVALID_ARGUMENT", f"{source}: not UTF-8 text: {e.reason} at byte {e.start}"
             ) from None
+        if source.lower().endswith((".yaml", ".yml")):
+            spec, text = _load_yaml(text, source), None
     else:
         raise CompressdError("INVALID_ARGUMENT",
                              f"spec: expected a dict, JSON text or path, got {type(spec).__name__}")
@@ -366,8 +391,9 @@ class Client:
         return self._call(self._stub.GetJob, pb.GetJobRequest(name=name), f"get {name}")
 
     def create_job(self, spec, labels=None, request_id=None, priority=0, max_attempts=0):
-        """Creates a job from a spec (dict, JSON text, or the path of a JSON file with the field
-        names of job_spec.proto). A repeated request_id returns the first job. Returns the job."""
+        """Creates a job from a spec (dict, JSON text, or the path of a JSON file, or of a YAML
+        file named .yaml or .yml (needs PyYAML), with the field names of job_spec.proto). A
+        repeated request_id returns the first job. Returns the job."""
         labels = _check_labels(labels)
         _check_str(request_id, "request_id", optional=True)
         _check_int(priority, "priority")
