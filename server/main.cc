@@ -50,7 +50,9 @@ ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "host:port serving Prometheus metrics at /metrics; empty disables");
 ABSL_FLAG(std::string, data_dir, "./compressd-data",
           "Directory of the job database, artifacts, blobs and local workers' work dirs");
-ABSL_FLAG(int, local_workers, 0, "compress-worker processes to start and keep running");
+ABSL_FLAG(int, local_workers, 0,
+          "compress-worker processes to start and keep running; with more than one, each gets "
+          "--device_share=I/N and so its own share of the GPUs");
 ABSL_FLAG(std::string, worker_binary, "",
           "The compress-worker executable (default: next to compressd, else on $PATH)");
 ABSL_FLAG(std::vector<std::string>, local_worker_flags, {},
@@ -273,6 +275,11 @@ int main(int argc, char** argv) {
           absl::StrCat(flag, ": must be in [1s, 24h], got ", absl::FormatDuration(duration)));
     }
   }
+  if (absl::Status s = LocalWorkers::CheckArgs(absl::GetFlag(FLAGS_local_worker_flags),
+                                               absl::GetFlag(FLAGS_local_workers));
+      !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
   if (absl::Duration grace = absl::GetFlag(FLAGS_local_worker_stop_grace);
       grace <= absl::ZeroDuration()) {
     return Fail(absl::StrCat("--local_worker_stop_grace: must be positive, got ",
@@ -309,7 +316,8 @@ int main(int argc, char** argv) {
   compress::server::FileStreamLimit::Options file_stream_options;
   file_stream_options.max = max_file_streams;
   file_stream_options.metrics = &metrics;
-  if (absl::Duration idle = absl::GetFlag(FLAGS_file_stream_idle_timeout); idle > absl::ZeroDuration()) {
+  if (absl::Duration idle = absl::GetFlag(FLAGS_file_stream_idle_timeout);
+      idle > absl::ZeroDuration()) {
     file_stream_options.idle_timeout = idle;
   }
   compress::server::FileStreamLimit file_streams(file_stream_options);

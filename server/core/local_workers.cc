@@ -7,8 +7,10 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "server/core/clock.h"
 
 namespace compress::server {
@@ -23,9 +25,53 @@ std::string DescribeExit(int status) {
   return "unknown status";
 }
 
+// The name and value of a flag argument: "--name=value" or "-name=value"; a value-less
+// "--name" takes the next argument, as absl does for non-boolean flags.
+struct FlagArg {
+  absl::string_view name;
+  absl::string_view value;
+};
+
+std::optional<FlagArg> FlagAt(const std::vector<std::string>& args, size_t i) {
+  absl::string_view arg = args[i];
+  if (!absl::ConsumePrefix(&arg, "--") && !absl::ConsumePrefix(&arg, "-")) return std::nullopt;
+  FlagArg flag;
+  if (size_t equals = arg.find('='); equals != absl::string_view::npos) {
+    flag.name = arg.substr(0, equals);
+    flag.value = arg.substr(equals + 1);
+  } else {
+    flag.name = arg;
+    if (i + 1 < args.size()) flag.value = args[i + 1];
+  }
+  return flag;
+}
+
 }  // namespace
 
+absl::Status LocalWorkers::CheckArgs(const std::vector<std::string>& args, int count) {
+  if (count <= 1) return absl::OkStatus();
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::optional<FlagArg> flag = FlagAt(args, i);
+    if (!flag.has_value()) continue;
+    const absl::string_view value = absl::StripAsciiWhitespace(flag->value);
+    if (flag->name == "devices" && !value.empty() && value != "auto" && value != "cpu") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--local_worker_flags: --devices=", value, " would have all ", count,
+          " --local_workers offer the same GPUs; leave --devices out (or give --devices=auto) "
+          "for each to offer its own share of the GPUs, give --devices=cpu, or run "
+          "--local_workers=1"));
+    }
+    if (flag->name == "device_share") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--local_worker_flags: --device_share is given to each of the ", count,
+                       " --local_workers by compressd; leave it out"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<LocalWorkers>> LocalWorkers::Start(const Options& options) {
+  if (absl::Status args = CheckArgs(options.args, options.count); !args.ok()) return args;
   if (::access(options.binary.c_str(), X_OK) != 0) {
     return absl::NotFoundError(
         absl::StrCat("worker binary '", options.binary,
@@ -44,6 +90,9 @@ pid_t LocalWorkers::Spawn(int index) {
   std::vector<std::string> args;
   args.push_back(options_.binary);
   args.insert(args.end(), options_.args.begin(), options_.args.end());
+  if (options_.count > 1) {
+    args.push_back(absl::StrCat("--device_share=", index, "/", options_.count));
+  }
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -20,13 +21,15 @@ namespace compress::server {
 // Starts `count` processes and restarts any that exits (after `restart_delay`) until Stop().
 // Each runs in its own process group, with every signal unblocked, and receives SIGTERM if the
 // thread that supervises it dies (PR_SET_PDEATHSIG), so that a compressd killed with SIGKILL
-// leaves no agents behind. Thread-safe.
+// leaves no agents behind. With `count` > 1, process I (restarts included) also gets
+// --device_share=I/count, so that the agents, each on --devices=auto, offer disjoint sets of
+// the machine's GPUs. Thread-safe.
 class LocalWorkers {
  public:
   struct Options {
     // The compress-worker executable.
     std::string binary;
-    // Its arguments (without argv[0]); the same for every process.
+    // Its arguments (without argv[0]); the same for every process, but for --device_share.
     std::vector<std::string> args;
     // Number of processes.
     int count = 0;
@@ -40,8 +43,13 @@ class LocalWorkers {
     absl::Duration stop_grace = absl::Seconds(60);
   };
 
-  // NOT_FOUND when `binary` is not an executable file.
+  // NOT_FOUND when `binary` is not an executable file; INVALID_ARGUMENT as CheckArgs.
   static absl::StatusOr<std::unique_ptr<LocalWorkers>> Start(const Options& options);
+
+  // INVALID_ARGUMENT, naming --local_workers and --local_worker_flags, when `count` > 1 and
+  // `args` give a --devices naming a GPU (every process would offer it; only auto is shared out,
+  // and cpu is every process's) or a --device_share of their own.
+  static absl::Status CheckArgs(const std::vector<std::string>& args, int count);
   // Stops the processes (see Stop).
   ~LocalWorkers();
 

@@ -4,11 +4,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -282,6 +284,99 @@ TEST(DevicesTest, ExecutorGetsTheCudaVisibleDevicesEntry) {
   EXPECT_EQ(visible_of("cuda:2", "2,3"), "");
   EXPECT_EQ(visible_of("cuda:0", ""), "");
   EXPECT_EQ(ExecutorDeviceFor("cpu", "2").environment, (Environment{{"CUDA_VISIBLE_DEVICES", ""}}));
+}
+
+std::vector<std::string> Names(const std::vector<compress::v1::Device>& devices) {
+  std::vector<std::string> names;
+  for (const compress::v1::Device& device : devices) names.push_back(device.name());
+  return names;
+}
+
+std::vector<compress::v1::Device> Gpus(int count) {
+  std::vector<compress::v1::Device> gpus(count);
+  for (int i = 0; i < count; ++i) gpus[i].set_name(absl::StrCat("cuda:", i));
+  return gpus;
+}
+
+TEST(DevicesTest, SharesOfGpusAreDisjointAndCoverAll) {
+  using ::testing::ElementsAre;
+  using ::testing::IsEmpty;
+  EXPECT_THAT(Names(ShareOfGpus(Gpus(5), {0, 2})), ElementsAre("cuda:0", "cuda:2", "cuda:4"));
+  EXPECT_THAT(Names(ShareOfGpus(Gpus(5), {1, 2})), ElementsAre("cuda:1", "cuda:3"));
+  EXPECT_THAT(Names(ShareOfGpus(Gpus(5), {0, 1})),
+              ElementsAre("cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:4"));
+  EXPECT_THAT(Names(ShareOfGpus(Gpus(8), {3, 4})), ElementsAre("cuda:3", "cuda:7"));
+  EXPECT_THAT(Names(ShareOfGpus(Gpus(2), {2, 3})), IsEmpty());
+  EXPECT_THAT(Names(ShareOfGpus(Gpus(0), {0, 2})), IsEmpty());
+  for (int gpus = 0; gpus <= 9; ++gpus) {
+    for (int count = 1; count <= 4; ++count) {
+      std::vector<std::string> all;
+      for (int index = 0; index < count; ++index) {
+        for (const std::string& name : Names(ShareOfGpus(Gpus(gpus), {index, count}))) {
+          all.push_back(name);
+        }
+      }
+      std::sort(all.begin(), all.end());
+      std::vector<std::string> expected = Names(Gpus(gpus));
+      std::sort(expected.begin(), expected.end());
+      EXPECT_EQ(all, expected) << gpus << " GPUs, " << count << " agents";
+    }
+  }
+}
+
+TEST(DevicesTest, ParsesDeviceShares) {
+  for (const auto& [value, index, count] : {std::tuple<const char*, int, int>{"", 0, 1},
+                                            {"0/1", 0, 1},
+                                            {"1/2", 1, 2},
+                                            {" 3/4 ", 3, 4}}) {
+    absl::StatusOr<DeviceShare> share = ParseDeviceShare(value);
+    ASSERT_TRUE(share.ok()) << value << ": " << share.status();
+    EXPECT_EQ(share->index, index) << value;
+    EXPECT_EQ(share->count, count) << value;
+  }
+  for (const char* bad : {"1", "2/2", "-1/2", "1/0", "a/b", "1/2/3", "1/", "/2"}) {
+    absl::StatusOr<DeviceShare> share = ParseDeviceShare(bad);
+    EXPECT_EQ(share.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(share.status().message(),
+              absl::StrCat("--device_share: expected I/N with 0 <= I < N (agent I of N), got \"",
+                           bad, "\""));
+  }
+}
+
+TEST(DevicesTest, AutoOffersOnlyItsShareOfTheGpus) {
+  const GpuInventory three{ParseNvidiaSmiGpus(kNvidiaSmiLines), std::nullopt};
+  absl::StatusOr<std::vector<compress::v1::Device>> first = ParseDevices("auto", three, {0, 2});
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_THAT(Names(*first), ::testing::ElementsAre("cuda:0", "cuda:2"));
+  EXPECT_EQ((*first)[1].description(), "NVIDIA L4");
+  absl::StatusOr<std::vector<compress::v1::Device>> second = ParseDevices("", three, {1, 2});
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_THAT(Names(*second), ::testing::ElementsAre("cuda:1"));
+
+  // Shared out in CUDA_VISIBLE_DEVICES's numbering.
+  const GpuInventory confined{ParseNvidiaSmiGpus(kNvidiaSmiLines), "2,0"};
+  absl::StatusOr<std::vector<compress::v1::Device>> visible =
+      ParseDevices("auto", confined, {1, 2});
+  ASSERT_TRUE(visible.ok()) << visible.status();
+  EXPECT_THAT(Names(*visible), ::testing::ElementsAre("cuda:1"));
+  EXPECT_EQ((*visible)[0].description(), "NVIDIA H200");
+
+  // A share without a GPU offers the CPU, as auto does without GPUs.
+  absl::StatusOr<std::vector<compress::v1::Device>> none = ParseDevices("auto", three, {3, 4});
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_THAT(Names(*none), ::testing::ElementsAre("cpu"));
+
+  // An explicit list: cpu alone is every agent's; a GPU would be offered by every agent.
+  absl::StatusOr<std::vector<compress::v1::Device>> cpu = ParseDevices("cpu", three, {1, 2});
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_THAT(Names(*cpu), ::testing::ElementsAre("cpu"));
+  absl::StatusOr<std::vector<compress::v1::Device>> named =
+      ParseDevices("cpu,cuda:1", three, {1, 2});
+  EXPECT_EQ(named.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(named.status().message(),
+            "--device_share=1/2 shares the GPUs of --devices=auto; --devices=cpu,cuda:1 names its "
+            "own, which every agent of the share would offer");
+  EXPECT_TRUE(ParseDevices("cuda:1", three, {0, 1}).ok());
 }
 
 }  // namespace

@@ -47,7 +47,10 @@ TEST(CompressdFlagsTest, RefusesUnsafeStarts) {
         Case{{"--token_file=/dev/null", "--grpc_address=0.0.0.0:0"}, "plaintext"},
         Case{{"--insecure", "--data_root=/nonexistent/root"}, "--data_root: /nonexistent/root"},
         Case{{"--insecure", "--local_worker_stop_grace=0s"},
-             "--local_worker_stop_grace: must be positive, got 0"}}) {
+             "--local_worker_stop_grace: must be positive, got 0"},
+        Case{{"--insecure", "--local_workers=2", "--local_worker_flags=--devices=cuda:0"},
+             "--local_worker_flags: --devices=cuda:0 would have all 2 --local_workers offer the "
+             "same GPUs"}}) {
     Subprocess::Options options;
     options.argv = {COMPRESSD_BIN, "--metrics_address=", "--data_dir=/nonexistent/never-created"};
     options.argv.insert(options.argv.end(), c.flags.begin(), c.flags.end());

@@ -160,18 +160,44 @@ std::vector<compress::v1::Device> DetectGpus() {
   return devices;
 }
 
+absl::StatusOr<DeviceShare> ParseDeviceShare(absl::string_view value) {
+  value = absl::StripAsciiWhitespace(value);
+  if (value.empty()) return DeviceShare();
+  std::vector<absl::string_view> parts = absl::StrSplit(value, '/');
+  DeviceShare share;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &share.index) ||
+      !absl::SimpleAtoi(parts[1], &share.count) || share.index < 0 || share.count < 1 ||
+      share.index >= share.count) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--device_share: expected I/N with 0 <= I < N (agent I of N), got \"", value, "\""));
+  }
+  return share;
+}
+
+std::vector<compress::v1::Device> ShareOfGpus(const std::vector<compress::v1::Device>& gpus,
+                                              DeviceShare share) {
+  std::vector<compress::v1::Device> held;
+  if (share.count < 1) return gpus;
+  for (size_t i = 0; i < gpus.size(); ++i) {
+    if (static_cast<int>(i % share.count) == share.index) held.push_back(gpus[i]);
+  }
+  return held;
+}
+
 absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec,
-                                                               const GpuInventory& inventory) {
+                                                               const GpuInventory& inventory,
+                                                               DeviceShare share) {
   const std::vector<VisibleGpu> visible = VisibleGpus(inventory);
   std::vector<compress::v1::Device> devices;
   std::string trimmed(absl::StripAsciiWhitespace(spec));
   if (trimmed.empty() || trimmed == "auto") {
-    if (visible.empty()) {
-      trimmed = "cpu";
-    } else {
-      for (const VisibleGpu& gpu : visible) devices.push_back(gpu.device);
-      return devices;
-    }
+    std::vector<compress::v1::Device> gpus;
+    for (const VisibleGpu& gpu : visible) gpus.push_back(gpu.device);
+    devices = ShareOfGpus(gpus, share);
+    // A share without a GPU offers the CPU, as auto does on a machine without GPUs: an agent
+    // must offer a device, and one that exited instead would be restarted again and again.
+    if (!devices.empty()) return devices;
+    trimmed = "cpu";
   }
   std::set<std::string> seen;
   for (absl::string_view entry : absl::StrSplit(trimmed, ',', absl::SkipWhitespace())) {
@@ -228,14 +254,23 @@ absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string
     devices.push_back(device);
   }
   if (devices.empty()) return absl::InvalidArgumentError("--devices: no device given");
+  if (share.count > 1) {
+    for (const compress::v1::Device& device : devices) {
+      if (device.name() == "cpu") continue;
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--device_share=", share.index, "/", share.count, " shares the GPUs of --devices=auto; ",
+          "--devices=", trimmed, " names its own, which every agent of the share would offer"));
+    }
+  }
   return devices;
 }
 
-absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec) {
+absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec,
+                                                               DeviceShare share) {
   const absl::string_view trimmed = absl::StripAsciiWhitespace(spec);
   const bool needs_gpus =
       trimmed.empty() || trimmed == "auto" || absl::StrContains(trimmed, "cuda");
-  return ParseDevices(spec, needs_gpus ? DetectGpuInventory() : GpuInventory());
+  return ParseDevices(spec, needs_gpus ? DetectGpuInventory() : GpuInventory(), share);
 }
 
 ExecutorDevice ExecutorDeviceFor(const std::string& device,

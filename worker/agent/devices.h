@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "compress/v1/worker_service.pb.h"
 
 namespace compress::worker {
@@ -58,15 +59,37 @@ std::vector<VisibleGpu> VisibleGpus(const GpuInventory& inventory);
 // The devices of VisibleGpus(DetectGpuInventory()); empty without nvidia-smi.
 std::vector<compress::v1::Device> DetectGpus();
 
-// Parses the --devices value: "auto" (every GPU VisibleGpus offers, or "cpu" when there is none),
-// or a comma-separated list of "cpu" and "cuda:N". Known GPUs get nvidia-smi's name and memory.
-// A cuda:N that is not visible is refused: beyond CUDA_VISIBLE_DEVICES's entries when it is set
-// (also without nvidia-smi), else not listed by an nvidia-smi that runs (without nvidia-smi any
-// N is taken). INVALID_ARGUMENT naming the bad entry.
+// --device_share=I/N: the share of the machine's GPUs one of N agents started together
+// (compressd --local_workers=N) offers, so that no two of them offer the same GPU.
+struct DeviceShare {
+  int index = 0;
+  int count = 1;
+};
+
+// Parses "I/N" with 0 <= I < N; empty is the whole (0/1). INVALID_ARGUMENT naming
+// --device_share.
+absl::StatusOr<DeviceShare> ParseDeviceShare(absl::string_view value);
+
+// The GPUs of `gpus` (in VisibleGpus's order) that `share` holds: those whose position is
+// I modulo N, so N agents share them out without overlap, and agent I holds one more than
+// agent I+1 at most. Empty when there are fewer GPUs than I+1.
+std::vector<compress::v1::Device> ShareOfGpus(const std::vector<compress::v1::Device>& gpus,
+                                              DeviceShare share);
+
+// Parses the --devices value: "auto" (the GPUs VisibleGpus offers, of them only `share`'s, or
+// "cpu" when that leaves none), or a comma-separated list of "cpu" and "cuda:N". Known GPUs get
+// nvidia-smi's name and memory. A cuda:N that is not visible is refused: beyond
+// CUDA_VISIBLE_DEVICES's entries when it is set (also without nvidia-smi), else not listed by an
+// nvidia-smi that runs (without nvidia-smi any N is taken). A share of more than one agent goes
+// with auto only: with a list naming a GPU it is refused (every agent would offer that GPU), and
+// a list of cpu alone is kept (the CPU is every agent's). INVALID_ARGUMENT naming the bad entry
+// or flag.
 absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec,
-                                                               const GpuInventory& inventory);
+                                                               const GpuInventory& inventory,
+                                                               DeviceShare share = {});
 // The same with DetectGpuInventory(), run only when `spec` asks for a GPU or for auto.
-absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec);
+absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec,
+                                                               DeviceShare share = {});
 
 // How the executor of an attempt on a device is started.
 struct ExecutorDevice {

@@ -22,6 +22,10 @@ ABSL_FLAG(std::string, devices, "auto",
           "Devices to offer: auto (every GPU nvidia-smi lists, or those CUDA_VISIBLE_DEVICES "
           "names when set, else cpu), or a comma-separated list of cpu and cuda:N (with "
           "CUDA_VISIBLE_DEVICES set, cuda:N is its Nth entry)");
+ABSL_FLAG(std::string, device_share, "",
+          "I/N: offer only this agent's share of the GPUs --devices=auto finds, those at "
+          "positions I, I+N, I+2N, ... (cpu when none), so that N agents on one machine never "
+          "offer the same GPU; compressd --local_workers=N sets it");
 ABSL_FLAG(std::string, work_root, "",
           "Directory of the jobs' work dirs (default: $TMPDIR or /tmp, then compress-worker)");
 ABSL_FLAG(std::string, executor, "",
@@ -86,8 +90,14 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  absl::StatusOr<compress::worker::DeviceShare> share =
+      compress::worker::ParseDeviceShare(absl::GetFlag(FLAGS_device_share));
+  if (!share.ok()) {
+    std::fprintf(stderr, "compress-worker: %s\n", share.status().ToString().c_str());
+    return 1;
+  }
   absl::StatusOr<std::vector<compress::v1::Device>> devices =
-      compress::worker::ParseDevices(absl::GetFlag(FLAGS_devices));
+      compress::worker::ParseDevices(absl::GetFlag(FLAGS_devices), *share);
   if (!devices.ok()) {
     std::fprintf(stderr, "compress-worker: %s\n", devices.status().ToString().c_str());
     return 1;

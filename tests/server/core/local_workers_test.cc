@@ -2,10 +2,13 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "tests/common/test_dir.h"
 
@@ -46,8 +49,9 @@ TEST(LocalWorkersTest, MissingBinaryIsNotFound) {
 
 TEST(LocalWorkersTest, RestartsProcessesThatDieAndStopsThemAll) {
   LocalWorkers::Options options;
-  options.binary = "/bin/sleep";
-  options.args = {"600"};
+  // sh -c takes the --device_share that each of several processes gets as its $0.
+  options.binary = "/bin/sh";
+  options.args = {"-c", "exec sleep 600"};
   options.count = 2;
   options.restart_delay = absl::Milliseconds(50);
   options.stop_grace = absl::Seconds(2);
@@ -107,6 +111,76 @@ TEST(LocalWorkersTest, StopKillsAProcessStillRunningAfterTheGrace) {
 // calls handing the attempt back; the default grace must not cut it short.
 TEST(LocalWorkersTest, DefaultGraceCoversAWorkersShutdown) {
   EXPECT_GT(LocalWorkers::Options().stop_grace, absl::Seconds(30) + absl::Seconds(20));
+}
+
+// Starts `count` processes of a script that appends its arguments, one line per process, to
+// `dir`/args; returns the lines once every process wrote its own, sorted.
+std::vector<std::string> ArgsOfProcesses(const TestDir& dir, std::vector<std::string> args,
+                                         int count) {
+  const std::string script = dir.File("worker.sh");
+  std::ofstream(script) << "#!/bin/sh\necho \"$*\" >> '" << dir.File("args")
+                        << "'\nexec sleep 600\n";
+  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  LocalWorkers::Options options;
+  options.binary = script;
+  options.args = std::move(args);
+  options.count = count;
+  options.stop_grace = absl::Seconds(2);
+  absl::StatusOr<std::unique_ptr<LocalWorkers>> workers = LocalWorkers::Start(options);
+  EXPECT_TRUE(workers.ok()) << workers.status();
+  if (!workers.ok()) return {};
+  std::vector<std::string> lines;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (static_cast<int>(lines.size()) < count && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+    lines.clear();
+    std::ifstream in(dir.File("args"));
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+  }
+  (*workers)->Stop();
+  std::sort(lines.begin(), lines.end());
+  return lines;
+}
+
+TEST(LocalWorkersTest, EachOfSeveralProcessesGetsItsShareOfTheDevices) {
+  TestDir dir("local-workers");
+  EXPECT_EQ(ArgsOfProcesses(dir, {"--server=x", "--devices=auto"}, 3),
+            (std::vector<std::string>{"--server=x --devices=auto --device_share=0/3",
+                                      "--server=x --devices=auto --device_share=1/3",
+                                      "--server=x --devices=auto --device_share=2/3"}));
+}
+
+TEST(LocalWorkersTest, OneProcessGetsNoDeviceShare) {
+  TestDir dir("local-workers");
+  EXPECT_EQ(ArgsOfProcesses(dir, {"--server=x", "--devices=cuda:1"}, 1),
+            (std::vector<std::string>{"--server=x --devices=cuda:1"}));
+}
+
+TEST(LocalWorkersTest, SeveralProcessesMayNotNameTheirGpus) {
+  LocalWorkers::Options options;
+  options.binary = "/bin/sleep";
+  options.count = 2;
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"--devices=cuda:0"},
+                                               {"--executor=x", "--devices", "cuda:1"},
+                                               {"-devices=cpu", "--devices=cuda:0"}}) {
+    options.args = args;
+    absl::StatusOr<std::unique_ptr<LocalWorkers>> workers = LocalWorkers::Start(options);
+    EXPECT_EQ(workers.status().code(), absl::StatusCode::kInvalidArgument) << args.back();
+    const absl::string_view message = workers.status().message();
+    EXPECT_TRUE(absl::StrContains(message, "--local_worker_flags: --devices=cuda:") &&
+                absl::StrContains(message, "all 2 --local_workers offer the same GPUs"))
+        << message;
+  }
+  options.args = {"--device_share=0/2"};
+  EXPECT_EQ(LocalWorkers::Start(options).status().code(), absl::StatusCode::kInvalidArgument);
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"--devices=cpu"},
+                                               {"--devices=auto"},
+                                               {"--devices", "auto"},
+                                               {"--devices="},
+                                               {}}) {
+    EXPECT_TRUE(LocalWorkers::CheckArgs(args, 4).ok()) << (args.empty() ? "" : args.back());
+  }
+  EXPECT_TRUE(LocalWorkers::CheckArgs({"--devices=cuda:0"}, 1).ok());
 }
 
 }  // namespace
