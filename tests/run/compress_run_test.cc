@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -467,6 +468,32 @@ TEST(CompressRunTest, PruneTargetSharingAlreadyMeetsFailsBeforeTraining) {
   EXPECT_NE(r.events.back().message.find("(the shared model)"), std::string::npos)
       << r.events.back().message;
   EXPECT_TRUE(OfType(r, EventType::kPhaseStarted).empty());
+}
+
+// Teacher -> distill with the teacher traced live (augmentation rules out cached logits): the
+// student is a model of its own, so it moves away from the teacher and the KD term grows from 0
+// (had the two been one model, the term would stay 0 at every step).
+TEST(CompressRunTest, DistillOnlyStudentIsNotTheTeacher) {
+  const std::string dir = FreshDir("distill_only");
+  nlohmann::json spec = FullSpec();
+  spec["share"]["enabled"] = false;
+  spec["prune"]["enabled"] = false;
+  spec["dataset"]["augment"] = true;
+  spec["distill"]["train"]["lr"] = 0.01;
+  RunResult r = RunExecutor({"--spec", WriteSpec(dir, spec), "--workdir", dir + "/work"});
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_EQ(Phases(r, EventType::kPhaseStarted), (std::vector<std::string>{"teacher", "distill"}));
+  double most_kd = 0.0;
+  int kd_points = 0;
+  for (const Event& e : OfType(r, EventType::kMetric)) {
+    if (e.phase != "distill") continue;
+    auto it = e.values.find("loss_kd_kl");
+    if (it == e.values.end()) continue;
+    ++kd_points;
+    most_kd = std::max(most_kd, it->second);
+  }
+  ASSERT_GT(kd_points, 0);
+  EXPECT_GT(most_kd, 1e-6);
 }
 
 TEST(CompressRunTest, KilledPipelineResumesAtThePhaseAndStepItReached) {

@@ -628,6 +628,16 @@ struct JobRunner::State {
                                " training examples computed in ", SecondsSince(c0), " s"));
     }
     StageModel student = current;
+    if (!current.is_shared() && current.plain().ptr() == teacher.ptr()) {
+      // Teacher -> distill: the student starts as the teacher's weights but must be a model of
+      // its own, or training it would move the teacher (its traced attention and hidden states,
+      // its logits when not cached) along with it.
+      absl::StatusOr<std::string> teacher_dir = work_dir->PhaseDir("teacher");
+      if (!teacher_dir.ok()) return teacher_dir.status();
+      absl::StatusOr<pl::LoadedModel> copy = pl::LoadModel(*teacher_dir + "/model");
+      if (!copy.ok()) return copy.status();
+      student = StageModel(copy->model);
+    }
     student.module().to(device);
     absl::StatusOr<pl::TrainResult> trained =
         pl::RunDistillStage(student.AsStudent(), teacher, **train, val->get(), teacher_logits, o,
@@ -655,6 +665,15 @@ struct JobRunner::State {
   absl::Status CheckPruneTarget(pl::SwinConfig config) const {
     const spec::JobSpec& s = options.spec;
     if (!s.prune.enabled) return absl::OkStatus();
+    if (s.teacher.HasWeights()) {
+      // A checkpoint directory's own config.json decides the teacher's architecture (see
+      // ObtainTeacher): only the prune phase, with the loaded teacher, can check.
+      const std::string path = s.teacher.blob_sha256.empty()
+                                   ? s.teacher.checkpoint_path
+                                   : work_dir->path() + "/blobs/" + s.teacher.blob_sha256;
+      std::error_code ec;
+      if (std::filesystem::is_directory(path, ec)) return absl::OkStatus();
+    }
     if (!s.teacher.HasWeights() && s.model.num_classes == 0) {
       config.num_classes = static_cast<int>(data.num_classes);
     }
