@@ -146,6 +146,19 @@ absl::Status PendingFile::Place() {
   }
   committed_ = true;
   replaced_path_ = std::move(replaced);
+  // The rename reaches the disk before Place returns, so that the record written next describes
+  // a file that a power loss keeps too. Callers hold the scheduler's lock here: a directory fsync
+  // writes one directory block and a journal commit, usually a few milliseconds, far less than
+  // the file's own fsync, which Finish does before any lock.
+  if (absl::Status synced = SyncParentDirectory(final_path); !synced.ok()) {
+    // Not recorded then: the final path gets its earlier file back.
+    if (absl::Status undone = Unplace(); !undone.ok()) {
+      return absl::Status(synced.code(), absl::StrCat(synced.message(),
+                                                      "; and undoing the rename: ",
+                                                      undone.message()));
+    }
+    return synced;
+  }
   return absl::OkStatus();
 }
 
@@ -167,7 +180,7 @@ absl::Status PendingFile::Settle() {
     ::unlink(replaced_path_.c_str());
     replaced_path_.clear();
   }
-  return SyncParentDirectory(FinalPath());
+  return absl::OkStatus();
 }
 
 StoredFile::~StoredFile() { ::close(fd_); }
@@ -261,6 +274,13 @@ absl::StatusOr<std::unique_ptr<PendingFile>> ArtifactStore::BeginArtifact(const 
   std::error_code ec;
   std::string dir = absl::StrCat(root_, "/artifacts/", job_id);
   if (fs::create_directories(dir, ec); ec) return ErrnoError(ec.value(), "create directory", dir);
+  // The job's directory must be on the disk before a file placed in it is recorded. Synced on
+  // every upload, not only by the one that created it: that one may have failed to sync, or may
+  // still be syncing while another upload of the job finishes. With nothing new in artifacts/,
+  // the fsync only waits for the disk's cache flush; no lock is held here.
+  if (absl::Status s = SyncPath(absl::StrCat(root_, "/artifacts")); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("artifact store: ", s.message()));
+  }
   return Begin(*std::move(path), name);
 }
 

@@ -5,8 +5,8 @@
 //   blobs/<sha256>              content-addressed uploads (teacher checkpoints)
 //   tmp/                        files being written; emptied when the store opens
 // Every file is written to tmp/, checked against its expected sha256 and size, fsync'ed and
-// renamed into place, so a reader never sees a partial file, and a crash leaves only debris in
-// tmp/. Names are validated so that no request can address a file outside the store.
+// renamed into place, and the rename fsync'ed, so a reader never sees a partial file, a crash
+// leaves only debris in tmp/, and a file is on the disk once Place returns. Names are validated so that no request can address a file outside the store.
 #ifndef COMPRESS_SERVER_CORE_ARTIFACT_STORE_H_
 #define COMPRESS_SERVER_CORE_ARTIFACT_STORE_H_
 
@@ -44,14 +44,15 @@ class PendingFile {
   // Place, then Settle.
   absl::Status Publish();
   // Moves the finished file to its final path (for a blob: blobs/<its sha256>), replacing any
-  // file there (a reader that opened that one keeps reading it). The replaced file is kept (a
-  // hard link under the store's tmp/) until Settle, so that Unplace can put it back.
+  // file there (a reader that opened that one keeps reading it), and syncs the directory, so
+  // that once it returns OK a power loss keeps the new file: a record of it may be written then.
+  // When the sync fails, the final path has its earlier file back (or none). The replaced file
+  // is kept (a hard link under the store's tmp/) until Settle, so that Unplace can put it back.
   absl::Status Place();
   // Undoes Place: the replaced file is back at the final path, or, when there was none, the
   // placed file is removed. For a record that could not be written after its file was placed.
   absl::Status Unplace();
-  // Drops the replaced file and syncs the final path's directory. Slow on a busy disk: call it
-  // outside locks that others wait for.
+  // Drops the replaced file, once the record of the placed one is written.
   absl::Status Settle();
 
  private:
@@ -124,7 +125,8 @@ class ArtifactStore {
   // OK for 64 lowercase hex digits.
   static absl::Status ValidateSha256(absl::string_view field, absl::string_view sha256);
 
-  // Starts writing artifact `name` of job `job_id`.
+  // Starts writing artifact `name` of job `job_id`; creates the job's directory and syncs
+  // artifacts/, so that the directory is on the disk before a file placed in it.
   absl::StatusOr<std::unique_ptr<PendingFile>> BeginArtifact(const std::string& job_id,
                                                              const std::string& name);
   // Starts writing a blob; its name is its sha256, known at Commit.

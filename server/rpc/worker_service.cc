@@ -229,7 +229,7 @@ class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
         !s.ok()) {
       return s;
     }
-    // The directory's fsync, after the scheduler's lock is released.
+    // Drops the file replaced, which was kept in case the record could not be written.
     if (absl::Status s = file_->Settle(); !s.ok()) return s;
     response_->set_name(artifact->name);
     response_->set_size_bytes(artifact->size_bytes);
