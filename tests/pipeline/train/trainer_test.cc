@@ -217,6 +217,35 @@ TEST_F(TrainerTest, NonFiniteLossStopsWithTheStep) {
   EXPECT_TRUE(absl::StrContains(result.status().message(), "nan")) << result.status();
 }
 
+// A loss that stays finite while its gradient does not (here at call 4, sqrt at 0 times 0): the
+// step that would write NaN into the weights stops training, with or without per-step checks,
+// and no checkpoint of the damaged weights is written.
+TEST_F(TrainerTest, NonFiniteGradientOfAFiniteLossStopsTraining) {
+  for (bool check_every_step : {true, false}) {
+    SCOPED_TRACE(check_every_step);
+    TinyNet net = MakeNet(5);
+    auto calls = std::make_shared<int>(0);
+    LossFn loss = [net, calls](const TrainBatch& batch) mutable {
+      LossOutput output;
+      output.loss = net->forward(batch.inputs).pow(2).mean();
+      if (++*calls == 4) output.loss = output.loss + (output.loss * 0).sqrt();
+      return output;
+    };
+    TrainerOptions options = BaseOptions();
+    options.check_loss_every_step = check_every_step;
+    options.max_steps = 4;
+    options.checkpoint_dir = (dir_ / (check_every_step ? "checked" : "deferred")).string();
+    auto trainer = Trainer::Create(*net, loss, nullptr, options);
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    auto train = MakeSource(train_, true, false);
+    auto result = (*trainer)->Train(*train, nullptr);
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition) << result.status();
+    EXPECT_TRUE(absl::StrContains(result.status().message(), "gradient norm is nan at step 3"))
+        << result.status();
+    EXPECT_FALSE(std::filesystem::exists(Trainer::CheckpointPath(options.checkpoint_dir)));
+  }
+}
+
 // Without per-step loss checks (the CUDA default), training follows the same path: same losses
 // reported, same parameters up to rounding of the clipping scale.
 TEST_F(TrainerTest, StepsWithoutPerStepChecksTrainTheSame) {

@@ -106,6 +106,14 @@ struct Interval {
   }
 };
 
+absl::Status NonFiniteGradient(double norm, int64_t step, int64_t epoch, int64_t batch,
+                               double lr) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("training stopped: the gradient norm is ", norm, " at step ", step, " (epoch ",
+                   epoch, ", batch ", batch, ", lr ", lr,
+                   ") although the loss is finite; lower the learning rate or check the data"));
+}
+
 }  // namespace
 
 std::string Trainer::CheckpointPath(const std::string& checkpoint_dir) {
@@ -319,6 +327,12 @@ absl::StatusOr<TrainResult> Trainer::TrainUnchecked(BatchSource& train, BatchSou
     output.loss.backward();
     if (check_every_step) {
       last_grad_norm = ClipGradientNorm(parameters_, options_.clip_grad_norm);
+      // A finite loss can still give a non-finite gradient (an overflow in the backward pass):
+      // the step would write NaN into every weight it updates.
+      if (!std::isfinite(last_grad_norm)) {
+        return NonFiniteGradient(last_grad_norm, position.step, position.epoch, position.batch,
+                                 last_lr);
+      }
     } else {
       device_grad_norm = ClipGradientNormOnDevice(parameters_, options_.clip_grad_norm);
     }
@@ -340,7 +354,16 @@ absl::StatusOr<TrainResult> Trainer::TrainUnchecked(BatchSource& train, BatchSou
           !status.ok()) {
         return status;
       }
-      if (device_grad_norm.defined()) last_grad_norm = device_grad_norm.item<double>();
+      if (device_grad_norm.defined()) {
+        last_grad_norm = device_grad_norm.item<double>();
+        // This step's gradient: a checkpoint or the end of the phase may follow, before any loss
+        // computed from the weights it updated (an earlier non-finite gradient shows in the
+        // losses after it, which the check above reads).
+        if (!std::isfinite(last_grad_norm)) {
+          return NonFiniteGradient(last_grad_norm, position.step - 1, position.epoch,
+                                   position.batch - 1, last_lr);
+        }
+      }
     }
     train_seconds += SecondsSince(step_start);
 
