@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <thread>
 #include <utility>
@@ -300,7 +301,11 @@ struct JobRunner::State {
     o.log_every_steps = 20;
     o.device = device;
     o.num_threads = options.threads;
-    o.seed = options.spec.resources.seed;
+    // The trainer reseeds a phase's first step only from a seed >= 0 (a negative one means "do
+    // not reseed"); every job seed maps to one, so that a phase resumed in a new process draws
+    // what an uninterrupted run draws.
+    o.seed = static_cast<int64_t>(static_cast<uint64_t>(options.spec.resources.seed) &
+                                  static_cast<uint64_t>(std::numeric_limits<int64_t>::max()));
     return o;
   }
 
