@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -300,6 +301,25 @@ int main(int argc, char** argv) {
   if (!store.ok()) return Fail(store.status().ToString());
   absl::StatusOr<std::unique_ptr<ArtifactStore>> artifacts = ArtifactStore::Open({data_dir});
   if (!artifacts.ok()) return Fail(artifacts.status().ToString());
+  // Files of jobs deleted while removing them failed, or with a crash between the job's record
+  // and its files. Harmless where they cannot be removed now: compressd starts anyway.
+  std::vector<std::string> orphans_removed;
+  absl::Status swept = (*artifacts)->RemoveJobsWithout(
+      [&store](const std::string& job_id) -> absl::StatusOr<bool> {
+        absl::StatusOr<compress::server::Job> job = (*store)->GetJob(job_id);
+        if (job.ok()) return true;
+        if (absl::IsNotFound(job.status())) return false;
+        return job.status();
+      },
+      &orphans_removed);
+  for (const std::string& job_id : orphans_removed) {
+    std::fprintf(stderr, "compressd: removed %s/artifacts/%s/, files of a deleted job\n",
+                 data_dir.c_str(), job_id.c_str());
+  }
+  if (!swept.ok()) {
+    std::fprintf(stderr, "compressd: warning: files of deleted jobs kept: %s\n",
+                 swept.ToString().c_str());
+  }
 
   Metrics metrics;
   Scheduler::Options scheduler_options;

@@ -329,4 +329,28 @@ absl::Status ArtifactStore::RemoveJob(const std::string& job_id) {
   return absl::OkStatus();
 }
 
+absl::Status ArtifactStore::RemoveJobsWithout(const JobExists& job_exists,
+                                              std::vector<std::string>* removed) {
+  const std::string artifacts = absl::StrCat(root_, "/artifacts");
+  std::error_code ec;
+  std::vector<std::string> job_ids;
+  for (fs::directory_iterator it(artifacts, ec), end; !ec && it != end; it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    // Anything else is not the store's: left alone.
+    if (it->is_directory() && ValidateName("job", name).ok()) job_ids.push_back(std::move(name));
+  }
+  if (ec) return ErrnoError(ec.value(), "list", artifacts);
+  absl::Status first_error;
+  for (const std::string& job_id : job_ids) {
+    absl::StatusOr<bool> exists = job_exists(job_id);
+    absl::Status s = exists.status();
+    if (exists.ok() && !*exists) {
+      s = RemoveJob(job_id);
+      if (s.ok()) removed->push_back(job_id);
+    }
+    if (!s.ok() && first_error.ok()) first_error = s;
+  }
+  return first_error;
+}
+
 }  // namespace compress::server

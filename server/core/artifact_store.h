@@ -12,10 +12,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -143,6 +145,15 @@ class ArtifactStore {
 
   // Removes every artifact of the job (nothing to do when it has none).
   absl::Status RemoveJob(const std::string& job_id);
+
+  // Tells whether a job exists (an error when that cannot be known).
+  using JobExists = std::function<absl::StatusOr<bool>(const std::string& job_id)>;
+  // Removes artifacts/<id>/ of every job for which `job_exists` is false: what a deletion left
+  // when removing its files failed or a crash came between the job's record and its files.
+  // Appends each id removed to `removed`. A directory whose check fails is kept; every one is
+  // tried, and the result is the first error. For compressd's start, before it serves: an
+  // upload meanwhile could be for a job whose record is being written.
+  absl::Status RemoveJobsWithout(const JobExists& job_exists, std::vector<std::string>* removed);
 
  private:
   explicit ArtifactStore(std::string root) : root_(std::move(root)) {}

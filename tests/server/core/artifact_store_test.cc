@@ -185,5 +185,33 @@ TEST_F(ArtifactStoreTest, OpenClearsLeftoverTemporaryFiles) {
   EXPECT_EQ(CountFiles(dir_.File("tmp")), 0);
 }
 
+TEST_F(ArtifactStoreTest, RemovesTheFilesOfJobsThatNoLongerExist) {
+  for (const char* job : {"live", "deleted", "unknown"}) {
+    absl::StatusOr<std::unique_ptr<PendingFile>> file = store_->BeginArtifact(job, "model.bin");
+    ASSERT_TRUE(file.ok()) << file.status();
+    ASSERT_TRUE((*file)->Append("weights").ok());
+    ASSERT_TRUE((*file)->Commit("", -1).ok());
+  }
+  std::ofstream(dir_.File("artifacts/stray-file")) << "not a job's";
+  std::vector<std::string> removed;
+  absl::Status swept = store_->RemoveJobsWithout(
+      [](const std::string& job_id) -> absl::StatusOr<bool> {
+        if (job_id == "unknown") return absl::UnavailableError("database unavailable");
+        return job_id == "live";
+      },
+      &removed);
+  EXPECT_EQ(swept.code(), absl::StatusCode::kUnavailable) << swept;
+  EXPECT_THAT(removed, ::testing::ElementsAre("deleted"));
+  EXPECT_FALSE(fs::exists(dir_.File("artifacts/deleted")));
+  EXPECT_EQ(ReadAll(dir_.File("artifacts/live/model.bin")), "weights");
+  // Kept while its job's existence is unknown.
+  EXPECT_EQ(ReadAll(dir_.File("artifacts/unknown/model.bin")), "weights");
+  EXPECT_TRUE(fs::exists(dir_.File("artifacts/stray-file")));
+
+  removed.clear();
+  EXPECT_TRUE(store_->RemoveJobsWithout([](const std::string&) { return true; }, &removed).ok());
+  EXPECT_TRUE(removed.empty());
+}
+
 }  // namespace
 }  // namespace compress::server
