@@ -283,6 +283,10 @@ TEST(CompressRunTest, FailuresEndWithAnErrorLine) {
       {{{"prune", {{"enabled", true}, {"target_macs_reduction", 0.95}}}},
        "FAILED_PRECONDITION",
        "spec.prune.target_macs_reduction"},
+      // A class count in model.config is the spec's word, not replaced by the data set's.
+      {{{"model", {{"config", {{"num_classes", 7}}}}}},
+       "INVALID_ARGUMENT",
+       "spec.model.config.num_classes: the model has 7 classes, the data set 4"},
       {{{"teacher", {{"train", {{"epochs", -3}}}}}},
        "INVALID_ARGUMENT",
        "spec.teacher.train.epochs"},

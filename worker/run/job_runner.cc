@@ -132,6 +132,13 @@ struct PruneTarget {
   int64_t current;
 };
 
+// Whether the teacher's class count comes from the data set: fresh weights and no count in
+// the spec (model.num_classes, or model.config.num_classes).
+bool ClassesFromData(const spec::JobSpec& spec) {
+  return !spec.teacher.HasWeights() && spec.model.num_classes == 0 &&
+         !(spec.model.has_config && spec.model.config.num_classes > 0);
+}
+
 absl::StatusOr<pl::SwinConfig> TeacherConfig(const spec::JobSpec& spec) {
   absl::StatusOr<pl::SwinConfig> config;
   if (spec.model.has_config) {
@@ -420,13 +427,16 @@ struct JobRunner::State {
     auto t0 = Clock::now();
     absl::StatusOr<pl::SwinConfig> config = TeacherConfig(options.spec);
     if (!config.ok()) return config.status();
-    if (!options.spec.teacher.HasWeights() && options.spec.model.num_classes == 0) {
+    if (ClassesFromData(options.spec)) {
       config->num_classes = static_cast<int>(data.num_classes);
     }
     if (config->num_classes != data.num_classes) {
-      return absl::InvalidArgumentError(absl::StrCat("spec.model.num_classes: the model has ",
-                                                     config->num_classes, " classes, the data set ",
-                                                     data.num_classes));
+      const bool in_config = options.spec.model.num_classes == 0 &&
+                             options.spec.model.has_config &&
+                             options.spec.model.config.num_classes > 0;
+      return absl::InvalidArgumentError(absl::StrCat(
+          in_config ? "spec.model.config.num_classes" : "spec.model.num_classes",
+          ": the model has ", config->num_classes, " classes, the data set ", data.num_classes));
     }
     absl::StatusOr<pl::SwinTransformer> model = ObtainTeacher(*config);
     if (!model.ok()) return model.status();
@@ -679,7 +689,7 @@ struct JobRunner::State {
       std::error_code ec;
       if (std::filesystem::is_directory(path, ec)) return absl::OkStatus();
     }
-    if (!s.teacher.HasWeights() && s.model.num_classes == 0) {
+    if (ClassesFromData(s)) {
       config.num_classes = static_cast<int>(data.num_classes);
     }
     absl::StatusOr<pl::SwinCost> teacher = pl::AnalyzeSwinCost(config);
