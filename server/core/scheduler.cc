@@ -1,6 +1,7 @@
 #include "server/core/scheduler.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 #include <utility>
 
@@ -98,25 +99,30 @@ absl::Status Scheduler::RecoverLocked(Deferred& deferred) {
       case JobState::kQueued:
         EnqueueLocked(job);
         break;
-      case JobState::kRunning: {
-        std::string message =
-            absl::StrCat("compressd restarted during attempt ", job.attempt_count, " of ",
-                         job.max_attempts, " (worker ", job.lease_owner, ")");
-        if (absl::Status s =
-                RetryOrFailLocked(job, /*retryable=*/true, "UNAVAILABLE", message, {}, deferred);
-            !s.ok()) {
-          return s;
-        }
-        break;
-      }
+      case JobState::kRunning:
       case JobState::kCancelling: {
-        const std::string message =
-            "cancelled (compressd restarted while the job was being cancelled)";
-        if (absl::Status s =
-                FinishLocked(job, JobState::kCancelled, "CANCELLED", message, message, deferred);
-            !s.ok()) {
-          return s;
-        }
+        // As read: the write below changes `job` before it fails.
+        const JobState state = job.state;
+        const std::string owner = job.lease_owner;
+        const int attempt = job.attempt_count;
+        absl::Status written = RecoverLeasedJobLocked(job, deferred);
+        if (written.ok()) break;
+        // Not fatal: a full disk must not keep compressd from starting, and reads still work.
+        // The job is held as an expired lease, so that ProcessTimeouts writes it once the store
+        // takes writes again and its old worker's calls are refused meanwhile.
+        ActiveLease lease{owner, "", attempt, "", clock_->Elapsed() + kExpiryRetryDelay};
+        lease.expired = true;
+        lease.recovered = true;
+        leases_[job.id] = lease;
+        deferred.push_back([id = job.id, state, written] {
+          std::fprintf(stderr,
+                       "compressd: job %s: %s at the restart but its %s could not be written (%s); "
+                       "retrying every %s\n",
+                       id.c_str(), JobStateName(state),
+                       state == JobState::kRunning ? "requeue" : "cancellation",
+                       written.ToString().c_str(),
+                       absl::FormatDuration(kExpiryRetryDelay).c_str());
+        });
         break;
       }
       default:
@@ -130,6 +136,18 @@ absl::Status Scheduler::RecoverLocked(Deferred& deferred) {
     options_.observer->JobCounts(*counts);
   }
   return absl::OkStatus();
+}
+
+absl::Status Scheduler::RecoverLeasedJobLocked(Job& job, Deferred& deferred) {
+  if (job.state == JobState::kCancelling) {
+    const std::string message =
+        "cancelled (compressd restarted while the job was being cancelled)";
+    return FinishLocked(job, JobState::kCancelled, "CANCELLED", message, message, deferred);
+  }
+  std::string message =
+      absl::StrCat("compressd restarted during attempt ", job.attempt_count, " of ",
+                   job.max_attempts, " (worker ", job.lease_owner, ")");
+  return RetryOrFailLocked(job, /*retryable=*/true, "UNAVAILABLE", message, {}, deferred);
 }
 
 void Scheduler::StartBackgroundThread() {

@@ -155,7 +155,9 @@ class Scheduler {
 
   // Loads the queue from `store` (not owned; must outlive the scheduler), requeueing jobs that
   // were RUNNING and cancelling those that were CANCELLING, and the completions recorded within
-  // kCompletionMemory (by wall time; one stored in the future counts as recorded now).
+  // kCompletionMemory (by wall time; one stored in the future counts as recorded now). A requeue
+  // or cancellation that cannot be written (a full disk) does not fail it: the job is held as
+  // an expired lease and written again every kExpiryRetryDelay until the store takes it.
   static absl::StatusOr<std::unique_ptr<Scheduler>> Create(JobStore* store, const Options& options);
   // Stops the background thread and answers every waiter with no lease.
   ~Scheduler();
@@ -301,6 +303,9 @@ class Scheduler {
     // The lease expired but writing the job's requeue (or failure) failed: the worker's calls are
     // refused as for a lease that is gone, and the write is tried again at `expiry`.
     bool expired = false;
+    // With `expired`: the job was RUNNING or CANCELLING when compressd started and its requeue
+    // (or cancellation) could not be written then; no worker of this process held it.
+    bool recovered = false;
     // The artifacts RecordArtifact recorded for this lease, by name: the same one recorded again
     // (an upload retried after its answer was lost) makes no second event.
     std::map<std::string, Artifact> artifacts = {};
@@ -351,6 +356,10 @@ class Scheduler {
   // Shutdown(), telling notifier subscribers when `notify_watchers` (and this is the first call).
   void Stop(bool notify_watchers);
   absl::Status RecoverLocked(Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes what a restart makes of `job`, which was RUNNING or CANCELLING when compressd started:
+  // requeued (or FAILED) and CANCELLED respectively. The error of the store when that failed.
+  absl::Status RecoverLeasedJobLocked(Job& job, Deferred& deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Puts `job` in the queue of its DeviceNeed (read from its spec). Its time in the queue counts
   // from its queue_time, taken to be no later than now (a job requeued in an earlier process, or
   // a wall clock set back).
@@ -411,8 +420,8 @@ class Scheduler {
                                  Deferred& deferred, const CompletionRecord* completion = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes what the expiry of `lease` makes of its job: requeued or FAILED when RUNNING,
-  // CANCELLED when CANCELLING. The error of the store when that write failed (NOT_FOUND for a job
-  // that is gone).
+  // CANCELLED when CANCELLING (as RecoverLeasedJobLocked does for a `recovered` lease). The
+  // error of the store when that write failed (NOT_FOUND for a job that is gone).
   absl::Status ExpireLeaseLocked(const std::string& job_id, const ActiveLease& lease,
                                  Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Creates the jobs of `batch` in one store transaction and sets their results.

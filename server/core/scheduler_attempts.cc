@@ -58,6 +58,7 @@ absl::StatusOr<Scheduler::ActiveLease*> Scheduler::CurrentLeaseLocked(const std:
     return NotCurrent(job_id, attempt,
                       absl::StrCat("attempt ", it->second.attempt, " replaced it"));
   }
+  if (it->second.recovered) return NotCurrent(job_id, attempt, "compressd restarted");
   if (it->second.expired) return NotCurrent(job_id, attempt, "its lease expired");
   if (it->second.worker_id != holder.worker_id) {
     return NotCurrent(

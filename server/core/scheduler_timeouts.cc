@@ -26,7 +26,8 @@ void Scheduler::ProcessTimeouts() {
       leases_.erase(id);
       absl::Status written = ExpireLeaseLocked(id, lease, deferred);
       if (written.ok() || absl::IsNotFound(written)) {
-        if (options_.observer != nullptr) {
+        // A recovered lease was no lease of this process: none ended.
+        if (options_.observer != nullptr && !lease.recovered) {
           options_.observer->LeaseEnded(lease.worker_id, lease.device, true);
         }
         continue;
@@ -37,6 +38,8 @@ void Scheduler::ProcessTimeouts() {
       lease.expired = true;
       lease.expiry = now + kExpiryRetryDelay;
       leases_[id] = lease;
+      // A recovered lease's failure was logged at the restart; each retry would only repeat it.
+      if (lease.recovered) continue;
       deferred.push_back([id, written] {
         std::fprintf(stderr,
                      "compressd: job %s: lease expired but the job could not be written (%s); "
@@ -65,6 +68,12 @@ absl::Status Scheduler::ExpireLeaseLocked(const std::string& job_id, const Activ
                                           Deferred& deferred) {
   absl::StatusOr<Job> job = store_->GetJob(job_id);
   if (!job.ok()) return job.status();
+  if (lease.recovered) {
+    if (job->state != JobState::kRunning && job->state != JobState::kCancelling) {
+      return absl::OkStatus();
+    }
+    return RecoverLeasedJobLocked(*job, deferred);
+  }
   if (job->state == JobState::kCancelling) {
     std::string message =
         absl::StrCat("cancelled (worker ", lease.worker_id, " lost: lease expired)");

@@ -13,7 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -207,6 +210,58 @@ TEST(StorageFaultsTest, FileSizeLimitMakesWritesUnavailableAndKeepsEveryAccepted
   v1::Job job;
   grpc::Status created = restarted.CreateJob(Client::JobRequest(3), &job);
   EXPECT_TRUE(created.ok()) << created.error_code() << ": " << created.error_message();
+}
+
+// compressd restarted on a full disk after a crash while a job ran: it starts (its requeue of the
+// job cannot be written yet), serves reads, and requeues the job once there is room, without
+// another restart.
+TEST(StorageFaultsTest, RestartOnAFullDiskWithARunningJobStartsAndRequeuesItLater) {
+  TempDir dir;
+  ServerOptions options;
+  options.data_dir = dir.File("data");
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client((*server)->address());
+  setenv("FAULTS_STEP_MS", "1000", 1);
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> worker =
+      WorkerProcess::Start((*server)->address(), "w1", dir.File("w1"));
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  v1::Job job;
+  ASSERT_TRUE(client.CreateJob(Client::JobRequest(60), &job).ok());
+  const std::string name = job.name();
+  ASSERT_TRUE(client.WaitFor(
+      name, [](const v1::Job& j) { return j.state() == v1::RUNNING; }, absl::Seconds(15), &job))
+      << job.DebugString();
+  (*worker)->Kill();
+  (*server)->Kill();
+  server->reset();
+
+  // Out of room from the start: no file may grow, while SQLite may still open the store (it
+  // writes into its -shm file, which exists already).
+  uintmax_t largest = 0;
+  for (const fs::directory_entry& entry : fs::recursive_directory_iterator(options.data_dir)) {
+    if (entry.is_regular_file()) largest = std::max(largest, entry.file_size());
+  }
+  options.fault_exec_flags = {"--ignore_sigxfsz", absl::StrCat("--file_size_limit=", largest)};
+  server = ServerProcess::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_THAT((*server)->StderrTail(), HasSubstr("could not be written"));
+  Client restarted((*server)->address());
+  ASSERT_TRUE(restarted.GetJob(name, &job).ok());
+  EXPECT_EQ(job.state(), v1::RUNNING);
+  std::vector<v1::Job> listed;
+  grpc::Status status = restarted.ListAllJobs(&listed);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(listed.size(), 1u);
+
+  struct rlimit limit;
+  ASSERT_EQ(prlimit((*server)->pid(), RLIMIT_FSIZE, nullptr, &limit), 0);
+  ASSERT_NO_FATAL_FAILURE(SetFileSizeLimit((*server)->pid(), limit.rlim_max));
+  EXPECT_TRUE(restarted.WaitFor(
+      name, [](const v1::Job& j) { return j.state() == v1::QUEUED; }, absl::Seconds(10), &job))
+      << job.DebugString();
+  EXPECT_EQ(job.attempt_count(), 1);
+  EXPECT_THAT(job.error_message(), HasSubstr("compressd restarted"));
 }
 
 // Fills the file system holding `path` by writing to it until a write fails; returns that

@@ -1261,6 +1261,53 @@ TEST_F(SchedulerTest, CancellingExpiryWrittenOnceTheStoreTakesWritesAgain) {
   EXPECT_TRUE(scheduler_->DeleteJob(id).ok());
 }
 
+// A restart on a full disk: the scheduler starts although the requeue of a RUNNING job and the
+// cancellation of a CANCELLING one cannot be written; both are written once the store takes
+// writes again, and the old worker is fenced off meanwhile.
+TEST_F(SchedulerTest, RestartOnAFullDiskStartsAndWritesTheRecoveryLater) {
+  std::string running = Create();
+  std::string cancelling = Create();
+  std::string queued = Create();
+  LeaseOne("w1");
+  LeaseOne("w1");
+  ASSERT_TRUE(scheduler_->CancelJob(cancelling).ok());
+
+  scheduler_.reset();
+  store_.reset();
+  FailingJobWrites failing(dir_.File("jobs.db"));
+  failing.Start();
+  OpenStore();
+  StartScheduler();
+  ASSERT_NE(scheduler_, nullptr);
+  EXPECT_EQ(Get(running).state, JobState::kRunning);
+  EXPECT_EQ(Get(cancelling).state, JobState::kCancelling);
+  absl::StatusOr<bool> heartbeat = scheduler_->Heartbeat(running, 1, {"w1"});
+  EXPECT_EQ(heartbeat.status().code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(heartbeat.status().message(), HasSubstr("compressd restarted"));
+  clock_.Advance(absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  EXPECT_EQ(Get(running).state, JobState::kRunning);
+  EXPECT_EQ(Get(cancelling).state, JobState::kCancelling);
+
+  failing.Stop();
+  clock_.Advance(absl::Seconds(1));
+  scheduler_->ProcessTimeouts();
+  Job job = Get(running);
+  EXPECT_EQ(job.state, JobState::kQueued);
+  EXPECT_EQ(job.attempt_count, 1);
+  EXPECT_THAT(job.error_message, HasSubstr("compressd restarted"));
+  EXPECT_EQ(Get(cancelling).state, JobState::kCancelled);
+  EXPECT_THAT(Get(cancelling).error_message, HasSubstr("compressd restarted"));
+  // No lease of this process expired.
+  EXPECT_EQ(MetricValue("compressd_leases_expired_total"), 0);
+  EXPECT_EQ(scheduler_->Heartbeat(running, 1, {"w1"}).status().code(),
+            absl::StatusCode::kAborted);
+  Lease resumed = LeaseOne("w2");
+  EXPECT_EQ(resumed.job_id, running);
+  EXPECT_EQ(resumed.attempt, 2);
+  EXPECT_EQ(LeaseOne("w2").job_id, queued);
+}
+
 // A RUNNING job that no worker holds (its lease ended without its new state being written) is
 // CANCELLED at once by CancelJob, and can then be deleted.
 TEST_F(SchedulerTest, CancelOfARunningJobThatNoWorkerHoldsEndsIt) {
