@@ -31,6 +31,21 @@ std::optional<double> NonNegative(const std::map<std::string, double>& values, c
 
 }  // namespace
 
+std::string KeptReport(const std::string& report_json, size_t max_bytes) {
+  if (report_json.empty()) return report_json;
+  const char* reason = nullptr;
+  if (report_json.size() > max_bytes) {
+    reason = "larger than a job's record keeps";
+  } else if (!nlohmann::json::parse(report_json, nullptr, /*allow_exceptions=*/false).is_object()) {
+    reason = "not a JSON object";
+  }
+  if (reason == nullptr) return report_json;
+  return nlohmann::json{
+      {"report_omitted",
+       {{"bytes", report_json.size()}, {"limit_bytes", max_bytes}, {"reason", reason}}}}
+      .dump();
+}
+
 ExecutorUpdate TranslateExecutorLines(const std::vector<std::string>& lines, int attempt,
                                       absl::Time now) {
   ExecutorUpdate update;
@@ -92,7 +107,7 @@ ExecutorUpdate TranslateExecutorLines(const std::vector<std::string>& lines, int
                                             " bytes, sha256 ", e.sha256, ")")}};
         break;
       case events::EventType::kReport:
-        update.report_json = DumpJson(e.report);
+        update.report_json = KeptReport(DumpJson(e.report));
         continue;
       case events::EventType::kError:
         event.kind = EventKind::kLog;

@@ -2,6 +2,7 @@
 #ifndef COMPRESS_SERVER_CORE_EXECUTOR_EVENTS_H_
 #define COMPRESS_SERVER_CORE_EXECUTOR_EVENTS_H_
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <utility>
@@ -28,13 +29,23 @@ struct ExecutorUpdate {
   std::vector<JobEvent> events;
   // The phase of the last phase_started line, if any.
   std::optional<std::string> current_phase;
-  // The report of the last `report` line, if any (a JSON object).
+  // The report of the last `report` line, if any, as KeptReport keeps it.
   std::optional<std::string> report_json;
   // (phase, wall seconds) of each phase_finished line, in order.
   std::vector<std::pair<std::string, double>> phases_finished;
   // The device readings of the batch's metric lines.
   DeviceReport device;
 };
+
+// The most bytes of an executor's report a job's record keeps.
+inline constexpr size_t kMaxReportJsonBytes = size_t{1} << 20;
+
+// What a job's record keeps of an executor's report (a `report` event line's, or CompleteAttempt's
+// report_json): the report itself when it is a JSON object of at most `max_bytes`, else a note
+// {"report_omitted": {"bytes", "limit_bytes", "reason"}} saying why not (clients parse the report
+// as an object; the work is not failed over it, and the report's file is normally an artifact
+// too). An empty report stays empty.
+std::string KeptReport(const std::string& report_json, size_t max_bytes = kMaxReportJsonBytes);
 
 // Translates `lines` written by attempt `attempt`. Events without a time get `now`.
 ExecutorUpdate TranslateExecutorLines(const std::vector<std::string>& lines, int attempt,

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
+#include "server/core/executor_events.h"
 #include "server/rpc/chunk_stream_reactor.h"
 #include "server/rpc/failed_stream.h"
 #include "server/rpc/proto_convert.h"
@@ -245,24 +245,6 @@ class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
   std::string job_id_;
   std::unique_ptr<PendingFile> file_;
 };
-
-// What a job's record keeps of a CompleteAttempt's report_json: the report itself when it is a
-// JSON object of at most `max_bytes`, else a note saying why not (clients parse the report as an
-// object; the work is not failed over it, and the report's file is normally an artifact too).
-std::string KeptReport(const std::string& report_json, size_t max_bytes) {
-  if (report_json.empty()) return report_json;
-  const char* reason = nullptr;
-  if (report_json.size() > max_bytes) {
-    reason = "larger than a job's record keeps";
-  } else if (!nlohmann::json::parse(report_json, nullptr, /*allow_exceptions=*/false).is_object()) {
-    reason = "not a JSON object";
-  }
-  if (reason == nullptr) return report_json;
-  return nlohmann::json{
-      {"report_omitted",
-       {{"bytes", report_json.size()}, {"limit_bytes", max_bytes}, {"reason", reason}}}}
-      .dump();
-}
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "compress/v1/worker_service.grpc.pb.h"
 #include "server/core/artifact_store.h"
+#include "server/core/executor_events.h"
 #include "server/core/metrics.h"
 #include "server/core/scheduler.h"
 #include "server/rpc/authenticator.h"
@@ -26,7 +27,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     // Chunk size of ReadBlob.
     int64_t chunk_bytes = 1 << 20;
     // The largest CompleteAttempt report_json kept in a job's record (a note in its place beyond).
-    size_t max_report_json_bytes = 1 << 20;
+    size_t max_report_json_bytes = kMaxReportJsonBytes;
     // Counts the bytes UploadArtifact receives; may be nullptr. Not owned; must outlive the
     // service.
     Metrics* metrics = nullptr;

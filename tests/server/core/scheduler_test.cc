@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/registry.h"
+#include "server/core/executor_events.h"
 #include "server/core/metrics.h"
 #include "tests/common/test_dir.h"
 #include "worker/events/event.h"
@@ -793,6 +794,27 @@ TEST_F(SchedulerTest, ReportEventsTranslatesExecutorLines) {
   EXPECT_EQ(events[4].kind, EventKind::kLog);
   EXPECT_THAT(events[5].payload_json, HasSubstr("unreadable executor event"));
   EXPECT_EQ(events[6].kind, EventKind::kPhaseFinished);
+}
+
+// A `report` line's report is kept as CompleteAttempt's is: a JSON object of at most 1 MiB as it
+// is, anything else (too large, not an object, no report at all) as a report_omitted note.
+TEST_F(SchedulerTest, ReportLinesKeepOnlyObjectsWithinTheLimit) {
+  std::string id = Create();
+  Lease lease = LeaseOne();
+  auto reported = [&](const std::string& line) {
+    EXPECT_TRUE(scheduler_->ReportEvents(id, lease.attempt, {"w1"}, {line}).ok());
+    return nlohmann::json::parse(Get(id).report_json);
+  };
+  EXPECT_EQ(reported(events::Serialize(events::Report({{"top1", 0.8}})))["top1"], 0.8);
+  nlohmann::json large =
+      reported(events::Serialize(events::Report({{"big", std::string(kMaxReportJsonBytes, 'x')}})));
+  EXPECT_EQ(large["report_omitted"]["reason"], "larger than a job's record keeps");
+  EXPECT_EQ(large["report_omitted"]["limit_bytes"], kMaxReportJsonBytes);
+  EXPECT_EQ(reported(events::Serialize(events::Report(nlohmann::json::array({1, 2}))))
+                ["report_omitted"]["reason"],
+            "not a JSON object");
+  EXPECT_EQ(reported(R"({"type":"report","time":1})")["report_omitted"]["reason"],
+            "not a JSON object");
 }
 
 TEST_F(SchedulerTest, ReturnedLeaseRequeuesWithoutCountingTheAttempt) {
