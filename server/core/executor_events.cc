@@ -20,6 +20,9 @@ nlohmann::json FiniteValues(const std::map<std::string, double>& values) {
   return out;
 }
 
+// 9999-12-31T23:59:59Z, the latest second a protobuf Timestamp holds.
+constexpr double kLatestEventSeconds = 253402300799.0;
+
 double Finite(double value) { return std::isfinite(value) ? value : 0.0; }
 
 // values[name] when it is there, finite and not negative.
@@ -63,7 +66,9 @@ ExecutorUpdate TranslateExecutorLines(const std::vector<std::string>& lines, int
       continue;
     }
     const events::Event& e = *parsed;
-    if (e.time > 0 && std::isfinite(e.time)) {
+    // A time a Timestamp cannot hold (after 9999-12-31T23:59:59Z, which clients cannot render,
+    // and far enough out that the conversion would overflow) is treated as a missing one.
+    if (e.time > 0 && e.time <= kLatestEventSeconds) {
       event.time = absl::FromUnixMicros(static_cast<int64_t>(e.time * 1e6));
     }
     nlohmann::json payload;

@@ -47,7 +47,8 @@ inline constexpr size_t kMaxReportJsonBytes = size_t{1} << 20;
 // too). An empty report stays empty.
 std::string KeptReport(const std::string& report_json, size_t max_bytes = kMaxReportJsonBytes);
 
-// Translates `lines` written by attempt `attempt`. Events without a time get `now`.
+// Translates `lines` written by attempt `attempt`. Events without a time, or with one that is
+// not positive or after 9999-12-31T23:59:59Z, get `now`.
 ExecutorUpdate TranslateExecutorLines(const std::vector<std::string>& lines, int attempt,
                                       absl::Time now);
 

@@ -817,6 +817,29 @@ TEST_F(SchedulerTest, ReportLinesKeepOnlyObjectsWithinTheLimit) {
             "not a JSON object");
 }
 
+// An executor event's time is kept when a Timestamp can hold it; one that is not positive, past
+// year 9999 or too large to convert is the time compressd received it.
+TEST_F(SchedulerTest, EventTimesOutsideTimestampRangeAreTheReceiveTime) {
+  std::string id = Create();
+  Lease lease = LeaseOne();
+  const size_t before = Events(id).size();
+  auto line = [](const std::string& time) {
+    return absl::StrCat(R"({"type":"log","level":"info","message":"m","time":)", time, "}");
+  };
+  ASSERT_TRUE(scheduler_
+                  ->ReportEvents(id, lease.attempt, {"w1"},
+                                 {line("1700000000.5"), line("253402300799"), line("253402300800"),
+                                  line("9.3e12"), line("1e300"), line("-5")})
+                  .ok());
+  std::vector<JobEvent> events = Events(id);
+  ASSERT_EQ(events.size(), before + 6);
+  EXPECT_EQ(events[before].time, absl::FromUnixMillis(1700000000500));
+  EXPECT_EQ(events[before + 1].time, absl::FromUnixSeconds(253402300799));
+  for (size_t i = before + 2; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].time, clock_.Now()) << i;
+  }
+}
+
 TEST_F(SchedulerTest, ReturnedLeaseRequeuesWithoutCountingTheAttempt) {
   std::string id = Create();
   Lease lease = LeaseOne("w1");
