@@ -120,8 +120,7 @@ absl::Status Scheduler::RecoverLocked(Deferred& deferred) {
                        "retrying every %s\n",
                        id.c_str(), JobStateName(state),
                        state == JobState::kRunning ? "requeue" : "cancellation",
-                       written.ToString().c_str(),
-                       absl::FormatDuration(kExpiryRetryDelay).c_str());
+                       written.ToString().c_str(), absl::FormatDuration(kExpiryRetryDelay).c_str());
         });
         break;
       }
@@ -140,13 +139,11 @@ absl::Status Scheduler::RecoverLocked(Deferred& deferred) {
 
 absl::Status Scheduler::RecoverLeasedJobLocked(Job& job, Deferred& deferred) {
   if (job.state == JobState::kCancelling) {
-    const std::string message =
-        "cancelled (compressd restarted while the job was being cancelled)";
+    const std::string message = "cancelled (compressd restarted while the job was being cancelled)";
     return FinishLocked(job, JobState::kCancelled, "CANCELLED", message, message, deferred);
   }
-  std::string message =
-      absl::StrCat("compressd restarted during attempt ", job.attempt_count, " of ",
-                   job.max_attempts, " (worker ", job.lease_owner, ")");
+  std::string message = absl::StrCat("compressd restarted during attempt ", job.attempt_count,
+                                     " of ", job.max_attempts, " (worker ", job.lease_owner, ")");
   return RetryOrFailLocked(job, /*retryable=*/true, "UNAVAILABLE", message, {}, deferred);
 }
 

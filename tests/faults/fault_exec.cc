@@ -17,8 +17,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -73,8 +73,10 @@ int main(int argc, char** argv) {
     }
   }
   if (i >= argc) {
-    std::fprintf(stderr, "usage: fault_exec [--ignore_sigxfsz] [--file_size_limit=BYTES] [--user=UID:GID] -- "
-                 "PROGRAM ...\n");
+    std::fprintf(
+        stderr,
+        "usage: fault_exec [--ignore_sigxfsz] [--file_size_limit=BYTES] [--user=UID:GID] -- "
+        "PROGRAM ...\n");
     return 2;
   }
   execv(argv[i], argv + i);

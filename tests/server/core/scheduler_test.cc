@@ -810,8 +810,8 @@ TEST_F(SchedulerTest, ReportLinesKeepOnlyObjectsWithinTheLimit) {
       reported(events::Serialize(events::Report({{"big", std::string(kMaxReportJsonBytes, 'x')}})));
   EXPECT_EQ(large["report_omitted"]["reason"], "larger than a job's record keeps");
   EXPECT_EQ(large["report_omitted"]["limit_bytes"], kMaxReportJsonBytes);
-  EXPECT_EQ(reported(events::Serialize(events::Report(nlohmann::json::array({1, 2}))))
-                ["report_omitted"]["reason"],
+  EXPECT_EQ(reported(events::Serialize(
+                events::Report(nlohmann::json::array({1, 2}))))["report_omitted"]["reason"],
             "not a JSON object");
   EXPECT_EQ(reported(R"({"type":"report","time":1})")["report_omitted"]["reason"],
             "not a JSON object");
@@ -1345,8 +1345,7 @@ TEST_F(SchedulerTest, RestartOnAFullDiskStartsAndWritesTheRecoveryLater) {
   EXPECT_THAT(Get(cancelling).error_message, HasSubstr("compressd restarted"));
   // No lease of this process expired.
   EXPECT_EQ(MetricValue("compressd_leases_expired_total"), 0);
-  EXPECT_EQ(scheduler_->Heartbeat(running, 1, {"w1"}).status().code(),
-            absl::StatusCode::kAborted);
+  EXPECT_EQ(scheduler_->Heartbeat(running, 1, {"w1"}).status().code(), absl::StatusCode::kAborted);
   Lease resumed = LeaseOne("w2");
   EXPECT_EQ(resumed.job_id, running);
   EXPECT_EQ(resumed.attempt, 2);
