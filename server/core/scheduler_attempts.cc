@@ -191,8 +191,8 @@ absl::Status Scheduler::RecordArtifact(const std::string& job_id, int attempt,
     absl::MutexLock lock(&mu_);
     absl::StatusOr<ActiveLease*> lease = CurrentLeaseLocked(job_id, attempt, holder);
     if (!lease.ok()) return lease.status();
-    // Placed again, although it is the same content: the caller's Settle then syncs the directory,
-    // which the first upload may have failed to do.
+    // Placed again, although it is the same content: placing syncs the directory, which the first
+    // upload may have failed to do.
     if (place != nullptr) {
       if (absl::Status s = place(); !s.ok()) return s;
     }
