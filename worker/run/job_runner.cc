@@ -116,10 +116,10 @@ struct PruneTarget {
   absl::StatusOr<double> Reduction() const {
     const double reduction = PhaseReduction(target, teacher, current);
     if (reduction <= 0.0 || reduction >= 0.95) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "spec.prune.", field, ": ", target, " of the teacher's ", teacher, " ", unit,
-          " means removing ", reduction, " of the ", current, " ", unit,
-          " of the model the prune phase starts from, which pruning cannot do"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("spec.prune.", field, ": ", target, " of the teacher's ", teacher, " ", unit,
+                       " means removing ", reduction, " of the ", current, " ", unit,
+                       " of the model the prune phase starts from, which pruning cannot do"));
     }
     return reduction;
   }
@@ -370,14 +370,20 @@ struct JobRunner::State {
     return (*trainer)->Train(**train, val->get(), callbacks);
   }
 
+  // Where the teacher's weights are: spec.teacher.checkpoint_path, or the uploaded blob the
+  // agent fetched into DIR/blobs/<sha256>.
+  std::string TeacherWeightsPath() const {
+    const spec::TeacherSpec& t = options.spec.teacher;
+    return t.blob_sha256.empty() ? t.checkpoint_path : work_dir->path() + "/blobs/" + t.blob_sha256;
+  }
+
   // The teacher's starting point: a checkpoint directory (model.safetensors + config.json,
   // whose config wins), a safetensors file in any supported naming loaded into `config`, an
   // uploaded blob (fetched by the agent into DIR/blobs/<sha256>), or fresh weights.
   absl::StatusOr<pl::SwinTransformer> ObtainTeacher(const pl::SwinConfig& config) {
     const spec::TeacherSpec& t = options.spec.teacher;
     if (!t.HasWeights()) return pl::CreateSwinTransformer(config);
-    std::string path = t.checkpoint_path;
-    if (!t.blob_sha256.empty()) path = work_dir->path() + "/blobs/" + t.blob_sha256;
+    const std::string path = TeacherWeightsPath();
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec)) {
       absl::StatusOr<pl::LoadedModel> loaded = pl::LoadModel(path);
@@ -431,8 +437,7 @@ struct JobRunner::State {
       config->num_classes = static_cast<int>(data.num_classes);
     }
     if (config->num_classes != data.num_classes) {
-      const bool in_config = options.spec.model.num_classes == 0 &&
-                             options.spec.model.has_config &&
+      const bool in_config = options.spec.model.num_classes == 0 && options.spec.model.has_config &&
                              options.spec.model.config.num_classes > 0;
       return absl::InvalidArgumentError(absl::StrCat(
           in_config ? "spec.model.config.num_classes" : "spec.model.num_classes",
@@ -578,9 +583,9 @@ struct JobRunner::State {
     absl::StatusOr<std::unique_ptr<pl::LoaderBatchSource>> calibration =
         Source(/*train=*/true, calibration_batch, false, false);
     if (!calibration.ok()) return calibration.status();
-    Log("info", absl::StrCat("pruning ", reduction * 100.0, "% of the current model's ",
-                             t.current, " ", t.unit, " (", t.target * 100.0,
-                             "% of the teacher's ", t.teacher, ")"));
+    Log("info",
+        absl::StrCat("pruning ", reduction * 100.0, "% of the current model's ", t.current, " ",
+                     t.unit, " (", t.target * 100.0, "% of the teacher's ", t.teacher, ")"));
     std::optional<StageModel> pruned;
     pl::PrunePlan plan;
     if (current.is_shared()) {
@@ -598,11 +603,11 @@ struct JobRunner::State {
     pruned->module().to(device);
     pruned->module().eval();
     RETURN_IF_ERROR(WriteFileAtomically(dir + "/prune_plan.json", plan.ToJsonString() + "\n"));
-    nlohmann::json result = {{"name", phase},
-                             {"criterion", prune.importance},
-                             {t.by_params ? "phase_params_reduction" : "phase_macs_reduction",
-                              reduction},
-                             {"prune_plan", dir + "/prune_plan.json"}};
+    nlohmann::json result = {
+        {"name", phase},
+        {"criterion", prune.importance},
+        {t.by_params ? "phase_params_reduction" : "phase_macs_reduction", reduction},
+        {"prune_plan", dir + "/prune_plan.json"}};
     RETURN_IF_ERROR(FinishPhase(phase, *pruned, model_dir, t0, std::move(result)));
     return std::move(*pruned);
   }
@@ -683,11 +688,8 @@ struct JobRunner::State {
     if (s.teacher.HasWeights()) {
       // A checkpoint directory's own config.json decides the teacher's architecture (see
       // ObtainTeacher): only the prune phase, with the loaded teacher, can check.
-      const std::string path = s.teacher.blob_sha256.empty()
-                                   ? s.teacher.checkpoint_path
-                                   : work_dir->path() + "/blobs/" + s.teacher.blob_sha256;
       std::error_code ec;
-      if (std::filesystem::is_directory(path, ec)) return absl::OkStatus();
+      if (std::filesystem::is_directory(TeacherWeightsPath(), ec)) return absl::OkStatus();
     }
     if (ClassesFromData(s)) {
       config.num_classes = static_cast<int>(data.num_classes);
@@ -707,8 +709,8 @@ struct JobRunner::State {
     }
     absl::StatusOr<double> reduction = PruneTarget(s.prune, teacher_cost, current).Reduction();
     if (!reduction.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          reduction.status().message(), s.share.enabled ? " (the shared model)" : ""));
+      return absl::FailedPreconditionError(
+          absl::StrCat(reduction.status().message(), s.share.enabled ? " (the shared model)" : ""));
     }
     return absl::OkStatus();
   }
