@@ -304,14 +304,16 @@ int main(int argc, char** argv) {
   // Files of jobs deleted while removing them failed, or with a crash between the job's record
   // and its files. Harmless where they cannot be removed now: compressd starts anyway.
   std::vector<std::string> orphans_removed;
-  absl::Status swept = (*artifacts)->RemoveJobsWithout(
-      [&store](const std::string& job_id) -> absl::StatusOr<bool> {
-        absl::StatusOr<compress::server::Job> job = (*store)->GetJob(job_id);
-        if (job.ok()) return true;
-        if (absl::IsNotFound(job.status())) return false;
-        return job.status();
-      },
-      &orphans_removed);
+  absl::Status swept = (*artifacts)
+                           ->RemoveJobsWithout(
+                               [&store](const std::string& job_id) -> absl::StatusOr<bool> {
+                                 absl::StatusOr<compress::server::Job> job =
+                                     (*store)->GetJob(job_id);
+                                 if (job.ok()) return true;
+                                 if (absl::IsNotFound(job.status())) return false;
+                                 return job.status();
+                               },
+                               &orphans_removed);
   for (const std::string& job_id : orphans_removed) {
     std::fprintf(stderr, "compressd: removed %s/artifacts/%s/, files of a deleted job\n",
                  data_dir.c_str(), job_id.c_str());
@@ -355,6 +357,9 @@ int main(int argc, char** argv) {
       std::min<int64_t>(compression_options.max_chunk_bytes, max_message_bytes - 4096);
   compression_options.default_chunk_bytes = std::min<int64_t>(
       compression_options.default_chunk_bytes, compression_options.max_chunk_bytes);
+  // ListJobs responses too: under gRPC's default limit and under --max_message_bytes.
+  compression_options.max_list_response_bytes =
+      std::min<int64_t>(compression_options.max_list_response_bytes, max_message_bytes - 4096);
   compress::server::CompressionServiceImpl compression_service(scheduler->get(), artifacts->get(),
                                                                pool.get(), compression_options);
   compress::server::WorkerServiceImpl::Options worker_options;

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 
@@ -67,6 +68,18 @@ int64_t ReadJobRow(const Statement& row, Job& job) {
   job.attempt_lines = row.ColumnInt(20);
   job.creation_order = row.ColumnInt(0);
   return job.creation_order;
+}
+
+// The bytes of a job's text fields: what makes a job large (the spec, the report, the error).
+int64_t TextBytes(const Job& job) {
+  int64_t bytes = static_cast<int64_t>(job.id.size() + job.tenant.size() + job.spec_json.size() +
+                                       job.request_id.size() + job.current_phase.size() +
+                                       job.error_code.size() + job.error_message.size() +
+                                       job.report_json.size() + job.lease_owner.size());
+  for (const auto& [key, value] : job.labels) {
+    bytes += static_cast<int64_t>(key.size() + value.size());
+  }
+  return bytes;
 }
 
 }  // namespace
@@ -360,12 +373,13 @@ absl::Status JobStore::LoadArtifactsLocked(Job& job) {
 }
 
 absl::StatusOr<JobPage> JobStore::ListJobs(const JobFilter& filter, int page_size,
-                                           int64_t after_cursor) {
+                                           int64_t after_cursor, int64_t max_bytes) {
   if (static_cast<int>(filter.labels.size()) > kMaxLabels) {
     return absl::InvalidArgumentError(absl::StrCat("filter: more than ", kMaxLabels,
                                                    " labels clauses (a job has at most ",
                                                    kMaxLabels, " labels)"));
   }
+  page_size = std::max(page_size, 1);
   absl::MutexLock lock(&mu_);
   std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE seq > ?");
   if (filter.state.has_value()) absl::StrAppend(&sql, " AND state = ?");
@@ -402,20 +416,22 @@ absl::StatusOr<JobPage> JobStore::ListJobs(const JobFilter& filter, int page_siz
   // One more than asked, to know whether another page follows.
   s.BindInt(index++, page_size + 1);
   JobPage page;
-  std::vector<int64_t> seqs;
+  int64_t bytes = 0;
   while (true) {
     absl::StatusOr<bool> row = s.Step();
     if (!row.ok()) return row.status();
     if (!*row) break;
+    if (static_cast<int>(page.jobs.size()) == page_size || (max_bytes > 0 && bytes >= max_bytes)) {
+      // Another job follows the page: the next one starts with it.
+      page.next_cursor = page.jobs.back().creation_order;
+      break;
+    }
     Job job;
-    seqs.push_back(ReadJobRow(s, job));
+    ReadJobRow(s, job);
+    bytes += TextBytes(job);
     page.jobs.push_back(std::move(job));
   }
   s.Reset();
-  if (static_cast<int>(page.jobs.size()) > page_size) {
-    page.jobs.pop_back();
-    page.next_cursor = seqs[page.jobs.size() - 1];
-  }
   for (Job& job : page.jobs) {
     if (absl::Status st = LoadArtifactsLocked(job); !st.ok()) return st;
   }

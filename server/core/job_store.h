@@ -99,9 +99,13 @@ class JobStore {
   // NOT_FOUND when no job has this id. Artifacts are filled in.
   absl::StatusOr<Job> GetJob(const std::string& id);
 
-  // Jobs matching `filter` in creation order, starting after `after_cursor` (0 = from the first).
-  // INVALID_ARGUMENT for a filter of more than kMaxLabels labels.
-  absl::StatusOr<JobPage> ListJobs(const JobFilter& filter, int page_size, int64_t after_cursor);
+  // Up to `page_size` (at least 1) jobs matching `filter` in creation order, starting after
+  // `after_cursor` (0 = from the first). With `max_bytes` > 0 the page also ends after the job that
+  // brings the text of its jobs (spec, report, error, labels and the other strings) to `max_bytes`
+  // or more, so that a page of large jobs is not read whole into memory; it always holds a job when
+  // one matches. INVALID_ARGUMENT for a filter of more than kMaxLabels labels.
+  absl::StatusOr<JobPage> ListJobs(const JobFilter& filter, int page_size, int64_t after_cursor,
+                                   int64_t max_bytes = 0);
 
   // Every job in one of `states`, in creation order, without artifacts.
   absl::StatusOr<std::vector<Job>> JobsInStates(const std::vector<JobState>& states);

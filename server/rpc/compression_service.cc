@@ -1,5 +1,7 @@
 #include "server/rpc/compression_service.h"
 
+#include <google/protobuf/io/coded_stream.h>
+
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -87,6 +89,42 @@ class BlobUploadReactor : public UploadReactor<v1::UploadBlobRequest> {
   int64_t expected_size_ = -1;
 };
 
+// The bytes a length-delimited field of `size` bytes takes in its message (field numbers 1 to
+// 15: a one-byte tag).
+int64_t FieldBytes(size_t size) {
+  return static_cast<int64_t>(1 + google::protobuf::io::CodedOutputStream::VarintSize64(size) +
+                              size);
+}
+
+// Adds the jobs of `page` to `response` in order while the response stays within `max_bytes`
+// (when > 0), counting the page token it carries when it ends there; the first job is added
+// whatever its size. The page token continues right after the last job added, so that no job is
+// skipped or repeated across pages.
+void FillListJobsResponse(const JobPage& page, const std::string& filter, int64_t max_bytes,
+                          v1::ListJobsResponse* response) {
+  int64_t bytes = 0;
+  for (size_t i = 0; i < page.jobs.size(); ++i) {
+    const Job& job = page.jobs[i];
+    v1::Job* message = response->add_jobs();
+    JobToProto(job, message);
+    const int64_t job_bytes = FieldBytes(message->ByteSizeLong());
+    // Ending with this job, the response carries a token to continue after it, unless no job
+    // follows.
+    const bool more = i + 1 < page.jobs.size() || page.next_cursor > 0;
+    const int64_t token_bytes =
+        more ? FieldBytes(EncodePageToken(job.creation_order, filter).size()) : 0;
+    if (i > 0 && max_bytes > 0 && bytes + job_bytes + token_bytes > max_bytes) {
+      response->mutable_jobs()->RemoveLast();
+      response->set_next_page_token(EncodePageToken(page.jobs[i - 1].creation_order, filter));
+      return;
+    }
+    bytes += job_bytes;
+  }
+  if (page.next_cursor > 0) {
+    response->set_next_page_token(EncodePageToken(page.next_cursor, filter));
+  }
+}
+
 }  // namespace
 
 CompressionServiceImpl::CompressionServiceImpl(Scheduler* scheduler, ArtifactStore* artifacts,
@@ -170,13 +208,12 @@ grpc::ServerUnaryReactor* CompressionServiceImpl::ListJobs(grpc::CallbackServerC
     absl::StatusOr<ListJobsQuery> query = ValidateListJobsRequest(*request);
     if (!query.ok()) return query.status();
     query->filter.tenant = caller.Scope();
-    absl::StatusOr<JobPage> page =
-        scheduler_->store().ListJobs(query->filter, query->page_size, query->after_cursor);
+    // The store stops reading once the jobs' text reaches the response's bound (it stands for
+    // their size in the message), so a page of large jobs is not read whole.
+    absl::StatusOr<JobPage> page = scheduler_->store().ListJobs(
+        query->filter, query->page_size, query->after_cursor, options_.max_list_response_bytes);
     if (!page.ok()) return page.status();
-    for (const Job& job : page->jobs) JobToProto(job, response->add_jobs());
-    if (page->next_cursor > 0) {
-      response->set_next_page_token(EncodePageToken(page->next_cursor, request->filter()));
-    }
+    FillListJobsResponse(*page, request->filter(), options_.max_list_response_bytes, response);
     return absl::OkStatus();
   });
 }
@@ -294,9 +331,8 @@ grpc::ServerWriteReactor<v1::ReadArtifactResponse>* CompressionServiceImpl::Read
       metrics->ArtifactBytesSent(bytes);
     };
   }
-  absl::StatusOr<FileStreamLimit::Slot> slot =
-      AcquireFileStream(options_.file_streams, "ReadArtifact",
-                                                              FileStreamLimit::Party::kClient, context);
+  absl::StatusOr<FileStreamLimit::Slot> slot = AcquireFileStream(
+      options_.file_streams, "ReadArtifact", FileStreamLimit::Party::kClient, context);
   if (!slot.ok()) {
     return new FailedStream<grpc::ServerWriteReactor<v1::ReadArtifactResponse>>(slot.status());
   }
@@ -311,9 +347,8 @@ grpc::ServerReadReactor<v1::UploadBlobRequest>* CompressionServiceImpl::UploadBl
   if (!caller.ok()) {
     return new FailedStream<grpc::ServerReadReactor<v1::UploadBlobRequest>>(caller.status());
   }
-  absl::StatusOr<FileStreamLimit::Slot> slot =
-      AcquireFileStream(options_.file_streams, "UploadBlob",
-                                                              FileStreamLimit::Party::kClient, context);
+  absl::StatusOr<FileStreamLimit::Slot> slot = AcquireFileStream(
+      options_.file_streams, "UploadBlob", FileStreamLimit::Party::kClient, context);
   if (!slot.ok()) {
     return new FailedStream<grpc::ServerReadReactor<v1::UploadBlobRequest>>(slot.status());
   }

@@ -40,6 +40,11 @@ class CompressionServiceImpl final : public v1::CompressionService::CallbackServ
     const DataRoots* data_roots = nullptr;
     // UploadBlob ends RESOURCE_EXHAUSTED once a blob would exceed this many bytes; 0 = no limit.
     int64_t max_blob_bytes = 0;
+    // A ListJobs response ends before the job that would take it over this many bytes
+    // (serialized, its page token included), and its page token continues with that job; a
+    // response holds one job at least, whatever its size. 0 = page_size alone bounds a response.
+    // The default stays under gRPC's default 4 MiB message limit.
+    int64_t max_list_response_bytes = (4 << 20) - 4096;
   };
 
   // None is owned; all must outlive the service.

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -119,6 +121,32 @@ TEST_F(JobStoreTest, ListPagesAndFilters) {
   JobFilter none;
   none.labels["team"] = "audio";
   EXPECT_TRUE(store_->ListJobs(none, 10, 0)->jobs.empty());
+}
+
+// With a byte bound, a page ends after the job whose text reaches it (one job at least), and the
+// cursor continues with the next job: every job is listed once.
+TEST_F(JobStoreTest, ListPagesAreBoundedByTheJobsText) {
+  const std::vector<int> report_kib = {10, 10, 10, 50, 3, 3, 3, 3, 20, 20};
+  for (size_t i = 0; i < report_kib.size(); ++i) {
+    Job job = Create(absl::StrCat("j", i));
+    job.report_json = absl::StrCat(R"({"note":")", std::string(report_kib[i] * 1024, 'x'), R"("})");
+    ASSERT_TRUE(store_->Write(job.id, &job, {}).ok());
+  }
+  const int64_t max_bytes = 25 * 1024;
+  std::vector<std::vector<std::string>> pages;
+  int64_t cursor = 0;
+  do {
+    absl::StatusOr<JobPage> page = store_->ListJobs({}, 100, cursor, max_bytes);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ASSERT_FALSE(page->jobs.empty());
+    pages.push_back(Ids(page->jobs));
+    cursor = page->next_cursor;
+    ASSERT_LE(pages.size(), report_kib.size());
+  } while (cursor > 0);
+  EXPECT_THAT(pages, ElementsAre(ElementsAre("j0", "j1", "j2"), ElementsAre("j3"),
+                                 ElementsAre("j4", "j5", "j6", "j7", "j8"), ElementsAre("j9")));
+  // Without a bound, page_size alone.
+  EXPECT_EQ(store_->ListJobs({}, 100, 0)->jobs.size(), report_kib.size());
 }
 
 TEST_F(JobStoreTest, EventsAreSequencedWithoutGaps) {

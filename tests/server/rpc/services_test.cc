@@ -95,6 +95,9 @@ class ServicesTest : public ::testing::Test {
     scheduler_->StartBackgroundThread();
     pool_ = std::make_unique<ThreadPool>(4);
     CompressionServiceImpl::Options compression_options;
+    if (max_list_response_bytes_ > 0) {
+      compression_options.max_list_response_bytes = max_list_response_bytes_;
+    }
     WorkerServiceImpl::Options worker_options;
     if (max_file_streams_ > 0) {
       file_streams_ = std::make_unique<FileStreamLimit>(
@@ -304,6 +307,8 @@ class ServicesTest : public ::testing::Test {
 
   // Set by a subclass's constructor: a limit on file transfers (0 = none).
   int max_file_streams_ = 0;
+  // Set by a subclass's constructor: the bound of a ListJobs response (0 = the default).
+  int64_t max_list_response_bytes_ = 0;
   // Set by a subclass's constructor: more settings of the server.
   std::function<void(grpc::ServerBuilder*)> configure_server_;
   int port_ = 0;
@@ -348,9 +353,9 @@ class FileStreamLimitTest : public ServicesTest {
     read->lease = Lease();
     read->data.assign(64 << 20, 'd');
     v1::Artifact artifact;
-    ASSERT_TRUE(UploadArtifact(read->lease, "w1", "model.bin", read->data,
-                               Sha256Hex(read->data), &artifact)
-                    .ok());
+    ASSERT_TRUE(
+        UploadArtifact(read->lease, "w1", "model.bin", read->data, Sha256Hex(read->data), &artifact)
+            .ok());
     ASSERT_TRUE(AwaitNoTransfers());
     read->name = job.name() + "/artifacts/model.bin";
     v1::ReadArtifactRequest request;
@@ -484,11 +489,14 @@ TEST_F(ClientKeepaliveTest, AWatchOfAServerThatVanishedFailsUnavailable) {
 
 TEST(FileStreamLimitUnitTest, SlotsAreCountedAndGivenBackOnce) {
   FileStreamLimit limit(2);
-  absl::StatusOr<FileStreamLimit::Slot> a = limit.Acquire("ReadArtifact", FileStreamLimit::Party::kClient);
-  absl::StatusOr<FileStreamLimit::Slot> b = limit.Acquire("ReadArtifact", FileStreamLimit::Party::kClient);
+  absl::StatusOr<FileStreamLimit::Slot> a =
+      limit.Acquire("ReadArtifact", FileStreamLimit::Party::kClient);
+  absl::StatusOr<FileStreamLimit::Slot> b =
+      limit.Acquire("ReadArtifact", FileStreamLimit::Party::kClient);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(limit.in_use(), 2);
-  absl::StatusOr<FileStreamLimit::Slot> c = limit.Acquire("UploadBlob", FileStreamLimit::Party::kClient);
+  absl::StatusOr<FileStreamLimit::Slot> c =
+      limit.Acquire("UploadBlob", FileStreamLimit::Party::kClient);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(c.status().message(), HasSubstr("UploadBlob"));
   {
@@ -664,7 +672,9 @@ TEST_F(ServicesTest, CreateJobAnswersWithTheStoredSpec) {
   v1::CreateJobRequest request = ValidRequest();
   request.set_request_id("spec-1");
   request.mutable_spec()->mutable_resources()->set_device("cpu");
-  request.mutable_spec()->GetReflection()->MutableUnknownFields(request.mutable_spec())
+  request.mutable_spec()
+      ->GetReflection()
+      ->MutableUnknownFields(request.mutable_spec())
       ->AddVarint(999, 7);
   v1::Job created = CreateJob(request);
   v1::GetJobRequest get;
@@ -764,6 +774,121 @@ TEST_F(ServicesTest, GetListCancelDeleteStatusCodes) {
   EXPECT_EQ(api_->GetJob(Context().get(), get, &job).error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(api_->DeleteJob(Context().get(), del, &empty).error_code(),
             grpc::StatusCode::NOT_FOUND);
+}
+
+// The services with a small bound on ListJobs responses.
+class ListJobsBoundTest : public ServicesTest {
+ protected:
+  static constexpr int64_t kBound = 64 << 10;
+
+  ListJobsBoundTest() { max_list_response_bytes_ = kBound; }
+
+  // Gives the stored job `name` ("jobs/ID") a report and an error message of about these sizes.
+  void Enlarge(const std::string& name, int report_bytes, int error_bytes) {
+    absl::StatusOr<Job> job = store_->GetJob(name.substr(5));
+    ASSERT_TRUE(job.ok()) << job.status();
+    job->report_json = nlohmann::json{{"note", std::string(report_bytes, 'r')}}.dump();
+    job->error_message = std::string(error_bytes, 'e');
+    ASSERT_TRUE(store_->Write(job->id, &*job, {}).ok());
+  }
+
+  // Pages through ListJobs on `api` with `request` until the last page: the responses in order.
+  static std::vector<v1::ListJobsResponse> ListAll(v1::CompressionService::Stub* api,
+                                                   v1::ListJobsRequest request) {
+    std::vector<v1::ListJobsResponse> responses;
+    while (responses.size() < 100) {
+      v1::ListJobsResponse response;
+      grpc::Status status = api->ListJobs(Context().get(), request, &response);
+      EXPECT_TRUE(status.ok()) << status.error_code() << ": " << status.error_message();
+      if (!status.ok()) break;
+      responses.push_back(response);
+      if (response.next_page_token().empty()) break;
+      request.set_page_token(response.next_page_token());
+    }
+    return responses;
+  }
+
+  static std::vector<std::string> Names(const std::vector<v1::ListJobsResponse>& responses) {
+    std::vector<std::string> names;
+    for (const v1::ListJobsResponse& response : responses) {
+      for (const v1::Job& job : response.jobs()) names.push_back(job.name());
+    }
+    return names;
+  }
+};
+
+// Jobs with large reports and errors are listed in responses that each stay within the bound,
+// so a client whose receive limit is the bound reads every page, and each job comes exactly once
+// in creation order. A page ends only where the next job would not fit.
+TEST_F(ListJobsBoundTest, ResponsesStayWithinTheBoundAndListEveryJobOnce) {
+  std::vector<std::string> names;
+  std::vector<std::string> vision;
+  for (int i = 0; i < 24; ++i) {
+    v1::CreateJobRequest request = ValidRequest();
+    (*request.mutable_labels())["team"] = i % 3 == 0 ? "nlp" : "vision";
+    names.push_back(CreateJob(request).name());
+    if (i % 3 != 0) vision.push_back(names.back());
+    // From a few bytes to 40 KiB: one job fits a page alone, several small ones share one.
+    Enlarge(names.back(), (i * 7919) % (30 << 10), (i % 4) * (10 << 10));
+  }
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(static_cast<int>(kBound));
+  auto small_channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port_),
+                                                 grpc::InsecureChannelCredentials(), arguments);
+  auto small_api = v1::CompressionService::NewStub(small_channel);
+
+  for (const std::string& filter : {std::string(), std::string("labels.team = \"vision\"")}) {
+    SCOPED_TRACE(filter);
+    for (int page_size : {0, 5, 1000}) {
+      SCOPED_TRACE(page_size);
+      v1::ListJobsRequest request;
+      request.set_page_size(page_size);
+      request.set_filter(filter);
+      std::vector<v1::ListJobsResponse> responses = ListAll(small_api.get(), request);
+      EXPECT_EQ(Names(responses), filter.empty() ? names : vision);
+      int64_t total = 0;
+      for (size_t i = 0; i < responses.size(); ++i) {
+        const v1::ListJobsResponse& response = responses[i];
+        total += static_cast<int64_t>(response.ByteSizeLong());
+        EXPECT_LE(static_cast<int64_t>(response.ByteSizeLong()), kBound);
+        ASSERT_GT(response.jobs_size(), 0);
+        const int full = page_size > 0 ? page_size : 50;
+        EXPECT_LE(response.jobs_size(), full);
+        // A page that ends before page_size does so because the next job would not fit (give
+        // or take the page token, and the store's reading of a page by the jobs' text).
+        if (i + 1 < responses.size() && response.jobs_size() < full) {
+          v1::ListJobsResponse with_next = response;
+          *with_next.add_jobs() = responses[i + 1].jobs(0);
+          EXPECT_GT(static_cast<int64_t>(with_next.ByteSizeLong()), kBound - 1024);
+        }
+      }
+      // The jobs take several responses' worth of bytes.
+      EXPECT_GT(total, 3 * kBound);
+    }
+  }
+}
+
+// A job larger than the bound comes alone in its response; the jobs around it are still listed
+// once.
+TEST_F(ListJobsBoundTest, AJobOverTheBoundComesAlone) {
+  std::vector<std::string> names;
+  for (int i = 0; i < 6; ++i) {
+    names.push_back(CreateJob().name());
+    Enlarge(names.back(), i == 3 ? (200 << 10) : (20 << 10), 0);
+  }
+  v1::ListJobsRequest request;
+  request.set_page_size(100);
+  std::vector<v1::ListJobsResponse> responses = ListAll(api_.get(), request);
+  EXPECT_EQ(Names(responses), names);
+  int alone = 0;
+  for (const v1::ListJobsResponse& response : responses) {
+    if (response.ByteSizeLong() <= static_cast<size_t>(kBound)) continue;
+    ASSERT_EQ(response.jobs_size(), 1);
+    EXPECT_EQ(response.jobs(0).name(), names[3]);
+    EXPECT_GT(response.jobs(0).report_json().size(), size_t{200 << 10});
+    ++alone;
+  }
+  EXPECT_EQ(alone, 1);
 }
 
 // Watchers take live events from the scheduler's notifications when they follow what they
@@ -911,9 +1036,8 @@ TEST_F(ServicesTest, CompleteAttemptKeepsANoteForAReportTooLargeOrNotAnObject) {
   };
   const std::string big = absl::StrCat(R"({"pad":")", std::string(1 << 20, 'x'), R"("})");
   const std::vector<Case> cases = {
-      {big,
-       R"({"report_omitted":{"bytes":1048586,"limit_bytes":1048576,)"
-       R"("reason":"larger than a job's record keeps"}})"},
+      {big, R"({"report_omitted":{"bytes":1048586,"limit_bytes":1048576,)"
+            R"("reason":"larger than a job's record keeps"}})"},
       {R"({"top1": 0.5)",
        R"({"report_omitted":{"bytes":12,"limit_bytes":1048576,"reason":"not a JSON object"}})"},
       {"[1, 2]",
