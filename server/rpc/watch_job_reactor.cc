@@ -26,6 +26,23 @@ WatchJobReactor::WatchJobReactor(Scheduler* scheduler, ThreadPool* pool, std::st
   pool_->Schedule([this] { Fetch(); });
 }
 
+bool WatchJobReactor::QueuesNotified(int64_t last_read, size_t queued,
+                                     const std::vector<JobEvent>& events) {
+  return !events.empty() && events.front().sequence == last_read + 1 &&
+         queued + events.size() <= static_cast<size_t>(kBatch);
+}
+
+bool WatchJobReactor::QueueStored(std::vector<JobEvent> events, int64_t* last_read,
+                                  std::deque<JobEvent>* pending) {
+  for (JobEvent& event : events) {
+    if (event.sequence <= *last_read) continue;
+    if (pending->size() >= static_cast<size_t>(kBatch)) return false;
+    *last_read = event.sequence;
+    pending->push_back(std::move(event));
+  }
+  return true;
+}
+
 bool WatchJobReactor::ClaimFinishLocked() {
   if (finished_) return false;
   finished_ = true;
@@ -36,11 +53,9 @@ void WatchJobReactor::OnNotify(const JobUpdate* update) {
   absl::MutexLock lock(&mu_);
   if (finished_) return;
   // Events that follow the last one queued are taken as they are; their order and completeness
-  // hold by their sequence numbers, whatever order notifications arrive in.
-  const bool follows = update != nullptr && !update->events.empty() &&
-                       update->events.front().sequence == last_read_ + 1;
-  // A watch whose client lags keeps at most kBatch events queued; the rest is read later.
-  if (!follows || pending_.size() >= kBatch) {
+  // hold by their sequence numbers, whatever order notifications arrive in. A watch whose client
+  // lags keeps at most kBatch events queued; what does not fit is read later.
+  if (update == nullptr || !QueuesNotified(last_read_, pending_.size(), update->events)) {
     dirty_ = true;
   } else {
     for (const JobEvent& event : update->events) pending_.push_back(event);
@@ -104,15 +119,13 @@ void WatchJobReactor::Fetch() {
   {
     absl::MutexLock lock(&mu_);
     if (events.ok()) {
-      caught_up_ = static_cast<int>(events->size()) < kBatch;
+      const bool read_all = static_cast<int>(events->size()) < kBatch;
       // Once what is queued is sent, the store decides how the call ends.
       if (IsFinished(job->state) || shutting_down) finish_seen_ = true;
-      // Notifications may have queued some of these meanwhile.
-      for (JobEvent& event : *events) {
-        if (event.sequence <= last_read_) continue;
-        last_read_ = event.sequence;
-        pending_.push_back(std::move(event));
-      }
+      // Notifications may have queued some of these meanwhile, and more after them: the queue
+      // keeps at most kBatch, and what is left out is read again once it is sent.
+      const bool queued_all = QueueStored(*std::move(events), &last_read_, &pending_);
+      caught_up_ = read_all && queued_all;
     }
     if (!events.ok()) {
       finish_status = ToGrpcStatus(events.status());

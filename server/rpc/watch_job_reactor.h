@@ -4,10 +4,12 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -41,10 +43,20 @@ class WatchJobReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
   void OnCancel() override;
   void OnDone() override;
 
- private:
-  // Events read per store query.
+  // Events read per store query, and the most events a watch keeps queued for sending.
   static constexpr int kBatch = 256;
 
+  // Whether the events of a notification are queued as they are: they follow the newest event
+  // queued or sent (`last_read`), and they fit in kBatch with the `queued` events waiting to be
+  // sent. When not, the watch reads them from the store later.
+  static bool QueuesNotified(int64_t last_read, size_t queued, const std::vector<JobEvent>& events);
+  // Appends the events of a store read (in sequence order) that follow `*last_read` to
+  // `*pending` while it holds fewer than kBatch, and advances `*last_read` to the last one
+  // appended. Returns false when some were left out, for a later read.
+  static bool QueueStored(std::vector<JobEvent> events, int64_t* last_read,
+                          std::deque<JobEvent>* pending);
+
+ private:
   void OnNotify(const JobUpdate* update);
   // Runs on the pool while busy_: writes pending_.front() (queued by OnNotify), or finishes a
   // cancelled call.
