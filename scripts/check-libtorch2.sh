@@ -27,7 +27,9 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 2
 fi
 if [[ ! -x $root/usr/bin/apt-get ]]; then
-  command -v debootstrap >/dev/null || apt-get install -y -q debootstrap
+  if ! command -v debootstrap >/dev/null; then
+    apt-get update -q && apt-get install -y -q debootstrap
+  fi
   debootstrap --variant=minbase trixie "$root" "$mirror"
 fi
 echo "deb $mirror trixie main" > "$root/etc/apt/sources.list"

@@ -45,16 +45,22 @@ else
   echo "setup: all ${#packages[@]} packages present"
 fi
 
-# LibTorch computes with whatever libblas.so.3 points at; the threaded OpenBLAS trains a Swin
-# several times faster than the reference BLAS.
+# LibTorch computes with whatever libblas.so.3 (and liblapack.so.3) points at; the threaded
+# OpenBLAS trains a Swin several times faster than the reference BLAS. The alternatives are named
+# by the multiarch triplet (x86_64-linux-gnu, aarch64-linux-gnu, ...), which dpkg-architecture
+# (dpkg-dev, pulled in by build-essential) prints; `uname -m`-linux-gnu, as the Dockerfile uses,
+# is the fallback.
 if command -v update-alternatives >/dev/null; then
-  blas=$(update-alternatives --list libblas.so.3-x86_64-linux-gnu 2>/dev/null |
-    grep openblas-pthread | head -n 1 || true)
-  if [[ -n "$blas" ]]; then
-    current=$(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null || true)
-    if [[ "$current" != "$(readlink -f "$blas")" ]]; then
-      ${sudo_cmd[@]+"${sudo_cmd[@]}"} update-alternatives --set libblas.so.3-x86_64-linux-gnu \
-        "$blas" || true
+  multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo "$(uname -m)-linux-gnu")
+  for lib in libblas.so.3 liblapack.so.3; do
+    name="$lib-$multiarch"
+    choice=$(update-alternatives --list "$name" 2>/dev/null | grep openblas-pthread | head -n 1 ||
+      true)
+    if [[ -n "$choice" ]]; then
+      current=$(readlink -f "/etc/alternatives/$name" 2>/dev/null || true)
+      if [[ "$current" != "$(readlink -f "$choice")" ]]; then
+        ${sudo_cmd[@]+"${sudo_cmd[@]}"} update-alternatives --set "$name" "$choice" || true
+      fi
     fi
-  fi
+  done
 fi
