@@ -17,13 +17,24 @@
 # its compress-worker is the CPU stage's. Run it with the NVIDIA container toolkit
 # (`--gpus all`, or the GPU reservation in deploy/compose).
 #
-#   docker run -p 50051:50051 -p 9464:9464 -v "$PWD/deploy/compose/secrets:/etc/compressd:ro" \
-#       compressd
+#   docker run -d --name compressd --stop-timeout 70 -p 50051:50051 -p 127.0.0.1:9464:9464 \
+#       -v compressd-home:/var/lib/compressd \
+#       -v "$PWD/deploy/compose/secrets:/etc/compressd:ro" compressd
 #
 # The default command serves TLS with bearer tokens and one local worker; it reads tokens,
 # tls.crt, tls.key, ca.crt and worker-token from /etc/compressd (made as docs/deploy.md,
 # "Security", shows). The containers run as uid/gid 10001: a bind mount keeps the host's owner
 # and mode, so those files must be readable by uid 10001 (chown 10001:10001, docs/deploy.md).
+# The volume on the image's home keeps the job database and artifacts (--data_dir) across
+# containers. --stop-timeout: on `docker stop` the local worker gets up to
+# --local_worker_stop_grace (60 s) to stop its executor and hand its job back, and calls get
+# --shutdown_grace (5 s); Docker's default of 10 s would kill it first. The metrics port is plain
+# HTTP: publish it on loopback (or a private network) only.
+#
+# The entrypoint is tini (Debian's package): PID 1 of the container, it forwards the signals it
+# gets (docker stop's SIGTERM, kill -HUP 1 for compressd's token reload) to the command and
+# reaps every process orphaned in the container, e.g. the executors of a local worker that
+# crashed, which compressd (waiting only for its own workers) would leave as zombies.
 # .dockerignore keeps build trees, .git and deploy/compose/secrets out of the build context.
 
 # ---- CPU build: every program -------------------------------------------------------------
@@ -40,7 +51,8 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCOMPRESS_BUILD_TES
 # Run-time libraries only (the build stage has the compilers, -dev packages, test tools and data
 # of scripts/setup.sh): gRPC, protobuf, Abseil, prometheus-cpp and SQLite for the service;
 # Debian's LibTorch with the threaded OpenBLAS, libjpeg-turbo and zlib for compress-run; python3
-# with grpcio and protobuf for the Python client (/opt/compressd/share/compressd/python).
+# with grpcio and protobuf for the Python client (/opt/compressd/share/compressd/python); tini,
+# the entrypoint.
 # RUNTIME_EXTRA_PACKAGES adds Debian packages, e.g. dataset-fashion-mnist for the data set that
 # client/examples/default-job.json reads (/usr/share/datasets/fashion-mnist).
 FROM debian:12 AS cpu
@@ -49,7 +61,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libprometheus-cpp-core1.0 \
       libprometheus-cpp-pull1.0 libsqlite3-0 libtorch1.13 libopenblas0-pthread \
-      libjpeg62-turbo zlib1g python3 python3-grpcio python3-protobuf ${RUNTIME_EXTRA_PACKAGES} \
+      libjpeg62-turbo zlib1g python3 python3-grpcio python3-protobuf tini ${RUNTIME_EXTRA_PACKAGES} \
  && update-alternatives --set "libblas.so.3-$(uname -m)-linux-gnu" \
       "/usr/lib/$(uname -m)-linux-gnu/openblas-pthread/libblas.so.3" \
  && update-alternatives --set "liblapack.so.3-$(uname -m)-linux-gnu" \
@@ -70,6 +82,10 @@ EXPOSE 50051 9464
 HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
   CMD compressctl --server=127.0.0.1:50051 --tls_ca=/etc/compressd/ca.crt \
       --tls_server_name=compressd --timeout=5s health
+# tini runs the command (CMD, or Compose's `command:`) as its child, forwards signals to it and
+# reaps orphans; the CUDA worker image inherits it. Kubernetes' `command:` replaces it (the
+# manifests' compressd runs no local workers).
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["compressd", "--grpc_address=0.0.0.0:50051", "--metrics_address=0.0.0.0:9464", \
      "--data_dir=/var/lib/compressd/data", "--token_file=/etc/compressd/tokens", \
      "--tls_cert=/etc/compressd/tls.crt", "--tls_key=/etc/compressd/tls.key", \

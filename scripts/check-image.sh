@@ -3,7 +3,8 @@
 # secrets made as in "Security" and mounted at /etc/compressd, the image's default command (TLS,
 # bearer tokens, one local worker), its HEALTHCHECK, a small synthetic job submitted with the
 # image's compressctl and a user token until SUCCEEDED, its artifacts downloaded with their
-# sha256 checked, /metrics counting the job, and the Python client importable.
+# sha256 checked, /metrics counting the job, the Python client importable, and tini as PID 1
+# reaping an orphaned process.
 #
 #   scripts/check-image.sh [IMAGE_TAG]     # default compressd:check; needs docker and openssl
 #   NO_BUILD=1 scripts/check-image.sh TAG  # checks an image built before
@@ -76,6 +77,16 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 [ "$(ctl health)" = SERVING ] || fail "compressctl health did not answer SERVING"
+
+echo "check-image: PID 1 is tini and reaps orphaned processes"
+[ "$("$docker" exec "$name" cat /proc/1/comm)" = tini ] || fail "PID 1 is not tini"
+# The shell exits at once, leaving its `sleep` to PID 1, as a crashed local worker leaves its
+# executor; once the sleep ends, PID 1 must reap it.
+"$docker" exec "$name" sh -c 'sleep 1 & exit 0'
+sleep 3
+zombies="$("$docker" exec "$name" sh -c \
+  'grep -l "^State:[[:space:]]*Z" /proc/[0-9]*/status 2>/dev/null || true')"
+[ -z "$zombies" ] || fail "zombie processes in the container: $zombies"
 
 echo "check-image: running client/examples/tiny-synthetic-job.json"
 out="$(ctl --output=json submit /examples/tiny-synthetic-job.json --wait)" ||

@@ -146,11 +146,36 @@ def help_flags(binary):
     return set(re.findall(r"^\s+--([A-Za-z0-9_]+) ", result.stdout + result.stderr, re.M))
 
 
+def flag_default_seconds(binary, flag):
+    """The default of a duration flag of `binary --helpfull` (e.g. 1m, 5s, 1m30s), in seconds."""
+    result = subprocess.run([binary, "--helpfull"], capture_output=True, text=True, timeout=30)
+    match = re.search(rf"^\s+--{flag} \(.*?\); default: ([^;]+);", result.stdout + result.stderr,
+                      re.M | re.S)
+    if match is None:
+        raise AssertionError(f"{binary} --helpfull lists no default for --{flag}")
+    seconds = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"([0-9.]+)(ms|h|m|s)", match.group(1))
+    if not parts or "".join(n + u for n, u in parts) != match.group(1):
+        raise AssertionError(f"--{flag}: default {match.group(1)!r} is not a duration")
+    return sum(float(number) * seconds[unit] for number, unit in parts)
+
+
+def markdown_code_blocks(path):
+    """The fenced code blocks of a Markdown file, each as its text."""
+    with open(path) as f:
+        return re.findall(r"^```[^\n]*\n(.*?)^```", f.read(), re.M | re.S)
+
+
+def shell_words(command):
+    """A shell command of a code block or comment: continuation lines joined, split into words."""
+    return command.replace("\\\n", " ").split()
+
+
 class Compressd:
     """compressd on loopback ports, with `local_workers` compress-workers whose executor is the
     stand-in above."""
 
-    def __init__(self, tmp, local_workers=1):
+    def __init__(self, tmp, local_workers=1, devices="cpu"):
         self.tmp = tmp
         self.release = os.path.join(tmp, "release")
         executor = os.path.join(tmp, "fake-compress-run")
@@ -164,9 +189,13 @@ class Compressd:
              f"--metrics_address=127.0.0.1:{self.metrics_port}",
              f"--data_dir={os.path.join(tmp, 'data')}", f"--local_workers={local_workers}",
              f"--worker_binary={ARGS.worker}",
-             f"--local_worker_flags=--devices=cpu,--executor={executor},--lease_wait_seconds=5",
+             f"--local_worker_flags=--devices={devices},--executor={executor},"
+             "--lease_wait_seconds=5",
              "--sync_full=false"],
-            stdout=subprocess.PIPE, stderr=self.stderr, text=True, start_new_session=True)
+            stdout=subprocess.PIPE, stderr=self.stderr, text=True, start_new_session=True,
+            # cuda:N names the Nth GPU CUDA_VISIBLE_DEVICES lists when it is set; the worker
+            # here is given the device without one.
+            env={k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"})
         line = self.process.stdout.readline()
         match = re.match(r"compressd listening on (\S+):(\d+)", line)
         if not match:
@@ -222,8 +251,8 @@ class DeployTest(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="compressd-deploy-test-")
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
 
-    def start_compressd(self):
-        server = Compressd(self.tmp)
+    def start_compressd(self, devices="cpu", tmp=None):
+        server = Compressd(tmp or self.tmp, devices=devices)
         self.addCleanup(server.stop)
         return server
 
@@ -243,9 +272,36 @@ class DeployTest(unittest.TestCase):
         with open(deploy_path("prometheus", "alerts.yml")) as f:
             alerts = {rule["alert"] for group in yaml.safe_load(f)["groups"]
                       for rule in group["rules"]}
-        for wanted in ("CompressdQueueStuck", "CompressdNoWorkers", "CompressdJobFailureRate",
-                       "CompressdWorkerLost"):
+        for wanted in ("CompressdDown", "CompressdTargetMissing", "CompressdQueueStuck",
+                       "CompressdNoWorkers", "CompressdJobFailureRate", "CompressdWorkerLost"):
             self.assertIn(wanted, alerts)
+        # The KEDA trigger's query is PromQL promtool accepts (as a recording rule's expression).
+        with open(deploy_path("k8s", "keda-scaledobject.yaml")) as f:
+            query = yaml.safe_load(f)["spec"]["triggers"][0]["metadata"]["query"]
+        keda_rules = os.path.join(self.tmp, "keda-query.yml")
+        with open(keda_rules, "w") as f:
+            yaml.safe_dump({"groups": [{"name": "keda", "rules": [
+                {"record": "compress_worker:keda_query", "expr": query}]}]}, f)
+        result = subprocess.run([promtool, "check", "rules", keda_rules], capture_output=True,
+                                text=True, timeout=60)
+        self.assertEqual(result.returncode, 0,
+                         f"KEDA query {query!r}:\n{result.stdout}{result.stderr}")
+
+    def test_promtool_test_rules(self):
+        """tests/deploy/alerts_test.yml: when the alerts fire (busy workers are not a stuck queue,
+        an idle one with a job never leased is; a scraped target that fails is down, a target
+        that vanished is missing)."""
+        promtool = self.require("promtool")
+        tests = os.path.join(ARGS.source_dir, "tests", "deploy", "alerts_test.yml")
+        result = subprocess.run([promtool, "test", "rules", tests], capture_output=True,
+                                text=True, timeout=120)
+        self.assertEqual(result.returncode, 0,
+                         f"promtool test rules:\n{result.stdout}{result.stderr}")
+        with open(tests) as f:
+            tested = {case["alertname"] for test in yaml.safe_load(f)["tests"]
+                      for case in test.get("alert_rule_test", [])}
+        for wanted in ("CompressdQueueStuck", "CompressdDown", "CompressdTargetMissing"):
+            self.assertIn(wanted, tested)
 
     def test_dashboard_names_exported_metrics(self):
         queries = dashboard_queries()
@@ -275,6 +331,46 @@ class DeployTest(unittest.TestCase):
         memory = [value for key, value in running.items()
                   if key.startswith('compressd_worker_device_memory_used_bytes{device="cpu",')]
         self.assertEqual(memory, [123456789])
+
+    def test_compose_quickstart_job_runs_on_the_stack_workers(self):
+        """The job docs/deploy.md's Compose quick-start submits is leased and finishes on what the
+        stack's worker offers: its GPUs (cuda:0, the GPU worker's --devices=auto with one GPU)
+        and cpu (the CPU-only variant). compressd gives cpu jobs to cpu devices only, so a spec
+        saying cpu would stay QUEUED on the GPU worker."""
+        blocks = [block for block in markdown_code_blocks(os.path.join(ARGS.source_dir, "docs",
+                                                                       "deploy.md"))
+                  if "docker compose -f deploy/compose/compose.yaml up" in block]
+        self.assertEqual(len(blocks), 1, "the Compose quick-start of docs/deploy.md")
+        words = shell_words(blocks[0])
+        spec_path = os.path.join(ARGS.source_dir, words[words.index("submit") + 1])
+        with open(spec_path) as f:
+            spec = json.load(f)
+        # It is the tiny example, but for the device.
+        with open(os.path.join(ARGS.source_dir, "client", "examples",
+                               "tiny-synthetic-job.json")) as f:
+            example = json.load(f)
+        example.get("resources", {}).pop("device", None)
+        device = spec.get("resources", {}).pop("device", "auto")
+        self.assertEqual(spec, example, f"{spec_path} and client/examples/"
+                         "tiny-synthetic-job.json differ in more than resources.device")
+        self.assertEqual(device, "auto", spec_path)
+        with open(deploy_path("compose", "compose.yaml")) as f:
+            worker = yaml.safe_load(f)["services"]["worker"]
+        self.assertIn("--devices=auto", worker["command"])
+        for devices in ("cuda:0", "cpu"):
+            with self.subTest(devices=devices):
+                server = self.start_compressd(devices=devices,
+                                              tmp=tempfile.mkdtemp(dir=self.tmp))
+                open(server.release, "w").close()  # the stand-in executor finishes at once
+                submitted = server.ctl("submit", spec_path)
+                self.assertEqual(submitted.returncode, 0, submitted.stdout + submitted.stderr)
+                try:
+                    wait_for(f"the quick-start job to succeed on a worker offering {devices}",
+                             lambda: server.scrape().get(
+                                 'compressd_jobs_finished_total{state="SUCCEEDED"}') == 1, 60)
+                except AssertionError as e:
+                    self.fail(f"{e}\n{server.ctl('list').stdout}\n{server.stderr_text()}")
+                server.stop()
 
     def test_manifests_parse_and_use_real_flags(self):
         flags = {"compressd": help_flags(ARGS.compressd), "compress-worker": help_flags(ARGS.worker),
@@ -339,10 +435,29 @@ class DeployTest(unittest.TestCase):
         limits = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
         self.assertEqual(limits["nvidia.com/gpu"], 1)
         trigger = kinds["ScaledObject"]["spec"]["triggers"][0]
-        # GPU workers scale on the jobs a GPU can take, not on cpu jobs they would never lease.
         query = trigger["metadata"]["query"]
-        self.assertIn('compressd_jobs_queued{device=~"cuda|auto"}', query)
-        self.assertNotIn('state="QUEUED"', query)
+        # Every series the query reads is selected by this deployment's namespace and scrape job
+        # (the ServiceMonitor's job label is the Service's name), so that another compressd
+        # scraped by the same Prometheus does not scale these workers.
+        self.assertNotIn("jobLabel", kinds["ServiceMonitor"]["spec"])
+        selectors = re.findall(r"\b(compressd_[a-z_]+)\s*(\{[^}]*\})?", query)
+        self.assertEqual(sorted({name for name, _ in selectors}),
+                         ["compressd_jobs", "compressd_jobs_queued"], query)
+        for name, selector in selectors:
+            matchers = dict(re.findall(r'(\w+)\s*=~?\s*"([^"]*)"', selector))
+            self.assertEqual(matchers.get("namespace"), kustomization["namespace"],
+                             f"KEDA query: {name}{selector} is not selected by namespace")
+            self.assertEqual(matchers.get("job"), kinds["Service"]["metadata"]["name"],
+                             f"KEDA query: {name}{selector} is not selected by scrape job")
+            # GPU workers scale on the jobs a GPU can take, not on cpu jobs they never lease.
+            if name == "compressd_jobs_queued":
+                self.assertEqual(matchers.get("device"), "cuda|auto", selector)
+            else:
+                self.assertEqual(matchers.get("state"), "RUNNING|CANCELLING", selector)
+        # An empty answer (compressd's series gone: its target is down) is an error, on which
+        # KEDA keeps the replicas, rather than 0, which would scale busy workers to zero.
+        self.assertEqual(trigger["metadata"].get("ignoreNullValues"), "false")
+        self.assertNotIn("fallback", kinds["ScaledObject"]["spec"])
         self.assertEqual(kinds["ScaledObject"]["spec"]["scaleTargetRef"]["name"],
                          kinds["Deployment"]["metadata"]["name"])
         statefulset = kinds["StatefulSet"]["spec"]
@@ -446,12 +561,83 @@ class DeployTest(unittest.TestCase):
             users = [l.split()[1] for l in body if l.split()[0].upper() == "USER"]
             self.assertTrue(users and users[-1] != "root", f"runs as {users}")
 
+        def instructions(stage, keyword):
+            """The arguments of `keyword` in a stage and the stages it is built on, nearest
+            last."""
+            base, body = by_name[stage]
+            found = instructions(base, keyword) if base in by_name else []
+            return found + [l.partition(" ")[2] for l in body if l.split()[0].upper() == keyword]
+
+        # tini is PID 1 of both runtime images: it forwards signals to the command and reaps the
+        # processes orphaned in the container (the executors of a crashed local worker).
+        for stage in ("cpu", "worker-cuda"):
+            entrypoint = instructions(stage, "ENTRYPOINT")
+            self.assertTrue(entrypoint, f"{stage}: no ENTRYPOINT")
+            self.assertEqual(json.loads(entrypoint[-1]), ["/usr/bin/tini", "--"], stage)
+        install = [l for l in by_name["cpu"][1] if "apt-get install" in l]
+        self.assertIn("tini", " ".join(install).split(), "the cpu stage does not install tini")
+
+        # The header's `docker run` of the default command gives the local worker its stop
+        # grace, keeps the metrics port on loopback and the data dir on a volume, as
+        # docs/deploy.md does.
+        header = []
+        for line in text.splitlines():
+            if not line.startswith("#"):
+                break
+            header.append(line[1:].strip())
+        start = next(i for i, line in enumerate(header) if line.startswith("docker run "))
+        end = start
+        while header[end].endswith("\\"):
+            end += 1
+        words = shell_words("\n".join(header[start:end + 1]))
+        options = {}
+        for option, value in zip(words, words[1:]):
+            if option.startswith("-") and not value.startswith("-"):
+                options.setdefault(option, []).append(value)
+        cmd = json.loads(instructions("cpu", "CMD")[-1])
+        cmd_flags = dict(a[2:].partition("=")[::2] for a in cmd[1:] if a.startswith("--"))
+        self.assertIn("local_workers", cmd_flags)
+        grace = sum(flag_default_seconds(ARGS.compressd, flag)
+                    for flag in ("local_worker_stop_grace", "shutdown_grace")
+                    if flag not in cmd_flags)
+        self.assertGreater(int(options.get("--stop-timeout", ["0"])[0]), grace,
+                           f"docker run {' '.join(words[2:])}: --stop-timeout")
+        published = options.get("-p", [])
+        self.assertTrue(any(p.endswith(":9464") for p in published), published)
+        for port in published:
+            if port.endswith(":9464"):
+                self.assertTrue(port.startswith("127.0.0.1:"), f"metrics published on {port}")
+        volumes = [v for v in options.get("-v", []) if v.split(":")[1] == "/var/lib/compressd"]
+        self.assertTrue(volumes, "no volume on /var/lib/compressd (the data dir)")
+        documented = [shell_words(block) for block in
+                      markdown_code_blocks(os.path.join(ARGS.source_dir, "docs", "deploy.md"))
+                      if block.startswith("docker run ")]
+        self.assertIn(words, documented, "docs/deploy.md shows another `docker run`")
+
         with open(deploy_path("compose", "compose.yaml")) as f:
             compose = yaml.safe_load(f)
+        images = {"compressd": "cpu", "compressd-worker-cuda": "worker-cuda"}
         for name, service in compose["services"].items():
             target = service.get("build", {}).get("target")
             if target is not None:
                 self.assertIn(target, names, f"compose:{name} builds target {target}")
+            else:
+                target = images.get(service.get("image", "").split(":")[0])
+            command = service.get("command") or []
+            # A worker serves no port: one run from an image whose HEALTHCHECK asks compressd on
+            # the container's own port (the cpu image) would never be healthy.
+            if command[:1] == ["compress-worker"] and target is not None:
+                image_check = instructions(target, "HEALTHCHECK")
+                if image_check and image_check[-1].strip().upper() != "NONE":
+                    self.assertTrue(service.get("healthcheck", {}).get("disable"),
+                                    f"compose:{name}: the {target} image's HEALTHCHECK cannot "
+                                    "pass in a worker container: healthcheck: {disable: true}")
+            # Docker fills a GPU reservation's count with GPUs 0 to count-1 in every container,
+            # so a counted reservation is all GPUs (one agent offers each) or explicit ids.
+            reservations = service.get("deploy", {}).get("resources", {}).get("reservations", {})
+            for device in reservations.get("devices", []):
+                self.assertTrue(device.get("count") == "all" or device.get("device_ids"),
+                                f"compose:{name}: GPU reservation {device}")
 
         flags = {"compressd": help_flags(ARGS.compressd), "compress-worker": help_flags(ARGS.worker),
                  "compressctl": help_flags(ARGS.ctl)}
