@@ -532,6 +532,11 @@ def _():
                             "missing-config-field")
 
 
+@case("spec-model-shape-grpc", "gRPC CreateJob")
+def _():
+    return create(with_field(tiny_spec(), "model.config.num_heads", [3, 2]))
+
+
 # A spec whose last brace is missing.
 BAD_JSON = '{\n  "dataset": {"format": "synthetic"},\n  "teacher": {"train": {"epochs": 1}}\n'
 

@@ -99,8 +99,8 @@ TEST(JobSpecTest, ParamsTargetReplacesTheMacTarget) {
   ASSERT_FALSE(both.ok());
   EXPECT_EQ(both.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(both.status().message().find("spec.prune.target_params_reduction: set "
-                                          "target_macs_reduction or target_params_reduction, "
-                                          "not both"),
+                                         "target_macs_reduction or target_params_reduction, "
+                                         "not both"),
             absl::string_view::npos)
       << both.status();
   auto range = ParseJobSpec(R"({"dataset": {"format": "synthetic"},
@@ -110,6 +110,33 @@ TEST(JobSpecTest, ParamsTargetReplacesTheMacTarget) {
                 "spec.prune.target_params_reduction: must be in [0.001, 0.95], got 0.99"),
             absl::string_view::npos)
       << range.status();
+}
+
+TEST(JobSpecTest, ModelConfigIsThePresetOrTheExplicitConfig) {
+  auto preset = ParseJobSpec(kMinimal);
+  ASSERT_TRUE(preset.ok()) << preset.status();
+  auto config = ModelConfig(*preset);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->image_size, 28);  // swin_micro
+  EXPECT_EQ(config->num_classes, 10);
+  EXPECT_EQ(config->stages.size(), 2u);
+
+  auto explicit_config = ParseJobSpec(R"({
+    "model": {"num_classes": 7, "config": {"image_size": 32, "in_channels": 3, "patch_size": 4,
+              "embed_dim": 16, "depths": [1, 2], "num_heads": [2, 4], "window_size": 4,
+              "mlp_ratio": 2}},
+    "dataset": {"format": "synthetic", "image_size": 32},
+    "teacher": {"train": {"epochs": 1}}})");
+  ASSERT_TRUE(explicit_config.ok()) << explicit_config.status();
+  config = ModelConfig(*explicit_config);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->num_classes, 7);
+  EXPECT_EQ(config->in_channels, 3);
+  ASSERT_EQ(config->stages.size(), 2u);
+  EXPECT_EQ(config->stages[1].dim, 32);
+  ASSERT_EQ(config->stages[1].blocks.size(), 2u);
+  EXPECT_EQ(config->stages[1].blocks[0].num_heads, 4);
+  EXPECT_EQ(config->stages[1].blocks[0].mlp_hidden, 64);
 }
 
 TEST(JobSpecTest, DevicesTakeCudaWithOrWithoutAnIndex) {
@@ -172,6 +199,22 @@ TEST(JobSpecTest, ErrorsNameTheField) {
            "embed_dim": 8, "depths": [2, 2], "num_heads": [1], "window_size": 4}},
            "dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}}})",
        "spec.model.config.num_heads: must have one entry per stage"},
+      // Shapes only the model builder refuses are refused with the spec, not when the job runs.
+      {R"({"model": {"config": {"image_size": 32, "in_channels": 1, "patch_size": 4,
+           "embed_dim": 8, "depths": [2], "num_heads": [3], "window_size": 4}},
+           "dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}}})",
+       "spec.model.config: stage 0 width 8 is not divisible by num_heads[0] = 3"},
+      {R"({"model": {"config": {"image_size": 48, "in_channels": 1, "patch_size": 4,
+           "embed_dim": 8, "depths": [2], "num_heads": [1], "window_size": 5}},
+           "dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}}})",
+       "spec.model.config: stages[0] feature map side 12 is not divisible by window_size 5"},
+      {R"({"model": {"config": {"image_size": 4096, "in_channels": 1, "patch_size": 1,
+           "embed_dim": 8192, "depths": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+           "num_heads": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], "window_size": 1}},
+           "dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}}})",
+       "spec.model.config: stage 12 width embed_dim * 2^12 is implausibly large"},
+      {R"({"dataset": {"format": "synthetic", "image_size": 32}, "teacher": {"train": {"epochs": 1}}})",
+       "spec.dataset.image_size: 32 differs from the model's 28"},
       {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
            "resources": {"device": "tpu"}})",
        "spec.resources.device: unknown device 'tpu'"},

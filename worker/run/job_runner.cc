@@ -97,8 +97,6 @@ absl::StatusOr<pl::DatasetFormat> FormatOf(const std::string& name) {
   return pl::ParseDatasetFormat(name);
 }
 
-// The teacher's architecture: the preset or explicit config of the spec, with the class count
-// of the spec or, failing that, of the data set.
 // The prune phase's target, in MACs or parameters, for a model of `current` cost pruned towards
 // the spec's fraction of the teacher's.
 struct PruneTarget {
@@ -137,37 +135,6 @@ struct PruneTarget {
 bool ClassesFromData(const spec::JobSpec& spec) {
   return !spec.teacher.HasWeights() && spec.model.num_classes == 0 &&
          !(spec.model.has_config && spec.model.config.num_classes > 0);
-}
-
-absl::StatusOr<pl::SwinConfig> TeacherConfig(const spec::JobSpec& spec) {
-  absl::StatusOr<pl::SwinConfig> config;
-  if (spec.model.has_config) {
-    const spec::SwinConfigSpec& c = spec.model.config;
-    pl::UniformSwinOptions u;
-    u.image_size = c.image_size;
-    u.in_channels = c.in_channels;
-    u.num_classes = c.num_classes > 0 ? c.num_classes : 10;
-    u.patch_size = c.patch_size;
-    u.window_size = c.window_size;
-    u.embed_dim = c.embed_dim;
-    u.depths = c.depths;
-    u.num_heads = c.num_heads;
-    u.mlp_ratio = c.mlp_ratio;
-    u.drop_path_rate = c.drop_path_rate;
-    config = pl::MakeUniformSwinConfig(u);
-    if (!config.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("spec.model.config: ", config.status().message()));
-    }
-  } else {
-    config = pl::SwinPreset(spec.model.preset);
-    if (!config.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("spec.model.preset: ", config.status().message()));
-    }
-  }
-  if (spec.model.num_classes > 0) config->num_classes = spec.model.num_classes;
-  return config;
 }
 
 nlohmann::json MetricsJson(const pl::EvalMetrics& m) {
@@ -431,7 +398,7 @@ struct JobRunner::State {
     }
     events().Write(events::PhaseStarted(phase));
     auto t0 = Clock::now();
-    absl::StatusOr<pl::SwinConfig> config = TeacherConfig(options.spec);
+    absl::StatusOr<pl::SwinConfig> config = spec::ModelConfig(options.spec);
     if (!config.ok()) return config.status();
     if (ClassesFromData(options.spec)) {
       config->num_classes = static_cast<int>(data.num_classes);
@@ -719,7 +686,7 @@ struct JobRunner::State {
     // Fresh weights (a teacher trained from scratch, transformation layers) come from LibTorch's
     // generator: seeded so that a job is reproducible.
     torch::manual_seed(static_cast<uint64_t>(options.spec.resources.seed));
-    absl::StatusOr<pl::SwinConfig> config = TeacherConfig(options.spec);
+    absl::StatusOr<pl::SwinConfig> config = spec::ModelConfig(options.spec);
     if (!config.ok()) return config.status();
     RETURN_IF_ERROR(LoadData(*config));
     RETURN_IF_ERROR(CheckPruneTarget(*config));

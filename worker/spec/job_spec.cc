@@ -216,6 +216,20 @@ void CheckConsistency(const JobSpec& s, ObjectReader& root) {
                        absl::StrCat("must be a multiple of patch_size ", c.patch_size));
     }
   }
+  {
+    absl::StatusOr<pipeline::SwinConfig> config = ModelConfig(s);
+    if (!config.ok()) {
+      // ModelConfig's message is "FIELD: WHAT".
+      const absl::string_view message = config.status().message();
+      const size_t colon = message.find(": ");
+      return root.Fail(std::string(message.substr(0, colon)), message.substr(colon + 2));
+    }
+    if (s.dataset.image_size > 0 && s.dataset.image_size != config->image_size) {
+      return root.Fail("spec.dataset.image_size",
+                       absl::StrCat(s.dataset.image_size, " differs from the model's ",
+                                    config->image_size, " (leave it out to use the model's)"));
+    }
+  }
   if (s.dataset.format.empty()) return root.Fail("spec.dataset.format", "required");
   if (s.dataset.format != "synthetic" && s.dataset.path.empty()) {
     return root.Fail("spec.dataset.path",
@@ -452,6 +466,37 @@ nlohmann::json ToJson(const JobSpec& s) {
   out["prune"].erase(s.prune.target_params_reduction > 0.0 ? "target_macs_reduction"
                                                            : "target_params_reduction");
   return out;
+}
+
+absl::StatusOr<pipeline::SwinConfig> ModelConfig(const JobSpec& spec) {
+  // The pipeline's messages start with "config: "; the spec's name the field instead.
+  const auto named = [](const char* field, const absl::Status& status) {
+    absl::string_view what = status.message();
+    absl::ConsumePrefix(&what, "config: ");
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
+  };
+  absl::StatusOr<pipeline::SwinConfig> config;
+  if (spec.model.has_config) {
+    const SwinConfigSpec& c = spec.model.config;
+    pipeline::UniformSwinOptions u;
+    u.image_size = c.image_size;
+    u.in_channels = c.in_channels;
+    u.num_classes = c.num_classes > 0 ? c.num_classes : 10;
+    u.patch_size = c.patch_size;
+    u.window_size = c.window_size;
+    u.embed_dim = c.embed_dim;
+    u.depths = c.depths;
+    u.num_heads = c.num_heads;
+    u.mlp_ratio = c.mlp_ratio;
+    u.drop_path_rate = c.drop_path_rate;
+    config = pipeline::MakeUniformSwinConfig(u);
+    if (!config.ok()) return named("spec.model.config", config.status());
+  } else {
+    config = pipeline::SwinPreset(spec.model.preset);
+    if (!config.ok()) return named("spec.model.preset", config.status());
+  }
+  if (spec.model.num_classes > 0) config->num_classes = spec.model.num_classes;
+  return config;
 }
 
 }  // namespace compress::spec

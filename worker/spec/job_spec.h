@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
+#include "worker/pipeline/model/swin_config.h"
 
 namespace compress::spec {
 
@@ -151,6 +152,13 @@ absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view json_text);
 // The spec with every default filled in, as JSON with snake_case names. ParseJobSpecJson(ToJson(s))
 // gives back `s`.
 nlohmann::json ToJson(const JobSpec& spec);
+
+// The teacher's architecture as the spec gives it: model.config, or else model.preset, with
+// model.num_classes when set (model.config.num_classes, else 10, for an explicit config; the
+// preset's own count otherwise). The executor replaces the class count by the data set's when
+// the spec gives none. INVALID_ARGUMENT naming spec.model.config or spec.model.preset when no
+// Swin Transformer has that shape; ParseJobSpec checks it, so a parsed spec always has one.
+absl::StatusOr<pipeline::SwinConfig> ModelConfig(const JobSpec& spec);
 
 }  // namespace compress::spec
 

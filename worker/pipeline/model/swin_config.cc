@@ -306,6 +306,12 @@ absl::StatusOr<SwinConfig> MakeUniformSwinConfig(const UniformSwinOptions& optio
   config.drop_path_rate = options.drop_path_rate;
   config.qkv_bias = options.qkv_bias;
   for (size_t s = 0; s < options.depths.size(); ++s) {
+    // The width doubles at every stage; past 2^24 no model fits in memory anyway.
+    if (s >= 24 || (int64_t{options.embed_dim} << s) > (int64_t{1} << 24)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: stage ", s, " width embed_dim * 2^", s, " is implausibly large (embed_dim ",
+          options.embed_dim, ", ", options.depths.size(), " stages)"));
+    }
     const int dim = options.embed_dim << s;
     const int heads = options.num_heads[s];
     COMPRESS_RETURN_IF_ERROR(Positive(heads, absl::StrCat("num_heads[", s, "]")));
