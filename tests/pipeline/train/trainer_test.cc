@@ -192,6 +192,32 @@ TEST_F(TrainerTest, ResumeMatchesAnUninterruptedRun) {
   }
 }
 
+// A phase resumed after its last step (its evaluation or its model was not saved) trains
+// nothing in that run; its throughput is the phase's, from the checkpoint's totals.
+TEST_F(TrainerTest, ResumedAfterTheLastStepReportsThePhasesThroughput) {
+  TrainerOptions options = BaseOptions();
+  options.checkpoint_dir = dir_.string();
+  options.checkpoint_at_end = true;
+  TinyNet first = MakeNet(5);
+  auto trainer = MakeTrainer(first, options);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  auto train = MakeSource(train_, /*shuffle=*/true, /*noise=*/false);
+  auto done = (*trainer)->Train(*train, nullptr);
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_GT(done->images_per_second, 0.0);
+
+  TinyNet again = MakeNet(6);
+  auto resumed_trainer = MakeTrainer(again, options);
+  ASSERT_TRUE(resumed_trainer.ok()) << resumed_trainer.status();
+  auto source = MakeSource(train_, /*shuffle=*/true, /*noise=*/false);
+  auto resumed = (*resumed_trainer)->Train(*source, nullptr);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->resumed_from_step, done->steps);
+  EXPECT_EQ(resumed->steps, done->steps);
+  EXPECT_DOUBLE_EQ(resumed->train_seconds, done->train_seconds);
+  EXPECT_DOUBLE_EQ(resumed->images_per_second, done->images_per_second);
+}
+
 // Mean squared output of `net`; call number `nan_at_call` (1-based) returns NaN (0: never).
 LossFn SquaredOutputLoss(TinyNet net, int nan_at_call = 0) {
   auto calls = std::make_shared<int>(0);

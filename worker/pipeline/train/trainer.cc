@@ -106,8 +106,7 @@ struct Interval {
   }
 };
 
-absl::Status NonFiniteGradient(double norm, int64_t step, int64_t epoch, int64_t batch,
-                               double lr) {
+absl::Status NonFiniteGradient(double norm, int64_t step, int64_t epoch, int64_t batch, double lr) {
   return absl::FailedPreconditionError(
       absl::StrCat("training stopped: the gradient norm is ", norm, " at step ", step, " (epoch ",
                    epoch, ", batch ", batch, ", lr ", lr,
@@ -245,8 +244,9 @@ absl::StatusOr<TrainResult> Trainer::TrainUnchecked(BatchSource& train, BatchSou
 
   module_.train();
   Interval interval;
-  double train_seconds = 0.0;
-  int64_t images = 0;
+  // Totals of the phase, carried across resumes by the checkpoint.
+  double& train_seconds = position.train_seconds;
+  int64_t& images = position.images;
   double last_lr = 0.0;
   double last_grad_norm = 0.0;
   torch::Tensor device_grad_norm;

@@ -64,6 +64,10 @@ class Trainer {
     int64_t step = 0;
     int64_t epoch = 0;
     int64_t batch = 0;  // next batch index within `epoch`
+    // The phase's training so far, over every run that reached this position: seconds in
+    // training steps and images trained on (a resumed phase's throughput covers all its runs).
+    double train_seconds = 0.0;
+    int64_t images = 0;
   };
 
   Trainer(torch::nn::Module& module, LossFn loss_fn, LogitsFn logits_fn,

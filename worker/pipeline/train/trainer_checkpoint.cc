@@ -258,6 +258,8 @@ absl::Status Trainer::SaveCheckpoint(const Position& position, int64_t batches_p
   archive.write("epoch", torch::tensor(position.epoch, torch::kLong));
   archive.write("batch", torch::tensor(position.batch, torch::kLong));
   archive.write("batches_per_epoch", torch::tensor(batches_per_epoch, torch::kLong));
+  archive.write("train_seconds", torch::tensor(position.train_seconds, torch::kDouble));
+  archive.write("images", torch::tensor(position.images, torch::kLong));
   torch::serialize::OutputArchive model_archive;
   module_.save(model_archive);
   archive.write("model", model_archive);
@@ -300,6 +302,18 @@ absl::StatusOr<Trainer::Position> Trainer::MaybeLoadCheckpoint(int64_t batches_p
     position.step = ReadInt(archive, "step");
     position.epoch = ReadInt(archive, "epoch");
     position.batch = ReadInt(archive, "batch");
+    // The phase's training totals; a checkpoint written without them counts from zero.
+    torch::Tensor train_seconds;
+    torch::Tensor images;
+    if (archive.try_read("train_seconds", train_seconds) && archive.try_read("images", images)) {
+      if (train_seconds.numel() != 1 || images.numel() != 1) {
+        return absl::DataLossError(
+            absl::StrCat("cannot resume from checkpoint ", path,
+                         ": \"train_seconds\" and \"images\" must be scalars"));
+      }
+      position.train_seconds = std::max(0.0, train_seconds.item<double>());
+      position.images = std::max<int64_t>(0, images.item<int64_t>());
+    }
     const int64_t saved_batches = ReadInt(archive, "batches_per_epoch");
     if (saved_batches != batches_per_epoch) {
       return absl::FailedPreconditionError(

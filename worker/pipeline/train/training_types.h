@@ -170,9 +170,11 @@ struct TrainResult {
   std::optional<EvalMetrics> final_eval;
   // Wall time of this run of the phase, evaluation included, in seconds.
   double wall_seconds = 0.0;
-  // Seconds spent in training steps only.
+  // Seconds spent in training steps only, over every run of the phase (a resumed phase adds
+  // those its checkpoint recorded).
   double train_seconds = 0.0;
-  // Training images per second over this run (train_seconds only).
+  // Training images per second over train_seconds: the phase's whole training, also when this
+  // run resumed after the last step and trained nothing.
   double images_per_second = 0.0;
   // Path of the last resumable checkpoint written, if any.
   std::string checkpoint_path;
