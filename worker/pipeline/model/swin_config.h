@@ -43,8 +43,10 @@ struct StageConfig {
 
 // The whole architecture. Invariants (checked by Validate): every width positive; the image
 // divisible by the patch size; each stage's feature map divisible by its effective window (the
-// window clamped to the feature map, as timm and torchvision do). An odd map is padded with a
-// zero row and column before patch merging, as torchvision does (timm requires even maps).
+// window clamped to the feature map, as timm does; torchvision instead pads a smaller map to one
+// whole window, so torchvision weights fit only configs whose feature maps are all at least a
+// window wide, as Swin-T's at 224 are). An odd map is padded with a zero row and column before
+// patch merging, as torchvision does (timm requires even maps).
 struct SwinConfig {
   int image_size = 0;           // Input height and width in pixels (square).
   int in_channels = 0;          // Input channels (3 for RGB, 1 for Fashion-MNIST).
