@@ -16,12 +16,15 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
@@ -114,6 +117,10 @@ using compress::server::LocalWorkers;
 using compress::server::Metrics;
 using compress::server::Scheduler;
 
+// Upper bounds of --local_workers and --rpc_threads (processes and threads started at once).
+constexpr int kMaxLocalWorkers = 1024;
+constexpr int kMaxRpcThreads = 1024;
+
 int Fail(const std::string& what) {
   std::fprintf(stderr, "compressd: %s\n", what.c_str());
   return 1;
@@ -144,10 +151,11 @@ std::string DefaultWorkerBinary() {
 // The host part of "host:port" or "[v6]:port".
 std::string HostOf(const std::string& address) { return compress::server::HostOfAddress(address); }
 
-// Every value of --data_root: absl keeps only the last of a repeated flag, so argv is read
-// here (each value may also hold several roots separated by commas).
+// Every value of --data_root on the command line, as given: absl keeps only the last of a
+// repeated flag, so argv is read here (each value may also hold several roots separated by
+// commas; DataRoots::SplitFlagValues splits them).
 std::vector<std::string> DataRootFlags(int argc, char** argv) {
-  std::vector<std::string> roots;
+  std::vector<std::string> values;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     if (arg == "--") break;
@@ -160,11 +168,89 @@ std::vector<std::string> DataRootFlags(int argc, char** argv) {
     } else {
       continue;
     }
-    for (absl::string_view root : absl::StrSplit(value, ',', absl::SkipEmpty())) {
-      roots.emplace_back(root);
+    values.push_back(std::move(value));
+  }
+  return values;
+}
+
+// "--flag: must be in [low, high], got VALUE" unless `value` lies in the range.
+absl::Status CheckInRange(absl::string_view flag, int64_t value, int64_t low, int64_t high) {
+  if (value >= low && value <= high) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, ": must be in [", low, ", ", high, "], got ", value));
+}
+
+// "--flag: must be positive, got VALUE" unless `value` is.
+absl::Status CheckPositive(absl::string_view flag, int64_t value) {
+  if (value > 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(flag, ": must be positive, got ", value));
+}
+
+// "--flag: must not be negative, got VALUE" for a flag whose 0 has a meaning of its own.
+absl::Status CheckNotNegative(absl::string_view flag, int64_t value) {
+  if (value >= 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(flag, ": must not be negative, got ", value));
+}
+
+// The bounds of compressd's flags that docs/server.md states, checked before anything is
+// created; the security flags, --data_root and --local_worker_flags are checked by their own
+// code. INVALID_ARGUMENT naming the first flag out of its range.
+absl::Status CheckFlagRanges() {
+  if (absl::Status s = compress::server::CheckListenAddress(
+          "--grpc_address", absl::GetFlag(FLAGS_grpc_address), /*allow_unix_socket=*/true);
+      !s.ok()) {
+    return s;
+  }
+  if (const std::string metrics = absl::GetFlag(FLAGS_metrics_address); !metrics.empty()) {
+    if (absl::Status s = compress::server::CheckListenAddress("--metrics_address", metrics,
+                                                              /*allow_unix_socket=*/false);
+        !s.ok()) {
+      return s;
     }
   }
-  return roots;
+  if (absl::GetFlag(FLAGS_data_dir).empty()) {
+    return absl::InvalidArgumentError("--data_dir: must not be empty");
+  }
+  const absl::Status checks[] = {
+      CheckInRange("--local_workers", absl::GetFlag(FLAGS_local_workers), 0, kMaxLocalWorkers),
+      CheckPositive("--lease_seconds", absl::GetFlag(FLAGS_lease_seconds)),
+      CheckInRange("--max_attempts", absl::GetFlag(FLAGS_max_attempts), 1,
+                   Scheduler::kMaxAttemptsLimit),
+      CheckInRange("--rpc_threads", absl::GetFlag(FLAGS_rpc_threads), 1, kMaxRpcThreads),
+      CheckInRange("--max_message_bytes", absl::GetFlag(FLAGS_max_message_bytes), 1 << 16, INT_MAX),
+      CheckNotNegative("--max_blob_bytes", absl::GetFlag(FLAGS_max_blob_bytes)),
+      CheckNotNegative("--max_queued_jobs_per_tenant",
+                       absl::GetFlag(FLAGS_max_queued_jobs_per_tenant)),
+      CheckNotNegative("--max_file_streams", absl::GetFlag(FLAGS_max_file_streams)),
+      CheckNotNegative("--max_concurrent_streams", absl::GetFlag(FLAGS_max_concurrent_streams)),
+  };
+  for (const absl::Status& status : checks) {
+    if (!status.ok()) return status;
+  }
+  // Durations: the shutdown's deadline is a wall-clock time point, which an unbounded grace
+  // would overflow; keepalive settings become gRPC's channel arguments in milliseconds (an int).
+  const std::tuple<const char*, absl::Duration, absl::Duration> durations[] = {
+      {"--shutdown_grace", absl::GetFlag(FLAGS_shutdown_grace), absl::ZeroDuration()},
+      {"--keepalive_time", absl::GetFlag(FLAGS_keepalive_time), absl::Seconds(1)},
+      {"--keepalive_timeout", absl::GetFlag(FLAGS_keepalive_timeout), absl::Seconds(1)}};
+  for (const auto& [flag, duration, low] : durations) {
+    if (duration < low || duration > absl::Hours(24)) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": must be in [",
+                                                     absl::FormatDuration(low), ", 24h], got ",
+                                                     absl::FormatDuration(duration)));
+    }
+  }
+  if (absl::Duration grace = absl::GetFlag(FLAGS_local_worker_stop_grace);
+      grace <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--local_worker_stop_grace: must be positive, got ", absl::FormatDuration(grace)));
+  }
+  if (absl::Duration idle = absl::GetFlag(FLAGS_file_stream_idle_timeout);
+      idle < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--file_stream_idle_timeout: must not be negative, got ", absl::FormatDuration(idle)));
+  }
+  return absl::OkStatus();
 }
 
 // Raises the soft open-file limit to the hard one (each transfer, connection and worker holds
@@ -211,8 +297,13 @@ int main(int argc, char** argv) {
       "compressd [--grpc_address=HOST:PORT] [--metrics_address=HOST:PORT] [--data_dir=DIR] "
       "[--local_workers=N] (--token_file=FILE [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]"
       " | --insecure) [--data_root=DIR]...");
-  const std::vector<std::string> data_root_flags = DataRootFlags(argc, argv);
-  compress::ParseProgramFlags(argc, argv);
+  const std::vector<std::string> data_root_values = DataRootFlags(argc, argv);
+  const std::vector<char*> positional = compress::ParseProgramFlags(argc, argv);
+  if (positional.size() > 1) {
+    return Fail(absl::StrCat("unexpected argument '", positional[1],
+                             "': compressd takes flags only (--flag=VALUE); see --help"));
+  }
+  if (absl::Status s = CheckFlagRanges(); !s.ok()) return Fail(std::string(s.message()));
   compress::ConfigureMallocForStreaming();
   // Debian's Abseil checks lock order on every Mutex acquisition (a lookup in a global graph:
   // about 5% of compressd's CPU under CreateJob load). The tests keep the check.
@@ -251,44 +342,29 @@ int main(int argc, char** argv) {
     }
     authenticator = *std::move(created);
   }
+  // --data_root from a --flagfile or the environment is not in argv; absl holds its last value,
+  // split at the commas.
+  std::vector<std::string> data_root_entries = data_root_values;
+  if (std::vector<std::string> parsed = absl::GetFlag(FLAGS_data_root);
+      data_root_entries.empty() && !parsed.empty()) {
+    data_root_entries.push_back(absl::StrJoin(parsed, ","));
+  }
+  absl::StatusOr<std::vector<std::string>> root_paths =
+      compress::server::DataRoots::SplitFlagValues(data_root_entries);
+  if (!root_paths.ok()) return Fail(std::string(root_paths.status().message()));
   absl::StatusOr<compress::server::DataRoots> data_roots =
-      compress::server::DataRoots::Create(data_root_flags);
+      compress::server::DataRoots::Create(*root_paths);
   if (!data_roots.ok()) return Fail(std::string(data_roots.status().message()));
   const int64_t max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  if (max_message_bytes < (1 << 16) || max_message_bytes > INT_MAX) {
-    return Fail(absl::StrCat("--max_message_bytes: must be in [65536, ", INT_MAX, "], got ",
-                             max_message_bytes));
-  }
   const long long open_files = RaiseOpenFileLimit();
   int max_file_streams = absl::GetFlag(FLAGS_max_file_streams);
-  if (max_file_streams < 0) {
-    return Fail(absl::StrCat("--max_file_streams: must not be negative, got ", max_file_streams));
-  }
   if (max_file_streams == 0) {
     max_file_streams = compress::server::FileStreamLimit::DefaultMax(open_files);
-  }
-  const std::pair<const char*, absl::Duration> keepalive_flags[] = {
-      {"--keepalive_time", absl::GetFlag(FLAGS_keepalive_time)},
-      {"--keepalive_timeout", absl::GetFlag(FLAGS_keepalive_timeout)}};
-  for (const auto& [flag, duration] : keepalive_flags) {
-    if (duration < absl::Seconds(1) || duration > absl::Hours(24)) {
-      return Fail(
-          absl::StrCat(flag, ": must be in [1s, 24h], got ", absl::FormatDuration(duration)));
-    }
   }
   if (absl::Status s = LocalWorkers::CheckArgs(absl::GetFlag(FLAGS_local_worker_flags),
                                                absl::GetFlag(FLAGS_local_workers));
       !s.ok()) {
     return Fail(std::string(s.message()));
-  }
-  if (absl::Duration grace = absl::GetFlag(FLAGS_local_worker_stop_grace);
-      grace <= absl::ZeroDuration()) {
-    return Fail(absl::StrCat("--local_worker_stop_grace: must be positive, got ",
-                             absl::FormatDuration(grace)));
-  }
-  if (absl::GetFlag(FLAGS_file_stream_idle_timeout) < absl::ZeroDuration()) {
-    return Fail(absl::StrCat("--file_stream_idle_timeout: must not be negative, got ",
-                             absl::FormatDuration(absl::GetFlag(FLAGS_file_stream_idle_timeout))));
   }
 
   const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
@@ -328,8 +404,7 @@ int main(int argc, char** argv) {
   scheduler_options.lease_duration = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
   scheduler_options.default_max_attempts = absl::GetFlag(FLAGS_max_attempts);
   scheduler_options.observer = &metrics;
-  scheduler_options.max_queued_jobs_per_tenant =
-      std::max<int64_t>(0, absl::GetFlag(FLAGS_max_queued_jobs_per_tenant));
+  scheduler_options.max_queued_jobs_per_tenant = absl::GetFlag(FLAGS_max_queued_jobs_per_tenant);
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
       Scheduler::Create(store->get(), scheduler_options);
   if (!scheduler.ok()) return Fail(scheduler.status().ToString());
@@ -344,14 +419,13 @@ int main(int argc, char** argv) {
   }
   compress::server::FileStreamLimit file_streams(file_stream_options);
 
-  auto pool =
-      std::make_unique<compress::server::ThreadPool>(std::max(1, absl::GetFlag(FLAGS_rpc_threads)));
+  auto pool = std::make_unique<compress::server::ThreadPool>(absl::GetFlag(FLAGS_rpc_threads));
   compress::server::CompressionServiceImpl::Options compression_options;
   compression_options.metrics = &metrics;
   compression_options.authenticator = authenticator.get();
   compression_options.file_streams = &file_streams;
   compression_options.data_roots = &*data_roots;
-  compression_options.max_blob_bytes = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_blob_bytes));
+  compression_options.max_blob_bytes = absl::GetFlag(FLAGS_max_blob_bytes);
   // Chunks of ReadArtifact stay under the message limit clients are likely to keep.
   compression_options.max_chunk_bytes =
       std::min<int64_t>(compression_options.max_chunk_bytes, max_message_bytes - 4096);

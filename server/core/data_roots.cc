@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace compress::server {
 namespace {
@@ -23,6 +24,27 @@ bool IsUnder(const fs::path& path, const fs::path& root) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::vector<std::string>> DataRoots::SplitFlagValues(
+    const std::vector<std::string>& values) {
+  std::vector<std::string> roots;
+  for (const std::string& value : values) {
+    if (value.empty()) {
+      return absl::InvalidArgumentError(
+          "--data_root: empty value; give a directory (several separated by commas), or leave "
+          "the flag out to allow any path");
+    }
+    for (absl::string_view root : absl::StrSplit(value, ',')) {
+      if (root.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--data_root: empty entry in '", value,
+                         "'; separate directories by single commas, with none at either end"));
+      }
+      roots.emplace_back(root);
+    }
+  }
+  return roots;
+}
 
 absl::StatusOr<DataRoots> DataRoots::Create(const std::vector<std::string>& roots) {
   DataRoots result;

@@ -25,6 +25,13 @@ class DataRoots {
   // No roots: every path is allowed (compressd without --data_root).
   DataRoots() = default;
 
+  // The roots named by the values of --data_root, each one directory or several separated by
+  // commas, in order. INVALID_ARGUMENT naming --data_root for an empty value or an empty entry
+  // (`--data_root=`, `--data_root=,`, `/a,,/b`, a trailing comma): the flag was given to restrict
+  // paths, and reading it as no root would leave them unrestricted.
+  static absl::StatusOr<std::vector<std::string>> SplitFlagValues(
+      const std::vector<std::string>& values);
+
   // Each root must be an existing directory; it is resolved (symbolic links followed) once here.
   // INVALID_ARGUMENT naming --data_root and the root otherwise.
   static absl::StatusOr<DataRoots> Create(const std::vector<std::string>& roots);

@@ -1,7 +1,8 @@
-// compressd's security, limit and local worker flags, on the real binaries: unsafe starts are
-// refused, TLS and tokens work end to end with compressctl's flags, repeated --data_root flags all
-// count, --max_message_bytes bounds requests, and --local_worker_stop_grace bounds the wait for
-// local workers at shutdown; --help and --version of compressd and compressctl.
+// compressd's security, limit and local worker flags, on the real binaries: unsafe starts and
+// flags out of their ranges are refused, TLS and tokens work end to end with compressctl's flags,
+// repeated --data_root flags all count, as does one in a --flagfile, --max_message_bytes bounds
+// requests, and --local_worker_stop_grace bounds the wait for local workers at shutdown; --help
+// and --version of compressd and compressctl.
 #include <signal.h>
 #include <stdlib.h>
 
@@ -61,6 +62,147 @@ TEST(CompressdFlagsTest, RefusesUnsafeStarts) {
     EXPECT_EQ(exit.exit_code, 1) << exit.ToString();
     EXPECT_THAT((*started)->StderrTail(), HasSubstr(c.message));
   }
+}
+
+// Starts compressd with `options`, expecting it to exit 1 without listening, with `message` on
+// stderr. One that listens after all is stopped.
+void ExpectRefusedAtStart(const Subprocess::Options& options, const std::string& message) {
+  absl::StatusOr<std::unique_ptr<Subprocess>> started = Subprocess::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::optional<std::string> line = (*started)->ReadLine();
+  EXPECT_EQ(line, std::nullopt) << options.argv.back() << ": must not listen";
+  if (line.has_value()) (*started)->Signal(SIGTERM);
+  ExitInfo exit = (*started)->Wait();
+  EXPECT_EQ(exit.exit_code, 1) << options.argv.back() << ": " << exit.ToString();
+  EXPECT_THAT((*started)->StderrTail(), HasSubstr(message)) << options.argv.back();
+}
+
+// Every flag out of its documented range, a port gRPC would wrap or replace, an empty
+// --data_root entry and a stray argument end compressd at start, naming the flag, before it
+// creates anything.
+TEST(CompressdFlagsTest, RefusesFlagsOutOfRange) {
+  TestDir dir;
+  std::ofstream(dir.File("tokens")) << "viewer-token-0123456789 alpha viewer\n";
+  struct Case {
+    std::vector<std::string> flags;
+    std::string message;
+  };
+  for (const Case& c : {
+           Case{{"--grpc_address=127.0.0.1:99999"},
+                "--grpc_address: the port must be a number in [0, 65535], got '99999' in "
+                "'127.0.0.1:99999'"},
+           Case{{"--grpc_address=127.0.0.1:65536"}, "--grpc_address: the port must be a number"},
+           Case{{"--grpc_address=[::1]:70000"}, "--grpc_address: the port must be a number"},
+           Case{{"--grpc_address=127.0.0.1:http"}, "--grpc_address: the port must be a number"},
+           Case{{"--grpc_address=127.0.0.1"},
+                "--grpc_address: expected HOST:PORT, [IPV6]:PORT or unix:PATH, got '127.0.0.1'"},
+           Case{{"--metrics_address=127.0.0.1:99999"},
+                "--metrics_address: the port must be a number in [0, 65535], got '99999'"},
+           Case{{"--metrics_address=9464"},
+                "--metrics_address: expected HOST:PORT or [IPV6]:PORT, got '9464'"},
+           Case{{"--data_root="}, "--data_root: empty value; give a directory"},
+           Case{{"--data_root=,"}, "--data_root: empty entry in ','"},
+           Case{{absl::StrCat("--data_root=", dir.path(), ",")},
+                absl::StrCat("--data_root: empty entry in '", dir.path(), ",'")},
+           Case{{"--rpc_threads=0"}, "--rpc_threads: must be in [1, 1024], got 0"},
+           Case{{"--rpc_threads=-1"}, "--rpc_threads: must be in [1, 1024], got -1"},
+           Case{{"--local_workers=-1"}, "--local_workers: must be in [0, 1024], got -1"},
+           Case{{"--max_blob_bytes=-1"}, "--max_blob_bytes: must not be negative, got -1"},
+           Case{{"--max_queued_jobs_per_tenant=-1"},
+                "--max_queued_jobs_per_tenant: must not be negative, got -1"},
+           Case{{"--max_concurrent_streams=-1"},
+                "--max_concurrent_streams: must not be negative, got -1"},
+           Case{{"--shutdown_grace=-1s"}, "--shutdown_grace: must be in [0, 24h], got -1s"},
+           Case{{"--shutdown_grace=inf"}, "--shutdown_grace: must be in [0, 24h], got inf"},
+           Case{{"--lease_seconds=0"}, "--lease_seconds: must be positive, got 0"},
+           Case{{"--max_attempts=0"}, "--max_attempts: must be in [1, 100], got 0"},
+           Case{{"--file_stream_idle_timeout=-1s"},
+                "--file_stream_idle_timeout: must not be negative, got -1s"},
+           Case{{"--data_dir="}, "--data_dir: must not be empty"},
+           Case{{"serve"},
+                "unexpected argument 'serve': compressd takes flags only (--flag=VALUE); see "
+                "--help"},
+           Case{{"--", "serve"}, "unexpected argument 'serve'"},
+       }) {
+    for (bool tokens : {false, true}) {
+      Subprocess::Options options;
+      options.argv = {COMPRESSD_BIN, "--metrics_address=", "--grpc_address=127.0.0.1:0",
+                      absl::StrCat("--data_dir=", dir.File("data")),
+                      tokens ? absl::StrCat("--token_file=", dir.File("tokens")) : "--insecure"};
+      options.argv.insert(options.argv.end(), c.flags.begin(), c.flags.end());
+      ExpectRefusedAtStart(options, absl::StrCat("compressd: ", c.message));
+      EXPECT_FALSE(fs::exists(dir.File("data"))) << c.flags.back() << ": nothing is created";
+    }
+  }
+}
+
+// A --data_root read from a --flagfile counts as one on the command line: paths outside it are
+// refused, and an empty entry in it is refused at start.
+TEST(CompressdFlagsTest, DataRootFromAFlagfileCounts) {
+  TestDir dir;
+  fs::create_directories(dir.File("root"));
+  std::ofstream(dir.File("empty-entry.flags")) << "--data_root=" << dir.File("root") << ",\n";
+  Subprocess::Options options;
+  options.argv = {COMPRESSD_BIN,
+                  "--insecure",
+                  "--metrics_address=",
+                  "--grpc_address=127.0.0.1:0",
+                  absl::StrCat("--data_dir=", dir.File("data")),
+                  absl::StrCat("--flagfile=", dir.File("empty-entry.flags"))};
+  ExpectRefusedAtStart(options,
+                       absl::StrCat("--data_root: empty entry in '", dir.File("root"), ",'"));
+
+  std::ofstream(dir.File("root.flags")) << "--data_root=" << dir.File("root") << "\n";
+  options.argv.back() = absl::StrCat("--flagfile=", dir.File("root.flags"));
+  options.argv.push_back("--shutdown_grace=1s");
+  absl::StatusOr<std::unique_ptr<Subprocess>> started = Subprocess::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::string line = (*started)->ReadLine().value_or("<eof>");
+  absl::string_view address = line;
+  ASSERT_TRUE(absl::ConsumePrefix(&address, "compressd listening on "))
+      << line << (*started)->StderrTail();
+  EXPECT_THAT((*started)->StderrTail(), Not(HasSubstr("unrestricted")));
+  auto stub = v1::CompressionService::NewStub(grpc::CreateChannel(
+      std::string(absl::StripAsciiWhitespace(address)), grpc::InsecureChannelCredentials()));
+  for (const std::string& path : {dir.File("root/fashion"), dir.File("outside")}) {
+    v1::CreateJobRequest request;
+    request.mutable_spec()->mutable_dataset()->set_format("fashion_mnist");
+    request.mutable_spec()->mutable_dataset()->set_path(path);
+    request.mutable_spec()->mutable_teacher()->mutable_train()->set_epochs(1);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::Job job;
+    grpc::Status status = stub->CreateJob(&context, request, &job);
+    if (path == dir.File("outside")) {
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << path;
+      EXPECT_THAT(status.error_message(), HasSubstr("outside every data root")) << path;
+    } else {
+      EXPECT_TRUE(status.ok()) << path << ": " << status.error_message();
+    }
+  }
+  (*started)->Signal(SIGTERM);
+  EXPECT_EQ((*started)->Wait().exit_code, 0);
+}
+
+// Addresses gRPC listens on besides HOST:PORT still work: a Unix domain socket.
+TEST(CompressdFlagsTest, ListensOnAUnixSocket) {
+  TestDir dir;
+  Subprocess::Options options;
+  options.argv = {COMPRESSD_BIN,
+                  "--insecure",
+                  "--insecure_allow_remote",
+                  "--metrics_address=",
+                  "--shutdown_grace=1s",
+                  absl::StrCat("--grpc_address=unix:", dir.File("compressd.sock")),
+                  absl::StrCat("--data_dir=", dir.File("data"))};
+  absl::StatusOr<std::unique_ptr<Subprocess>> started = Subprocess::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::string line = (*started)->ReadLine().value_or("<eof>");
+  EXPECT_THAT(line, ::testing::StartsWith("compressd listening on unix"))
+      << line << (*started)->StderrTail();
+  EXPECT_TRUE(fs::exists(dir.File("compressd.sock")));
+  (*started)->Signal(SIGTERM);
+  EXPECT_EQ((*started)->Wait().exit_code, 0);
 }
 
 // Runs `argv` to its end; returns its stdout and sets `exit_code`.

@@ -2,7 +2,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/common/test_dir.h"
@@ -69,6 +72,31 @@ TEST_F(DataRootsTest, CreateRefusesMissingRootsAndFiles) {
   EXPECT_THAT(missing.status().message(), HasSubstr("--data_root: " + dir_.File("absent")));
   std::ofstream(dir_.File("file")) << "x";
   EXPECT_FALSE(DataRoots::Create({dir_.File("file")}).ok());
+}
+
+// Each value of --data_root is one directory or several separated by commas; an empty value or
+// an empty entry is refused instead of read as no root, which would leave paths unrestricted.
+TEST(DataRootsFlagTest, SplitFlagValuesRefusesEmptyEntries) {
+  absl::StatusOr<std::vector<std::string>> roots =
+      DataRoots::SplitFlagValues({"/data", "/models,/more"});
+  ASSERT_TRUE(roots.ok()) << roots.status();
+  EXPECT_EQ(*roots, (std::vector<std::string>{"/data", "/models", "/more"}));
+  roots = DataRoots::SplitFlagValues({});
+  ASSERT_TRUE(roots.ok()) << roots.status();
+  EXPECT_TRUE(roots->empty());
+
+  absl::StatusOr<std::vector<std::string>> empty = DataRoots::SplitFlagValues({"/data", ""});
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(empty.status().message(),
+            "--data_root: empty value; give a directory (several separated by commas), or leave "
+            "the flag out to allow any path");
+  for (const char* value : {",", "/data,", ",/data", "/data,,/models"}) {
+    absl::StatusOr<std::vector<std::string>> split = DataRoots::SplitFlagValues({value});
+    EXPECT_EQ(split.status().code(), absl::StatusCode::kInvalidArgument) << value;
+    EXPECT_EQ(split.status().message(),
+              absl::StrCat("--data_root: empty entry in '", value,
+                           "'; separate directories by single commas, with none at either end"));
+  }
 }
 
 }  // namespace
