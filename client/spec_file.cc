@@ -4,6 +4,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "client/local_file.h"
 #include "client/yaml_lite.h"
 #include "google/protobuf/util/json_util.h"
@@ -24,8 +25,12 @@ bool IsYaml(const std::string& text, const std::string& file_name) {
 
 }  // namespace
 
-absl::StatusOr<compress::v1::JobSpec> ParseJobSpecText(const std::string& text,
+absl::StatusOr<compress::v1::JobSpec> ParseJobSpecText(const std::string& file_text,
                                                        const std::string& file_name) {
+  // A UTF-8 byte order mark, as some editors write, is not part of the document.
+  absl::string_view without_mark = file_text;
+  absl::ConsumePrefix(&without_mark, "\xEF\xBB\xBF");
+  const std::string text(without_mark);
   std::string json_text = text;
   if (IsYaml(text, file_name)) {
     absl::StatusOr<nlohmann::json> document = ParseYamlLite(text, file_name);
@@ -35,6 +40,10 @@ absl::StatusOr<compress::v1::JobSpec> ParseJobSpecText(const std::string& text,
           file_name, ": expected a mapping of compress.v1.JobSpec fields at the top level"));
     }
     json_text = document->dump();
+  } else if (std::optional<std::string> duplicate = spec::FindDuplicateKey(json_text)) {
+    // protobuf's JSON parser keeps one of the two values silently.
+    return absl::InvalidArgumentError(absl::StrCat(
+        file_name, ": ", *duplicate, ": given twice (a JSON object names each key once)"));
   }
   compress::v1::JobSpec spec;
   google::protobuf::util::JsonParseOptions options;

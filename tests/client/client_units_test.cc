@@ -57,6 +57,24 @@ TEST(SpecFileTest, ErrorsNameTheFileAndTheField) {
   EXPECT_EQ(LoadJobSpecFile("/nonexistent/spec.json").status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(SpecFileTest, ADuplicateKeyIsRefusedAndAByteOrderMarkIgnored) {
+  // protobuf's JSON parser kept one of the two epochs silently.
+  absl::StatusOr<compress::v1::JobSpec> twice = ParseJobSpecText(
+      R"({"dataset":{"format":"synthetic"},"teacher":{"train":{"epochs":1,"epochs":2}}})",
+      "my.json");
+  EXPECT_EQ(twice.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(twice.status().message(),
+            "my.json: spec.teacher.train.epochs: given twice (a JSON object names each key once)");
+
+  const std::string spec = R"({"dataset":{"format":"synthetic"},"teacher":{"train":{"epochs":1}}})";
+  absl::StatusOr<compress::v1::JobSpec> marked = ParseJobSpecText("\xEF\xBB\xBF" + spec, "my.json");
+  ASSERT_TRUE(marked.ok()) << marked.status();
+  EXPECT_EQ(marked->teacher().train().epochs(), 1);
+  // Without an extension, the first character after the mark decides between JSON and YAML.
+  absl::StatusOr<compress::v1::JobSpec> unnamed = ParseJobSpecText("\xEF\xBB\xBF" + spec, "spec");
+  ASSERT_TRUE(unnamed.ok()) << unnamed.status();
+}
+
 TEST(SpecFileTest, AFileThatCannotBeReadSaysWhy) {
   absl::StatusOr<compress::v1::JobSpec> missing = LoadJobSpecFile("/nonexistent/spec.json");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);

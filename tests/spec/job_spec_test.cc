@@ -57,7 +57,7 @@ TEST(JobSpecTest, ToJsonRoundTrips) {
   auto spec = ParseJobSpec(R"({
     "model": {"config": {"image_size": 32, "in_channels": 3, "num_classes": 5, "patch_size": 4,
               "embed_dim": 24, "depths": [2, 2], "num_heads": [2, 4], "window_size": 4}},
-    "dataset": {"format": "synthetic"},
+    "dataset": {"format": "synthetic", "synthetic_classes": 5},
     "teacher": {"train": {"max_steps": 5, "label_smoothing": 0}},
     "prune": {"enabled": true, "target_macs_reduction": 0.4, "importance": "l2"}
   })");
@@ -125,7 +125,7 @@ TEST(JobSpecTest, ModelConfigIsThePresetOrTheExplicitConfig) {
     "model": {"num_classes": 7, "config": {"image_size": 32, "in_channels": 3, "patch_size": 4,
               "embed_dim": 16, "depths": [1, 2], "num_heads": [2, 4], "window_size": 4,
               "mlp_ratio": 2}},
-    "dataset": {"format": "synthetic", "image_size": 32},
+    "dataset": {"format": "synthetic", "image_size": 32, "synthetic_classes": 7},
     "teacher": {"train": {"epochs": 1}}})");
   ASSERT_TRUE(explicit_config.ok()) << explicit_config.status();
   config = ModelConfig(*explicit_config);
@@ -227,6 +227,22 @@ TEST(JobSpecTest, ErrorsNameTheField) {
       {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
            "resources": {"device": "cuda:"}})",
        "spec.resources.device: unknown device 'cuda:'"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1, "epochs": 2}}})",
+       "spec.teacher.train.epochs: given twice"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1, "lr": "NaN"}}})",
+       "spec.teacher.train.lr: must be a finite number in [1e-09, 10], got NaN"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1e20}}})",
+       "spec.teacher.train.epochs: must be in [0, 100000], got 1e+20"},
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1.5}}})",
+       "spec.teacher.train.epochs: expected an integer"},
+      // Beyond int64: it read as a negative seed.
+      {R"({"dataset": {"format": "synthetic"}, "teacher": {"train": {"epochs": 1}},
+           "resources": {"seed": 18446744073709551615}})",
+       "spec.resources.seed: must be in [-9223372036854775808, 9223372036854775807], got "
+       "18446744073709551615"},
+      {R"({"model": {"num_classes": 7}, "dataset": {"format": "synthetic", "synthetic_classes": 4},
+           "teacher": {"train": {"epochs": 1}}})",
+       "spec.model.num_classes: the model has 7 classes, the synthetic data set 4"},
       {"{not json", "spec: not valid JSON: parse error at line 1, column 3"},
       // Found by fuzz/job_spec_fuzzer: nlohmann throws out_of_range, not parse_error, here.
       {"1e8888888888888888888888888[s\"", "spec: not valid JSON: number overflow parsing"},

@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <optional>
 #include <set>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -57,6 +60,14 @@ class ObjectReader {
   void Double(const char* name, double& out, double min, double max, bool zero_is_value = false) {
     const nlohmann::json* v = Find(name);
     if (v == nullptr) return;
+    if (v->is_string()) {
+      // protobuf's JSON form of a non-finite float.
+      const std::string text = v->get<std::string>();
+      if (text == "NaN" || text == "Infinity" || text == "-Infinity") {
+        return Fail(Path(name),
+                    absl::StrCat("must be a finite number in [", min, ", ", max, "], got ", text));
+      }
+    }
     if (!v->is_number()) return Fail(Path(name), "expected a number");
     double value = v->get<double>();
     if (value == 0 && !zero_is_value) return;
@@ -137,10 +148,23 @@ class ObjectReader {
     const nlohmann::json* v = Find(name);
     if (v == nullptr) return false;
     int64_t value = 0;
-    if (v->is_number_integer()) {
+    const auto out_of_range = [&](const std::string& got) {
+      Fail(Path(name), absl::StrCat("must be in [", min, ", ", max, "], got ", got));
+      return false;
+    };
+    if (v->is_number_unsigned() &&
+        v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return out_of_range(absl::StrCat(v->get<uint64_t>()));
+    } else if (v->is_number_integer()) {
       value = v->get<int64_t>();
     } else if (v->is_string() && absl::SimpleAtoi(v->get<std::string>(), &value)) {
       // protobuf writes int64 as a string.
+    } else if (v->is_number_float() && std::isfinite(v->get<double>()) &&
+               std::floor(v->get<double>()) == v->get<double>() &&
+               (v->get<double>() < static_cast<double>(min) ||
+                v->get<double>() > static_cast<double>(max))) {
+      // A whole number written with an exponent (1e20): its range is the problem.
+      return out_of_range(v->dump());
     } else {
       Fail(Path(name), "expected an integer");
       return false;
@@ -223,6 +247,16 @@ void CheckConsistency(const JobSpec& s, ObjectReader& root) {
       const absl::string_view message = config.status().message();
       const size_t colon = message.find(": ");
       return root.Fail(std::string(message.substr(0, colon)), message.substr(colon + 2));
+    }
+    // A synthetic data set's class count is known now; another set's when it is read.
+    const bool classes_given =
+        s.model.num_classes > 0 || (s.model.has_config && s.model.config.num_classes > 0);
+    if (s.dataset.format == "synthetic" && classes_given &&
+        config->num_classes != s.dataset.synthetic_classes) {
+      return root.Fail(
+          s.model.num_classes > 0 ? "spec.model.num_classes" : "spec.model.config.num_classes",
+          absl::StrCat("the model has ", config->num_classes, " classes, the synthetic data set ",
+                       s.dataset.synthetic_classes, " (dataset.synthetic_classes)"));
     }
     if (s.dataset.image_size > 0 && s.dataset.image_size != config->image_size) {
       return root.Fail("spec.dataset.image_size",
@@ -382,10 +416,79 @@ absl::StatusOr<JobSpec> ParseJobSpecJson(const nlohmann::json& json) {
   return s;
 }
 
+namespace {
+
+// Records the first key that an object of a JSON text names twice, as the field's path (nlohmann
+// keeps the last value and drops the first silently).
+class DuplicateKeyFinder {
+ public:
+  bool operator()(int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using Event = nlohmann::json::parse_event_t;
+    switch (event) {
+      case Event::object_start:
+      case Event::array_start: {
+        std::string path = "spec";
+        if (!frames_.empty()) {
+          const Frame& parent = frames_.back();
+          path = parent.array ? absl::StrCat(parent.path, "[]")
+                              : absl::StrCat(parent.path, ".", parent.key);
+        }
+        frames_.push_back({std::move(path), event == Event::array_start, {}, {}});
+        break;
+      }
+      case Event::object_end:
+      case Event::array_end:
+        if (!frames_.empty()) frames_.pop_back();
+        break;
+      case Event::key:
+        if (!frames_.empty() && parsed.is_string()) {
+          Frame& frame = frames_.back();
+          frame.key = parsed.get<std::string>();
+          if (!frame.keys.insert(frame.key).second && !duplicate_.has_value()) {
+            duplicate_ = absl::StrCat(frame.path, ".", frame.key);
+          }
+        }
+        break;
+      case Event::value:
+        break;
+    }
+    return true;
+  }
+
+  const std::optional<std::string>& duplicate() const { return duplicate_; }
+
+ private:
+  struct Frame {
+    std::string path;
+    bool array = false;
+    std::string key;  // the object's current key
+    std::set<std::string> keys;
+  };
+  std::vector<Frame> frames_;
+  std::optional<std::string> duplicate_;
+};
+
+}  // namespace
+
+std::optional<std::string> FindDuplicateKey(absl::string_view json_text) {
+  DuplicateKeyFinder finder;
+  nlohmann::json::parser_callback_t callback = std::ref(finder);
+  const nlohmann::json parsed = nlohmann::json::parse(json_text.begin(), json_text.end(), callback,
+                                                      /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) return std::nullopt;
+  return finder.duplicate();
+}
+
 absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view json_text) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(json_text.begin(), json_text.end());
+    DuplicateKeyFinder finder;
+    nlohmann::json::parser_callback_t callback = std::ref(finder);
+    j = nlohmann::json::parse(json_text.begin(), json_text.end(), callback);
+    if (finder.duplicate().has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(*finder.duplicate(), ": given twice (a JSON object names each key once)"));
+    }
   } catch (const nlohmann::json::exception& e) {
     // A parse_error ("[json.exception.parse_error.N] parse error at line L, column C: ...") or
     // an out_of_range for a number beyond double's range ("... number overflow parsing '1e999'").

@@ -8,6 +8,7 @@
 #define COMPRESS_WORKER_SPEC_JOB_SPEC_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -148,6 +149,12 @@ inline constexpr const char* kDatasetFormats[] = {"fashion_mnist", "tiny_imagene
 // (0, 1), got 1.5".
 absl::StatusOr<JobSpec> ParseJobSpecJson(const nlohmann::json& json);
 absl::StatusOr<JobSpec> ParseJobSpec(absl::string_view json_text);
+
+// The path of the first key that an object of `json_text` names twice
+// ("spec.teacher.train.epochs"), or nullopt when there is none or the text is not JSON.
+// ParseJobSpec refuses such a text; a client that reads a spec file through another JSON parser
+// calls this first.
+std::optional<std::string> FindDuplicateKey(absl::string_view json_text);
 
 // The spec with every default filled in, as JSON with snake_case names. ParseJobSpecJson(ToJson(s))
 // gives back `s`.
