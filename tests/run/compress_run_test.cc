@@ -6,8 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -283,10 +283,11 @@ TEST(CompressRunTest, FailuresEndWithAnErrorLine) {
       {{{"prune", {{"enabled", true}, {"target_macs_reduction", 0.95}}}},
        "FAILED_PRECONDITION",
        "spec.prune.target_macs_reduction"},
-      // A class count in model.config is the spec's word, not replaced by the data set's.
+      // A class count in model.config is the spec's word, not replaced by the data set's (a
+      // synthetic set's count is checked with the spec; another set's once it is read).
       {{{"model", {{"config", {{"num_classes", 7}}}}}},
        "INVALID_ARGUMENT",
-       "spec.model.config.num_classes: the model has 7 classes, the data set 4"},
+       "spec.model.config.num_classes: the model has 7 classes, the synthetic data set 4"},
       {{{"teacher", {{"train", {{"epochs", -3}}}}}},
        "INVALID_ARGUMENT",
        "spec.teacher.train.epochs"},
@@ -361,6 +362,52 @@ TEST(CompressRunTest, FailuresEndWithAnErrorLine) {
   EXPECT_EQ(usage.exit_code, 2);
   ASSERT_FALSE(usage.events.empty());
   EXPECT_EQ(usage.events.back().code, "INVALID_ARGUMENT");
+}
+
+TEST(CompressRunTest, BadFlagsAndSpecFilesEndWithAnErrorLine) {
+  const std::string dir = FreshDir("bad-flags");
+  const std::string spec = WriteSpec(dir, TinySpec());
+  const std::string work = dir + "/work";
+  struct Case {
+    std::vector<std::string> args;
+    int exit_code;
+    const char* code;
+    const char* text;
+  };
+  const Case cases[] = {
+      // 100,000 threads made LibTorch start ~32,000 before it hung, deaf to SIGTERM.
+      {{"--spec", spec, "--workdir", work, "--threads=100000"},
+       2,
+       "INVALID_ARGUMENT",
+       "--threads: must be in [0, 1024] (0 = the spec's), got 100000"},
+      {{"--spec", spec, "--workdir", work, "--workdir_lock_wait=-1s"},
+       2,
+       "INVALID_ARGUMENT",
+       "--workdir_lock_wait: must be a finite duration >= 0, got -1s"},
+      {{"--spec", spec, "--workdir", work, "extra"},
+       2,
+       "INVALID_ARGUMENT",
+       "unexpected argument 'extra'"},
+      {{"--spec", dir, "--workdir", work}, 1, "FAILED_PRECONDITION", ": is a directory"},
+      // /dev/zero never ends: it was read until memory ran out.
+      {{"--spec", "/dev/zero", "--workdir", work},
+       1,
+       "FAILED_PRECONDITION",
+       "--spec /dev/zero: not a regular file"},
+      {{"--spec", dir + "/none.json", "--workdir", work},
+       1,
+       "NOT_FOUND",
+       "none.json: cannot open: No such file or directory"},
+  };
+  for (const Case& c : cases) {
+    RunResult r = RunExecutor(c.args);
+    EXPECT_EQ(r.exit_code, c.exit_code) << c.text;
+    ASSERT_FALSE(r.events.empty()) << c.text;
+    EXPECT_EQ(r.events.back().type, EventType::kError);
+    EXPECT_EQ(r.events.back().code, c.code) << c.text;
+    EXPECT_NE(r.events.back().message.find(c.text), std::string::npos) << r.events.back().message;
+  }
+  EXPECT_FALSE(fs::exists(work)) << "nothing ran";
 }
 
 std::vector<std::string> Phases(const RunResult& r, EventType type) {

@@ -11,10 +11,12 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
@@ -73,12 +75,58 @@ int Fail(compress::events::EventWriter& events, const absl::Status& status, int 
   return exit_code;
 }
 
+// A spec is a few KiB; a file past this is not one (and a device such as /dev/zero never ends).
+constexpr int64_t kMaxSpecBytes = 16 << 20;
+
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  struct stat info = {};
+  if (::stat(path.c_str(), &info) != 0) {
+    const int error = errno;
+    return absl::Status(error == ENOENT || error == ENOTDIR ? absl::StatusCode::kNotFound
+                                                            : absl::StatusCode::kFailedPrecondition,
+                        absl::StrCat("--spec ", path, ": cannot open: ", std::strerror(error)));
+  }
+  if (S_ISDIR(info.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat("--spec ", path, ": is a directory"));
+  }
+  if (!S_ISREG(info.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--spec ", path, ": not a regular file (a spec is a JSON file)"));
+  }
+  if (info.st_size > kMaxSpecBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("--spec ", path, ": ", info.st_size,
+                                                   " bytes; a spec has at most ", kMaxSpecBytes));
+  }
   std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("--spec ", path, ": cannot open"));
+  if (!in) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--spec ", path, ": cannot open: ", std::strerror(errno)));
+  }
   std::stringstream buffer;
   buffer << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat("--spec ", path, ": read failed"));
   return buffer.str();
+}
+
+// The flags' own checks (Abseil parses only their types); a usage error, exit 2.
+absl::Status CheckFlags(const std::vector<char*>& positional) {
+  if (positional.size() > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unexpected argument '", positional[1],
+                     "': compress-run takes only flags (--spec, --workdir, ...)"));
+  }
+  const int threads = absl::GetFlag(FLAGS_threads);
+  if (threads < 0 || threads > 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--threads: must be in [0, 1024] (0 = the spec's), got ", threads));
+  }
+  const absl::Duration lock_wait = absl::GetFlag(FLAGS_workdir_lock_wait);
+  if (lock_wait < absl::ZeroDuration() || lock_wait == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--workdir_lock_wait: must be a finite duration >= 0, got ",
+                     absl::FormatDuration(lock_wait)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -86,8 +134,9 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 int main(int argc, char** argv) {
   compress::SetProgramUsage(
       "compress-run", "Runs one compression job: compress-run --spec SPEC.json --workdir DIR");
-  compress::ParseProgramFlags(argc, argv);
+  const std::vector<char*> positional = compress::ParseProgramFlags(argc, argv);
   compress::events::EventWriter events(stdout);
+  if (absl::Status flags = CheckFlags(positional); !flags.ok()) return Fail(events, flags, 2);
 
   const std::string spec_path = absl::GetFlag(FLAGS_spec);
   const std::string workdir = absl::GetFlag(FLAGS_workdir);
