@@ -489,6 +489,16 @@ def _():
     return create(with_field(tiny_spec(), "dataset.format", "mnist"))
 
 
+@case("spec-nan-grpc", "gRPC CreateJob")
+def _():
+    return create(with_field(tiny_spec(), "teacher.train.lr", "NaN"))
+
+
+@case("spec-synthetic-classes-grpc", "gRPC CreateJob")
+def _():
+    return create(with_field(tiny_spec(), "model.config.num_classes", 10))
+
+
 @case("spec-unknown-device-grpc", "gRPC CreateJob")
 def _():
     return create(with_field(tiny_spec(), "resources.device", "tpu"))
@@ -581,6 +591,31 @@ def _():
     return run_compress_run(tiny_spec(), "no-workdir", args=["--spec=x.json"])
 
 
+@case("spec-file-directory-run", "compress-run")
+def _():
+    folder = ENV.scratch("spec-directory")
+    result = run_compress_run(None, "spec-directory", args=[f"--spec={folder}",
+                                                            f"--workdir={folder}/work"])
+    return result._replace(subs={"FILE": folder})
+
+
+@case("spec-duplicate-key-run", "compress-run")
+def _():
+    text = json.dumps(tiny_spec())
+    text = text.replace('"epochs": 1', '"epochs": 1, "epochs": 2', 1)
+    return run_compress_run(None, "duplicate-key", raw_spec=text)
+
+
+@case("run-threads-range", "compress-run")
+def _():
+    folder = ENV.scratch("threads-range")
+    spec_path = os.path.join(folder, "spec.json")
+    write(spec_path, json.dumps(tiny_spec()))
+    return run_compress_run(None, "threads-range", args=[f"--spec={spec_path}",
+                                                         f"--workdir={folder}/work",
+                                                         "--threads=100000"])
+
+
 @case("request-labels-grpc", "gRPC CreateJob")
 def _():
     return create(tiny_spec(), labels={"Team": "vision"})
@@ -615,8 +650,7 @@ def _():
 
 @case("message-too-large-grpc", "gRPC CreateJob")
 def _():
-    spec = with_field(tiny_spec(), "dataset", {"format": "synthetic",
-                                               "path": "x" * DEFAULT_MAX_MESSAGE_BYTES})
+    spec = with_field(tiny_spec(), "dataset.path", "x" * DEFAULT_MAX_MESSAGE_BYTES)
     request = pb.CreateJobRequest(spec=spec_proto(spec))
     result = call(ENV.compressd().jobs.CreateJob, request)
     return result._replace(subs={"SIZE": str(request.ByteSize())})
@@ -624,8 +658,7 @@ def _():
 
 @case("message-too-large-ctl", "compressctl submit")
 def _():
-    spec = with_field(tiny_spec(), "dataset", {"format": "synthetic",
-                                               "path": "x" * DEFAULT_MAX_MESSAGE_BYTES})
+    spec = with_field(tiny_spec(), "dataset.path", "x" * DEFAULT_MAX_MESSAGE_BYTES)
     size = pb.CreateJobRequest(spec=spec_proto(spec)).ByteSize()
     return submit_file("too-large", json.dumps(spec))._replace(subs={"SIZE": str(size)})
 
