@@ -499,6 +499,11 @@ def _():
     return create(with_field(tiny_spec(), "model.config.num_classes", 10))
 
 
+@case("spec-control-character-grpc", "gRPC CreateJob")
+def _():
+    return create(with_field(tiny_spec(), "dataset.path", "/data/set\nname"))
+
+
 @case("spec-unknown-device-grpc", "gRPC CreateJob")
 def _():
     return create(with_field(tiny_spec(), "resources.device", "tpu"))

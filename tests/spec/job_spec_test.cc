@@ -243,6 +243,9 @@ TEST(JobSpecTest, ErrorsNameTheField) {
       {R"({"model": {"num_classes": 7}, "dataset": {"format": "synthetic", "synthetic_classes": 4},
            "teacher": {"train": {"epochs": 1}}})",
        "spec.model.num_classes: the model has 7 classes, the synthetic data set 4"},
+      {R"({"dataset": {"format": "cifar10", "path": "/data/c\u0000/x"},
+           "teacher": {"train": {"epochs": 1}}})",
+       "spec.dataset.path: contains the control character 0x00 at offset 7"},
       {"{not json", "spec: not valid JSON: parse error at line 1, column 3"},
       // Found by fuzz/job_spec_fuzzer: nlohmann throws out_of_range, not parse_error, here.
       {"1e8888888888888888888888888[s\"", "spec: not valid JSON: number overflow parsing"},

@@ -89,6 +89,16 @@ class ObjectReader {
     if (!v->is_string()) return Fail(Path(name), "expected a string");
     std::string value = v->get<std::string>();
     if (value.empty()) return;
+    // No name or path of a spec holds one; a NUL would end a path early where the OS reads it.
+    const auto control = std::find_if(value.begin(), value.end(), [](char c) {
+      return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+    });
+    if (control != value.end()) {
+      return Fail(Path(name),
+                  absl::StrCat("contains the control character 0x",
+                               absl::Hex(static_cast<unsigned char>(*control), absl::kZeroPad2),
+                               " at offset ", control - value.begin()));
+    }
     if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), value) == allowed.end()) {
       return Fail(Path(name), absl::StrCat("unknown value '", value,
                                            "'; expected one of: ", absl::StrJoin(allowed, ", ")));
