@@ -21,9 +21,10 @@
 namespace compress::server {
 namespace {
 
-// UploadBlob: the first message may state the sha256 and size, which Complete() verifies.
-// Once stored, the blob is recorded as the caller's tenant's. A blob growing past
-// `max_bytes` (when > 0) ends the call RESOURCE_EXHAUSTED and is discarded.
+// UploadBlob: the first message may state the sha256 and size, which Complete() verifies; later
+// messages carry data only (a sha256 or size in one is INVALID_ARGUMENT, not ignored). Once stored,
+// the blob is recorded as the caller's tenant's. A blob growing past `max_bytes` (when > 0) ends
+// the call RESOURCE_EXHAUSTED and is discarded.
 class BlobUploadReactor : public UploadReactor<v1::UploadBlobRequest> {
  public:
   BlobUploadReactor(grpc::CallbackServerContext* context, ThreadPool* pool,
@@ -38,6 +39,19 @@ class BlobUploadReactor : public UploadReactor<v1::UploadBlobRequest> {
 
  private:
   absl::Status HandleMessage(const v1::UploadBlobRequest& request) override {
+    ++messages_;
+    if (messages_ > 1) {
+      // A client that states them late expects them checked: refused rather than dropped.
+      const char* late = !request.sha256().empty()   ? "sha256"
+                         : request.size_bytes() != 0 ? "size_bytes"
+                                                     : nullptr;
+      if (late != nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(late, ": set in message ", messages_,
+                         " of the upload; only the first message may carry sha256 and "
+                         "size_bytes, later ones carry data only"));
+      }
+    }
     if (file_ == nullptr) {
       if (!request.sha256().empty()) {
         if (absl::Status s = ArtifactStore::ValidateSha256("sha256", request.sha256()); !s.ok()) {
@@ -87,6 +101,8 @@ class BlobUploadReactor : public UploadReactor<v1::UploadBlobRequest> {
   std::unique_ptr<PendingFile> file_;
   std::string expected_sha256_;
   int64_t expected_size_ = -1;
+  // Messages received so far, counted from 1.
+  int64_t messages_ = 0;
 };
 
 // The bytes a length-delimited field of `size` bytes takes in its message (field numbers 1 to

@@ -175,6 +175,7 @@ class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
 
  private:
   absl::Status HandleMessage(const v1::UploadArtifactRequest& request) override {
+    ++messages_;
     if (file_ == nullptr) {
       if (!request.has_header()) {
         return absl::InvalidArgumentError("header: the first message must be the header");
@@ -208,7 +209,12 @@ class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
       file_ = *std::move(file);
       return absl::OkStatus();
     }
-    if (request.has_header()) return absl::InvalidArgumentError("header: sent twice");
+    if (request.has_header()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("header: sent again in message ", messages_,
+                       " of the upload; only the first message carries the header, later ones "
+                       "carry data only"));
+    }
     if (metrics_ != nullptr)
       metrics_->ArtifactBytesReceived(static_cast<int64_t>(request.data().size()));
     return file_->Append(request.data());
@@ -244,6 +250,8 @@ class ArtifactUploadReactor : public UploadReactor<v1::UploadArtifactRequest> {
   v1::UploadArtifactRequest::Header header_;
   std::string job_id_;
   std::unique_ptr<PendingFile> file_;
+  // Messages received so far, counted from 1.
+  int64_t messages_ = 0;
 };
 
 }  // namespace

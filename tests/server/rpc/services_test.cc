@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <set>
 #include <thread>
@@ -35,6 +36,7 @@
 namespace compress::server {
 namespace {
 
+namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 // Holds up the next rename into an artifacts/ directory once armed, until released: lets a test
@@ -1240,6 +1242,53 @@ TEST_F(ServicesTest, UploadBlobVerifiesShaAndWorkersReadIt) {
   EXPECT_EQ(received, data.substr(1000));
 }
 
+// Only an upload's first message may state the sha256 and size: one in a later message (a
+// client's integrity check) is refused naming the field and the message, and nothing is stored.
+TEST_F(ServicesTest, UploadBlobRefusesASha256OrSizeAfterTheFirstMessage) {
+  const std::string data = "teacher weights";
+  auto upload = [&](const std::vector<v1::UploadBlobRequest>& messages) {
+    auto context = Context();
+    v1::Blob blob;
+    auto writer = api_->UploadBlob(context.get(), &blob);
+    for (const v1::UploadBlobRequest& message : messages) {
+      if (!writer->Write(message)) break;
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  v1::UploadBlobRequest first;
+  first.set_data(data.substr(0, 7));
+  v1::UploadBlobRequest wrong_sha;
+  wrong_sha.set_sha256(Sha256Hex("something else"));
+  wrong_sha.set_data(data.substr(7));
+  grpc::Status status = upload({first, wrong_sha});
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "sha256: set in message 2 of the upload; only the first message may carry sha256 and "
+            "size_bytes, later ones carry data only");
+
+  v1::UploadBlobRequest stated = first;
+  stated.set_sha256(Sha256Hex(data));
+  v1::UploadBlobRequest rest;
+  rest.set_data(data.substr(7));
+  v1::UploadBlobRequest sized;
+  sized.set_size_bytes(static_cast<int64_t>(data.size()));
+  status = upload({stated, rest, sized});
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), ::testing::StartsWith("size_bytes: set in message 3 "));
+  v1::UploadBlobRequest same_sha = rest;
+  same_sha.set_sha256(Sha256Hex(data));
+  status = upload({stated, same_sha});
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), ::testing::StartsWith("sha256: set in message 2 "));
+
+  // Nothing was stored, and the partial files are gone.
+  EXPECT_FALSE(fs::exists(dir_.File("blobs/" + Sha256Hex(data))));
+  EXPECT_TRUE(Await([&] { return fs::is_empty(dir_.File("tmp")); }));
+  ASSERT_TRUE(upload({stated, rest}).ok());
+  EXPECT_TRUE(fs::exists(dir_.File("blobs/" + Sha256Hex(data))));
+}
+
 TEST_F(ServicesTest, LeaseJobLongPollsAndRetriesAreFenced) {
   std::thread creator([&] {
     absl::SleepFor(absl::Milliseconds(300));
@@ -1547,6 +1596,39 @@ TEST_F(ServicesTest, UploadArtifactHeaderErrorsNameTheHeaderFields) {
     EXPECT_THAT(status.error_message(),
                 ::testing::StartsWith(which == 0 ? "header.worker_id:" : "header.attempt:"));
   }
+}
+
+// UploadArtifact's header comes in the first message only: a second one is refused naming the
+// message, and nothing is stored.
+TEST_F(ServicesTest, UploadArtifactRefusesAHeaderAfterTheFirstMessage) {
+  v1::Job job = CreateJob();
+  v1::Lease lease = Lease();
+  v1::Artifact out;
+  auto context = Context();
+  auto writer = workers_->UploadArtifact(context.get(), &out);
+  v1::UploadArtifactRequest header;
+  header.mutable_header()->set_worker_id("w1");
+  header.mutable_header()->set_job(lease.job());
+  header.mutable_header()->set_attempt(lease.attempt());
+  header.mutable_header()->set_lease_id(lease.lease_id());
+  header.mutable_header()->set_artifact_name("a.bin");
+  v1::UploadArtifactRequest data;
+  data.set_data("abc");
+  v1::UploadArtifactRequest again = header;
+  again.mutable_header()->set_sha256(Sha256Hex("abc"));
+  for (const v1::UploadArtifactRequest* message : {&header, &data, &again}) {
+    if (!writer->Write(*message)) break;
+  }
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "header: sent again in message 3 of the upload; only the first message carries the "
+            "header, later ones carry data only");
+  std::string received;
+  std::string sha;
+  EXPECT_EQ(ReadWholeArtifact(job.name() + "/artifacts/a.bin", &received, &sha).error_code(),
+            grpc::StatusCode::NOT_FOUND);
 }
 
 // ---- The idle watch while other transfers end: it releases its lock for each TryCancel, and
