@@ -294,6 +294,65 @@ TEST_F(AgentTest, LeaseArrivingWithStopIsHandedBack) {
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
 }
 
+// An executor that stops being startable (removed after the agent started, as by a deployment)
+// fails no job: each lease is handed back, and the agent takes no work until the executor is an
+// executable file again, instead of leasing and handing back the whole queue.
+TEST_F(AgentTest, AnExecutorThatCannotStartHandsLeasesBackAndPausesLeasing) {
+  const std::string executor = options_.attempt.executor_path;
+  options_.executor_pause = absl::Milliseconds(300);
+  options_.executor_max_pause = absl::Milliseconds(600);
+  compress::v1::Device second;
+  second.set_name("cuda:0");
+  options_.devices.push_back(second);
+  FakeWorkerService service;
+  for (const char* job : {"jobs/x1", "jobs/x2", "jobs/x3", "jobs/x4"}) {
+    service.AddLease(FirstAttempt(job));
+  }
+  int port = 0;
+  std::unique_ptr<grpc::Server> server = FakeWorkerService::Serve(&service, "127.0.0.1:0", &port);
+  ASSERT_NE(server, nullptr);
+  options_.server = absl::StrCat("127.0.0.1:", port);
+  absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Create(options_);
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  fs::rename(executor, executor + ".away");
+  std::thread runner([&agent] { (*agent)->Run(); });
+  auto stop = [&] {
+    (*agent)->Stop();
+    runner.join();
+    server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  };
+
+  if (!service.WaitForCompletions(1, absl::Seconds(20))) {
+    stop();
+    FAIL() << "no attempt was reported";
+  }
+  // Both loops may lease at once: at most one hand-back each, then no more leases.
+  absl::SleepFor(absl::Seconds(2));
+  std::vector<compress::v1::CompleteAttemptRequest> handed_back = service.completions();
+  EXPECT_LE(handed_back.size(), 2u) << "the agent went on leasing";
+  for (const compress::v1::CompleteAttemptRequest& completion : handed_back) {
+    EXPECT_EQ(completion.outcome(), compress::v1::ATTEMPT_FAILED);
+    EXPECT_TRUE(completion.stopping()) << "the attempt must not count against the job";
+    EXPECT_TRUE(completion.retryable());
+    EXPECT_EQ(completion.error_code(), "UNAVAILABLE");
+    EXPECT_EQ(completion.error_message(),
+              absl::StrCat("this worker cannot start its executor (NOT_FOUND: cannot start ",
+                           executor, ": No such file or directory)"));
+  }
+  const int leases_while_away = service.lease_calls();
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_EQ(service.lease_calls(), leases_while_away) << "no lease while the executor is away";
+
+  // Back: the queue's remaining jobs run.
+  fs::rename(executor + ".away", executor);
+  EXPECT_TRUE(service.WaitForCompletions(4, absl::Seconds(20)));
+  std::vector<compress::v1::CompleteAttemptRequest> all = service.completions();
+  for (size_t i = handed_back.size(); i < all.size(); ++i) {
+    EXPECT_EQ(all[i].outcome(), compress::v1::ATTEMPT_SUCCEEDED) << all[i].error_message();
+  }
+  stop();
+}
+
 // Sets the mtime of `path` and of everything below it to `age` ago.
 void Backdate(const fs::path& path, absl::Duration age) {
   const timespec when = absl::ToTimespec(absl::Now() - age);
@@ -393,6 +452,36 @@ TEST_F(AgentTest, RejectsUnusableOptions) {
   options_.devices.emplace_back().set_name("cpu");
   options_.work_dir_retention = absl::Seconds(-1);
   EXPECT_EQ(Agent::Create(options_).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// An executor that is not an executable regular file is refused at start, naming --executor and
+// why, rather than found out by every job leased.
+TEST_F(AgentTest, RefusesAnExecutorThatCannotRun) {
+  options_.server = "127.0.0.1:1";
+  const std::string text = root_ + "/text";
+  std::ofstream(text) << "#!/bin/sh\n";
+  chmod(text.c_str(), 0644);
+  const std::string link = root_ + "/link";
+  fs::create_symlink(options_.attempt.executor_path, link);
+  struct Case {
+    std::string path;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {root_ + "/missing",
+            absl::StrCat("--executor: cannot run ", root_, "/missing: No such file or directory")},
+           {root_, absl::StrCat("--executor: cannot run ", root_,
+                                ": a directory, not an executable file")},
+           {"/dev/null", "--executor: cannot run /dev/null: not a regular file"},
+           {text, absl::StrCat("--executor: cannot run ", text,
+                               ": not executable by this user (mode 0644)")}}) {
+    options_.attempt.executor_path = c.path;
+    absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Create(options_);
+    EXPECT_EQ(agent.status().code(), absl::StatusCode::kInvalidArgument) << c.path;
+    EXPECT_EQ(std::string(agent.status().message()), c.message);
+  }
+  options_.attempt.executor_path = link;  // a symlink to an executable file
+  EXPECT_TRUE(Agent::Create(options_).ok());
 }
 
 }  // namespace

@@ -681,13 +681,44 @@ exit 0
             R"("reason":"larger than a job's record keeps"}})");
 }
 
-TEST_F(AttemptRunnerTest, MissingExecutorFailsTheAttemptRetryably) {
+// An executor that cannot be started is the worker's fault: the lease is handed back, so that the
+// attempt is not counted against the job.
+TEST_F(AttemptRunnerTest, MissingExecutorHandsTheLeaseBack) {
   options_.executor_path = root_ + "/no-such-executor";
   AttemptResult result = RunAttempt();
   EXPECT_EQ(result.outcome, compress::v1::ATTEMPT_FAILED);
   EXPECT_TRUE(result.retryable);
-  EXPECT_EQ(result.error_code, "NOT_FOUND");
-  EXPECT_THAT(result.error_message, HasSubstr("no-such-executor"));
+  EXPECT_FALSE(result.executor_started);
+  EXPECT_EQ(result.executor_start_error.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(result.error_code, "UNAVAILABLE");
+  EXPECT_EQ(result.error_message,
+            absl::StrCat("this worker cannot start its executor (NOT_FOUND: cannot start ", root_,
+                         "/no-such-executor: No such file or directory)"));
+  std::vector<compress::v1::CompleteAttemptRequest> completions = service_.completions();
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_TRUE(completions[0].stopping());
+  EXPECT_TRUE(completions[0].retryable());
+  // The work dir stays for the job's next attempt here.
+  EXPECT_TRUE(fs::exists(root_ + "/work/j1/spec.json"));
+
+  // A file that is there but no program the kernel can load is handed back too.
+  options_.executor_path = root_ + "/not-a-program";
+  std::ofstream(options_.executor_path) << "neither ELF nor #!\n";
+  chmod(options_.executor_path.c_str(), 0755);
+  AttemptResult garbage = RunAttempt();
+  EXPECT_FALSE(garbage.executor_start_error.ok());
+  EXPECT_EQ(garbage.error_code, "UNAVAILABLE");
+  EXPECT_THAT(garbage.error_message, HasSubstr("not-a-program: Exec format error"));
+  ASSERT_EQ(service_.completions().size(), 2u);
+  EXPECT_TRUE(service_.completions()[1].stopping());
+
+  WriteExecutor(R"sh(
+emit '{"type":"report","time":1,"report":{"ok":true}}'
+)sh");
+  AttemptResult ran = RunAttempt();
+  EXPECT_EQ(ran.outcome, compress::v1::ATTEMPT_SUCCEEDED);
+  EXPECT_TRUE(ran.executor_started);
+  EXPECT_TRUE(ran.executor_start_error.ok());
 }
 
 TEST_F(AttemptRunnerTest, ShutdownStopsTheExecutorAndReportsARetryableFailure) {

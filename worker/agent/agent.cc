@@ -12,6 +12,7 @@
 #include "grpcpp/support/channel_arguments.h"
 #include "worker/agent/log.h"
 #include "worker/agent/rpc_retry.h"
+#include "worker/agent/subprocess.h"
 #include "worker/agent/work_dir_sweeper.h"
 
 namespace compress::worker {
@@ -49,6 +50,10 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const Options& options) {
           absl::StrCat("cannot make ", *path, " an absolute path: ", ec.message()));
     }
     *path = made.lexically_normal().string();
+  }
+  // An executor that cannot be started would make every lease a hand-back.
+  if (absl::Status usable = CheckExecutable(absolute.attempt.executor_path); !usable.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--executor: ", usable.message()));
   }
   grpc::ChannelArguments args;
   // Reconnect within seconds once a restarted server is back, instead of gRPC's default of up
@@ -98,6 +103,59 @@ void Agent::SleepUnlessStopped(absl::Duration delay) {
   mu_.AwaitWithTimeout(absl::Condition(&stopping), delay);
 }
 
+bool Agent::WaitForUsableExecutor() {
+  while (true) {
+    absl::Duration wait;
+    bool broken;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return false;
+      wait = executor_paused_until_ - absl::Now();
+      broken = executor_broken_;
+    }
+    if (wait > absl::ZeroDuration()) {
+      SleepUnlessStopped(wait);
+      continue;
+    }
+    if (!broken) return true;
+    absl::Status usable = CheckExecutable(options_.attempt.executor_path);
+    absl::MutexLock lock(&mu_);
+    if (usable.ok()) {
+      if (executor_broken_) {
+        AgentLog("the executor ", options_.attempt.executor_path,
+                 " is an executable file again; taking work");
+      }
+      executor_broken_ = false;
+      return true;
+    }
+    const absl::Time now = absl::Now();
+    if (now >= executor_paused_until_) {
+      executor_pause_ = std::min(executor_pause_ * 2, options_.executor_max_pause);
+      executor_paused_until_ = now + executor_pause_;
+      AgentLog(usable.message(), "; taking no work for ", absl::FormatDuration(executor_pause_));
+    }
+  }
+}
+
+void Agent::ExecutorFailed(const std::string& job, const absl::Status& why) {
+  absl::MutexLock lock(&mu_);
+  executor_broken_ = true;
+  const absl::Time now = absl::Now();
+  // Another loop's failure paused leasing already.
+  if (now < executor_paused_until_) return;
+  executor_pause_ = executor_pause_ == absl::ZeroDuration()
+                        ? options_.executor_pause
+                        : std::min(executor_pause_ * 2, options_.executor_max_pause);
+  executor_paused_until_ = now + executor_pause_;
+  AgentLog("cannot start the executor (", why.message(), "); ", job,
+           " was handed back; taking no work for ", absl::FormatDuration(executor_pause_));
+}
+
+void Agent::ExecutorStarted() {
+  absl::MutexLock lock(&mu_);
+  if (!executor_broken_) executor_pause_ = absl::ZeroDuration();
+}
+
 void Agent::Run() {
   AgentLog("worker ", options_.worker_id, " serving ", options_.devices.size(),
            " device(s), server ", options_.server);
@@ -131,7 +189,7 @@ void Agent::SweepLoop() {
 void Agent::LeaseLoop(const compress::v1::Device& device) {
   Backoff backoff(options_.initial_backoff, options_.max_backoff);
   bool connected = false;
-  while (!Stopping()) {
+  while (WaitForUsableExecutor()) {
     compress::v1::LeaseJobRequest request;
     request.set_worker_id(options_.worker_id);
     *request.mutable_device() = device;
@@ -187,11 +245,16 @@ void Agent::LeaseLoop(const compress::v1::Device& device) {
       // lease back without starting the executor.
       if (stopping_) runner.Shutdown();
     }
-    runner.Run();
+    AttemptResult result = runner.Run();
     {
       absl::MutexLock lock(&mu_);
       runners_.erase(&runner);
       ++attempts_run_;
+    }
+    if (!result.executor_start_error.ok()) {
+      ExecutorFailed(response.lease().job(), result.executor_start_error);
+    } else if (result.executor_started) {
+      ExecutorStarted();
     }
   }
 }

@@ -43,6 +43,12 @@ class Agent {
     absl::Duration max_backoff = absl::Seconds(10);
     // Running attempts.
     AttemptRunner::Options attempt;
+    // An executor that cannot be started is this worker's fault, not the job's: its lease is
+    // handed back (AttemptResult::executor_start_error) and no lease loop takes work for
+    // executor_pause, doubled with each further failure up to executor_max_pause, and then only
+    // once attempt.executor_path is an executable file again (CheckExecutable).
+    absl::Duration executor_pause = absl::Seconds(10);
+    absl::Duration executor_max_pause = absl::Minutes(5);
     // Job directories under attempt.work_root that no attempt or executor holds and that were
     // not modified for longer are removed (work_dir_sweeper.h): at start, then every
     // work_dir_sweep_interval (or every retention, when that is shorter, but at most once a
@@ -72,6 +78,13 @@ class Agent {
   bool Stopping() const;
   // Sleeps up to `delay`, less when Stop() is called.
   void SleepUnlessStopped(absl::Duration delay);
+  // Returns once leasing may go on: at once, unless an executor could not be started; then once
+  // the pause has passed and the executor is an executable file again. False after Stop().
+  bool WaitForUsableExecutor();
+  // Pauses leasing after the executor could not be started (`why`).
+  void ExecutorFailed(const std::string& job, const absl::Status& why);
+  // The executor started: the next failure pauses for executor_pause again.
+  void ExecutorStarted();
 
   const Options options_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -85,6 +98,12 @@ class Agent {
   // Attempts in flight, shut down by Stop().
   std::set<AttemptRunner*> runners_ ABSL_GUARDED_BY(mu_);
   int attempts_run_ ABSL_GUARDED_BY(mu_) = 0;
+  // Set when the executor could not be started, cleared once it is an executable file again.
+  bool executor_broken_ ABSL_GUARDED_BY(mu_) = false;
+  // No lease loop takes work before this time.
+  absl::Time executor_paused_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // The latest pause; zero once the executor started again.
+  absl::Duration executor_pause_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
 };
 
 }  // namespace compress::worker

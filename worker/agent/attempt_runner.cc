@@ -225,11 +225,20 @@ AttemptResult AttemptRunner::Run() {
   }
   absl::StatusOr<std::unique_ptr<Subprocess>> started = Subprocess::Start(process);
   if (!started.ok()) {
-    failure.set_error_code(absl::StatusCodeToString(started.status().code()));
-    failure.set_error_message(std::string(started.status().message()));
-    // Another worker may have the executor this one lacks.
+    // Nothing of the job is at fault (the agent chose the program and its arguments): the lease
+    // is handed back as on shutdown, so that the job waits for a worker that can run it instead
+    // of using up its attempts here, and the agent takes no work until its executor is usable.
+    AgentLog(key_.job, " attempt ", key_.attempt, ": ", started.status().message(),
+             "; handing the lease back");
+    failure.set_error_code(absl::StatusCodeToString(absl::StatusCode::kUnavailable));
+    failure.set_error_message(absl::StrCat("this worker cannot start its executor (",
+                                           absl::StatusCodeToString(started.status().code()), ": ",
+                                           started.status().message(), ")"));
     failure.set_retryable(true);
-    return end(Complete(failure));
+    failure.set_stopping(true);
+    AttemptResult result = Complete(failure);
+    result.executor_start_error = started.status();
+    return end(result);
   }
 
   relay_ = std::make_unique<EventRelay>(
@@ -263,7 +272,9 @@ AttemptResult AttemptRunner::Run() {
   }
   AgentLog(key_.job, " attempt ", key_.attempt, ": executor ended with ", exit_info.ToString());
 
-  return end(Finish(exit_info, executor->StderrTail()));
+  AttemptResult result = Finish(exit_info, executor->StderrTail());
+  result.executor_started = true;
+  return end(result);
 }
 
 void AttemptRunner::HandleLine(std::string line) {

@@ -42,6 +42,12 @@ struct AttemptResult {
   bool retryable = false;
   // Whether CompleteAttempt was acknowledged.
   bool completed = false;
+  // Whether the executor was started.
+  bool executor_started = false;
+  // Why the executor could not be started (OK when it was, or when the attempt ended before it
+  // was tried). A fault of this worker, not of the job: the lease was handed back (FAILED,
+  // UNAVAILABLE, retryable, `stopping`), so that the attempt is not counted.
+  absl::Status executor_start_error;
 };
 
 // Thread-safety: Run() is called once, from one thread; Shutdown() may be called from any

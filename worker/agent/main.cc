@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "worker/agent/agent.h"
@@ -137,7 +138,15 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<compress::worker::Agent>> agent =
       compress::worker::Agent::Create(options);
   if (!agent.ok()) {
-    std::fprintf(stderr, "compress-worker: %s\n", agent.status().ToString().c_str());
+    std::string hint;
+    if (absl::GetFlag(FLAGS_executor).empty() &&
+        absl::StartsWith(agent.status().message(), "--executor:")) {
+      hint =
+          " (the default, compress-run next to compress-worker: build compress-run or give "
+          "--executor)";
+    }
+    std::fprintf(stderr, "compress-worker: %s%s\n", agent.status().ToString().c_str(),
+                 hint.c_str());
     return 1;
   }
 

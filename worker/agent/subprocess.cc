@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,6 +36,31 @@ absl::Status SpawnError(int err, const std::string& program) {
 }
 
 }  // namespace
+
+absl::Status CheckExecutable(const std::string& path) {
+  struct stat info;
+  if (stat(path.c_str(), &info) != 0) {
+    const int err = errno;
+    std::string message = absl::StrCat("cannot run ", path, ": ", std::strerror(err));
+    if (err == ENOENT || err == ENOTDIR) return absl::NotFoundError(message);
+    if (err == EACCES) return absl::PermissionDeniedError(message);
+    return absl::FailedPreconditionError(message);
+  }
+  if (S_ISDIR(info.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot run ", path, ": a directory, not an executable file"));
+  }
+  if (!S_ISREG(info.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot run ", path, ": not a regular file"));
+  }
+  if (access(path.c_str(), X_OK) != 0) {
+    char mode[16];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(info.st_mode & 07777));
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot run ", path, ": not executable by this user (mode ", mode, ")"));
+  }
+  return absl::OkStatus();
+}
 
 std::string ExitInfo::ToString() const {
   if (signal != 0) return absl::StrCat("killed by signal ", signal);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 
@@ -35,6 +36,13 @@ struct ExitInfo {
   // "exit status 3" or "killed by signal 9".
   std::string ToString() const;
 };
+
+// Whether `path` names a program this process can start: a regular file (symlinks followed) that
+// this user may execute. Otherwise "cannot run PATH: REASON" with NOT_FOUND (no such file),
+// PERMISSION_DENIED (not executable, or a directory on the way not searchable) or
+// FAILED_PRECONDITION (a directory or another file that is not a regular one). A file that passes
+// may still fail to start (not a program the kernel can load): Subprocess::Start says so then.
+absl::Status CheckExecutable(const std::string& path);
 
 // Thread-safety: ReadLine() and Wait() are called from one thread (the owner); Signal(),
 // StderrTail() and pid() may be called from any thread, also while another thread is blocked in
