@@ -86,6 +86,25 @@ std::optional<JobState> JobStateFromName(absl::string_view name) {
   return std::nullopt;
 }
 
+bool IsValidLabelKey(absl::string_view key) {
+  if (key.empty() || static_cast<int>(key.size()) > kMaxLabelKeyLength || key[0] < 'a' ||
+      key[0] > 'z') {
+    return false;
+  }
+  for (char c : key) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.' ||
+          c == '/')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string LabelKeyRule() {
+  return absl::StrCat("1-", kMaxLabelKeyLength,
+                      " characters of [a-z0-9_.-/] starting with a lowercase letter");
+}
+
 bool IsFinished(JobState state) {
   return state == JobState::kSucceeded || state == JobState::kFailed ||
          state == JobState::kCancelled;

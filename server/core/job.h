@@ -42,6 +42,14 @@ bool IsLeased(JobState state);
 
 // The most labels a job may have: CreateJob refuses more, and a ListJobs filter may test no more.
 inline constexpr int kMaxLabels = 64;
+// The longest label key.
+inline constexpr int kMaxLabelKeyLength = 63;
+// Whether `key` may be a label key: 1-kMaxLabelKeyLength characters of [a-z0-9_.-/] starting with
+// a lowercase letter. CreateJob refuses other keys, so a ListJobs filter naming one is refused too.
+bool IsValidLabelKey(absl::string_view key);
+// The rule of IsValidLabelKey, for messages: "1-63 characters of [a-z0-9_.-/] starting with a
+// lowercase letter".
+std::string LabelKeyRule();
 
 struct Artifact {
   // A file name inside the job's artifact directory (see ArtifactStore::ValidateName).

@@ -81,6 +81,12 @@ class FilterParser {
                                   kMaxLabels, " labels)"));
       }
       std::string key = field.substr(7);
+      if (!IsValidLabelKey(key)) {
+        // CreateJob refuses such a key: a filter on it could only match nothing.
+        pos_ = clause_start + 7;
+        return Error(
+            absl::StrCat("label key '", key, "' is not one a job can have (", LabelKeyRule(), ")"));
+      }
       absl::StatusOr<std::string> value = ReadQuoted();
       if (!value.ok()) return value.status();
       if (auto [it, inserted] = filter.labels.emplace(key, *value); !inserted) {

@@ -25,8 +25,9 @@ struct JobFilter {
 };
 
 // Parses `text`: clauses joined by `AND`, each `state = NAME` (NAME one of QUEUED, RUNNING,
-// CANCELLING, SUCCEEDED, FAILED, CANCELLED) or `labels.KEY = "VALUE"` (VALUE in double quotes,
-// with \" and \\ as escapes), at most kMaxLabels of those. INVALID_ARGUMENT naming "filter" and
+// CANCELLING, SUCCEEDED, FAILED, CANCELLED) or `labels.KEY = "VALUE"` (KEY a valid label key,
+// IsValidLabelKey; VALUE in double quotes, with \" and \\ as escapes), at most kMaxLabels of
+// those. INVALID_ARGUMENT naming "filter" and
 // the offending position.
 absl::StatusOr<JobFilter> ParseJobFilter(absl::string_view text);
 

@@ -15,26 +15,36 @@ namespace {
 
 constexpr char kTokenVersion[] = "v1";
 
+// INVALID_ARGUMENT naming `field` when `text` holds a control character (below 0x20, or 0x7f):
+// listings print labels and request ids as they are, where a newline or a NUL would forge or cut
+// a line.
+absl::Status RefuseControlCharacters(absl::string_view field, absl::string_view text) {
+  const auto control = std::find_if(text.begin(), text.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+  if (control == text.end()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": contains the control character 0x",
+                   absl::Hex(static_cast<unsigned char>(*control), absl::kZeroPad2), " at offset ",
+                   control - text.begin()));
+}
+
 absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string>& labels) {
   if (static_cast<int>(labels.size()) > kMaxLabels) {
     return absl::InvalidArgumentError(
         absl::StrCat("labels: at most ", kMaxLabels, " labels, got ", labels.size()));
   }
   for (const auto& [key, value] : labels) {
-    bool ok = !key.empty() && static_cast<int>(key.size()) <= kMaxLabelKeyLength && key[0] >= 'a' &&
-              key[0] <= 'z';
-    for (char c : key) {
-      ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-                  c == '.' || c == '/');
-    }
-    if (!ok) {
+    if (!IsValidLabelKey(key)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("labels: key '", key, "' must be 1-", kMaxLabelKeyLength,
-                       " characters of [a-z0-9_.-/] starting with a lowercase letter"));
+          absl::StrCat("labels: key '", key, "' must be ", LabelKeyRule()));
     }
     if (static_cast<int>(value.size()) > kMaxLabelValueLength) {
       return absl::InvalidArgumentError(
           absl::StrCat("labels.", key, ": at most ", kMaxLabelValueLength, " characters"));
+    }
+    if (absl::Status s = RefuseControlCharacters(absl::StrCat("labels.", key), value); !s.ok()) {
+      return s;
     }
   }
   return absl::OkStatus();
@@ -48,6 +58,9 @@ absl::StatusOr<ValidCreateJob> ValidateCreateJobRequest(const v1::CreateJobReque
     return absl::InvalidArgumentError(absl::StrCat("request_id: at most ", kMaxRequestIdLength,
                                                    " characters, got ",
                                                    request.request_id().size()));
+  }
+  if (absl::Status s = RefuseControlCharacters("request_id", request.request_id()); !s.ok()) {
+    return s;
   }
   if (request.max_attempts() < 0 || request.max_attempts() > Scheduler::kMaxAttemptsLimit) {
     return absl::InvalidArgumentError(absl::StrCat("max_attempts: must be in [0, ",

@@ -13,10 +13,10 @@
 
 namespace compress::server {
 
-// Limits of CreateJob (and kMaxLabels, in server/core/job.h; max_attempts is bounded by
-// Scheduler::kMaxAttemptsLimit, which also bounds compressd's --max_attempts).
+// Limits of CreateJob (and kMaxLabels and the label key rule, in server/core/job.h; max_attempts
+// is bounded by Scheduler::kMaxAttemptsLimit, which also bounds compressd's --max_attempts).
+// Label values and the request id hold no control character (below 0x20, and 0x7f).
 inline constexpr int kMaxRequestIdLength = 128;
-inline constexpr int kMaxLabelKeyLength = 63;
 inline constexpr int kMaxLabelValueLength = 256;
 
 // ListJobs page sizes.

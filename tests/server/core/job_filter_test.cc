@@ -45,6 +45,27 @@ TEST(JobFilterTest, RejectsWhatItDoesNotSupport) {
   }
 }
 
+// A label key CreateJob refuses (the same rule) is refused in a filter too: no job has it, so an
+// answer of no jobs would hide the mistake.
+TEST(JobFilterTest, RejectsLabelKeysNoJobCanHave) {
+  const std::string long_key(kMaxLabelKeyLength + 1, 'k');
+  for (const std::string& key : {std::string("Team"), std::string("tEam"), std::string("9team"),
+                                 std::string("_team"), long_key}) {
+    const std::string text = absl::StrCat("state = QUEUED AND labels.", key, " = \"x\"");
+    absl::StatusOr<JobFilter> filter = ParseJobFilter(text);
+    EXPECT_EQ(filter.status().code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_EQ(filter.status().message(),
+              absl::StrCat("filter: label key '", key,
+                           "' is not one a job can have (1-63 characters of [a-z0-9_.-/] starting "
+                           "with a lowercase letter) at position 26 (supported: state = NAME AND "
+                           "labels.KEY = \"VALUE\")"));
+  }
+  absl::StatusOr<JobFilter> filter = ParseJobFilter(
+      absl::StrCat("labels.a-b.c/d_9 = \"x\" AND labels.", long_key.substr(1), " = \"y\""));
+  ASSERT_TRUE(filter.ok()) << filter.status();
+  EXPECT_EQ(filter->labels.size(), 2u);
+}
+
 // `count` clauses labels.k0 = "v" AND labels.k1 = "v" ...
 std::string LabelClauses(int count) {
   std::vector<std::string> clauses;

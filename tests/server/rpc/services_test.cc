@@ -633,6 +633,42 @@ TEST_F(ServicesTest, CreateJobValidationNamesTheField) {
   EXPECT_THAT(CreateJobStatus(attempts).error_message(), HasSubstr("max_attempts: "));
 }
 
+// Label values and request ids are printed as they are (compressctl list): a control character
+// in one is refused, naming the label key or the field, the byte and its offset.
+TEST_F(ServicesTest, CreateJobRefusesControlCharactersInLabelValuesAndRequestIds) {
+  struct Case {
+    std::string key;
+    std::string value;
+    std::string request_id;
+    std::string message;
+  };
+  for (const Case& c : {
+           Case{"team", std::string("vi\0sion", 7), "",
+                "labels.team: contains the control "
+                "character 0x00 at offset 2"},
+           Case{"team", "vision\nteam2 forged", "",
+                "labels.team: contains the control character 0x0a at offset 6"},
+           Case{"team", "a\x7f", "",
+                "labels.team: contains the control character 0x7f at offset 1"},
+           Case{"team", "\t", "", "labels.team: contains the control character 0x09 at offset 0"},
+           Case{"", "", std::string("req\0-1", 6),
+                "request_id: contains the control character 0x00 at offset 3"},
+           Case{"", "", "req\r\n", "request_id: contains the control character 0x0d at offset 3"},
+       }) {
+    v1::CreateJobRequest request = ValidRequest();
+    if (!c.key.empty()) (*request.mutable_labels())[c.key] = c.value;
+    request.set_request_id(c.request_id);
+    grpc::Status status = CreateJobStatus(request);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.message;
+    EXPECT_EQ(status.error_message(), c.message);
+  }
+  // Printable text, also beyond ASCII, is accepted.
+  v1::CreateJobRequest printable = ValidRequest();
+  (*printable.mutable_labels())["team"] = "vision ~ \"ü\" 視覚";
+  printable.set_request_id("req 1 ~ ü");
+  EXPECT_TRUE(CreateJobStatus(printable).ok());
+}
+
 // CreateJob's max_attempts has the scheduler's bound, the one of compressd's --max_attempts.
 TEST_F(ServicesTest, CreateJobMaxAttemptsHasTheSchedulersBound) {
   v1::CreateJobRequest most = ValidRequest();
@@ -748,6 +784,14 @@ TEST_F(ServicesTest, GetListCancelDeleteStatusCodes) {
   status = api_->ListJobs(Context().get(), list, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("filter: more than 64 labels clauses"));
+  // A label key CreateJob refuses: no job has it, so the filter is refused rather than empty.
+  list.set_filter("labels.Team = \"vision\"");
+  status = api_->ListJobs(Context().get(), list, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "filter: label key 'Team' is not one a job can have (1-63 characters of "
+            "[a-z0-9_.-/] starting with a lowercase letter) at position 7 (supported: state = "
+            "NAME AND labels.KEY = \"VALUE\")");
   list.set_filter("");
   list.set_page_size(-1);
   EXPECT_EQ(api_->ListJobs(Context().get(), list, &response).error_code(),
