@@ -22,7 +22,10 @@ namespace compress::worker {
 namespace {
 
 TEST(DevicesTest, ParsesExplicitLists) {
-  absl::StatusOr<std::vector<compress::v1::Device>> devices = ParseDevices("cpu, cuda:1");
+  const GpuInventory two_gpus{
+      ParseNvidiaSmiGpus({"0, GPU-aaaa, Fake GPU A, 1024", "1, GPU-bbbb, Fake GPU B, 2048"}),
+      std::nullopt};
+  absl::StatusOr<std::vector<compress::v1::Device>> devices = ParseDevices("cpu, cuda:1", two_gpus);
   ASSERT_TRUE(devices.ok()) << devices.status();
   ASSERT_EQ(devices->size(), 2u);
   EXPECT_EQ((*devices)[0].name(), "cpu");
@@ -50,24 +53,29 @@ TEST(DevicesTest, RejectsBadEntriesAndDuplicates) {
   }
 }
 
-// PATH holds only a fake nvidia-smi that lists two GPUs while the object lives, with their UUIDs
-// when the query asks for them.
+constexpr char kTwoGpusScript[] =
+    "case \"$*\" in\n"
+    "*uuid*) echo '0, GPU-aaaa1111-0000, Fake GPU A, 1024'\n"
+    "        echo '1, GPU-bbbb2222-0000, Fake GPU B, 2048' ;;\n"
+    "*) echo '0, Fake GPU A, 1024'; echo '1, Fake GPU B, 2048' ;;\n"
+    "esac\n";
+
+// PATH holds only a fake nvidia-smi while the object lives: by default one that lists two GPUs,
+// with their UUIDs when the query asks for them; else one running `body` (a shell script), or none
+// at all when `body` is nullopt.
 class FakeNvidiaSmi {
  public:
-  FakeNvidiaSmi() {
+  explicit FakeNvidiaSmi(std::optional<std::string> body = kTwoGpusScript) {
     dir_ = ::testing::TempDir() + "/fake_nvidia_smi_" + std::to_string(::getpid());
     std::filesystem::create_directories(dir_);
-    const std::string script = dir_ + "/nvidia-smi";
-    std::ofstream(script) << "#!/bin/sh\n"
-                             "case \"$*\" in\n"
-                             "*uuid*) echo '0, GPU-aaaa1111-0000, Fake GPU A, 1024'\n"
-                             "        echo '1, GPU-bbbb2222-0000, Fake GPU B, 2048' ;;\n"
-                             "*) echo '0, Fake GPU A, 1024'; echo '1, Fake GPU B, 2048' ;;\n"
-                             "esac\n";
-    ::chmod(script.c_str(), 0755);
+    if (body.has_value()) {
+      const std::string script = dir_ + "/nvidia-smi";
+      std::ofstream(script) << "#!/bin/sh\n" << *body;
+      ::chmod(script.c_str(), 0755);
+    }
     const char* path = std::getenv("PATH");
     saved_path_ = path == nullptr ? "" : path;
-    ::setenv("PATH", (dir_ + ":/bin:/usr/bin").c_str(), 1);
+    ::setenv("PATH", (body.has_value() ? dir_ + ":/bin:/usr/bin" : dir_).c_str(), 1);
   }
   ~FakeNvidiaSmi() {
     ::setenv("PATH", saved_path_.c_str(), 1);
@@ -114,6 +122,33 @@ TEST(DevicesTest, AGpuNvidiaSmiDoesNotListIsRefused) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(missing.status().message(),
             "--devices: cuda:7 is not among the GPUs nvidia-smi lists (cuda:0, cuda:1)");
+}
+
+// docs/worker.md: "a cuda:N that is not visible is refused at start". Without nvidia-smi, or with
+// one that lists no GPU, no cuda:N is visible.
+TEST(DevicesTest, AGpuIsRefusedWhenNoGpuIsFound) {
+  ScopedEnv visible("CUDA_VISIBLE_DEVICES", std::nullopt);
+  {
+    FakeNvidiaSmi none(std::nullopt);
+    absl::StatusOr<std::vector<compress::v1::Device>> devices = ParseDevices("cuda:0");
+    EXPECT_EQ(devices.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(devices.status().message(),
+              "--devices: cuda:0 is not visible: nvidia-smi is not on PATH, so this agent finds "
+              "no GPU (give --devices=cpu, or auto)");
+    EXPECT_FALSE(ParseDevices("cpu,cuda:1").ok());
+    absl::StatusOr<std::vector<compress::v1::Device>> automatic = ParseDevices("auto");
+    ASSERT_TRUE(automatic.ok()) << automatic.status();
+    EXPECT_EQ((*automatic)[0].name(), "cpu");
+  }
+  {
+    // nvidia-smi without a driver to talk to fails and lists nothing.
+    FakeNvidiaSmi failing("echo 'NVIDIA-SMI has failed' >&2; exit 9\n");
+    absl::StatusOr<std::vector<compress::v1::Device>> devices = ParseDevices("cuda:0");
+    EXPECT_EQ(devices.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(devices.status().message(),
+              "--devices: cuda:0 is not among the GPUs nvidia-smi lists (none)");
+  }
+  EXPECT_FALSE(ParseDevices("cuda:0", GpuInventory{}).ok());
 }
 
 using Environment = std::vector<std::pair<std::string, std::string>>;

@@ -108,7 +108,8 @@ GpuInventory DetectGpuInventory() {
   if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES"); visible != nullptr) {
     inventory.cuda_visible_devices = visible;
   }
-  if (!OnPath("nvidia-smi")) return inventory;
+  inventory.nvidia_smi_on_path = OnPath("nvidia-smi");
+  if (!inventory.nvidia_smi_on_path) return inventory;
   // nvidia-smi ignores CUDA_VISIBLE_DEVICES: it lists every GPU, in PCI bus order.
   std::FILE* pipe = popen(
       "nvidia-smi --query-gpu=index,uuid,name,memory.total --format=csv,noheader,nounits "
@@ -236,9 +237,15 @@ absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string
             listed = true;
           }
         }
-        // Without nvidia-smi nothing is known; with it, a GPU it does not list would fail every
-        // job this agent leases for it.
-        if (!listed && !visible.empty()) {
+        // A GPU nvidia-smi does not list (or any, without nvidia-smi) would fail every job this
+        // agent leases for it.
+        if (!listed && !inventory.nvidia_smi_on_path && inventory.nvidia_smi.empty()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "--devices: ", device.name(),
+              " is not visible: nvidia-smi is not on PATH, so this agent finds no GPU (give "
+              "--devices=cpu, or auto)"));
+        }
+        if (!listed) {
           return absl::InvalidArgumentError(
               absl::StrCat("--devices: ", device.name(),
                            " is not among the GPUs nvidia-smi lists (", DeviceNames(visible), ")"));

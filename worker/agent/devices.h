@@ -35,6 +35,8 @@ struct GpuInventory {
   std::vector<NvidiaSmiGpu> nvidia_smi;
   // The agent's CUDA_VISIBLE_DEVICES; nullopt when it is not set.
   std::optional<std::string> cuda_visible_devices;
+  // Whether nvidia-smi was found on PATH (it may still have failed or listed no GPU).
+  bool nvidia_smi_on_path = false;
 };
 
 // Runs nvidia-smi and reads CUDA_VISIBLE_DEVICES.
@@ -79,11 +81,11 @@ std::vector<compress::v1::Device> ShareOfGpus(const std::vector<compress::v1::De
 // Parses the --devices value: "auto" (the GPUs VisibleGpus offers, of them only `share`'s, or
 // "cpu" when that leaves none), or a comma-separated list of "cpu" and "cuda:N". Known GPUs get
 // nvidia-smi's name and memory. A cuda:N that is not visible is refused: beyond
-// CUDA_VISIBLE_DEVICES's entries when it is set (also without nvidia-smi), else not listed by an
-// nvidia-smi that runs (without nvidia-smi any N is taken). A share of more than one agent goes
-// with auto only: with a list naming a GPU it is refused (every agent would offer that GPU), and
-// a list of cpu alone is kept (the CPU is every agent's). INVALID_ARGUMENT naming the bad entry
-// or flag.
+// CUDA_VISIBLE_DEVICES's entries when it is set (without nvidia-smi each entry is taken as a
+// GPU), else not listed by nvidia-smi (without nvidia-smi, or when it lists none, every cuda:N). A
+// share of more than one agent goes with auto only: with a list naming a GPU it is refused (every
+// agent would offer that GPU), and a list of cpu alone is kept (the CPU is every agent's).
+// INVALID_ARGUMENT naming the bad entry or flag.
 absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec,
                                                                const GpuInventory& inventory,
                                                                DeviceShare share = {});
