@@ -626,6 +626,22 @@ def _():
     return create(tiny_spec(), labels={"Team": "vision"})
 
 
+@case("request-label-control-grpc", "gRPC CreateJob")
+def _():
+    return create(tiny_spec(), labels={"team": "vi\nsion"})
+
+
+@case("request-id-control-grpc", "gRPC CreateJob")
+def _():
+    return create(tiny_spec(), request_id="abc\x00")
+
+
+@case("list-filter-label-key-grpc", "gRPC ListJobs")
+def _():
+    return call(ENV.compressd().jobs.ListJobs, pb.ListJobsRequest(filter='labels.Team = "x"'),
+                SUBMITTER_TOKEN)
+
+
 @case("request-max-attempts-grpc", "gRPC CreateJob")
 def _():
     return create(tiny_spec(), max_attempts=101)
@@ -691,6 +707,11 @@ def _():
 @case("blob-size-mismatch", "gRPC UploadBlob")
 def _():
     return upload([{"size_bytes": 10, "data": b"weights"}])
+
+
+@case("blob-late-sha256", "gRPC UploadBlob")
+def _():
+    return upload([{"data": b"weights"}, {"sha256": "0" * 64, "data": b"more"}])
 
 
 @case("blob-bad-sha256", "gRPC UploadBlob")
@@ -974,6 +995,26 @@ def _():
     path = write(os.path.join(ENV.scratch("root-file"), "file"), "x")
     return run_compressd(["--insecure", f"--data_root={path}"], "root-file")._replace(
         subs={"FILE": path})
+
+
+@case("flag-port-range", "compressd flags")
+def _():
+    return run_compressd(["--insecure", "--grpc_address=127.0.0.1:99999"], "port-range")
+
+
+@case("flag-data-root-empty", "compressd flags")
+def _():
+    return run_compressd(["--insecure", "--data_root="], "root-empty")
+
+
+@case("flag-rpc-threads", "compressd flags")
+def _():
+    return run_compressd(["--insecure", "--rpc_threads=0"], "rpc-threads")
+
+
+@case("flag-stray-argument", "compressd flags")
+def _():
+    return run_compressd(["--insecure", "serve"], "stray-argument")
 
 
 @case("flag-max-message-bytes", "compressd flags")
