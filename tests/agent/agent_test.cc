@@ -454,6 +454,57 @@ TEST_F(AgentTest, RejectsUnusableOptions) {
   EXPECT_EQ(Agent::Create(options_).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Every option a flag sets has a range (docs/worker.md, "Flags"); a value outside it is refused
+// naming the flag, before the agent dials or leases.
+TEST_F(AgentTest, RefusesOptionsOutsideTheirRanges) {
+  std::ofstream(root_ + "/file") << "x";
+  struct Case {
+    std::function<void(Agent::Options&)> set;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {[](Agent::Options& o) { o.server = ""; }, "--server: empty address"},
+           {[](Agent::Options& o) { o.server = "127.0.0.1:99999"; },
+            "--server: the port must be a number in [0, 65535], got '99999' in '127.0.0.1:99999'"},
+           {[](Agent::Options& o) { o.server = "compressd"; },
+            "--server: expected HOST:PORT, [IPV6]:PORT or unix:PATH, got 'compressd'"},
+           {[](Agent::Options& o) { o.attempt.executor_threads = -1; },
+            "--threads: must be in [0, 1024] (0 = the executor's default), got -1"},
+           {[](Agent::Options& o) { o.attempt.executor_threads = 1025; },
+            "--threads: must be in [0, 1024] (0 = the executor's default), got 1025"},
+           {[](Agent::Options& o) { o.attempt.kill_grace = absl::Seconds(-1); },
+            "--kill_grace: must be in [0s, 1h], got -1s"},
+           {[](Agent::Options& o) { o.attempt.kill_grace = absl::InfiniteDuration(); },
+            "--kill_grace: must be in [0s, 1h], got inf"},
+           {[](Agent::Options& o) { o.lease_wait_seconds = -1; },
+            "--lease_wait_seconds: must be in [0, 30], got -1"},
+           {[](Agent::Options& o) { o.worker_id = "w 1"; },
+            "--worker_id: byte 0x20 at offset 1 is not printable ASCII without spaces "
+            "(0x21-0x7e)"},
+           {[](Agent::Options& o) { o.worker_id = std::string(129, 'w'); },
+            "--worker_id: at most 128 characters, got 129"},
+           {[this](Agent::Options& o) { o.attempt.work_root = root_ + "/file"; },
+            absl::StrCat("--work_root: ", root_, "/file is not a directory")},
+           {[this](Agent::Options& o) { o.attempt.work_root = root_ + "/file/work"; },
+            absl::StrCat("--work_root: cannot create ", root_, "/file/work: Not a directory")}}) {
+    Agent::Options options = options_;
+    options.server = "127.0.0.1:1";
+    c.set(options);
+    absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Create(options);
+    EXPECT_EQ(agent.status().code(), absl::StatusCode::kInvalidArgument) << c.message;
+    EXPECT_EQ(std::string(agent.status().message()), c.message);
+  }
+  // The ends of the ranges pass; a missing work root is created.
+  Agent::Options edges = options_;
+  edges.server = "127.0.0.1:0";
+  edges.attempt.executor_threads = 1024;
+  edges.attempt.kill_grace = absl::Hours(1);
+  edges.worker_id = std::string(128, 'w');
+  edges.attempt.work_root = root_ + "/new/work";
+  EXPECT_TRUE(Agent::Create(edges).ok());
+  EXPECT_TRUE(fs::is_directory(root_ + "/new/work"));
+}
+
 // An executor that is not an executable regular file is refused at start, naming --executor and
 // why, rather than found out by every job leased.
 TEST_F(AgentTest, RefusesAnExecutorThatCannotRun) {

@@ -47,10 +47,12 @@ TEST(DevicesTest, AutoFallsBackToTheCpuWithoutGpus) {
 }
 
 TEST(DevicesTest, RejectsBadEntriesAndDuplicates) {
-  for (const char* bad : {"gpu", "cuda:x", "cuda:-1", "cpu,cpu", ","}) {
+  for (const char* bad : {"gpu", "cuda:x", "cuda:-1", "cpu,cpu", ",", "", " "}) {
     absl::StatusOr<std::vector<compress::v1::Device>> devices = ParseDevices(bad);
     EXPECT_EQ(devices.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
+  EXPECT_EQ(ParseDevices("").status().message(),
+            "--devices: empty; expected auto, or a comma-separated list of cpu and cuda:N");
 }
 
 constexpr char kTwoGpusScript[] =
@@ -384,7 +386,7 @@ TEST(DevicesTest, AutoOffersOnlyItsShareOfTheGpus) {
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_THAT(Names(*first), ::testing::ElementsAre("cuda:0", "cuda:2"));
   EXPECT_EQ((*first)[1].description(), "NVIDIA L4");
-  absl::StatusOr<std::vector<compress::v1::Device>> second = ParseDevices("", three, {1, 2});
+  absl::StatusOr<std::vector<compress::v1::Device>> second = ParseDevices("auto", three, {1, 2});
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_THAT(Names(*second), ::testing::ElementsAre("cuda:1"));
 

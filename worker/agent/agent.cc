@@ -1,12 +1,17 @@
 #include "worker/agent/agent.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -19,16 +24,77 @@ namespace compress::worker {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+constexpr size_t kMaxWorkerIdLength = 128;
+constexpr int kMaxExecutorThreads = 1024;  // compress-run's limit of --threads
+constexpr absl::Duration kMaxKillGrace = absl::Hours(1);
+
+// A worker id travels in every request and shows in logs and metrics: printable ASCII without
+// spaces, at most kMaxWorkerIdLength characters.
+absl::Status CheckWorkerId(absl::string_view id) {
+  if (id.empty()) return absl::InvalidArgumentError("--worker_id: empty");
+  if (id.size() > kMaxWorkerIdLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--worker_id: at most ", kMaxWorkerIdLength, " characters, got ", id.size()));
+  }
+  for (size_t i = 0; i < id.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(id[i]);
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--worker_id: byte 0x", absl::Hex(c, absl::kZeroPad2), " at offset ", i,
+                       " is not printable ASCII without spaces (0x21-0x7e)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Creates the work root when absent; it must then be a directory this user may write in.
+absl::Status PrepareWorkRoot(const std::string& work_root) {
+  if (work_root.empty()) return absl::InvalidArgumentError("--work_root: empty path");
+  std::error_code ec;
+  if (fs::exists(work_root, ec) && !fs::is_directory(work_root, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--work_root: ", work_root, " is not a directory"));
+  }
+  fs::create_directories(work_root, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--work_root: cannot create ", work_root, ": ", ec.message()));
+  }
+  if (access(work_root.c_str(), W_OK | X_OK) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--work_root: cannot write in ", work_root, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const Options& options) {
-  if (options.server.empty()) return absl::InvalidArgumentError("--server: empty address");
+  if (absl::Status server = client::CheckServerAddress("--server", options.server); !server.ok()) {
+    return server;
+  }
   if (options.devices.empty()) return absl::InvalidArgumentError("--devices: no device");
-  if (options.worker_id.empty()) return absl::InvalidArgumentError("--worker_id: empty");
+  if (absl::Status id = CheckWorkerId(options.worker_id); !id.ok()) return id;
   if (options.attempt.executor_path.empty()) {
     return absl::InvalidArgumentError("--executor: empty path");
   }
   if (options.lease_wait_seconds < 0 || options.lease_wait_seconds > 30) {
     return absl::InvalidArgumentError(
         absl::StrCat("--lease_wait_seconds: must be in [0, 30], got ", options.lease_wait_seconds));
+  }
+  if (options.attempt.executor_threads < 0 ||
+      options.attempt.executor_threads > kMaxExecutorThreads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--threads: must be in [0, ", kMaxExecutorThreads,
+                     "] (0 = the executor's default), got ", options.attempt.executor_threads));
+  }
+  if (options.attempt.kill_grace < absl::ZeroDuration() ||
+      options.attempt.kill_grace > kMaxKillGrace) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kill_grace: must be in [0s, ", absl::FormatDuration(kMaxKillGrace),
+                     "], got ", absl::FormatDuration(options.attempt.kill_grace)));
   }
   if (options.work_dir_retention < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
@@ -51,6 +117,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const Options& options) {
     }
     *path = made.lexically_normal().string();
   }
+  if (absl::Status root = PrepareWorkRoot(absolute.attempt.work_root); !root.ok()) return root;
   // An executor that cannot be started would make every lease a hand-back.
   if (absl::Status usable = CheckExecutable(absolute.attempt.executor_path); !usable.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--executor: ", usable.message()));

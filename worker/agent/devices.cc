@@ -191,7 +191,11 @@ absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string
   const std::vector<VisibleGpu> visible = VisibleGpus(inventory);
   std::vector<compress::v1::Device> devices;
   std::string trimmed(absl::StripAsciiWhitespace(spec));
-  if (trimmed.empty() || trimmed == "auto") {
+  if (trimmed.empty()) {
+    return absl::InvalidArgumentError(
+        "--devices: empty; expected auto, or a comma-separated list of cpu and cuda:N");
+  }
+  if (trimmed == "auto") {
     std::vector<compress::v1::Device> gpus;
     for (const VisibleGpu& gpu : visible) gpus.push_back(gpu.device);
     devices = ShareOfGpus(gpus, share);
@@ -275,8 +279,7 @@ absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string
 absl::StatusOr<std::vector<compress::v1::Device>> ParseDevices(const std::string& spec,
                                                                DeviceShare share) {
   const absl::string_view trimmed = absl::StripAsciiWhitespace(spec);
-  const bool needs_gpus =
-      trimmed.empty() || trimmed == "auto" || absl::StrContains(trimmed, "cuda");
+  const bool needs_gpus = trimmed == "auto" || absl::StrContains(trimmed, "cuda");
   return ParseDevices(spec, needs_gpus ? DetectGpuInventory() : GpuInventory(), share);
 }
 

@@ -79,8 +79,8 @@ std::vector<compress::v1::Device> ShareOfGpus(const std::vector<compress::v1::De
                                               DeviceShare share);
 
 // Parses the --devices value: "auto" (the GPUs VisibleGpus offers, of them only `share`'s, or
-// "cpu" when that leaves none), or a comma-separated list of "cpu" and "cuda:N". Known GPUs get
-// nvidia-smi's name and memory. A cuda:N that is not visible is refused: beyond
+// "cpu" when that leaves none), or a comma-separated list of "cpu" and "cuda:N"; empty is refused.
+// Known GPUs get nvidia-smi's name and memory. A cuda:N that is not visible is refused: beyond
 // CUDA_VISIBLE_DEVICES's entries when it is set (without nvidia-smi each entry is taken as a
 // GPU), else not listed by nvidia-smi (without nvidia-smi, or when it lists none, every cuda:N). A
 // share of more than one agent goes with auto only: with a list naming a GPU it is refused (every

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
@@ -18,7 +19,8 @@
 #include "worker/events/program_usage.h"
 #include "worker/events/stream_memory.h"
 
-ABSL_FLAG(std::string, server, "127.0.0.1:50051", "compressd's address, host:port");
+ABSL_FLAG(std::string, server, "127.0.0.1:50051",
+          "compressd's address: HOST:PORT, [IPV6]:PORT (PORT in [0, 65535]) or unix:PATH");
 ABSL_FLAG(std::string, devices, "auto",
           "Devices to offer: auto (every GPU nvidia-smi lists, or those CUDA_VISIBLE_DEVICES "
           "names when set, else cpu), or a comma-separated list of cpu and cuda:N (with "
@@ -30,12 +32,15 @@ ABSL_FLAG(std::string, device_share, "",
 ABSL_FLAG(std::string, work_root, "",
           "Directory of the jobs' work dirs (default: $TMPDIR or /tmp, then compress-worker)");
 ABSL_FLAG(std::string, executor, "",
-          "The executor binary (default: compress-run next to this binary)");
-ABSL_FLAG(std::string, worker_id, "", "This worker's id (default: HOSTNAME-PID)");
-ABSL_FLAG(int, threads, 0, "CPU threads per executor, passed as --threads (0 = its default)");
-ABSL_FLAG(int, lease_wait_seconds, 20, "LeaseJob long-poll wait, at most 30");
+          "The executor, an executable file (default: compress-run next to this binary)");
+ABSL_FLAG(std::string, worker_id, "",
+          "This worker's id, 1-128 printable ASCII characters without spaces (default: "
+          "HOSTNAME-PID)");
+ABSL_FLAG(int, threads, 0,
+          "CPU threads per executor, passed as --threads; in [0, 1024] (0 = its default)");
+ABSL_FLAG(int, lease_wait_seconds, 20, "LeaseJob long-poll wait in seconds, in [0, 30]");
 ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(30),
-          "Time between SIGTERM and SIGKILL when an executor is stopped");
+          "Time between SIGTERM and SIGKILL when an executor is stopped, in [0s, 1h]");
 ABSL_FLAG(bool, keep_work_dirs, false,
           "Keep work dirs of finished jobs (until --work_dir_retention removes them)");
 ABSL_FLAG(absl::Duration, work_dir_retention, absl::Hours(72),
@@ -79,7 +84,14 @@ int main(int argc, char** argv) {
       "compress-worker",
       "compress-worker [--server=HOST:PORT] [--devices=auto|cpu,cuda:N] [--work_root=DIR] "
       "[--executor=PATH] [--token_file=F] [--tls_ca=CA.pem [--tls_cert=C --tls_key=K]]");
-  compress::ParseProgramFlags(argc, argv);
+  const std::vector<char*> positional = compress::ParseProgramFlags(argc, argv);
+  if (positional.size() > 1) {
+    std::fprintf(stderr,
+                 "compress-worker: INVALID_ARGUMENT: unexpected argument '%s': compress-worker "
+                 "takes flags only (--flag=VALUE); see --help\n",
+                 positional[1]);
+    return 1;
+  }
   compress::ConfigureMallocForStreaming();
 
   // Every thread inherits this mask; one thread waits for the signals (the executors get the
