@@ -25,11 +25,12 @@
 #include "worker/events/program_usage.h"
 #include "worker/events/stream_memory.h"
 
-ABSL_FLAG(std::string, server, "127.0.0.1:50051", "compressd's address, host:port");
+ABSL_FLAG(std::string, server, "127.0.0.1:50051",
+          "compressd's address: HOST:PORT, [IPV6]:PORT (PORT in [0, 65535]) or unix:PATH");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
           "Deadline of every call; streams are reopened where they stopped when it passes");
 ABSL_FLAG(absl::Duration, retry_for, absl::Minutes(2),
-          "How long watch and download retry while the server is unreachable");
+          "How long watch and download retry while the server is unreachable; 0 or more");
 ABSL_FLAG(std::string, output, "text", "Output format: text or json");
 // Taken out of argv before Abseil parses it (ExtractLabels): defined for --help's list, and so
 // that a --label from --flagfile or --fromenv, which Abseil does parse, is refused.
@@ -77,8 +78,9 @@ constexpr char kUsage[] =
     "3 download failed its sha256 check, 4 health answered other than SERVING (see docs/cli.md).";
 
 // absl flags keep only the last of repeated flags; --label may repeat, so it is taken out of
-// argv before absl parses the rest. Returns false on a malformed label.
-bool ExtractLabels(int& argc, char** argv, std::map<std::string, std::string>* labels) {
+// argv before absl parses the rest. Returns the problem with a malformed label, or with a key
+// given twice (a job has one value per key); "" when there is none.
+std::string ExtractLabels(int& argc, char** argv, std::map<std::string, std::string>* labels) {
   int kept = 1;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
@@ -88,10 +90,7 @@ bool ExtractLabels(int& argc, char** argv, std::map<std::string, std::string>* l
     }
     std::string value;
     if (arg == "--label" || arg == "-label") {
-      if (i + 1 >= argc) {
-        std::cerr << "compressctl: --label needs KEY=VALUE\n";
-        return false;
-      }
+      if (i + 1 >= argc) return "--label needs KEY=VALUE";
       value = argv[++i];
     } else if (absl::StartsWith(arg, "--label=") || absl::StartsWith(arg, "-label=")) {
       value = std::string(arg.substr(arg.find('=') + 1));
@@ -101,13 +100,15 @@ bool ExtractLabels(int& argc, char** argv, std::map<std::string, std::string>* l
     }
     std::vector<std::string> kv = absl::StrSplit(value, absl::MaxSplits('=', 1));
     if (kv.size() != 2 || kv[0].empty()) {
-      std::cerr << "compressctl: --label " << value << ": expected KEY=VALUE\n";
-      return false;
+      return absl::StrCat("--label ", value, ": expected KEY=VALUE");
     }
-    (*labels)[kv[0]] = kv[1];
+    if (auto [it, inserted] = labels->emplace(kv[0], kv[1]); !inserted) {
+      return absl::StrCat("--label ", value, ": key ", kv[0], " given twice (first ", kv[0], "=",
+                          it->second, "); a job has one value per label key");
+    }
   }
   argc = kept;
-  return true;
+  return "";
 }
 
 // The flags that apply to one command only; any other flag applies to every command.
@@ -155,7 +156,9 @@ int Usage(const std::string& problem) {
 int main(int argc, char** argv) {
   compress::SetProgramUsage("compressctl", kUsage);
   std::map<std::string, std::string> labels;
-  if (!ExtractLabels(argc, argv, &labels)) return compress::client::kExitError;
+  if (std::string problem = ExtractLabels(argc, argv, &labels); !problem.empty()) {
+    return Usage(problem);
+  }
   std::vector<char*> positional = compress::ParseProgramFlags(argc, argv);
   compress::ConfigureMallocForStreaming();
   // Abseil keeps only the last of a flag repeated in a flag file, and splits a list flag at
@@ -194,6 +197,15 @@ int main(int argc, char** argv) {
   env.out = &std::cout;
   env.err = &std::cerr;
   if (env.timeout <= absl::ZeroDuration()) return Usage("--timeout: must be positive");
+  if (env.retry_for < absl::ZeroDuration()) {
+    return Usage(absl::StrCat("--retry_for: must not be negative, got ",
+                              absl::FormatDuration(env.retry_for)));
+  }
+  const std::string server = absl::GetFlag(FLAGS_server);
+  if (absl::Status address = compress::client::CheckServerAddress("--server", server);
+      !address.ok()) {
+    return Usage(std::string(address.message()));
+  }
 
   grpc::ChannelArguments channel_args;
   channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
@@ -227,7 +239,7 @@ int main(int argc, char** argv) {
   }
   security.token = *std::move(token);
   absl::StatusOr<std::shared_ptr<grpc::Channel>> dialled =
-      compress::client::Dial(absl::GetFlag(FLAGS_server), security, channel_args);
+      compress::client::Dial(server, security, channel_args);
   if (!dialled.ok()) return compress::client::ReportError(env, command, dialled.status());
   std::shared_ptr<grpc::Channel> channel = *std::move(dialled);
   std::unique_ptr<compress::v1::CompressionService::Stub> stub =

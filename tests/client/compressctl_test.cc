@@ -189,6 +189,67 @@ TEST_F(CompressctlTest, ALabelFromAFlagFileOrTheEnvironmentIsRefused) {
   EXPECT_THAT(run.err, HasSubstr("compressctl: submit " + dir_ + "/spec.json: UNAVAILABLE"));
 }
 
+// A flag value out of its range is a usage error: "compressctl: PROBLEM" and the usage text, before
+// any call (docs/cli.md, "Global flags").
+TEST_F(CompressctlTest, GlobalFlagValuesOutOfRangeAreUsageErrors) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string problem;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"--server=", "list"}, "--server: empty address"},
+           {{"--server=127.0.0.1:99999", "list"},
+            "--server: the port must be a number in [0, 65535], got '99999' in '127.0.0.1:99999'"},
+           {{"--server=127.0.0.1:-1", "get", "j1"},
+            "--server: the port must be a number in [0, 65535], got '-1' in '127.0.0.1:-1'"},
+           {{"--server=compressd.example", "list"},
+            "--server: expected HOST:PORT, [IPV6]:PORT or unix:PATH, got 'compressd.example'"},
+           {{"--retry_for=-1s", "watch", "j1"}, "--retry_for: must not be negative, got -1s"}}) {
+    Result run = Compressctl(c.args);
+    EXPECT_EQ(run.signal, 0) << c.problem;
+    EXPECT_EQ(run.exit_code, 1) << c.problem;
+    EXPECT_THAT(run.err, ::testing::StartsWith("compressctl: " + c.problem + "\ncompressctl ["))
+        << "the problem, then the usage";
+    EXPECT_THAT(run.err, Not(HasSubstr("UNKNOWN"))) << "no gRPC error";
+    EXPECT_THAT(run.err, Not(HasSubstr("UNAVAILABLE"))) << "refused before any call";
+  }
+  // The ends of the ranges pass: the call is made (and fails, nothing listens).
+  Result edges = Compressctl({"--server=127.0.0.1:65535", "--retry_for=0s", "list"});
+  EXPECT_THAT(edges.err, HasSubstr("compressctl: list: UNAVAILABLE"));
+}
+
+// A repeated label key would keep only its last value; --label errors print the usage as every
+// other flag error does.
+TEST_F(CompressctlTest, LabelErrorsAreUsageErrorsAndAKeyMayNotRepeat) {
+  std::ofstream(dir_ + "/spec.json")
+      << R"({"dataset":{"format":"synthetic"},"teacher":{"train":{"epochs":1}}})";
+  const std::string spec = dir_ + "/spec.json";
+  struct Case {
+    std::vector<std::string> args;
+    std::string problem;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"submit", spec, "--label", "team=vision", "--label", "team=other"},
+            "--label team=other: key team given twice (first team=vision); a job has one value "
+            "per label key"},
+           {{"submit", spec, "--label=team=", "--label=team=x"},
+            "--label team=x: key team given twice (first team=); a job has one value per label "
+            "key"},
+           {{"submit", spec, "--label", "team"}, "--label team: expected KEY=VALUE"},
+           {{"submit", spec, "--label==x"}, "--label =x: expected KEY=VALUE"},
+           {{"submit", spec, "--label"}, "--label needs KEY=VALUE"}}) {
+    Result run = Compressctl(c.args);
+    EXPECT_EQ(run.exit_code, 1) << c.problem;
+    EXPECT_THAT(run.err, ::testing::StartsWith("compressctl: " + c.problem + "\ncompressctl ["))
+        << "the problem, then the usage";
+    EXPECT_THAT(run.err, Not(HasSubstr("UNAVAILABLE"))) << "refused before any call";
+  }
+  // Different keys, and a value holding '=', pass.
+  Result run =
+      Compressctl({"submit", spec, "--label", "team=vision", "--label=run=7", "--label", "q=a=b"});
+  EXPECT_THAT(run.err, HasSubstr("compressctl: submit " + spec + ": UNAVAILABLE"));
+}
+
 TEST_F(CompressctlTest, BothTokenFlagsAreRefused) {
   Result run = Compressctl({"--token=tok-1", "--token_file=/nonexistent/token", "get", "j1"});
   EXPECT_EQ(run.exit_code, 1);
