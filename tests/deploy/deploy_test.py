@@ -182,6 +182,21 @@ class Compressd:
         with open(executor, "w") as f:
             f.write(FAKE_EXECUTOR.replace("RELEASE", repr(self.release)))
         os.chmod(executor, 0o755)
+        env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+        if devices.startswith("cuda"):
+            # The agent offers a cuda:N only when nvidia-smi lists that GPU: a stand-in that
+            # lists one, first on PATH.
+            bin_dir = os.path.join(tmp, "fake-bin")
+            os.makedirs(bin_dir, exist_ok=True)
+            smi = os.path.join(bin_dir, "nvidia-smi")
+            with open(smi, "w") as f:
+                f.write("#!/bin/sh\n"
+                        "case \"$*\" in\n"
+                        "*uuid*) echo '0, GPU-aaaa1111-0000, Fake GPU, 1024' ;;\n"
+                        "*) echo '0, Fake GPU, 1024' ;;\n"
+                        "esac\n")
+            os.chmod(smi, 0o755)
+            env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
         self.metrics_port = free_port()
         self.stderr = open(os.path.join(tmp, "compressd.stderr"), "w")
         self.process = subprocess.Popen(
@@ -195,7 +210,7 @@ class Compressd:
             stdout=subprocess.PIPE, stderr=self.stderr, text=True, start_new_session=True,
             # cuda:N names the Nth GPU CUDA_VISIBLE_DEVICES lists when it is set; the worker
             # here is given the device without one.
-            env={k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"})
+            env=env)
         line = self.process.stdout.readline()
         match = re.match(r"compressd listening on (\S+):(\d+)", line)
         if not match:
