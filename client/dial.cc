@@ -94,43 +94,6 @@ absl::StatusOr<std::string> CleanToken(absl::string_view source, absl::string_vi
   return std::string(token);
 }
 
-absl::Status CheckServerAddress(absl::string_view flag, absl::string_view target) {
-  constexpr absl::string_view kExpected = "HOST:PORT, [IPV6]:PORT or unix:PATH";
-  if (target.empty()) return absl::InvalidArgumentError(absl::StrCat(flag, ": empty address"));
-  for (absl::string_view scheme : {"unix:", "unix-abstract:"}) {
-    if (absl::StartsWith(target, scheme)) {
-      if (target.size() > scheme.size()) return absl::OkStatus();
-      return absl::InvalidArgumentError(
-          absl::StrCat(flag, ": expected ", kExpected, ", got '", target, "'"));
-    }
-  }
-  absl::string_view host_port = target;
-  if (absl::ConsumePrefix(&host_port, "dns:") && absl::ConsumePrefix(&host_port, "//")) {
-    // dns://AUTHORITY/HOST:PORT
-    const size_t slash = host_port.find('/');
-    host_port = slash == absl::string_view::npos ? "" : host_port.substr(slash + 1);
-  }
-  const size_t colon = host_port.rfind(':');
-  const absl::string_view host =
-      colon == absl::string_view::npos ? host_port : host_port.substr(0, colon);
-  const bool bracketed =
-      host.size() > 2 && absl::StartsWith(host, "[") && absl::EndsWith(host, "]");
-  if (colon == absl::string_view::npos || host.empty() ||
-      (!bracketed && host.find_first_of("[]:/") != absl::string_view::npos)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": expected ", kExpected, ", got '", target, "'"));
-  }
-  const absl::string_view port = host_port.substr(colon + 1);
-  bool digits = !port.empty();
-  for (char c : port) digits = digits && absl::ascii_isdigit(static_cast<unsigned char>(c));
-  int value = 0;
-  if (!digits || !absl::SimpleAtoi(port, &value) || value > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        flag, ": the port must be a number in [0, 65535], got '", port, "' in '", target, "'"));
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const std::string& target,
                                                     const ChannelSecurity& security,
                                                     grpc::ChannelArguments args) {

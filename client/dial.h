@@ -38,14 +38,6 @@ struct ChannelSecurity {
   }
 };
 
-// Checks `target`, the value of the flag `flag` ("--server"), before it is dialled: HOST:PORT or
-// [IPV6]:PORT, PORT a decimal number in [0, 65535], also after gRPC's "dns:" or "dns:///"
-// prefix; or unix:PATH and unix-abstract:NAME (gRPC's Unix domain sockets), taken as they are.
-// INVALID_ARGUMENT naming the flag otherwise ("--server: empty address"): gRPC would dial an
-// out-of-range port modulo 65536, port 443 when none is given, and logs its own lines for an
-// empty target.
-absl::Status CheckServerAddress(absl::string_view flag, absl::string_view target);
-
 // A channel to `target` with `security` and `args`. An error naming the flag when a file cannot
 // be read (the code its errno maps to, and why), INVALID_ARGUMENT when only one of tls_cert and
 // tls_key is given;

@@ -22,6 +22,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "worker/events/grpc_address.h"
 #include "worker/events/program_usage.h"
 #include "worker/events/stream_memory.h"
 
@@ -202,7 +203,8 @@ int main(int argc, char** argv) {
                               absl::FormatDuration(env.retry_for)));
   }
   const std::string server = absl::GetFlag(FLAGS_server);
-  if (absl::Status address = compress::client::CheckServerAddress("--server", server);
+  if (absl::Status address =
+          compress::CheckGrpcAddress("--server", server, /*allow_unix_socket=*/true);
       !address.ok()) {
     return Usage(std::string(address.message()));
   }

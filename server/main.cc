@@ -44,6 +44,7 @@
 #include "server/rpc/security_config.h"
 #include "server/rpc/thread_pool.h"
 #include "server/rpc/worker_service.h"
+#include "worker/events/grpc_address.h"
 #include "worker/events/program_usage.h"
 #include "worker/events/stream_memory.h"
 
@@ -196,14 +197,14 @@ absl::Status CheckNotNegative(absl::string_view flag, int64_t value) {
 // created; the security flags, --data_root and --local_worker_flags are checked by their own
 // code. INVALID_ARGUMENT naming the first flag out of its range.
 absl::Status CheckFlagRanges() {
-  if (absl::Status s = compress::server::CheckListenAddress(
+  if (absl::Status s = compress::CheckGrpcAddress(
           "--grpc_address", absl::GetFlag(FLAGS_grpc_address), /*allow_unix_socket=*/true);
       !s.ok()) {
     return s;
   }
   if (const std::string metrics = absl::GetFlag(FLAGS_metrics_address); !metrics.empty()) {
-    if (absl::Status s = compress::server::CheckListenAddress("--metrics_address", metrics,
-                                                              /*allow_unix_socket=*/false);
+    if (absl::Status s = compress::CheckGrpcAddress("--metrics_address", metrics,
+                                                    /*allow_unix_socket=*/false);
         !s.ok()) {
       return s;
     }

@@ -49,12 +49,18 @@ std::optional<FlagArg> FlagAt(const std::vector<std::string>& args, size_t i) {
 }  // namespace
 
 absl::Status LocalWorkers::CheckArgs(const std::vector<std::string>& args, int count) {
-  if (count <= 1) return absl::OkStatus();
   for (size_t i = 0; i < args.size(); ++i) {
     std::optional<FlagArg> flag = FlagAt(args, i);
     if (!flag.has_value()) continue;
     const absl::string_view value = absl::StripAsciiWhitespace(flag->value);
-    if (flag->name == "devices" && !value.empty() && value != "auto" && value != "cpu") {
+    // compress-worker refuses it at start: compressd would restart it for ever.
+    if (flag->name == "devices" && value.empty()) {
+      return absl::InvalidArgumentError(
+          "--local_worker_flags: --devices is empty; leave it out (auto), or give auto, cpu or "
+          "a comma-separated list of cpu and cuda:N");
+    }
+    if (count <= 1) continue;
+    if (flag->name == "devices" && value != "auto" && value != "cpu") {
       return absl::InvalidArgumentError(absl::StrCat(
           "--local_worker_flags: --devices=", value, " would have all ", count,
           " --local_workers offer the same GPUs; leave --devices out (or give --devices=auto) "

@@ -53,42 +53,6 @@ std::string HostOfAddress(absl::string_view address) {
   return std::string(address.substr(0, colon));
 }
 
-absl::Status CheckListenAddress(absl::string_view flag, absl::string_view address,
-                                bool allow_unix_socket) {
-  const std::string expected =
-      allow_unix_socket ? "HOST:PORT, [IPV6]:PORT or unix:PATH" : "HOST:PORT or [IPV6]:PORT";
-  if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
-    if (allow_unix_socket) return absl::OkStatus();
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": expected ", expected, ", got '", address, "'"));
-  }
-  absl::string_view host_port = address;
-  if (absl::ConsumePrefix(&host_port, "dns:") && absl::ConsumePrefix(&host_port, "//")) {
-    // dns://AUTHORITY/HOST:PORT
-    size_t slash = host_port.find('/');
-    host_port = slash == absl::string_view::npos ? "" : host_port.substr(slash + 1);
-  }
-  const size_t colon = host_port.rfind(':');
-  absl::string_view host =
-      colon == absl::string_view::npos ? host_port : host_port.substr(0, colon);
-  const bool bracketed =
-      host.size() > 2 && absl::StartsWith(host, "[") && absl::EndsWith(host, "]");
-  if (colon == absl::string_view::npos || host.empty() ||
-      (!bracketed && host.find_first_of("[]:") != absl::string_view::npos)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": expected ", expected, ", got '", address, "'"));
-  }
-  absl::string_view port = host_port.substr(colon + 1);
-  int value = 0;
-  bool ok = !port.empty();
-  for (char c : port) ok = ok && c >= '0' && c <= '9';
-  if (!ok || !absl::SimpleAtoi(port, &value) || value > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        flag, ": the port must be a number in [0, 65535], got '", port, "' in '", address, "'"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CheckSecurityConfig(const SecurityConfig& config) {
   if (config.tls_cert.empty() != config.tls_key.empty()) {
     return absl::InvalidArgumentError("--tls_cert and --tls_key: give both or neither");

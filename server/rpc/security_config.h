@@ -46,15 +46,6 @@ bool IsLoopbackHost(absl::string_view host);
 // The host part of "host:port" or "[v6]:port".
 std::string HostOfAddress(absl::string_view address);
 
-// Checks `address`, the value of the flag `flag` (e.g. "--grpc_address"): HOST:PORT or
-// [IPV6]:PORT, PORT a decimal number in [0, 65535] (0: the kernel picks a free port), also after
-// gRPC's "dns:" or "dns:///" prefix; with `allow_unix_socket`, unix:PATH and unix-abstract:NAME
-// (gRPC's Unix domain sockets) too, taken as they are. INVALID_ARGUMENT naming the flag and the
-// address otherwise: gRPC would listen on the port modulo 65536, or on port 443 when none is
-// given.
-absl::Status CheckListenAddress(absl::string_view flag, absl::string_view address,
-                                bool allow_unix_socket);
-
 // Applies the rule above. INVALID_ARGUMENT (naming the flag) for contradictory or incomplete
 // flags; FAILED_PRECONDITION when the combination may not listen on `address`.
 absl::Status CheckSecurityConfig(const SecurityConfig& config);

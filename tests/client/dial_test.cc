@@ -165,35 +165,5 @@ TEST_F(DialTest, TokensWithBytesGrpcRefusesAreErrorsNamingTheSourceAndOffset) {
   EXPECT_THAT(channel.status().message(), HasSubstr("token: byte 0x0d at offset 3"));
 }
 
-// --server of compressctl and compress-worker: gRPC would dial a port modulo 65536, port 443
-// without one, and logs lines of its own for an empty target.
-TEST(CheckServerAddressTest, AcceptsHostPortAndUnixSocketsOnly) {
-  for (const char* target :
-       {"127.0.0.1:0", "127.0.0.1:65535", "localhost:50051", "compressd.example:443", "[::1]:50051",
-        "dns:///compressd:50051", "dns:compressd:50051", "dns://8.8.8.8/compressd:50051",
-        "unix:/run/compressd.sock", "unix-abstract:compressd"}) {
-    EXPECT_TRUE(CheckServerAddress("--server", target).ok()) << target;
-  }
-  EXPECT_EQ(CheckServerAddress("--server", "").message(), "--server: empty address");
-  for (const char* target : {"127.0.0.1:65536", "127.0.0.1:99999", "[::1]:99999", "127.0.0.1:-1",
-                             "127.0.0.1:+80", "127.0.0.1: 80", "127.0.0.1:", "127.0.0.1:http",
-                             "127.0.0.1:99999999999", "dns:///compressd:70000"}) {
-    absl::Status status = CheckServerAddress("--server", target);
-    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << target;
-    EXPECT_EQ(std::string(status.message()),
-              absl::StrCat("--server: the port must be a number in [0, 65535], got '",
-                           std::string(target).substr(std::string(target).rfind(':') + 1), "' in '",
-                           target, "'"));
-  }
-  for (const char* target : {"compressd.example", "50051", ":50051", "::1:50051", "[]:1",
-                             "unix:", "http://compressd:50051", "dns:///"}) {
-    absl::Status status = CheckServerAddress("--server", target);
-    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << target;
-    EXPECT_EQ(
-        std::string(status.message()),
-        absl::StrCat("--server: expected HOST:PORT, [IPV6]:PORT or unix:PATH, got '", target, "'"));
-  }
-}
-
 }  // namespace
 }  // namespace compress::client

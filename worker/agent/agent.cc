@@ -19,6 +19,7 @@
 #include "worker/agent/rpc_retry.h"
 #include "worker/agent/subprocess.h"
 #include "worker/agent/work_dir_sweeper.h"
+#include "worker/events/grpc_address.h"
 
 namespace compress::worker {
 
@@ -72,7 +73,9 @@ absl::Status PrepareWorkRoot(const std::string& work_root) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const Options& options) {
-  if (absl::Status server = client::CheckServerAddress("--server", options.server); !server.ok()) {
+  if (absl::Status server =
+          CheckGrpcAddress("--server", options.server, /*allow_unix_socket=*/true);
+      !server.ok()) {
     return server;
   }
   if (options.devices.empty()) return absl::InvalidArgumentError("--devices: no device");

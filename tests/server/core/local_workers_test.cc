@@ -173,14 +173,18 @@ TEST(LocalWorkersTest, SeveralProcessesMayNotNameTheirGpus) {
   }
   options.args = {"--device_share=0/2"};
   EXPECT_EQ(LocalWorkers::Start(options).status().code(), absl::StatusCode::kInvalidArgument);
-  for (const std::vector<std::string>& args : {std::vector<std::string>{"--devices=cpu"},
-                                               {"--devices=auto"},
-                                               {"--devices", "auto"},
-                                               {"--devices="},
-                                               {}}) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--devices=cpu"}, {"--devices=auto"}, {"--devices", "auto"}, {}}) {
     EXPECT_TRUE(LocalWorkers::CheckArgs(args, 4).ok()) << (args.empty() ? "" : args.back());
   }
   EXPECT_TRUE(LocalWorkers::CheckArgs({"--devices=cuda:0"}, 1).ok());
+  // compress-worker refuses an empty --devices at start; compressd would restart it for ever.
+  for (int count : {1, 4}) {
+    const absl::Status empty = LocalWorkers::CheckArgs({"--devices="}, count);
+    EXPECT_EQ(empty.code(), absl::StatusCode::kInvalidArgument) << count;
+    EXPECT_TRUE(absl::StrContains(empty.message(), "--local_worker_flags: --devices is empty"))
+        << empty.message();
+  }
 }
 
 }  // namespace

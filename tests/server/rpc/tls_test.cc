@@ -31,40 +31,6 @@ TEST(SecurityConfigTest, LoopbackHosts) {
   EXPECT_EQ(HostOfAddress("0.0.0.0:0"), "0.0.0.0");
 }
 
-// A port is a decimal number in [0, 65535]: gRPC would listen on 99999 modulo 65536, and on 443
-// without one.
-TEST(SecurityConfigTest, ListenAddresses) {
-  for (const char* address :
-       {"127.0.0.1:0", "127.0.0.1:65535", "localhost:50051", "0.0.0.0:000080", "[::1]:0", "[::]:1",
-        "compressd.example:443", "dns:///localhost:0", "dns:localhost:0"}) {
-    EXPECT_TRUE(CheckListenAddress("--grpc_address", address, false).ok()) << address;
-  }
-  for (const char* address : {"unix:/run/compressd.sock", "unix-abstract:compressd"}) {
-    EXPECT_TRUE(CheckListenAddress("--grpc_address", address, true).ok()) << address;
-    absl::Status status = CheckListenAddress("--metrics_address", address, false);
-    EXPECT_THAT(status.message(), HasSubstr("--metrics_address: expected HOST:PORT or [IPV6]:PORT"))
-        << address;
-  }
-  for (const char* address : {"127.0.0.1:65536", "127.0.0.1:99999", "[::1]:99999", "127.0.0.1:-1",
-                              "127.0.0.1:+80", "127.0.0.1: 80", "127.0.0.1:", "127.0.0.1:http",
-                              "127.0.0.1:99999999999", "dns:///localhost:70000"}) {
-    absl::Status status = CheckListenAddress("--grpc_address", address, true);
-    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << address;
-    EXPECT_THAT(status.message(),
-                HasSubstr("--grpc_address: the port must be a number in [0, 65535], got '"))
-        << address;
-    EXPECT_THAT(status.message(), HasSubstr(absl::StrCat("' in '", address, "'"))) << address;
-  }
-  for (const char* address :
-       {"", "127.0.0.1", "9464", ":50051", "::1:50051", "[]:1", "127.0.0.1:0,127.0.0.1:1"}) {
-    absl::Status status = CheckListenAddress("--grpc_address", address, true);
-    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << address;
-    EXPECT_EQ(status.message(),
-              absl::StrCat("--grpc_address: expected HOST:PORT, [IPV6]:PORT or unix:PATH, got '",
-                           address, "'"));
-  }
-}
-
 TEST(SecurityConfigTest, TheRule) {
   SecurityConfig config;
   config.address = "127.0.0.1:50051";
