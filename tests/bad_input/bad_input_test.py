@@ -657,6 +657,16 @@ def _():
     return run_compressctl(["submit", "x.json", "--label", "team"])
 
 
+@case("ctl-label-twice", "compressctl flags")
+def _():
+    return run_compressctl(["submit", "x.json", "--label", "team=vision", "--label", "team=other"])
+
+
+@case("ctl-server-port", "compressctl flags")
+def _():
+    return run_compressctl(["--server=127.0.0.1:99999", "get", "j"])
+
+
 @case("ctl-bad-output", "compressctl flags")
 def _():
     return run_compressctl(["--output=yaml", "list"])
