@@ -300,9 +300,8 @@ int main(int argc, char** argv) {
       " | --insecure) [--data_root=DIR]...");
   const std::vector<std::string> data_root_values = DataRootFlags(argc, argv);
   const std::vector<char*> positional = compress::ParseProgramFlags(argc, argv);
-  if (positional.size() > 1) {
-    return Fail(absl::StrCat("unexpected argument '", positional[1],
-                             "': compressd takes flags only (--flag=VALUE); see --help"));
+  if (absl::Status arguments = compress::CheckNoArguments(positional); !arguments.ok()) {
+    return Fail(std::string(arguments.message()));
   }
   if (absl::Status s = CheckFlagRanges(); !s.ok()) return Fail(std::string(s.message()));
   compress::ConfigureMallocForStreaming();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -85,11 +86,8 @@ int main(int argc, char** argv) {
       "compress-worker [--server=HOST:PORT] [--devices=auto|cpu,cuda:N] [--work_root=DIR] "
       "[--executor=PATH] [--token_file=F] [--tls_ca=CA.pem [--tls_cert=C --tls_key=K]]");
   const std::vector<char*> positional = compress::ParseProgramFlags(argc, argv);
-  if (positional.size() > 1) {
-    std::fprintf(stderr,
-                 "compress-worker: INVALID_ARGUMENT: unexpected argument '%s': compress-worker "
-                 "takes flags only (--flag=VALUE); see --help\n",
-                 positional[1]);
+  if (absl::Status arguments = compress::CheckNoArguments(positional); !arguments.ok()) {
+    std::fprintf(stderr, "compress-worker: %s\n", arguments.ToString().c_str());
     return 1;
   }
   compress::ConfigureMallocForStreaming();

@@ -110,10 +110,9 @@ std::string FlagLine(const absl::CommandLineFlag& flag) {
   auto shown = [quoted](const std::string& value) {
     return quoted ? absl::StrCat("\"", value, "\"") : value;
   };
-  std::vector<std::string> words =
-      absl::StrSplit(absl::StrCat("(", flag.Help(), "); default: ", shown(flag.DefaultValue()),
-                                  ";"),
-                     ' ', absl::SkipEmpty());
+  std::vector<std::string> words = absl::StrSplit(
+      absl::StrCat("(", flag.Help(), "); default: ", shown(flag.DefaultValue()), ";"), ' ',
+      absl::SkipEmpty());
   if (flag.CurrentValue() != flag.DefaultValue()) {
     words.push_back(absl::StrCat("currently: ", shown(flag.CurrentValue()), ";"));
   }
@@ -192,6 +191,13 @@ std::vector<char*> ParseProgramFlags(int argc, char** argv) {
   UsageRequest usage = ScanCommandLine(argc, argv);
   if (!usage.flag.empty()) AnswerUsage(usage);
   return absl::ParseCommandLine(argc, argv);
+}
+
+absl::Status CheckNoArguments(const std::vector<char*>& positional) {
+  if (positional.size() <= 1) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", positional[1],
+                                                 "': ", program_name,
+                                                 " takes flags only (--flag=VALUE); see --help"));
 }
 
 bool FlagGiven(absl::string_view name) { return GivenFlags().count(std::string(name)) > 0; }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
 namespace compress {
@@ -24,6 +25,11 @@ void SetProgramUsage(const char* program, const std::string& usage);
 // of files named FILE, --helpmatch=S those of files whose path contains S; --version prints
 // "PROGRAM VERSION". Call after SetProgramUsage.
 std::vector<char*> ParseProgramFlags(int argc, char** argv);
+
+// OK when ParseProgramFlags' `positional` holds only argv[0]; otherwise INVALID_ARGUMENT
+// "unexpected argument 'X': PROGRAM takes flags only (--flag=VALUE); see --help" (no program of
+// the project takes arguments).
+absl::Status CheckNoArguments(const std::vector<char*>& positional);
 
 // Whether the flag `name` was on the command line ParseProgramFlags parsed: as --name, -name,
 // --name=V, --name V or, for a bool, --noname. A flag read from --flagfile or the environment

@@ -110,10 +110,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 // The flags' own checks (Abseil parses only their types); a usage error, exit 2.
 absl::Status CheckFlags(const std::vector<char*>& positional) {
-  if (positional.size() > 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unexpected argument '", positional[1],
-                     "': compress-run takes only flags (--spec, --workdir, ...)"));
+  if (absl::Status arguments = compress::CheckNoArguments(positional); !arguments.ok()) {
+    return arguments;
   }
   const int threads = absl::GetFlag(FLAGS_threads);
   if (threads < 0 || threads > 1024) {
