@@ -1,10 +1,13 @@
 #include "worker/agent/subprocess.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -125,6 +128,79 @@ TEST(SubprocessTest, SignalReachesTheWholeProcessGroup) {
   EXPECT_EQ(exit.signal, SIGTERM);
   EXPECT_EQ(exit.ShellStatus(), 128 + SIGTERM);
   EXPECT_EQ(exit.ToString(), "killed by signal 15");
+}
+
+TEST(SubprocessTest, EndsWhenTheChildExitsLeavingABackgroundProcessOnItsPipes) {
+  // The background sleep holds stdout and stderr; it is in the child's group and dies with it.
+  absl::Time start = absl::Now();
+  auto process = StartShell("echo a; echo b >&2; sleep 30 & exit 3");
+  ASSERT_NE(process, nullptr);
+  EXPECT_EQ(process->ReadLine(), "a");
+  EXPECT_EQ(process->ReadLine(), std::nullopt);
+  ExitInfo exit = process->Wait();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_EQ(exit.exit_code, 3);
+  EXPECT_EQ(process->StderrTail(), "b\n");
+}
+
+TEST(SubprocessTest, EndsWhenAProcessInASessionOfItsOwnHoldsThePipes) {
+  // setsid takes the sleep out of the child's group: it is not killed, and the pipes are read
+  // for Subprocess::kDrainGrace after the child's exit.
+  absl::Time start = absl::Now();
+  auto process = StartShell("setsid sleep 30 & echo $!; echo last; exit 4");
+  ASSERT_NE(process, nullptr);
+  std::optional<std::string> pid_line = process->ReadLine();
+  ASSERT_TRUE(pid_line.has_value());
+  int escaped = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(*pid_line, &escaped)) << *pid_line;
+  EXPECT_EQ(process->ReadLine(), "last");
+  EXPECT_EQ(process->ReadLine(), std::nullopt);
+  ExitInfo exit = process->Wait();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15));
+  EXPECT_EQ(exit.exit_code, 4);
+  kill(escaped, SIGKILL);
+}
+
+TEST(SubprocessTest, ASlowReaderStillGetsEveryLineTheChildWroteBeforeItExited) {
+  // 5,000 lines fit in the pipe; the child exits at once, leaving a process that holds the pipe
+  // in a session of its own. The reader falls behind by more than kDrainGrace after the child's
+  // exit was seen, and must still read every line the child wrote.
+  auto process = StartShell(
+      "setsid sleep 30 & echo $!; i=1; while [ $i -le 5000 ]; do echo line$i; "
+      "i=$((i+1)); done; exit 0");
+  ASSERT_NE(process, nullptr);
+  std::optional<std::string> pid_line = process->ReadLine();
+  ASSERT_TRUE(pid_line.has_value());
+  int escaped = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(*pid_line, &escaped)) << *pid_line;
+  absl::SleepFor(absl::Seconds(1));  // the child has written everything and exited
+  int count = 0;
+  std::string last;
+  while (std::optional<std::string> line = process->ReadLine()) {
+    ++count;
+    last = *line;
+    if (count == 2000) absl::SleepFor(Subprocess::kDrainGrace + absl::Seconds(1));
+  }
+  EXPECT_EQ(count, 5000);
+  EXPECT_EQ(last, "line5000");
+  EXPECT_EQ(process->Wait().exit_code, 0);
+  kill(escaped, SIGKILL);
+}
+
+TEST(SubprocessTest, TheChildInheritsNoDescriptorButItsStandardOnes) {
+  // A descriptor opened without O_CLOEXEC by another thread of this process, e.g. a download.
+  const int leaked = open("/dev/null", O_RDONLY);
+  ASSERT_GE(leaked, 3);
+  auto process = StartShell(
+      absl::StrCat("for fd in 0 1 2 ", leaked,
+                   "; do test -e /proc/self/fd/$fd && echo open $fd || echo closed $fd; done"));
+  ASSERT_NE(process, nullptr);
+  EXPECT_EQ(process->ReadLine(), "open 0");
+  EXPECT_EQ(process->ReadLine(), "open 1");
+  EXPECT_EQ(process->ReadLine(), "open 2");
+  EXPECT_EQ(process->ReadLine(), absl::StrCat("closed ", leaked));
+  EXPECT_EQ(process->Wait().exit_code, 0);
+  close(leaked);
 }
 
 TEST(SubprocessTest, MissingProgramIsNotFound) {

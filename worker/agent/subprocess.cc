@@ -1,6 +1,7 @@
 #include "worker/agent/subprocess.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -9,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <utility>
@@ -90,6 +92,11 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const Options& opt
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, err_pipe[1], STDERR_FILENO);
+  // No other descriptor of this process reaches the child, whether or not whoever opened it
+  // asked for O_CLOEXEC: other threads keep files open (a blob being downloaded, an artifact
+  // being hashed) while an executor starts, and an executor holding one would keep a deleted
+  // file's space until it ends.
+  posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
   if (!options.working_dir.empty()) {
     posix_spawn_file_actions_addchdir_np(&actions, options.working_dir.c_str());
   }
@@ -194,6 +201,29 @@ std::optional<std::string> Subprocess::ReadLine() {
       stdout_scanned_ = 0;
       return line;
     }
+    // A process the child left behind can hold the pipe open after the child has exited: the
+    // end of the child is watched for too, and then the pipe is read to its end or, after
+    // kDrainGrace, for as long as it has bytes waiting (what the child wrote before it exited,
+    // also when the caller was slow to ask for it), kLateReadLimit at most.
+    const int64_t now = SteadyNanos();
+    if (drain_deadline_ns_.load() == 0 && now >= next_exit_check_ns_) {
+      next_exit_check_ns_ = now + absl::ToInt64Nanoseconds(kExitPoll);
+      if (LeaderExited()) OnLeaderExit();
+    }
+    const int64_t deadline = drain_deadline_ns_.load();
+    const bool late = deadline != 0 && now >= deadline;
+    pollfd readable = {stdout_fd_, POLLIN, 0};
+    const int ready = late && late_bytes_ >= kLateReadLimit
+                          ? 0
+                          : poll(&readable, 1, late ? 0 : PollTimeoutMs(deadline, now));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) {
+      if (late) {
+        stdout_eof_ = true;  // what a process outside the group writes later is not the child's
+        CloseFd(stdout_fd_);
+      }
+      continue;
+    }
     char chunk[8192];
     ssize_t n = read(stdout_fd_, chunk, sizeof(chunk));
     if (n < 0 && errno == EINTR) continue;
@@ -202,8 +232,42 @@ std::optional<std::string> Subprocess::ReadLine() {
       CloseFd(stdout_fd_);
       continue;
     }
+    if (late) late_bytes_ += static_cast<size_t>(n);
     stdout_buffer_.append(chunk, static_cast<size_t>(n));
   }
+}
+
+int Subprocess::PollTimeoutMs(int64_t deadline, int64_t now) {
+  int64_t timeout_ns = absl::ToInt64Nanoseconds(kExitPoll);
+  if (deadline != 0) timeout_ns = std::min(timeout_ns, deadline - now);
+  return static_cast<int>(std::max<int64_t>(1, (timeout_ns + 999999) / 1000000));
+}
+
+int64_t Subprocess::SteadyNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+bool Subprocess::LeaderExited() const {
+  siginfo_t info;
+  std::memset(&info, 0, sizeof(info));
+  int result;
+  while ((result = waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT)) !=
+             0 &&
+         errno == EINTR) {
+  }
+  return result == 0 && info.si_pid == pid_;
+}
+
+void Subprocess::OnLeaderExit() {
+  absl::MutexLock lock(&mu_);
+  // The leader is a zombie until Wait() reaps it, so the group id is still ours: end whatever
+  // the child left behind in its group, which also closes the pipes they hold.
+  if (!waited_) kill(-pid_, SIGKILL);
+  int64_t unset = 0;
+  drain_deadline_ns_.compare_exchange_strong(unset,
+                                             SteadyNanos() + absl::ToInt64Nanoseconds(kDrainGrace));
 }
 
 void Subprocess::Signal(int sig) {
@@ -218,11 +282,9 @@ ExitInfo Subprocess::Wait() {
   std::memset(&info, 0, sizeof(info));
   while (waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
   }
+  OnLeaderExit();
   {
     absl::MutexLock lock(&mu_);
-    // The leader is a zombie, so the group id is still ours: end whatever the child left
-    // behind in its group, which also closes the pipes they may hold.
-    kill(-pid_, SIGKILL);
     waited_ = true;
   }
   int status = 0;
@@ -249,6 +311,15 @@ void Subprocess::DrainStderr(int fd) {
   std::string pending_echo;
   char chunk[4096];
   while (true) {
+    // As stdout: read to the end, or for kDrainGrace after the child's end when a process that
+    // left its group still holds the pipe.
+    const int64_t now = SteadyNanos();
+    const int64_t deadline = drain_deadline_ns_.load();
+    if (deadline != 0 && now >= deadline) break;
+    pollfd readable = {fd, POLLIN, 0};
+    const int ready = poll(&readable, 1, PollTimeoutMs(deadline, now));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) continue;
     ssize_t n = read(fd, chunk, sizeof(chunk));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;

@@ -7,7 +7,9 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -20,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace compress::worker {
 
@@ -85,15 +88,21 @@ class Subprocess {
   // size, so that a child writing without newlines cannot exhaust the reader's memory.
   static constexpr size_t kMaxLineBytes = size_t{64} << 20;
 
+  // After the child has exited, how long its pipes are still read when something else holds
+  // them open (a process the child started in a session of its own; those left in its process
+  // group are killed at its exit).
+  static constexpr absl::Duration kDrainGrace = absl::Seconds(2);
+
   // The next stdout line without its '\n' (a last line without '\n' is returned too), or the
-  // next kMaxLineBytes of a longer one; nullopt at end of file. Blocks.
+  // next kMaxLineBytes of a longer one; nullopt at end of file, or kDrainGrace after the child's
+  // exit when its stdout is still open then. Blocks.
   std::optional<std::string> ReadLine();
 
   // Sends `sig` to the child's process group. No effect once the child was waited for.
   void Signal(int sig);
 
   // Waits for the child to end, kills what is left of its process group, waits for its stderr
-  // to close and returns how it ended. Call once.
+  // to close (kDrainGrace at most) and returns how it ended. Call once.
   ExitInfo Wait();
 
   // The last Options::stderr_tail_bytes bytes the child wrote to stderr.
@@ -104,6 +113,19 @@ class Subprocess {
  private:
   Subprocess(const Options& options, pid_t pid, int stdout_fd, int stderr_fd);
   void DrainStderr(int fd);
+  static int64_t SteadyNanos();
+  // poll()'s wait: kExitPoll, or less to end at `deadline` (when not 0), at least 1 ms.
+  static int PollTimeoutMs(int64_t deadline, int64_t now);
+  // Whether the child has exited (it is not reaped).
+  bool LeaderExited() const;
+  // Kills what is left of the exited child's group and starts the pipes' kDrainGrace.
+  void OnLeaderExit();
+
+  // The most stdout bytes read after kDrainGrace: a pipe holds 1 MiB at most by default
+  // (/proc/sys/fs/pipe-max-size), so all the child wrote is read.
+  static constexpr size_t kLateReadLimit = size_t{1} << 20;
+  // How often a blocked reader looks whether the child has exited.
+  static constexpr absl::Duration kExitPoll = absl::Milliseconds(200);
 
   const Options options_;
   const pid_t pid_;
@@ -111,6 +133,10 @@ class Subprocess {
   std::string stdout_buffer_;
   size_t stdout_scanned_ = 0;  // bytes of stdout_buffer_ known to hold no '\n'
   bool stdout_eof_ = false;
+  // SteadyNanos() after which the pipes are no longer read; 0 while the child runs.
+  std::atomic<int64_t> drain_deadline_ns_{0};
+  int64_t next_exit_check_ns_ = 0;  // owned by the ReadLine() thread
+  size_t late_bytes_ = 0;           // read after kDrainGrace; owned by the ReadLine() thread
   std::thread stderr_thread_;
 
   mutable absl::Mutex mu_;
