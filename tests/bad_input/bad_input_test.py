@@ -621,6 +621,26 @@ def _():
                                                          "--threads=100000"])
 
 
+@case("run-unknown-flag", "compress-run")
+def _():
+    folder = ENV.scratch("unknown-flag")
+    spec_path = os.path.join(folder, "spec.json")
+    write(spec_path, json.dumps(tiny_spec()))
+    return run_compress_run(None, "unknown-flag", args=[f"--spec={spec_path}",
+                                                        f"--workdir={folder}/work",
+                                                        "--thread=2"])
+
+
+@case("run-flag-value", "compress-run")
+def _():
+    folder = ENV.scratch("flag-value")
+    spec_path = os.path.join(folder, "spec.json")
+    write(spec_path, json.dumps(tiny_spec()))
+    return run_compress_run(None, "flag-value", args=[f"--spec={spec_path}",
+                                                      f"--workdir={folder}/work",
+                                                      "--threads=two"])
+
+
 @case("request-labels-grpc", "gRPC CreateJob")
 def _():
     return create(tiny_spec(), labels={"Team": "vision"})
@@ -1015,6 +1035,12 @@ def _():
 @case("flag-data-root-empty", "compressd flags")
 def _():
     return run_compressd(["--insecure", "--data_root="], "root-empty")
+
+
+@case("flag-data-root-empty-flagfile", "compressd flags")
+def _():
+    flagfile = write(os.path.join(ENV.scratch("root-empty-flagfile"), "flags"), "--data_root=\n")
+    return run_compressd(["--insecure", f"--flagfile={flagfile}"], "root-empty-flagfile")
 
 
 @case("flag-rpc-threads", "compressd flags")

@@ -13,6 +13,7 @@
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -191,6 +192,83 @@ std::vector<char*> ParseProgramFlags(int argc, char** argv) {
   UsageRequest usage = ScanCommandLine(argc, argv);
   if (!usage.flag.empty()) AnswerUsage(usage);
   return absl::ParseCommandLine(argc, argv);
+}
+
+absl::Status CheckCommandLineFlags(int argc, char** argv) {
+  std::set<std::string> undefok;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (absl::ConsumePrefix(&arg, "--undefok=") || absl::ConsumePrefix(&arg, "-undefok=")) {
+      for (absl::string_view name : absl::StrSplit(arg, ',', absl::SkipEmpty())) {
+        undefok.insert(std::string(name));
+      }
+    }
+  }
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;  // a positional argument, or "-"
+    arg.remove_prefix(arg[1] == '-' ? 2 : 1);
+    absl::string_view name = arg;
+    absl::string_view value;
+    bool has_value = false;
+    if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+      has_value = true;
+    }
+    if (IsUsageFlag(name)) {
+      if ((name == "helpon" || name == "helpmatch") && !has_value) ++i;
+      continue;
+    }
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    bool negated = false;
+    if (flag == nullptr && absl::StartsWith(name, "no")) {
+      absl::CommandLineFlag* positive = absl::FindCommandLineFlag(name.substr(2));
+      if (positive != nullptr && positive->IsOfType<bool>()) {
+        flag = positive;
+        negated = true;
+      }
+    }
+    if (flag == nullptr) {
+      if (undefok.count(std::string(name)) > 0 ||
+          (absl::StartsWith(name, "no") && undefok.count(std::string(name.substr(2))) > 0)) {
+        continue;
+      }
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", name, ": unknown flag of ", program_name, " (see --help)"));
+    }
+    const std::string shown = absl::StrCat("--", flag->Name());
+    if (negated) {
+      if (has_value) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--", name, "=", value, ": the negative form of ", shown, " takes no value"));
+      }
+      continue;
+    }
+    if (!has_value) {
+      if (flag->IsOfType<bool>()) continue;
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(absl::StrCat(shown, ": missing value"));
+      }
+      value = argv[++i];
+    }
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      // Abseil's message repeats the value and the flag's name; only its reason, when it gives
+      // one, is kept.
+      absl::string_view reason = error;
+      if (absl::ConsumePrefix(&reason, absl::StrCat("Illegal value '", value,
+                                                    "' specified for flag '", flag->Name(), "'"))) {
+        absl::ConsumePrefix(&reason, ";");
+        reason = absl::StripAsciiWhitespace(reason);
+      }
+      return absl::InvalidArgumentError(
+          absl::StrCat(shown, ": bad value '", value, "'", reason.empty() ? "" : ": ", reason));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckNoArguments(const std::vector<char*>& positional) {

@@ -132,8 +132,13 @@ absl::Status CheckFlags(const std::vector<char*>& positional) {
 int main(int argc, char** argv) {
   compress::SetProgramUsage(
       "compress-run", "Runs one compression job: compress-run --spec SPEC.json --workdir DIR");
-  const std::vector<char*> positional = compress::ParseProgramFlags(argc, argv);
   compress::events::EventWriter events(stdout);
+  // Flags Abseil cannot parse would end the program with its message only; the contract asks for
+  // an error line.
+  if (absl::Status syntax = compress::CheckCommandLineFlags(argc, argv); !syntax.ok()) {
+    return Fail(events, syntax, 2);
+  }
+  const std::vector<char*> positional = compress::ParseProgramFlags(argc, argv);
   if (absl::Status flags = CheckFlags(positional); !flags.ok()) return Fail(events, flags, 2);
 
   const std::string spec_path = absl::GetFlag(FLAGS_spec);
