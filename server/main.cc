@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/internal/parse.h"  // WasPresentOnCommandLine
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -345,8 +346,11 @@ int main(int argc, char** argv) {
   // --data_root from a --flagfile or the environment is not in argv; absl holds its last value,
   // split at the commas.
   std::vector<std::string> data_root_entries = data_root_values;
+  // An empty value there reads as no flag; Abseil's parser knows it was given, and
+  // SplitFlagValues refuses the empty entry as on the command line.
   if (std::vector<std::string> parsed = absl::GetFlag(FLAGS_data_root);
-      data_root_entries.empty() && !parsed.empty()) {
+      data_root_entries.empty() &&
+      (!parsed.empty() || absl::flags_internal::WasPresentOnCommandLine("data_root"))) {
     data_root_entries.push_back(absl::StrJoin(parsed, ","));
   }
   absl::StatusOr<std::vector<std::string>> root_paths =
@@ -447,6 +451,24 @@ int main(int argc, char** argv) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  // Bound before the gRPC server starts: a failure past that point would have to end calls that
+  // clients opened meanwhile.
+  if (!metrics_address.empty()) {
+    // prometheus-cpp reports a failed bind by throwing; this is the edge where it is caught.
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(metrics_address);
+    } catch (const std::exception& e) {
+      return Fail(
+          absl::StrCat("--metrics_address: cannot listen on ", metrics_address, ": ", e.what()));
+    }
+    exposer->RegisterCollectable(metrics.registry());
+    std::vector<int> ports = exposer->GetListeningPorts();
+    std::fprintf(stderr, "compressd: metrics on http://%s:%d/metrics\n",
+                 HostOf(metrics_address).c_str(), ports.empty() ? 0 : ports[0]);
+  }
+
   grpc::ServerBuilder builder;
   const std::string grpc_address = absl::GetFlag(FLAGS_grpc_address);
   int port = 0;
@@ -479,22 +501,6 @@ int main(int argc, char** argv) {
     health->SetServingStatus(service, true);
   }
 
-  std::unique_ptr<prometheus::Exposer> exposer;
-  const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
-  if (!metrics_address.empty()) {
-    // prometheus-cpp reports a failed bind by throwing; this is the edge where it is caught.
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(metrics_address);
-    } catch (const std::exception& e) {
-      return Fail(
-          absl::StrCat("--metrics_address: cannot listen on ", metrics_address, ": ", e.what()));
-    }
-    exposer->RegisterCollectable(metrics.registry());
-    std::vector<int> ports = exposer->GetListeningPorts();
-    std::fprintf(stderr, "compressd: metrics on http://%s:%d/metrics\n",
-                 HostOf(metrics_address).c_str(), ports.empty() ? 0 : ports[0]);
-  }
-
   const std::string host = HostOf(grpc_address);
   std::fprintf(stderr, "compressd: %s, %s%s%s\n", security.tls() ? "TLS" : "plaintext",
                authenticator != nullptr
@@ -521,7 +527,11 @@ int main(int argc, char** argv) {
     options.stop_grace = absl::GetFlag(FLAGS_local_worker_stop_grace);
     absl::StatusOr<std::unique_ptr<LocalWorkers>> started = LocalWorkers::Start(options);
     if (!started.ok()) {
-      server->Shutdown();
+      // As at a shutdown without a grace period: calls opened meanwhile (a watch, a worker's
+      // long poll) end now instead of holding the exit up.
+      (*scheduler)->Shutdown();
+      server->Shutdown(std::chrono::system_clock::now());
+      server->Wait();
       return Fail(absl::StrCat("--local_workers: ", started.status().message()));
     }
     local_workers = *std::move(started);

@@ -1,10 +1,14 @@
-// compressd's security, limit and local worker flags, on the real binaries: unsafe starts and
-// flags out of their ranges are refused, TLS and tokens work end to end with compressctl's flags,
-// repeated --data_root flags all count, as does one in a --flagfile, --max_message_bytes bounds
-// requests, and --local_worker_stop_grace bounds the wait for local workers at shutdown; --help
-// and --version of compressd and compressctl.
+// compressd's security, limit and local worker flags, on the real binaries: unsafe starts,
+// flags out of their ranges and a metrics address in use are refused, TLS and tokens work end to
+// end with compressctl's flags, repeated --data_root flags all count, as does one in a --flagfile,
+// --max_message_bytes bounds requests, and --local_worker_stop_grace bounds the wait for local
+// workers at shutdown; --help and --version of compressd and compressctl.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -182,6 +186,28 @@ TEST(CompressdFlagsTest, DataRootFromAFlagfileCounts) {
   }
   (*started)->Signal(SIGTERM);
   EXPECT_EQ((*started)->Wait().exit_code, 0);
+}
+
+// A metrics address in use ends compressd before it serves gRPC (it binds the metrics address
+// first), with the address in the message.
+TEST(CompressdFlagsTest, AMetricsAddressInUseIsRefusedAtStart) {
+  TestDir dir;
+  const int taken = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(taken, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(taken, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(taken, 1), 0);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(getsockname(taken, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const std::string metrics = absl::StrCat("127.0.0.1:", ntohs(address.sin_port));
+  Subprocess::Options options;
+  options.argv = {COMPRESSD_BIN, "--insecure", "--grpc_address=127.0.0.1:0",
+                  absl::StrCat("--data_dir=", dir.File("data")),
+                  absl::StrCat("--metrics_address=", metrics)};
+  ExpectRefusedAtStart(options, absl::StrCat("--metrics_address: cannot listen on ", metrics));
+  close(taken);
 }
 
 // Addresses gRPC listens on besides HOST:PORT still work: a Unix domain socket.
