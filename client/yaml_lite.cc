@@ -92,6 +92,12 @@ bool IsInteger(absl::string_view s) {
   return std::regex_match(s.begin(), s.end(), *kInteger);
 }
 
+// YAML 1.2's not-a-number and infinities, which JSON (and so a job spec) cannot hold.
+bool IsNonFinite(absl::string_view s) {
+  if (!s.empty() && (s[0] == '+' || s[0] == '-')) s.remove_prefix(1);
+  return s == ".nan" || s == ".NaN" || s == ".NAN" || s == ".inf" || s == ".Inf" || s == ".INF";
+}
+
 bool IsFloat(absl::string_view s) {
   static const auto* const kFloat =
       new std::regex(R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?)");
@@ -373,6 +379,8 @@ class Parser {
       } else {
         return Error(line, pos, "the number is out of range");
       }
+    } else if (IsNonFinite(s)) {
+      return Error(line, pos, absl::StrCat("'", s, "': must be a finite number"));
     } else if (IsFloat(s)) {
       double value = 0;
       if (!absl::SimpleAtod(s, &value) || !std::isfinite(value)) {

@@ -248,6 +248,8 @@ TEST(YamlLiteTest, ErrorsNameFileLineColumnAndWhatWasExpected) {
        "t.yaml:1:5: the escape is not a Unicode scalar value (U+0000..U+10FFFF, "
        "no surrogates)"},
       {"a: 1e999", "t.yaml:1:4: the number is out of range"},
+      {"a: .nan", "t.yaml:1:4: '.nan': must be a finite number"},
+      {"a: [1, -.inf]", "t.yaml:1:8: '-.inf': must be a finite number"},
       {"a: 1\nb: \xC3(", "t.yaml:2:4: invalid UTF-8"},
   };
   for (const Case& c : cases) {
