@@ -270,6 +270,8 @@ class FakeWorkerService final : public compress::v1::WorkerService::Service {
       data += message.data();
       absl::SleepFor(chunk_delay);
     }
+    // As compressd: a stream the client cancelled is not its end.
+    if (context->IsCancelled()) return grpc::Status::CANCELLED;
     if (static_cast<int64_t>(data.size()) != header.size_bytes()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "size mismatch");
     }

@@ -111,47 +111,59 @@ grpc::Status ArtifactUploader::UploadOnce(const Announced& artifact, bool* cance
   header->set_sha256(artifact.sha256);
   bool stream_ok = writer->Write(header_message);
 
-  // Exactly the announced bytes are sent: never more, which the server would refuse.
+  // Exactly the announced bytes are sent: never more, which the server would refuse. The file
+  // was verified before this try; one that is shorter or longer now changed since (an executor
+  // left behind still writing, a disk fault), and what is sent is not the artifact. Its size is
+  // looked at again before the last chunk goes: an upload seen to have changed then lacks bytes,
+  // so that no server can complete it, even one that takes this side's cancel for the end of
+  // the stream. This side's status is the answer, not the CANCELLED its own cancel brings back.
+  grpc::Status failure_here;
+  auto changed = [&artifact, fd](int64_t could_read) {
+    struct stat st;
+    const bool stat_ok = fstat(fd, &st) == 0;
+    if (stat_ok && st.st_size == artifact.size_bytes && could_read == artifact.size_bytes) {
+      return grpc::Status::OK;
+    }
+    std::string message =
+        absl::StrCat(artifact.path, " changed while it was uploaded: ", artifact.size_bytes,
+                     " bytes when verified, ");
+    if (stat_ok) {
+      absl::StrAppend(&message, static_cast<int64_t>(st.st_size), " bytes now");
+    } else {
+      absl::StrAppend(&message, "size now unknown (", std::strerror(errno), ")");
+    }
+    if (could_read != artifact.size_bytes) {
+      absl::StrAppend(&message, "; ", could_read, " bytes could be read");
+    }
+    return grpc::Status(grpc::StatusCode::DATA_LOSS, message);
+  };
   std::vector<char> buffer(options_.chunk_bytes);
   int64_t sent = 0;
-  int read_errno = 0;
+  bool checked = false;
   while (stream_ok && sent < artifact.size_bytes) {
     const size_t want =
         static_cast<size_t>(std::min<int64_t>(buffer.size(), artifact.size_bytes - sent));
     const ssize_t n = read(fd, buffer.data(), want);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) read_errno = errno;
-    if (n <= 0) break;
+    if (n < 0) {
+      failure_here = grpc::Status(grpc::StatusCode::INTERNAL,
+                                  absl::StrCat("cannot read ", artifact.path, " after ", sent,
+                                               " bytes: ", std::strerror(errno)));
+      checked = true;
+      break;
+    }
+    if (n == 0) break;  // shorter than verified: said below
+    if (sent + n == artifact.size_bytes) {
+      failure_here = changed(artifact.size_bytes);
+      checked = true;
+      if (!failure_here.ok()) break;
+    }
     compress::v1::UploadArtifactRequest chunk;
     chunk.set_data(buffer.data(), static_cast<size_t>(n));
     stream_ok = writer->Write(chunk);
     sent += n;
   }
-  // The file was verified before this try; one that is shorter or longer now changed since (an
-  // executor left behind still writing, a disk fault), and what is sent is not the artifact. This
-  // side's status is the answer, not the CANCELLED its own cancel brings back.
-  grpc::Status failure_here;
-  if (stream_ok && read_errno != 0) {
-    failure_here = grpc::Status(grpc::StatusCode::INTERNAL,
-                                absl::StrCat("cannot read ", artifact.path, " after ", sent,
-                                             " bytes: ", std::strerror(read_errno)));
-  } else if (stream_ok) {
-    struct stat st;
-    const bool stat_ok = fstat(fd, &st) == 0;
-    if (sent != artifact.size_bytes || !stat_ok || st.st_size != artifact.size_bytes) {
-      std::string message = absl::StrCat(artifact.path, " changed while it was uploaded: ",
-                                         artifact.size_bytes, " bytes when verified, ");
-      if (stat_ok) {
-        absl::StrAppend(&message, static_cast<int64_t>(st.st_size), " bytes now");
-      } else {
-        absl::StrAppend(&message, "size now unknown (", std::strerror(errno), ")");
-      }
-      if (sent != artifact.size_bytes) {
-        absl::StrAppend(&message, "; ", sent, " bytes could be read");
-      }
-      failure_here = grpc::Status(grpc::StatusCode::DATA_LOSS, message);
-    }
-  }
+  if (stream_ok && !checked) failure_here = changed(sent);  // shorter, or an empty artifact
   if (!failure_here.ok()) context.TryCancel();
   writer->WritesDone();
   grpc::Status status = writer->Finish();
