@@ -611,34 +611,28 @@ def _():
     return run_compress_run(None, "duplicate-key", raw_spec=text)
 
 
-@case("run-threads-range", "compress-run")
-def _():
-    folder = ENV.scratch("threads-range")
+def run_with_flag(name, flag):
+    """compress-run on a valid spec with `flag` added to --spec and --workdir."""
+    folder = ENV.scratch(name)
     spec_path = os.path.join(folder, "spec.json")
     write(spec_path, json.dumps(tiny_spec()))
-    return run_compress_run(None, "threads-range", args=[f"--spec={spec_path}",
-                                                         f"--workdir={folder}/work",
-                                                         "--threads=100000"])
+    return run_compress_run(None, name, args=[f"--spec={spec_path}", f"--workdir={folder}/work",
+                                              flag])
+
+
+@case("run-threads-range", "compress-run")
+def _():
+    return run_with_flag("threads-range", "--threads=100000")
 
 
 @case("run-unknown-flag", "compress-run")
 def _():
-    folder = ENV.scratch("unknown-flag")
-    spec_path = os.path.join(folder, "spec.json")
-    write(spec_path, json.dumps(tiny_spec()))
-    return run_compress_run(None, "unknown-flag", args=[f"--spec={spec_path}",
-                                                        f"--workdir={folder}/work",
-                                                        "--thread=2"])
+    return run_with_flag("unknown-flag", "--thread=2")
 
 
 @case("run-flag-value", "compress-run")
 def _():
-    folder = ENV.scratch("flag-value")
-    spec_path = os.path.join(folder, "spec.json")
-    write(spec_path, json.dumps(tiny_spec()))
-    return run_compress_run(None, "flag-value", args=[f"--spec={spec_path}",
-                                                      f"--workdir={folder}/work",
-                                                      "--threads=two"])
+    return run_with_flag("flag-value", "--threads=two")
 
 
 @case("request-labels-grpc", "gRPC CreateJob")

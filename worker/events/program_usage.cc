@@ -4,6 +4,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -52,26 +53,40 @@ struct UsageRequest {
   std::string value;
 };
 
+// A command-line argument read as a flag: "--name", "-name", "--name=value" or "-name=value".
+struct FlagArgument {
+  absl::string_view name;
+  absl::string_view value;
+  bool has_value = false;
+};
+
+// `arg` as a flag; nullopt for a positional argument (or "-"). The caller stops at "--".
+std::optional<FlagArgument> AsFlag(absl::string_view arg) {
+  if (arg.size() < 2 || arg[0] != '-') return std::nullopt;
+  arg.remove_prefix(arg[1] == '-' ? 2 : 1);
+  FlagArgument flag{arg, {}, false};
+  if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
+    flag = {arg.substr(0, eq), arg.substr(eq + 1), true};
+  }
+  return flag;
+}
+
+// --helpon and --helpmatch take a value, which may be the next argument.
+bool UsageFlagTakesValue(absl::string_view name) { return name == "helpon" || name == "helpmatch"; }
+
 // Records the flags the command line names (GivenFlags) and the first usage flag; unknown flags
 // are left for Abseil to report.
 UsageRequest ScanCommandLine(int argc, char** argv) {
   UsageRequest usage;
   for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--") break;
-    if (arg.size() < 2 || arg[0] != '-') continue;
-    arg.remove_prefix(arg[1] == '-' ? 2 : 1);
-    absl::string_view name = arg;
-    absl::string_view value;
-    bool has_value = false;
-    if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
-      name = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-      has_value = true;
-    }
+    if (absl::string_view(argv[i]) == "--") break;
+    std::optional<FlagArgument> argument = AsFlag(argv[i]);
+    if (!argument.has_value()) continue;
+    absl::string_view name = argument->name;
+    absl::string_view value = argument->value;
+    bool has_value = argument->has_value;
     if (IsUsageFlag(name)) {
-      const bool takes_value = name == "helpon" || name == "helpmatch";
-      if (takes_value && !has_value && i + 1 < argc) value = argv[++i];
+      if (UsageFlagTakesValue(name) && !has_value && i + 1 < argc) value = argv[++i];
       if (usage.flag.empty()) usage = {std::string(name), std::string(value)};
       continue;
     }
@@ -206,20 +221,14 @@ absl::Status CheckCommandLineFlags(int argc, char** argv) {
     }
   }
   for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--") break;
-    if (arg.size() < 2 || arg[0] != '-') continue;  // a positional argument, or "-"
-    arg.remove_prefix(arg[1] == '-' ? 2 : 1);
-    absl::string_view name = arg;
-    absl::string_view value;
-    bool has_value = false;
-    if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
-      name = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-      has_value = true;
-    }
+    if (absl::string_view(argv[i]) == "--") break;
+    std::optional<FlagArgument> argument = AsFlag(argv[i]);
+    if (!argument.has_value()) continue;
+    const absl::string_view name = argument->name;
+    absl::string_view value = argument->value;
+    const bool has_value = argument->has_value;
     if (IsUsageFlag(name)) {
-      if ((name == "helpon" || name == "helpmatch") && !has_value) ++i;
+      if (UsageFlagTakesValue(name) && !has_value) ++i;
       continue;
     }
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
