@@ -2,7 +2,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -30,6 +32,30 @@ TEST(WorkDirTest, CompletedPhasesSurviveReopening) {
   EXPECT_TRUE(again->Completed("teacher"));
   EXPECT_DOUBLE_EQ(again->Result("teacher")["top1"].get<double>(), 0.9);
   EXPECT_FALSE(again->Completed("prune"));
+}
+
+// Reopening removes the temporaries of writes a killed run did not finish, and nothing else.
+TEST(WorkDirTest, ReopeningRemovesTheTemporariesOfUnfinishedWrites) {
+  const std::string dir = FreshDir("temporaries");
+  ASSERT_TRUE(WorkDir::Open(dir, {{"a", 1}}).ok());
+  const std::string phase = dir + "/phases/teacher";
+  std::filesystem::create_directories(phase + "/model");
+  std::filesystem::create_directories(phase + "/trainer");
+  std::filesystem::create_directories(dir + "/cache");
+  const std::vector<std::string> stale = {
+      phase + "/model/model.safetensors.tmp.4242.0", phase + "/trainer/trainer_state.pt.tmp",
+      dir + "/state.json.tmp.17.3", dir + "/cache/image_folder-0123.dscache.tmp.99.12"};
+  const std::vector<std::string> kept = {phase + "/model/model.safetensors",
+                                         phase + "/trainer/trainer_state.pt",
+                                         dir + "/notes.tmp.txt",
+                                         dir + "/x.tmp.1.2.bak",
+                                         dir + "/.tmp.1.2",
+                                         dir + "/a.tmp.1."};
+  for (const std::string& file : stale) std::ofstream(file) << "partial";
+  for (const std::string& file : kept) std::ofstream(file) << "whole";
+  ASSERT_TRUE(WorkDir::Open(dir, {{"a", 1}}).ok());
+  for (const std::string& file : stale) EXPECT_FALSE(std::filesystem::exists(file)) << file;
+  for (const std::string& file : kept) EXPECT_TRUE(std::filesystem::exists(file)) << file;
 }
 
 TEST(WorkDirTest, DifferentSpecIsRefused) {
@@ -80,8 +106,7 @@ TEST(WorkDirTest, DirectoryThatCannotBeCreatedGivesTheErrorOfItsCause) {
   std::ofstream(dir + "/file") << "not a directory";
   auto wd = WorkDir::Open(dir + "/file/work", {{"a", 1}});
   EXPECT_EQ(wd.status().code(), absl::StatusCode::kNotFound) << wd.status();
-  EXPECT_NE(wd.status().message().find(dir + "/file/work"), absl::string_view::npos)
-      << wd.status();
+  EXPECT_NE(wd.status().message().find(dir + "/file/work"), absl::string_view::npos) << wd.status();
 }
 
 }  // namespace

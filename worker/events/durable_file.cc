@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -24,6 +25,7 @@ absl::Status ErrnoStatus(int error, absl::string_view what) {
       return absl::PermissionDeniedError(message);
     case ENOSPC:
     case EDQUOT:
+    case EFBIG:  // past a file size limit: no room, as a full disk
       return absl::ResourceExhaustedError(message);
     default:
       return absl::InternalError(message);
@@ -44,9 +46,26 @@ absl::Status SyncParentDirectory(const std::string& path) {
   return SyncPath(parent.empty() ? "." : parent);
 }
 
+std::string AtomicWriteTemporary(const std::string& path, int pid, uint64_t n) {
+  return absl::StrCat(path, ".tmp.", pid, ".", n);
+}
+
+bool IsAtomicWriteTemporary(absl::string_view file_name) {
+  auto all_digits = [](absl::string_view s) {
+    return !s.empty() &&
+           std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  const size_t tmp = file_name.rfind(".tmp.");
+  if (tmp == absl::string_view::npos || tmp == 0) return false;
+  const absl::string_view pid_and_n = file_name.substr(tmp + 5);
+  const size_t dot = pid_and_n.find('.');
+  return dot != absl::string_view::npos && all_digits(pid_and_n.substr(0, dot)) &&
+         all_digits(pid_and_n.substr(dot + 1));
+}
+
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
   static std::atomic<uint64_t> counter{0};
-  const std::string temp = absl::StrCat(path, ".tmp.", ::getpid(), ".", counter++);
+  const std::string temp = AtomicWriteTemporary(path, ::getpid(), counter++);
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot create ", temp));
   auto fail = [&temp](int error, absl::string_view what) {

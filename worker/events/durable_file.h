@@ -4,6 +4,7 @@
 #ifndef COMPRESS_WORKER_EVENTS_DURABLE_FILE_H_
 #define COMPRESS_WORKER_EVENTS_DURABLE_FILE_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -12,7 +13,7 @@
 namespace compress {
 
 // The status for a failed system call: NOT_FOUND for ENOENT and ENOTDIR, PERMISSION_DENIED for
-// EACCES, EPERM and EROFS, RESOURCE_EXHAUSTED for ENOSPC and EDQUOT, INTERNAL otherwise. The
+// EACCES, EPERM and EROFS, RESOURCE_EXHAUSTED for ENOSPC, EDQUOT and EFBIG, INTERNAL otherwise. The
 // message is "`what`: " followed by strerror(error).
 absl::Status ErrnoStatus(int error, absl::string_view what);
 
@@ -29,6 +30,14 @@ absl::Status SyncParentDirectory(const std::string& path);
 // temporary is removed and `path` is left as it was, unless only the final directory flush
 // failed (the new file is in place, its name maybe not yet on the disk).
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);
+
+// The name of WriteFileAtomically's temporary for `path`: PATH.tmp.PID.N (N counts the calls of
+// this process).
+std::string AtomicWriteTemporary(const std::string& path, int pid, uint64_t n);
+
+// Whether `file_name` (a name without its directory) is such a temporary: NAME.tmp.PID.N. One
+// left behind was being written when its process died.
+bool IsAtomicWriteTemporary(absl::string_view file_name);
 
 }  // namespace compress
 

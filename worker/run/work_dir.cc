@@ -5,11 +5,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -59,6 +61,29 @@ absl::Status CheckCompletedPhases(const nlohmann::json& completed, const std::st
   return absl::OkStatus();
 }
 
+// Removes what writes of an earlier run left when it was killed mid-write: WriteFileAtomically's
+// and the decode cache's temporaries (NAME.tmp.PID.N, each as large as the checkpoint, model or
+// cache it was to become) and the trainer checkpoint's temporary of earlier versions. The caller
+// holds the work dir's lock, so no other executor is writing there. Best effort: a file that
+// cannot be removed is left.
+void RemoveInterruptedWrites(const std::string& path) {
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (fs::recursive_directory_iterator it(path, fs::directory_options::skip_permission_denied, ec),
+       end;
+       !ec && it != end; it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    const std::string name = it->path().filename().string();
+    if (IsAtomicWriteTemporary(name) || name == "trainer_state.pt.tmp") stale.push_back(it->path());
+  }
+  for (const fs::path& file : stale) {
+    if (fs::remove(file, ec)) {
+      std::fprintf(stderr, "compress-run: removed %s, left by a write that did not finish\n",
+                   file.c_str());
+    }
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<WorkDir> WorkDir::Open(const std::string& path, const nlohmann::json& spec) {
@@ -78,6 +103,7 @@ absl::StatusOr<WorkDir> WorkDir::Open(const std::string& path, const nlohmann::j
   } else {
     if (absl::Status s = WriteFileAtomically(spec_path, spec.dump(2) + "\n"); !s.ok()) return s;
   }
+  RemoveInterruptedWrites(path);
   nlohmann::json state = {{"completed", nlohmann::json::object()}};
   if (fs::exists(state_path)) {
     absl::StatusOr<nlohmann::json> loaded = ReadJsonFile(state_path);

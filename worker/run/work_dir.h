@@ -45,7 +45,9 @@ class WorkDir {
  public:
   // Creates the directory if needed and binds it to `spec` (the normalised spec JSON): a fresh
   // directory records it in spec.json; a directory holding a different spec is
-  // FAILED_PRECONDITION, since resuming another job's phases would mix two jobs.
+  // FAILED_PRECONDITION, since resuming another job's phases would mix two jobs. The
+  // temporaries of writes an earlier run did not finish (killed mid-write) are removed. Call
+  // with the directory's WorkDirLock held.
   static absl::StatusOr<WorkDir> Open(const std::string& path, const nlohmann::json& spec);
 
   const std::string& path() const { return path_; }

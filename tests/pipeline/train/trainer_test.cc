@@ -4,6 +4,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -500,6 +502,54 @@ TEST_F(TrainerTest, MaxStepsBoundsThePhase) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->steps, 20);
   EXPECT_NEAR(result->epochs, 20.0 / 12.0, 1e-12);
+}
+
+// A checkpoint that cannot be written whole (a full disk, here a file size limit) ends the run
+// RESOURCE_EXHAUSTED, retryable, and leaves the previous checkpoint in place and no temporary;
+// the next run resumes from it.
+TEST_F(TrainerTest, ACheckpointThatCannotBeWrittenIsResourceExhaustedAndKeepsThePreviousOne) {
+  TrainerOptions options = BaseOptions();
+  options.checkpoint_dir = dir_.string();
+  options.checkpoint_every_steps = 5;
+  auto run = [&](int64_t cancel_at_step) {
+    TinyNet net = MakeNet(5);
+    auto trainer = MakeTrainer(net, options);
+    EXPECT_TRUE(trainer.ok()) << trainer.status();
+    auto train = MakeSource(train_, /*shuffle=*/true, /*noise=*/false);
+    std::atomic<bool> cancel{false};
+    TrainerCallbacks callbacks;
+    callbacks.cancel_flag = &cancel;
+    callbacks.on_metric = [&](const MetricPoint& p) {
+      if (p.step == cancel_at_step) cancel = true;
+    };
+    return (*trainer)->Train(*train, nullptr, callbacks);
+  };
+  ASSERT_EQ(run(/*cancel_at_step=*/7).status().code(), absl::StatusCode::kCancelled);
+  const std::string path = Trainer::CheckpointPath(dir_.string());
+  const auto size = std::filesystem::file_size(path);
+
+  // Files of this process may grow to 20 bytes short of a checkpoint: the write past that fails
+  // with EFBIG, before the archive's last records.
+  struct rlimit old_limit;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  struct rlimit limit = old_limit;
+  limit.rlim_cur = size - 20;
+  sighandler_t old_handler = signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &limit), 0);
+  auto failed = run(/*cancel_at_step=*/-1);
+  setrlimit(RLIMIT_FSIZE, &old_limit);
+  signal(SIGXFSZ, old_handler);
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kResourceExhausted) << failed.status();
+  EXPECT_TRUE(absl::StrContains(failed.status().message(), "cannot save checkpoint"))
+      << failed.status();
+  EXPECT_EQ(std::filesystem::file_size(path), size);
+  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+    EXPECT_EQ(entry.path().string(), path) << "left behind";
+  }
+
+  auto resumed = run(/*cancel_at_step=*/-1);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->resumed_from_step, 7);
 }
 
 TEST_F(TrainerTest, CorruptCheckpointIsDataLoss) {

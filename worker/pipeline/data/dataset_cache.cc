@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "worker/events/durable_file.h"
 
 namespace compress::pipeline {
 namespace {
@@ -237,7 +238,7 @@ absl::Status WriteDatasetCache(const std::string& path, const std::string& key,
     }
   }
   static std::atomic<uint64_t> counter{0};
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid(), ".", counter++);
+  const std::string tmp = AtomicWriteTemporary(path, ::getpid(), counter++);
   File file(std::fopen(tmp.c_str(), "wb"));
   if (file == nullptr) {
     return absl::FailedPreconditionError(

@@ -274,16 +274,21 @@ absl::Status Trainer::SaveCheckpoint(const Position& position, int64_t batches_p
                     at::globalContext().defaultGenerator(device).get_state());
     }
   }
+  // Serialized in memory, then written as every durable file is: LibTorch's own file writer
+  // aborts the process when a write fails (its destructor throws while the error unwinds), and
+  // does not check the close that writes the archive's last bytes, so a full disk ended the run
+  // without an error line or left a truncated checkpoint in place.
+  std::string bytes;
+  archive.save_to([&bytes](const void* data, size_t size) -> size_t {
+    bytes.append(static_cast<const char*>(data), size);
+    return size;
+  });
   const std::string path = CheckpointPath(options_.checkpoint_dir);
-  const std::string temporary = path + ".tmp";
-  archive.save_to(temporary);
-  if (absl::Status synced = SyncPath(temporary); !synced.ok()) return synced;
-  std::filesystem::rename(temporary, path, error);
-  if (error) {
-    return absl::InternalError(
-        absl::StrCat("cannot move checkpoint ", temporary, " to ", path, ": ", error.message()));
+  if (absl::Status written = WriteFileAtomically(path, bytes); !written.ok()) {
+    return absl::Status(written.code(),
+                        absl::StrCat("cannot save checkpoint: ", written.message()));
   }
-  return SyncPath(dir.string());
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Trainer::Position> Trainer::MaybeLoadCheckpoint(int64_t batches_per_epoch) {
