@@ -193,8 +193,9 @@ TEST(FashionMnistTest, UncompressedFileLongerThanItsHeaderIsDataLoss) {
   WriteFile(dir / "train-images-idx3-ubyte", data_test::IdxImages(5, 4, 4) + "x");
   ExpectError(LoadDataset(Options(DatasetFormat::kFashionMnist, dir.path())),
               absl::StatusCode::kDataLoss,
-              dir / "train-images-idx3-ubyte has 97 bytes but its header announces 96 "
-                    "(16 + 5 x 4 x 4)");
+              dir /
+                  "train-images-idx3-ubyte has 97 bytes but its header announces 96 "
+                  "(16 + 5 x 4 x 4)");
 
   data_test::WriteIdxDataset(dir.path(), 5, 3, 4, 4, /*gzip=*/false);
   WriteFile(dir / "t10k-labels-idx1-ubyte", data_test::IdxLabels(3) + std::string(2, '\0'));
@@ -617,6 +618,36 @@ TEST(ImageFolderTest, CancelStopsDecodingAndWritesNoCache) {
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->train_images.size(0), 40);
   EXPECT_EQ(d->cache_outcome, CacheOutcome::kWritten);
+}
+
+// A class added where the limits take no file from it still changes the cache key: its
+// labels' range and names are not those of the cached data set.
+TEST(ImageFolderTest, AClassAddedBeyondTheLimitsIsNotServedFromTheCache) {
+  TempDir dir;
+  for (const std::string& name : {"a", "b"}) {
+    for (int k = 0; k < 2; ++k) {
+      WriteFile(dir / ("train/" + name + "/" + std::to_string(k) + ".jpg"),
+                ClassJpeg(name == "a" ? 0 : 1, 16, 16, 3));
+      WriteFile(dir / ("val/" + name + "/" + std::to_string(k) + ".jpg"),
+                ClassJpeg(name == "a" ? 0 : 1, 16, 16, 3));
+    }
+  }
+  DatasetOptions o = Options(DatasetFormat::kImageFolder, dir.path());
+  o.cache_dir = dir / "cache";
+  o.limit_train = 2;  // one file of a, one of b: the listing stops before c
+  o.limit_val = 2;
+  absl::StatusOr<DatasetSplits> first = LoadDataset(o);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->num_classes, 2);
+
+  WriteFile(dir / "train/c/0.jpg", ClassJpeg(2, 16, 16, 3));
+  WriteFile(dir / "val/c/0.jpg", ClassJpeg(2, 16, 16, 3));
+  absl::StatusOr<DatasetSplits> second = LoadDataset(o);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->cache_outcome, CacheOutcome::kWritten);
+  EXPECT_NE(second->cache_path, first->cache_path);
+  EXPECT_EQ(second->num_classes, 3);
+  EXPECT_EQ(second->class_names, (std::vector<std::string>{"a", "b", "c"}));
 }
 
 TEST(ImageFolderTest, GreyFirstImageMeansOneChannel) {

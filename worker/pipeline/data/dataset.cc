@@ -49,6 +49,8 @@ constexpr int kCacheFormatVersion = 1;
 // What a format's reader found before decoding: its source files and how to decode them.
 struct Plan {
   std::vector<SourceFile> sources;
+  // The classes of a directory format, which a limited listing may not show in its files.
+  std::vector<std::string> class_names;
   std::function<absl::StatusOr<RawDataset>()> decode;
   // Whether decode already resized (directory formats resize per image while decoding).
   bool resized_by_decoder = false;
@@ -89,10 +91,10 @@ absl::StatusOr<Plan> MakePlan(const DatasetOptions& o) {
       absl::StatusOr<std::vector<SourceFile>> sources = ListingSources(*listing);
       if (!sources.ok()) return sources.status();
       plan.sources = *std::move(sources);
+      plan.class_names = listing->class_names;
       plan.resized_by_decoder = true;
       plan.decode = [listing = std::make_shared<ImageListing>(*std::move(listing)), &o] {
-        return DecodeImageListing(*listing, o.image_size, o.channels, o.decode_threads,
-                                  o.cancel);
+        return DecodeImageListing(*listing, o.image_size, o.channels, o.decode_threads, o.cancel);
       };
       return plan;
     }
@@ -114,9 +116,10 @@ absl::StatusOr<Plan> MakePlan(const DatasetOptions& o) {
   return absl::InvalidArgumentError("unknown data set format");
 }
 
-// The full cache key: everything that determines the decoded tensors. Source files are named
-// relative to the data set root, so a copy of the data set (with its mtimes) shares the cache.
-std::string CacheKey(const DatasetOptions& o, const std::vector<SourceFile>& sources) {
+// The full cache key: everything that determines the decoded tensors and the class list.
+// Source files are named relative to the data set root, so a copy of the data set (with its
+// mtimes) shares the cache.
+std::string CacheKey(const DatasetOptions& o, const Plan& plan) {
   std::string key = absl::StrCat("compress-dataset-cache v", kCacheFormatVersion,
                                  "\nformat=", DatasetFormatName(o.format),
                                  "\nimage_size=", o.image_size, "\nchannels=", o.channels,
@@ -129,7 +132,13 @@ std::string CacheKey(const DatasetOptions& o, const std::vector<SourceFile>& sou
     absl::StrAppend(&key, "\nsynthetic=", o.synthetic_num_classes, ",", o.synthetic_train_size, ",",
                     o.synthetic_val_size, ",", o.synthetic_seed);
   }
-  for (const SourceFile& f : sources) {
+  // A class added or removed where a limited listing takes no file from it still changes the
+  // labels' range and names.
+  if (!plan.class_names.empty()) {
+    absl::StrAppend(&key, "\nclasses=", plan.class_names.size());
+    for (const std::string& name : plan.class_names) absl::StrAppend(&key, "\nclass ", name);
+  }
+  for (const SourceFile& f : plan.sources) {
     absl::string_view name = f.path;
     if (absl::StartsWith(name, o.path)) {
       name.remove_prefix(o.path.size());
@@ -185,7 +194,7 @@ absl::StatusOr<DatasetSplits> LoadUnchecked(const DatasetOptions& o) {
   if (!plan.ok()) return plan.status();
   if (o.cache_dir.empty()) return Decode(o, *plan);
 
-  const std::string key = CacheKey(o, plan->sources);
+  const std::string key = CacheKey(o, *plan);
   const std::string cache_path = JoinPath(
       o.cache_dir, absl::StrCat(DatasetFormatName(o.format), "-", StableHashHex(key), ".dscache"));
   absl::StatusOr<DatasetSplits> cached = ReadDatasetCache(cache_path, key);
