@@ -319,6 +319,9 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // A write past a file size limit fails with EFBIG (RESOURCE_EXHAUSTED, as a full disk) instead
+  // of killing compressd.
+  signal(SIGXFSZ, SIG_IGN);
 
   compress::server::SecurityConfig security;
   security.address = absl::GetFlag(FLAGS_grpc_address);

@@ -63,7 +63,8 @@ bool IsAtomicWriteTemporary(absl::string_view file_name) {
          all_digits(pid_and_n.substr(dot + 1));
 }
 
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::function<void(const ByteSink&)>& produce) {
   static std::atomic<uint64_t> counter{0};
   const std::string temp = AtomicWriteTemporary(path, ::getpid(), counter++);
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -72,18 +73,24 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
     ::unlink(temp.c_str());
     return ErrnoStatus(error, absl::StrCat(what, temp));
   };
-  const char* data = contents.data();
-  size_t left = contents.size();
-  while (left > 0) {
-    const ssize_t n = ::write(fd, data, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int error = errno;
-      ::close(fd);
-      return fail(error, "cannot write ");
+  // The first failed write is remembered and the bytes after it are dropped: the producer runs
+  // to its end either way (LibTorch's archive writer cannot stop half way without aborting).
+  int write_error = 0;
+  produce([fd, &write_error](const void* bytes, size_t size) {
+    const char* data = static_cast<const char*>(bytes);
+    while (size > 0 && write_error == 0) {
+      const ssize_t n = ::write(fd, data, size);
+      if (n < 0) {
+        if (errno != EINTR) write_error = errno;
+        continue;
+      }
+      data += n;
+      size -= static_cast<size_t>(n);
     }
-    data += n;
-    left -= static_cast<size_t>(n);
+  });
+  if (write_error != 0) {
+    ::close(fd);
+    return fail(write_error, "cannot write ");
   }
   int error = ::fsync(fd) == 0 ? 0 : errno;
   if (::close(fd) != 0 && error == 0) error = errno;
@@ -94,6 +101,11 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
     return ErrnoStatus(rename_error, absl::StrCat("cannot rename ", temp, " to ", path));
   }
   return SyncParentDirectory(path);
+}
+
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
+  return WriteFileAtomically(
+      path, [contents](const ByteSink& write) { write(contents.data(), contents.size()); });
 }
 
 }  // namespace compress

@@ -4,7 +4,9 @@
 #ifndef COMPRESS_WORKER_EVENTS_DURABLE_FILE_H_
 #define COMPRESS_WORKER_EVENTS_DURABLE_FILE_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -30,6 +32,15 @@ absl::Status SyncParentDirectory(const std::string& path);
 // temporary is removed and `path` is left as it was, unless only the final directory flush
 // failed (the new file is in place, its name maybe not yet on the disk).
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);
+
+// Receives the bytes of a file being written, in order.
+using ByteSink = std::function<void(const void* data, size_t size)>;
+
+// As above, with the contents streamed: `produce` hands every byte of the file to the sink it is
+// given, in order. A write that fails makes the call fail (the sink drops the rest quietly, so
+// that the producer runs to its end), the temporary removed.
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::function<void(const ByteSink&)>& produce);
 
 // The name of WriteFileAtomically's temporary for `path`: PATH.tmp.PID.N (N counts the calls of
 // this process).

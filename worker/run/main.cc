@@ -132,6 +132,9 @@ absl::Status CheckFlags(const std::vector<char*>& positional) {
 int main(int argc, char** argv) {
   compress::SetProgramUsage(
       "compress-run", "Runs one compression job: compress-run --spec SPEC.json --workdir DIR");
+  // A write past a file size limit fails with EFBIG, reported RESOURCE_EXHAUSTED as a full disk
+  // is, instead of killing the run without an error line.
+  std::signal(SIGXFSZ, SIG_IGN);
   compress::events::EventWriter events(stdout);
   // Flags Abseil cannot parse would end the program with its message only; the contract asks for
   // an error line.

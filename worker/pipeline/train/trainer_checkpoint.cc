@@ -274,17 +274,21 @@ absl::Status Trainer::SaveCheckpoint(const Position& position, int64_t batches_p
                     at::globalContext().defaultGenerator(device).get_state());
     }
   }
-  // Serialized in memory, then written as every durable file is: LibTorch's own file writer
+  // Streamed into a durable file (a temporary, flushed, renamed): LibTorch's own file writer
   // aborts the process when a write fails (its destructor throws while the error unwinds), and
   // does not check the close that writes the archive's last bytes, so a full disk ended the run
-  // without an error line or left a truncated checkpoint in place.
-  std::string bytes;
-  archive.save_to([&bytes](const void* data, size_t size) -> size_t {
-    bytes.append(static_cast<const char*>(data), size);
-    return size;
-  });
+  // without an error line or left a truncated checkpoint in place. Here LibTorch's writer never
+  // sees a failure; the file's writer reports it after the archive is done.
   const std::string path = CheckpointPath(options_.checkpoint_dir);
-  if (absl::Status written = WriteFileAtomically(path, bytes); !written.ok()) {
+  if (absl::Status written =
+          WriteFileAtomically(path,
+                              [&archive](const ByteSink& write) {
+                                archive.save_to([&write](const void* data, size_t size) -> size_t {
+                                  write(data, size);
+                                  return size;
+                                });
+                              });
+      !written.ok()) {
     return absl::Status(written.code(),
                         absl::StrCat("cannot save checkpoint: ", written.message()));
   }
