@@ -35,9 +35,18 @@ TEST(CheckCommandLineFlagsTest, AcceptsWhatAbseilParses) {
                   .ok());
   EXPECT_EQ(absl::GetFlag(FLAGS_usage_test_count), 4);  // stored, as the parser would
   EXPECT_EQ(absl::GetFlag(FLAGS_usage_test_wait), absl::Seconds(90));
-  // The usage flags are answered by ParseProgramFlags; --undefok's names may be anything.
+  // A usage flag is answered by ParseProgramFlags, whatever else the line holds.
   EXPECT_TRUE(Check({"--help", "--helpon", "main", "--version"}).ok());
+  EXPECT_TRUE(Check({"--usage_test_count=x", "--help"}).ok());
+  // Flags from files, the environment or --undefok are Abseil's to judge (the files are not
+  // read here), in either form of their value.
   EXPECT_TRUE(Check({"--undefok=no_such_flag,other", "--no_such_flag=1", "--nono_such_flag"}).ok());
+  EXPECT_TRUE(Check({"--undefok", "no_such_flag", "--no_such_flag"}).ok());
+  EXPECT_TRUE(Check({"--flagfile=/nonexistent/flags", "--no_such_flag"}).ok());
+  EXPECT_TRUE(Check({"--fromenv", "no_such_flag", "--no_such_flag=2"}).ok());
+  // A known flag's value is still checked then.
+  EXPECT_EQ(Check({"--flagfile=/nonexistent/flags", "--usage_test_count=x"}).message(),
+            "--usage_test_count: bad value 'x'");
 }
 
 TEST(CheckCommandLineFlagsTest, NamesTheFlagAndWhatIsWrong) {

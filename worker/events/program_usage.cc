@@ -71,6 +71,11 @@ std::optional<FlagArgument> AsFlag(absl::string_view arg) {
   return flag;
 }
 
+// Abseil's flags that read other flags from files or the environment, or accept unknown ones.
+bool IsFlagSourceFlag(absl::string_view name) {
+  return name == "flagfile" || name == "fromenv" || name == "tryfromenv" || name == "undefok";
+}
+
 // --helpon and --helpmatch take a value, which may be the next argument.
 bool UsageFlagTakesValue(absl::string_view name) { return name == "helpon" || name == "helpmatch"; }
 
@@ -210,15 +215,17 @@ std::vector<char*> ParseProgramFlags(int argc, char** argv) {
 }
 
 absl::Status CheckCommandLineFlags(int argc, char** argv) {
-  std::set<std::string> undefok;
+  // A usage flag is answered whatever else the line holds. Flags that bring in other flags or
+  // declare unknown ones acceptable (--flagfile, --fromenv, --tryfromenv, --undefok) are left to
+  // Abseil, and so is the verdict on unknown flags when one of them is given: the flags a file or
+  // the environment define are not known here.
+  bool unknown_left_to_abseil = false;
   for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--") break;
-    if (absl::ConsumePrefix(&arg, "--undefok=") || absl::ConsumePrefix(&arg, "-undefok=")) {
-      for (absl::string_view name : absl::StrSplit(arg, ',', absl::SkipEmpty())) {
-        undefok.insert(std::string(name));
-      }
-    }
+    if (absl::string_view(argv[i]) == "--") break;
+    std::optional<FlagArgument> argument = AsFlag(argv[i]);
+    if (!argument.has_value()) continue;
+    if (IsUsageFlag(argument->name)) return absl::OkStatus();
+    if (IsFlagSourceFlag(argument->name)) unknown_left_to_abseil = true;
   }
   for (int i = 1; i < argc; ++i) {
     if (absl::string_view(argv[i]) == "--") break;
@@ -227,8 +234,8 @@ absl::Status CheckCommandLineFlags(int argc, char** argv) {
     const absl::string_view name = argument->name;
     absl::string_view value = argument->value;
     const bool has_value = argument->has_value;
-    if (IsUsageFlag(name)) {
-      if (UsageFlagTakesValue(name) && !has_value) ++i;
+    if (IsFlagSourceFlag(name)) {
+      if (!has_value) ++i;  // its value is the next argument
       continue;
     }
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
@@ -241,10 +248,7 @@ absl::Status CheckCommandLineFlags(int argc, char** argv) {
       }
     }
     if (flag == nullptr) {
-      if (undefok.count(std::string(name)) > 0 ||
-          (absl::StartsWith(name, "no") && undefok.count(std::string(name.substr(2))) > 0)) {
-        continue;
-      }
+      if (unknown_left_to_abseil) continue;
       return absl::InvalidArgumentError(
           absl::StrCat("--", name, ": unknown flag of ", program_name, " (see --help)"));
     }

@@ -28,11 +28,12 @@ std::vector<char*> ParseProgramFlags(int argc, char** argv);
 
 // Checks the flags written on the command line as Abseil's parser will, so that a program can
 // report them its own way before ParseProgramFlags (which ends the program with status 1 and
-// Abseil's message): INVALID_ARGUMENT "--NAME: unknown flag (see --help)" for a flag the program
-// does not define (unless --undefok lists it), "--NAME: missing value" and "--NAME: bad value
-// 'V': ..." with the type's own complaint for a value the flag cannot hold. The usage flags pass,
-// and so do the lines of a --flagfile (Abseil checks those). A valid value is stored in its flag
-// as ParseProgramFlags would; call ParseProgramFlags next.
+// Abseil's message): INVALID_ARGUMENT "--NAME: unknown flag of PROGRAM (see --help)" for a flag
+// the program does not define, "--NAME: missing value" and "--NAME: bad value 'V'" (with the
+// type's reason when it gives one) for a value the flag cannot hold. A line with a usage flag
+// passes (it is answered); --flagfile, --fromenv, --tryfromenv and --undefok are left to Abseil,
+// and so are unknown flags when one of them is given. A valid value is stored in its flag as
+// ParseProgramFlags would; call ParseProgramFlags next.
 absl::Status CheckCommandLineFlags(int argc, char** argv);
 
 // OK when ParseProgramFlags' `positional` holds only argv[0]; otherwise INVALID_ARGUMENT
