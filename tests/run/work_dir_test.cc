@@ -1,5 +1,7 @@
 #include "worker/run/work_dir.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -34,7 +36,8 @@ TEST(WorkDirTest, CompletedPhasesSurviveReopening) {
   EXPECT_FALSE(again->Completed("prune"));
 }
 
-// Reopening removes the temporaries of writes a killed run did not finish, and nothing else.
+// Reopening removes the temporaries of writes a killed run did not finish, and nothing else: not
+// those of a process that runs, nor those of a nested work dir.
 TEST(WorkDirTest, ReopeningRemovesTheTemporariesOfUnfinishedWrites) {
   const std::string dir = FreshDir("temporaries");
   ASSERT_TRUE(WorkDir::Open(dir, {{"a", 1}}).ok());
@@ -43,14 +46,22 @@ TEST(WorkDirTest, ReopeningRemovesTheTemporariesOfUnfinishedWrites) {
   std::filesystem::create_directories(phase + "/trainer");
   std::filesystem::create_directories(dir + "/cache");
   const std::vector<std::string> stale = {
-      phase + "/model/model.safetensors.tmp.4242.0", phase + "/trainer/trainer_state.pt.tmp",
-      dir + "/state.json.tmp.17.3", dir + "/cache/image_folder-0123.dscache.tmp.99.12"};
-  const std::vector<std::string> kept = {phase + "/model/model.safetensors",
-                                         phase + "/trainer/trainer_state.pt",
-                                         dir + "/notes.tmp.txt",
-                                         dir + "/x.tmp.1.2.bak",
-                                         dir + "/.tmp.1.2",
-                                         dir + "/a.tmp.1."};
+      phase + "/model/model.safetensors.tmp.99999998.0", phase + "/trainer/trainer_state.pt.tmp",
+      dir + "/state.json.tmp.99999999.3", dir + "/cache/image_folder-0123.dscache.tmp.99999997.12"};
+  std::vector<std::string> kept = {phase + "/model/model.safetensors",
+                                   phase + "/trainer/trainer_state.pt",
+                                   dir + "/notes.tmp.txt",
+                                   dir + "/x.tmp.1.2.bak",
+                                   dir + "/.tmp.1.2",
+                                   dir + "/a.tmp.1."};
+  // The stale ones name pids past Linux's limit (2^22); this process runs: its temporaries are
+  // in flight. A nested work dir (its own .lock) is
+  // another executor's.
+  const std::string mine = dir + "/cache/shared.dscache.tmp." + std::to_string(::getpid()) + ".0";
+  std::filesystem::create_directories(dir + "/nested/phases");
+  std::ofstream(dir + "/nested/.lock");
+  kept.push_back(mine);
+  kept.push_back(dir + "/nested/phases/state.json.tmp.17.3");
   for (const std::string& file : stale) std::ofstream(file) << "partial";
   for (const std::string& file : kept) std::ofstream(file) << "whole";
   ASSERT_TRUE(WorkDir::Open(dir, {{"a", 1}}).ok());

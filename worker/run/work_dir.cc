@@ -1,6 +1,7 @@
 #include "worker/run/work_dir.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -61,20 +62,38 @@ absl::Status CheckCompletedPhases(const nlohmann::json& completed, const std::st
   return absl::OkStatus();
 }
 
+// Whether a process with this id runs (on this machine, in this pid namespace).
+bool ProcessRuns(absl::string_view pid_text) {
+  int pid = 0;
+  if (!absl::SimpleAtoi(pid_text, &pid) || pid <= 0) return false;
+  return ::kill(pid, 0) == 0 || errno == EPERM;
+}
+
 // Removes what writes of an earlier run left when it was killed mid-write: WriteFileAtomically's
 // and the decode cache's temporaries (NAME.tmp.PID.N, each as large as the checkpoint, model or
 // cache it was to become) and the trainer checkpoint's temporary of earlier versions. The caller
-// holds the work dir's lock, so no other executor is writing there. Best effort: a file that
-// cannot be removed is left.
+// holds the work dir's lock; a temporary of a process that still runs (another executor sharing
+// a --cache_dir placed here) is left, and so is every directory below that holds a work dir's
+// lock of its own. Best effort: a file that cannot be removed is left.
 void RemoveInterruptedWrites(const std::string& path) {
   std::error_code ec;
   std::vector<fs::path> stale;
-  for (fs::recursive_directory_iterator it(path, fs::directory_options::skip_permission_denied, ec),
-       end;
-       !ec && it != end; it.increment(ec)) {
+  fs::recursive_directory_iterator it(path, fs::directory_options::skip_permission_denied, ec);
+  for (const fs::recursive_directory_iterator end; !ec && it != end; it.increment(ec)) {
+    if (it->is_directory(ec) && !it->is_symlink(ec) && fs::exists(it->path() / ".lock", ec)) {
+      it.disable_recursion_pending();  // another work dir
+      continue;
+    }
     if (!it->is_regular_file(ec)) continue;
     const std::string name = it->path().filename().string();
-    if (IsAtomicWriteTemporary(name) || name == "trainer_state.pt.tmp") stale.push_back(it->path());
+    if (name == "trainer_state.pt.tmp") {
+      stale.push_back(it->path());
+    } else if (IsAtomicWriteTemporary(name)) {
+      // NAME.tmp.PID.N
+      absl::string_view pid = absl::string_view(name).substr(name.rfind(".tmp.") + 5);
+      pid = pid.substr(0, pid.find('.'));
+      if (!ProcessRuns(pid)) stale.push_back(it->path());
+    }
   }
   for (const fs::path& file : stale) {
     if (fs::remove(file, ec)) {

@@ -46,8 +46,9 @@ class WorkDir {
   // Creates the directory if needed and binds it to `spec` (the normalised spec JSON): a fresh
   // directory records it in spec.json; a directory holding a different spec is
   // FAILED_PRECONDITION, since resuming another job's phases would mix two jobs. The
-  // temporaries of writes an earlier run did not finish (killed mid-write) are removed. Call
-  // with the directory's WorkDirLock held.
+  // temporaries of writes an earlier run did not finish (killed mid-write) are removed, not
+  // those of a process that still runs nor any below a directory with a work dir lock of its
+  // own. Call with the directory's WorkDirLock held.
   static absl::StatusOr<WorkDir> Open(const std::string& path, const nlohmann::json& spec);
 
   const std::string& path() const { return path_; }
