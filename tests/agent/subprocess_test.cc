@@ -144,10 +144,16 @@ TEST(SubprocessTest, EndsWhenTheChildExitsLeavingABackgroundProcessOnItsPipes) {
 }
 
 TEST(SubprocessTest, EndsWhenAProcessInASessionOfItsOwnHoldsThePipes) {
-  // setsid takes the sleep out of the child's group: it is not killed, and the pipes are read
-  // for Subprocess::kDrainGrace after the child's exit.
+  // setsid takes the sleep out of the child's group before the child exits (the child waits for
+  // its pid file, written after setsid()): it is not killed, and the pipes are read for
+  // Subprocess::kDrainGrace after the child's exit.
+  const std::string pid_file =
+      absl::StrCat(::testing::TempDir(), "/subprocess_test_escaped_", ::getpid());
+  std::remove(pid_file.c_str());
   absl::Time start = absl::Now();
-  auto process = StartShell("setsid sleep 30 & echo $!; echo last; exit 4");
+  auto process = StartShell(
+      absl::StrCat("setsid sh -c 'echo $$ > ", pid_file, "; exec sleep 30' & while [ ! -s ",
+                   pid_file, " ]; do sleep 0.01; done; cat ", pid_file, "; echo last; exit 4"));
   ASSERT_NE(process, nullptr);
   std::optional<std::string> pid_line = process->ReadLine();
   ASSERT_TRUE(pid_line.has_value());
@@ -156,9 +162,13 @@ TEST(SubprocessTest, EndsWhenAProcessInASessionOfItsOwnHoldsThePipes) {
   EXPECT_EQ(process->ReadLine(), "last");
   EXPECT_EQ(process->ReadLine(), std::nullopt);
   ExitInfo exit = process->Wait();
-  EXPECT_LT(absl::Now() - start, absl::Seconds(15));
+  const absl::Duration elapsed = absl::Now() - start;
+  EXPECT_GE(elapsed, Subprocess::kDrainGrace);
+  EXPECT_LT(elapsed, absl::Seconds(15));
   EXPECT_EQ(exit.exit_code, 4);
+  EXPECT_EQ(kill(escaped, 0), 0) << "the escaped process must still run";
   kill(escaped, SIGKILL);
+  std::remove(pid_file.c_str());
 }
 
 TEST(SubprocessTest, ASlowReaderStillGetsEveryLineTheChildWroteBeforeItExited) {

@@ -310,19 +310,25 @@ void Subprocess::DrainStderr(int fd) {
   const size_t piece = std::max<size_t>(1, options_.stderr_echo_line_bytes);
   std::string pending_echo;
   char chunk[4096];
+  size_t late_bytes = 0;
   while (true) {
     // As stdout: read to the end, or for kDrainGrace after the child's end when a process that
-    // left its group still holds the pipe.
+    // left its group still holds the pipe, then what is waiting in it (kLateReadLimit at most).
     const int64_t now = SteadyNanos();
     const int64_t deadline = drain_deadline_ns_.load();
-    if (deadline != 0 && now >= deadline) break;
+    const bool late = deadline != 0 && now >= deadline;
+    if (late && late_bytes >= kLateReadLimit) break;
     pollfd readable = {fd, POLLIN, 0};
-    const int ready = poll(&readable, 1, PollTimeoutMs(deadline, now));
+    const int ready = poll(&readable, 1, late ? 0 : PollTimeoutMs(deadline, now));
     if (ready < 0 && errno == EINTR) continue;
-    if (ready == 0) continue;
+    if (ready == 0) {
+      if (late) break;  // what the child wrote has been read
+      continue;
+    }
     ssize_t n = read(fd, chunk, sizeof(chunk));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
+    if (late) late_bytes += static_cast<size_t>(n);
     absl::string_view data(chunk, static_cast<size_t>(n));
     {
       absl::MutexLock lock(&mu_);
