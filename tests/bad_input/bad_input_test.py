@@ -24,6 +24,7 @@ import gzip
 import json
 import os
 import re
+import resource
 import shutil
 import struct
 import subprocess
@@ -375,10 +376,10 @@ def ctl_outcome(done):
     return outcome(None, line[len("compressctl: "):], done.returncode)
 
 
-def run_compress_run(spec, name, raw_spec=None, args=None, folder=None):
+def run_compress_run(spec, name, raw_spec=None, args=None, folder=None, preexec_fn=None):
     """compress-run on `spec` (a dict) or `raw_spec` (text) in a fresh work dir (`folder`/work,
-    `folder` a new scratch folder unless given); the outcome of its last stdout line, which must
-    be an `error` event."""
+    `folder` a new scratch folder unless given), `preexec_fn` run in the child before it starts;
+    the outcome of its last stdout line, which must be an `error` event."""
     folder = folder or ENV.scratch(name)
     spec_path = os.path.join(folder, "spec.json")
     write(spec_path, raw_spec if raw_spec is not None else json.dumps(spec))
@@ -386,7 +387,8 @@ def run_compress_run(spec, name, raw_spec=None, args=None, folder=None):
     command += args if args is not None else [f"--spec={spec_path}",
                                               f"--workdir={os.path.join(folder, 'work')}",
                                               "--device=cpu", "--threads=1"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          preexec_fn=preexec_fn)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     if not lines:
         return outcome(None, f"no stdout; stderr: {done.stderr[-2000:]}", done.returncode)
@@ -877,6 +879,16 @@ def _():
     shutil.copyfile(source, target)
     return run_compress_run(tiny_spec(), "trainer-wrong-shapes", folder=folder)._replace(
         subs={"FILE": target})
+
+
+@case("workdir-file-size-limit", "compress-run workdir")
+def _():
+    # Files may grow to 8 KiB (SIGXFSZ at its default, as subprocess restores it): the trainer's
+    # checkpoint is the first file past that.
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE,
+                           (8192, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    return run_compress_run(tiny_spec(), "file-size-limit", preexec_fn=limit)
 
 
 # Missing data sets.
