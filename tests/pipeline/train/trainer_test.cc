@@ -111,6 +111,20 @@ absl::StatusOr<std::unique_ptr<Trainer>> MakeTrainer(TinyNet& net, const Trainer
                          options);
 }
 
+// Trains `net` on `train`, cancelling after step `cancel_at_step` (-1: never).
+absl::StatusOr<TrainResult> TrainCancellingAt(TinyNet& net, const TrainerOptions& options,
+                                              BatchSource& train, int64_t cancel_at_step) {
+  auto trainer = MakeTrainer(net, options);
+  if (!trainer.ok()) return trainer.status();
+  std::atomic<bool> cancel{false};
+  TrainerCallbacks callbacks;
+  callbacks.cancel_flag = &cancel;
+  callbacks.on_metric = [&](const MetricPoint& p) {
+    if (p.step == cancel_at_step) cancel = true;
+  };
+  return (*trainer)->Train(train, nullptr, callbacks);
+}
+
 TEST_F(TrainerTest, LearnsASyntheticTask) {
   TinyNet net = MakeNet(5);
   TrainerOptions options = BaseOptions();
@@ -155,16 +169,8 @@ TEST_F(TrainerTest, LearnsASyntheticTask) {
 
 TEST_F(TrainerTest, ResumeMatchesAnUninterruptedRun) {
   auto run = [&](TinyNet& net, const TrainerOptions& options, int64_t cancel_at_step) {
-    auto trainer = MakeTrainer(net, options);
-    EXPECT_TRUE(trainer.ok()) << trainer.status();
     auto train = MakeSource(train_, /*shuffle=*/true, /*noise=*/true);
-    std::atomic<bool> cancel{false};
-    TrainerCallbacks callbacks;
-    callbacks.cancel_flag = &cancel;
-    callbacks.on_metric = [&](const MetricPoint& p) {
-      if (p.step == cancel_at_step) cancel = true;
-    };
-    return (*trainer)->Train(*train, nullptr, callbacks);
+    return TrainCancellingAt(net, options, *train, cancel_at_step);
   };
   TrainerOptions options = BaseOptions();
 
@@ -513,16 +519,8 @@ TEST_F(TrainerTest, ACheckpointThatCannotBeWrittenIsResourceExhaustedAndKeepsThe
   options.checkpoint_every_steps = 5;
   auto run = [&](int64_t cancel_at_step) {
     TinyNet net = MakeNet(5);
-    auto trainer = MakeTrainer(net, options);
-    EXPECT_TRUE(trainer.ok()) << trainer.status();
     auto train = MakeSource(train_, /*shuffle=*/true, /*noise=*/false);
-    std::atomic<bool> cancel{false};
-    TrainerCallbacks callbacks;
-    callbacks.cancel_flag = &cancel;
-    callbacks.on_metric = [&](const MetricPoint& p) {
-      if (p.step == cancel_at_step) cancel = true;
-    };
-    return (*trainer)->Train(*train, nullptr, callbacks);
+    return TrainCancellingAt(net, options, *train, cancel_at_step);
   };
   ASSERT_EQ(run(/*cancel_at_step=*/7).status().code(), absl::StatusCode::kCancelled);
   const std::string path = Trainer::CheckpointPath(dir_.string());
