@@ -178,6 +178,15 @@ class AgentTest : public ::testing::Test {
     options_.attempt.work_root = root_ + "/work";
     options_.attempt.echo_executor_stderr = false;
   }
+  // Serves `service` on a free loopback port and points options_.server at it; null when it
+  // cannot be served.
+  std::unique_ptr<grpc::Server> ServeForAgent(FakeWorkerService* service) {
+    int port = 0;
+    std::unique_ptr<grpc::Server> server = FakeWorkerService::Serve(service, "127.0.0.1:0", &port);
+    options_.server = absl::StrCat("127.0.0.1:", port);
+    return server;
+  }
+
   TestDir dir_{"agent_test"};
   const std::string root_ = dir_.path();
   Agent::Options options_;
@@ -308,10 +317,8 @@ TEST_F(AgentTest, AnExecutorThatCannotStartHandsLeasesBackAndPausesLeasing) {
   for (const char* job : {"jobs/x1", "jobs/x2", "jobs/x3", "jobs/x4"}) {
     service.AddLease(FirstAttempt(job));
   }
-  int port = 0;
-  std::unique_ptr<grpc::Server> server = FakeWorkerService::Serve(&service, "127.0.0.1:0", &port);
+  std::unique_ptr<grpc::Server> server = ServeForAgent(&service);
   ASSERT_NE(server, nullptr);
-  options_.server = absl::StrCat("127.0.0.1:", port);
   absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Create(options_);
   ASSERT_TRUE(agent.ok()) << agent.status();
   fs::rename(executor, executor + ".away");
@@ -409,10 +416,8 @@ TEST_F(AgentTest, SweepKeepsTheWorkDirOfTheRunningAttempt) {
   options_.work_dir_sweep_interval = absl::Milliseconds(100);
   FakeWorkerService service;
   service.AddLease(FirstAttempt("jobs/run1"));
-  int port = 0;
-  std::unique_ptr<grpc::Server> server = FakeWorkerService::Serve(&service, "127.0.0.1:0", &port);
+  std::unique_ptr<grpc::Server> server = ServeForAgent(&service);
   ASSERT_NE(server, nullptr);
-  options_.server = absl::StrCat("127.0.0.1:", port);
   absl::StatusOr<std::unique_ptr<Agent>> agent = Agent::Create(options_);
   ASSERT_TRUE(agent.ok()) << agent.status();
   std::thread runner([&agent] { (*agent)->Run(); });
