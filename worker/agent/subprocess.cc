@@ -210,18 +210,11 @@ std::optional<std::string> Subprocess::ReadLine() {
       next_exit_check_ns_ = now + absl::ToInt64Nanoseconds(kExitPoll);
       if (LeaderExited()) OnLeaderExit();
     }
-    const int64_t deadline = drain_deadline_ns_.load();
-    const bool late = deadline != 0 && now >= deadline;
-    pollfd readable = {stdout_fd_, POLLIN, 0};
-    const int ready = late && late_bytes_ >= kLateReadLimit
-                          ? 0
-                          : poll(&readable, 1, late ? 0 : PollTimeoutMs(deadline, now));
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready == 0) {
-      if (late) {
-        stdout_eof_ = true;  // what a process outside the group writes later is not the child's
-        CloseFd(stdout_fd_);
-      }
+    const Readiness ready = AwaitReadable(stdout_fd_, late_bytes_);
+    if (ready == Readiness::kNothingYet) continue;
+    if (ready == Readiness::kDrained) {
+      stdout_eof_ = true;  // what a process outside the group writes later is not the child's
+      CloseFd(stdout_fd_);
       continue;
     }
     char chunk[8192];
@@ -232,15 +225,27 @@ std::optional<std::string> Subprocess::ReadLine() {
       CloseFd(stdout_fd_);
       continue;
     }
-    if (late) late_bytes_ += static_cast<size_t>(n);
+    if (ready == Readiness::kLate) late_bytes_ += static_cast<size_t>(n);
     stdout_buffer_.append(chunk, static_cast<size_t>(n));
   }
 }
 
-int Subprocess::PollTimeoutMs(int64_t deadline, int64_t now) {
-  int64_t timeout_ns = absl::ToInt64Nanoseconds(kExitPoll);
-  if (deadline != 0) timeout_ns = std::min(timeout_ns, deadline - now);
-  return static_cast<int>(std::max<int64_t>(1, (timeout_ns + 999999) / 1000000));
+Subprocess::Readiness Subprocess::AwaitReadable(int fd, size_t late_bytes) const {
+  const int64_t now = SteadyNanos();
+  const int64_t deadline = drain_deadline_ns_.load();
+  const bool late = deadline != 0 && now >= deadline;
+  if (late && late_bytes >= kLateReadLimit) return Readiness::kDrained;
+  int timeout_ms = 0;  // after the grace, only bytes already waiting
+  if (!late) {
+    int64_t timeout_ns = absl::ToInt64Nanoseconds(kExitPoll);
+    if (deadline != 0) timeout_ns = std::min(timeout_ns, deadline - now);
+    timeout_ms = static_cast<int>(std::max<int64_t>(1, (timeout_ns + 999999) / 1000000));
+  }
+  pollfd readable = {fd, POLLIN, 0};
+  const int ready = poll(&readable, 1, timeout_ms);
+  if (ready == 0 && late) return Readiness::kDrained;
+  if (ready <= 0) return Readiness::kNothingYet;  // the wait ended, or EINTR
+  return late ? Readiness::kLate : Readiness::kReadable;
 }
 
 int64_t Subprocess::SteadyNanos() {
@@ -314,21 +319,13 @@ void Subprocess::DrainStderr(int fd) {
   while (true) {
     // As stdout: read to the end, or for kDrainGrace after the child's end when a process that
     // left its group still holds the pipe, then what is waiting in it (kLateReadLimit at most).
-    const int64_t now = SteadyNanos();
-    const int64_t deadline = drain_deadline_ns_.load();
-    const bool late = deadline != 0 && now >= deadline;
-    if (late && late_bytes >= kLateReadLimit) break;
-    pollfd readable = {fd, POLLIN, 0};
-    const int ready = poll(&readable, 1, late ? 0 : PollTimeoutMs(deadline, now));
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready == 0) {
-      if (late) break;  // what the child wrote has been read
-      continue;
-    }
+    const Readiness ready = AwaitReadable(fd, late_bytes);
+    if (ready == Readiness::kNothingYet) continue;
+    if (ready == Readiness::kDrained) break;
     ssize_t n = read(fd, chunk, sizeof(chunk));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    if (late) late_bytes += static_cast<size_t>(n);
+    if (ready == Readiness::kLate) late_bytes += static_cast<size_t>(n);
     absl::string_view data(chunk, static_cast<size_t>(n));
     {
       absl::MutexLock lock(&mu_);

@@ -114,8 +114,15 @@ class Subprocess {
   Subprocess(const Options& options, pid_t pid, int stdout_fd, int stderr_fd);
   void DrainStderr(int fd);
   static int64_t SteadyNanos();
-  // poll()'s wait: kExitPoll, or less to end at `deadline` (when not 0), at least 1 ms.
-  static int PollTimeoutMs(int64_t deadline, int64_t now);
+  enum class Readiness {
+    kReadable,    // bytes or the end of the pipe, before the drain grace ended
+    kLate,        // bytes or the end, after it: they count toward kLateReadLimit
+    kNothingYet,  // the wait ended (kExitPoll, or the grace's end) without either
+    kDrained,     // after the grace, nothing waiting, or kLateReadLimit bytes read since
+  };
+  // Waits for `fd` (a pipe of the child) to be readable, kExitPoll at most; `late_bytes`: bytes
+  // read from it after the drain grace.
+  Readiness AwaitReadable(int fd, size_t late_bytes) const;
   // Whether the child has exited (it is not reaped).
   bool LeaderExited() const;
   // Kills what is left of the exited child's group and starts the pipes' kDrainGrace.
